@@ -1,0 +1,61 @@
+"""Adapter artefacts: ``adapter.safetensors`` (only what was trained) + ``adapter_config.json``.
+
+The config records the method, its options and the SHA-256 of the base weights; loading onto
+any other base model is refused, since a delta is meaningless on the wrong weights.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from medpeft.io import write_json
+from medpeft.methods import MethodState, apply_method, base_parameter_count, trainable_state
+from medpeft.models.weights import Foundation, save_state
+
+WEIGHTS = "adapter.safetensors"
+CONFIG = "adapter_config.json"
+
+
+def save_adapter(folder: str | Path, model: torch.nn.Module, method: MethodState,
+                 foundation: Foundation, extra: dict | None = None) -> Path:
+    folder = Path(folder)
+    delta = trainable_state(model)
+    save_state(folder / WEIGHTS, delta)
+    n_train = sum(t.numel() for t in delta.values())
+    write_json(folder / CONFIG, {
+        "method": method.name, "options": method.options, "base_sha256": foundation.sha256,
+        "classes": list(foundation.classes), "tensors": sorted(delta),
+        "trainable_parameters": n_train, "base_parameters": base_parameter_count(model),
+        **(extra or {}),
+    })
+    return folder
+
+
+def load_adapter(folder: str | Path, foundation: Foundation) -> torch.nn.Module:
+    """Apply a saved adapter to ``foundation.model`` (in place) and return the model."""
+    folder = Path(folder)
+    config_path = folder / CONFIG
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{config_path}: missing (is {folder} a medpeft adapter?)")
+    config = json.loads(config_path.read_text())
+    if config["base_sha256"] != foundation.sha256:
+        raise ValueError(f"{config_path}: adapter was trained on base weights "
+                         f"{config['base_sha256'][:12]}, not on {foundation.sha256[:12]}")
+    model = foundation.model
+    apply_method(model, config["method"], config["options"])
+    params = dict(model.named_parameters())
+    tensors = load_file(str(folder / WEIGHTS))
+    missing = sorted(set(config["tensors"]) - set(tensors))
+    unknown = sorted(set(tensors) - set(params))
+    if missing or unknown:
+        raise ValueError(f"{folder / WEIGHTS}: missing tensors {missing}, unknown tensors {unknown}")
+    for name, value in tensors.items():
+        if params[name].shape != value.shape:
+            raise ValueError(f"{folder / WEIGHTS}: {name} has shape {tuple(value.shape)}, "
+                             f"model expects {tuple(params[name].shape)}")
+        params[name].data.copy_(value)
+    model.eval()
+    return model

@@ -1,0 +1,44 @@
+"""K-shot support / test splits of a target dataset, by seed, written as a manifest.
+
+The test set is fixed for a dataset (a permutation with a constant seed), independent of K and of
+the experiment seed, so that every method, K and seed is scored on the same held-out volumes.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medpeft.data.msd import MSDDataset
+from medpeft.io import write_json
+
+TEST_SPLIT_SEED = 20240607
+
+
+def make_split(ds: MSDDataset, k: int, seed: int, n_test: int) -> dict:
+    """Pick ``k`` support cases by ``seed`` from the cases outside the fixed test set."""
+    names = sorted(c.name for c in ds.cases)
+    if n_test < 1 or n_test >= len(names):
+        raise ValueError(f"{ds.root}: cannot hold out {n_test} of {len(names)} cases for testing")
+    order = np.random.default_rng(TEST_SPLIT_SEED).permutation(len(names))
+    test = sorted(names[i] for i in order[:n_test])
+    pool = sorted(names[i] for i in order[n_test:])
+    if not 1 <= k <= len(pool):
+        raise ValueError(f"{ds.root}: K={k} support volumes requested but only {len(pool)} "
+                         f"are outside the {n_test} test volumes")
+    support = sorted(np.random.default_rng(seed).choice(pool, size=k, replace=False).tolist())
+    return {"dataset": str(ds.root), "k": k, "seed": seed, "support": support, "test": test}
+
+
+def write_manifest(path: str | Path, split: dict) -> Path:
+    write_json(path, split)
+    return Path(path)
+
+
+def read_manifest(path: str | Path) -> dict:
+    split = json.loads(Path(path).read_text())
+    for key in ("dataset", "support", "test"):
+        if key not in split:
+            raise ValueError(f"{path}: manifest has no '{key}' entry")
+    return split

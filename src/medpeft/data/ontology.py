@@ -1,0 +1,98 @@
+"""Canonical organ names, their ids, and how a dataset's own label map relates to a model's classes.
+
+Public CT collections label different subsets of organs under different names and values (a
+kidney dataset may label both kidneys as one value). Everything in medpeft speaks canonical names;
+a :class:`ClassMapping` tells the data pipeline and the partial-label loss how one dataset's label
+values relate to one model's output channels.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ORGANS: tuple[str, ...] = (
+    "liver",
+    "spleen",
+    "kidney_right",
+    "kidney_left",
+    "stomach",
+    "pancreas",
+    "gallbladder",
+    "aorta",
+    "inferior_vena_cava",
+    "urinary_bladder",
+    "vertebrae",
+)
+ORGAN_ID: dict[str, int] = {name: i + 1 for i, name in enumerate(ORGANS)}
+
+# Names used by public datasets for a canonical organ or a union of organs.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "kidney": ("kidney_right", "kidney_left"),
+    "kidneys": ("kidney_right", "kidney_left"),
+    "right_kidney": ("kidney_right",),
+    "left_kidney": ("kidney_left",),
+    "ivc": ("inferior_vena_cava",),
+    "postcava": ("inferior_vena_cava",),
+    "bladder": ("urinary_bladder",),
+    "gall_bladder": ("gallbladder",),
+    "spine": ("vertebrae",),
+}
+
+
+def resolve(name: str) -> tuple[str, ...]:
+    """Canonical organs that a dataset's label name covers (``()`` for unknown names)."""
+    key = name.strip().lower().replace(" ", "_").replace("-", "_")
+    if key in ORGAN_ID:
+        return (key,)
+    return ALIASES.get(key, ())
+
+
+@dataclass(frozen=True)
+class ClassMapping:
+    """How one dataset's label values relate to one model's output channels.
+
+    ``value_to_local`` maps every raw label value to a compact local class (0 = background, which
+    also absorbs labelled structures the model does not model). ``channel_to_local[c]`` is the local
+    class a model channel ``c`` falls into; channels of organs that this dataset does not label fall
+    into local background (0), which is what makes the loss *marginal* over unlabelled organs.
+    """
+
+    local_names: tuple[str, ...]
+    value_to_local: dict[int, int]
+    channel_to_local: tuple[int, ...]
+
+    @property
+    def n_local(self) -> int:
+        return len(self.local_names)
+
+    @property
+    def fully_labelled(self) -> bool:
+        """True when every model channel has its own local class (no merging)."""
+        return sorted(self.channel_to_local) == list(range(len(self.channel_to_local)))
+
+
+def class_mapping(labels: dict[int, str], model_classes: tuple[str, ...]) -> ClassMapping:
+    """Relate a dataset label map (value -> name, 0 = background) to a model's foreground classes.
+
+    Raises ``ValueError`` when a label's organs are only partly modelled (the union cannot be split).
+    """
+    local_names = ["background"]
+    value_to_local: dict[int, int] = {}
+    channel_to_local = [0] * (len(model_classes) + 1)
+    for value in sorted(labels):
+        name = labels[value]
+        if value == 0:
+            value_to_local[0] = 0
+            continue
+        organs = resolve(name)
+        modelled = [o for o in organs if o in model_classes]
+        if not modelled:
+            value_to_local[value] = 0  # a structure the model does not know is background to it
+            continue
+        if len(modelled) != len(organs):
+            raise ValueError(f"label '{name}' covers {organs} but the model only has {modelled}")
+        local = len(local_names)
+        local_names.append(name)
+        value_to_local[value] = local
+        for organ in modelled:
+            channel_to_local[model_classes.index(organ) + 1] = local
+    return ClassMapping(tuple(local_names), value_to_local, tuple(channel_to_local))

@@ -1,0 +1,44 @@
+"""Sliding-window inference (MONAI) with predictions returned in the *input's* geometry."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.inferers import sliding_window_inference
+from monai.transforms import Invertd
+
+from medpeft.data.ontology import ORGAN_ID
+from medpeft.data.transforms import Preprocessing, load_transforms
+from medpeft.io import save_nifti
+
+
+@torch.no_grad()
+def predict_probabilities(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing,
+                          overlap: float = 0.25) -> np.ndarray:
+    """Class probabilities (C, X, Y, Z) on the input file's own voxel grid."""
+    pre = load_transforms(pp, None, with_label=False)
+    data = pre({"image": str(image_path)})
+    model.eval()
+    logits = sliding_window_inference(data["image"][None], roi_size=pp.patch, sw_batch_size=2,
+                                      predictor=model, overlap=overlap, mode="gaussian")
+    data["pred"] = torch.softmax(logits[0], dim=0)
+    inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)
+    return np.asarray(inverted["pred"].detach().cpu(), dtype=np.float32)
+
+
+def predict_labels(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing) -> np.ndarray:
+    """Model channel index per voxel (0 = background), on the input's voxel grid."""
+    probs = predict_probabilities(model, image_path, pp)
+    shape = nib.load(str(image_path)).shape[:3]
+    if probs.shape[1:] != shape:
+        raise RuntimeError(f"{image_path}: inverted prediction {probs.shape[1:]} != input {shape}")
+    return probs.argmax(0).astype(np.uint8)
+
+
+def save_prediction(path: str | Path, channels: np.ndarray, image_path: str | Path,
+                    classes: tuple[str, ...]) -> None:
+    """Write channel indices as canonical organ ids, with the input image's affine."""
+    lut = np.array([0] + [ORGAN_ID[c] for c in classes], dtype=np.uint8)
+    save_nifti(path, lut[channels], nib.load(str(image_path)).affine)

@@ -1,0 +1,64 @@
+"""Backbones (MONAI networks) with a named encoder / decoder / head split.
+
+``swin-fast`` is the default on CPUs: MONAI SwinUNETR at feature size 12 with 4x4x4 windows,
+which tile the 32/16/8/4-token grids of a 64-voxel patch exactly (the stock 7x7x7 windows pad
+32 tokens to 35 and cost ~2x the time; see README "Backbone choice"). ``swin-base`` is the
+published configuration of the seed foundation models (feature size 48, 7x7x7 windows).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from monai.networks.nets import SwinUNETR
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "swin_unetr"
+    feature_size: int = 12
+    window_size: int = 4
+    depths: tuple[int, int, int, int] = (2, 2, 2, 2)
+    num_heads: tuple[int, int, int, int] = (3, 6, 12, 24)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BackboneConfig":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+PRESETS: dict[str, BackboneConfig] = {
+    "swin-fast": BackboneConfig(feature_size=12, window_size=4),
+    "swin-small": BackboneConfig(feature_size=24, window_size=7),
+    "swin-base": BackboneConfig(feature_size=48, window_size=7),
+}
+
+# Parameter-name prefixes of each part of MONAI's SwinUNETR.
+PARTS: dict[str, tuple[str, ...]] = {
+    "encoder": ("swinViT.", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10."),
+    "decoder": ("decoder1.", "decoder2.", "decoder3.", "decoder4.", "decoder5."),
+    "head": ("out.",),
+}
+
+
+def build_backbone(cfg: BackboneConfig, out_channels: int) -> torch.nn.Module:
+    """A fresh network with ``out_channels`` outputs (background + organs)."""
+    if cfg.name != "swin_unetr":
+        raise ValueError(f"unknown backbone {cfg.name!r}")
+    return SwinUNETR(in_channels=1, out_channels=out_channels, feature_size=cfg.feature_size,
+                     window_size=cfg.window_size, depths=cfg.depths, num_heads=cfg.num_heads)
+
+
+def part_of(param_name: str) -> str:
+    """Which part ("encoder", "decoder", "head") a parameter or module name belongs to."""
+    for part, prefixes in PARTS.items():
+        if param_name.startswith(prefixes):
+            return part
+    raise KeyError(f"parameter {param_name!r} is in no known part")
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)

@@ -1,0 +1,73 @@
+"""Our own weights on disk: a foundation checkpoint is ``foundation.safetensors`` plus
+``foundation.json`` (backbone, organ classes, preprocessing, the weights' SHA-256)."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from medpeft.data.transforms import Preprocessing
+from medpeft.io import atomic_path, write_json
+from medpeft.models.backbones import BackboneConfig, build_backbone
+
+WEIGHTS = "foundation.safetensors"
+META = "foundation.json"
+
+
+@dataclass
+class Foundation:
+    model: torch.nn.Module
+    backbone: BackboneConfig
+    classes: tuple[str, ...]  # foreground organs, channel i + 1
+    preprocessing: Preprocessing
+    sha256: str
+    path: Path | None = None
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_state(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
+    """Atomic safetensors write of contiguous CPU copies."""
+    clean = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(clean, str(tmp), metadata={k: str(v) for k, v in (metadata or {}).items()})
+
+
+def save_foundation(folder: str | Path, model: torch.nn.Module, backbone: BackboneConfig,
+                    classes: tuple[str, ...], pp: Preprocessing, extra: dict | None = None) -> Path:
+    folder = Path(folder)
+    save_state(folder / WEIGHTS, model.state_dict())
+    write_json(folder / META, {
+        "backbone": backbone.to_dict(), "classes": list(classes), "preprocessing": pp.to_dict(),
+        "sha256": file_sha256(folder / WEIGHTS), **(extra or {}),
+    })
+    return folder
+
+
+def load_foundation(folder: str | Path) -> Foundation:
+    """Load a foundation checkpoint; fails naming the file if it is missing or corrupt."""
+    folder = Path(folder)
+    meta_path, weights_path = folder / META, folder / WEIGHTS
+    for p in (meta_path, weights_path):
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: missing (is {folder} a medpeft foundation checkpoint?)")
+    meta = json.loads(meta_path.read_text())
+    digest = file_sha256(weights_path)
+    if digest != meta["sha256"]:
+        raise ValueError(f"{weights_path}: SHA-256 {digest[:12]} does not match {meta_path.name}")
+    backbone = BackboneConfig.from_dict(meta["backbone"])
+    classes = tuple(meta["classes"])
+    model = build_backbone(backbone, len(classes) + 1)
+    model.load_state_dict(load_file(str(weights_path)), strict=True)
+    return Foundation(model, backbone, classes, Preprocessing.from_dict(meta["preprocessing"]),
+                      digest, folder)

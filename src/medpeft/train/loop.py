@@ -1,0 +1,152 @@
+"""The one training loop behind pre-training and every adaptation method.
+
+Step-based AdamW with linear warm-up and cosine decay over the trainable parameters only.
+Checkpoints are whole folders (trainable tensors, optimizer tensors, step and RNG) made visible
+by atomically rewriting ``latest.json`` last, so a crash mid-write never yields a loadable
+half-checkpoint; ``resume=True`` continues from the newest complete one.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from monai.data import DataLoader, list_data_collate
+from safetensors.torch import load_file
+
+from medpeft.io import append_jsonl, write_json
+from medpeft.models.weights import save_state
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 100
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    warmup: int = 10
+    batch_size: int = 1
+    checkpoint_every: int = 50
+    log_every: int = 10
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _batches(dataset, batch_size: int, seed: int) -> Iterator[dict]:
+    generator = torch.Generator().manual_seed(seed)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
+                        collate_fn=list_data_collate, generator=generator)
+    while True:
+        yield from loader
+
+
+def _schedule(cfg: LoopConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if step < cfg.warmup:
+            return (step + 1) / cfg.warmup
+        progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler) -> None:
+    name = f"ckpt-{step:07d}"
+    target = folder / name
+    shutil.rmtree(target, ignore_errors=True)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    save_state(target / "trainable.safetensors", trainable)
+    opt_tensors, opt_meta = {}, {}
+    for idx, state in optimizer.state_dict()["state"].items():
+        for key, value in state.items():
+            if torch.is_tensor(value):
+                opt_tensors[f"{idx}.{key}"] = value
+            else:
+                opt_meta[f"{idx}.{key}"] = value
+    opt_tensors["__torch_rng__"] = torch.get_rng_state()
+    save_state(target / "optimizer.safetensors", opt_tensors)
+    write_json(target / "state.json", {"step": step, "scheduler": scheduler.state_dict(),
+                                       "optimizer_scalars": opt_meta,
+                                       "param_groups": optimizer.state_dict()["param_groups"]})
+    write_json(folder / "latest.json", {"step": step, "dir": name})  # the commit point
+    for old in folder.glob("ckpt-*"):
+        if old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None) -> int:
+    """Restore the newest complete checkpoint under ``folder``; returns its step (0 if none)."""
+    latest = folder / "latest.json"
+    if not latest.is_file():
+        return 0
+    info = json.loads(latest.read_text())
+    target = folder / info["dir"]
+    params = dict(model.named_parameters())
+    for name, value in load_file(str(target / "trainable.safetensors")).items():
+        if name not in params:
+            raise ValueError(f"{target}: checkpoint tensor {name!r} is not in the model")
+        params[name].data.copy_(value)
+    if optimizer is not None:
+        state = json.loads((target / "state.json").read_text())
+        tensors = load_file(str(target / "optimizer.safetensors"))
+        torch.set_rng_state(tensors.pop("__torch_rng__"))
+        opt_state: dict = {}
+        for key, value in list(tensors.items()) + list(state["optimizer_scalars"].items()):
+            idx, field = key.split(".", 1)
+            opt_state.setdefault(int(idx), {})[field] = value
+        optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
+        if scheduler is not None:
+            scheduler.load_state_dict(state["scheduler"])
+    return int(info["step"])
+
+
+def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConfig, run_dir: Path,
+               resume: bool = False, progress=None, desc: str = "training",
+               stop_after: int | None = None) -> dict:
+    """Train ``model``'s trainable parameters for ``cfg.steps`` steps; returns a summary.
+
+    ``stop_after`` ends the run early after that many steps (used to simulate a crash in tests).
+    """
+    run_dir = Path(run_dir)
+    ckpt_dir = run_dir / "checkpoints"
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: no parameter has requires_grad=True")
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if resume else 0
+    if not resume:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+    torch.manual_seed(cfg.seed + start)
+    batches = _batches(dataset, cfg.batch_size, cfg.seed + start)
+    task = progress.add_task(desc, total=cfg.steps, completed=start) if progress else None
+    model.train()
+    t0, running = time.perf_counter(), []
+    step = start
+    for step in range(start, cfg.steps):
+        if stop_after is not None and step - start >= stop_after:
+            return {"steps": step, "stopped": True}
+        batch = next(batches)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(batch["image"]), batch["label"], batch["channel_to_local"])
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+        running.append(loss.item())
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            append_jsonl(run_dir / "metrics.jsonl", {
+                "step": step + 1, "loss": sum(running) / len(running),
+                "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
+            running = []
+        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler)
+        if progress:
+            progress.update(task, advance=1, description=f"{desc} loss {loss.item():.3f}")
+    model.eval()
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return {"steps": cfg.steps, "seconds": time.perf_counter() - t0, "resumed_from": start}

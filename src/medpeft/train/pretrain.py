@@ -1,0 +1,42 @@
+"""Supervised pre-training of the foundation model on partially labelled source datasets."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from medpeft.data.msd import check_dataset, load_msd
+from medpeft.data.ontology import ORGANS, class_mapping, resolve
+from medpeft.data.transforms import Preprocessing, cached_dataset, case_dicts
+from medpeft.io import write_yaml
+from medpeft.models.backbones import PRESETS, build_backbone
+from medpeft.models.weights import save_foundation
+from medpeft.train.losses import MarginalDiceCELoss
+from medpeft.train.loop import LoopConfig, train_loop
+
+
+def source_classes(label_maps: list[dict[int, str]]) -> tuple[str, ...]:
+    """Canonical organs labelled by at least one source dataset, in ontology order."""
+    seen = {organ for labels in label_maps for v, n in labels.items() if v for organ in resolve(n)}
+    return tuple(o for o in ORGANS if o in seen)
+
+
+def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
+             pp: Preprocessing = Preprocessing(), loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
+             resume: bool = False, progress=None) -> Path:
+    """Train a foundation model on ``sources`` (MSD folders) and save it to ``out_dir``."""
+    datasets = [load_msd(s) for s in sources]
+    for ds in datasets:
+        check_dataset(ds)
+    classes = source_classes([ds.labels for ds in datasets])
+    mappings = {ds.name: class_mapping(ds.labels, classes) for ds in datasets}
+    items = [item for ds in datasets for item in case_dicts(ds, mappings[ds.name])]
+    out_dir = Path(out_dir)
+    write_yaml(out_dir / "config.yaml", {
+        "command": "pretrain", "sources": [str(s) for s in sources], "backbone": backbone,
+        "classes": classes, "preprocessing": pp.to_dict(), "loop": loop.to_dict()})
+    data = cached_dataset(items, pp, mappings, train=True)
+    cfg = PRESETS[backbone]
+    model = build_backbone(cfg, len(classes) + 1)
+    summary = train_loop(model, data, MarginalDiceCELoss(), loop, out_dir, resume=resume,
+                         progress=progress, desc="pre-training")
+    return save_foundation(out_dir, model, cfg, classes, pp,
+                           extra={"sources": [ds.name for ds in datasets], "train": summary})

@@ -1,0 +1,34 @@
+"""Shared fixtures: one tiny phantom collection and one quickly pre-trained foundation per session."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+# Enough pre-training for the tiny foundation to segment its source sites (see test_end_to_end).
+TINY_PRETRAIN_STEPS = int(os.environ.get("MEDPEFT_TEST_PRETRAIN_STEPS", "160"))
+
+
+@pytest.fixture(scope="session")
+def collection(tmp_path_factory) -> Path:
+    from medpeft.data.phantom.collection import write_collection
+    return write_collection(tmp_path_factory.mktemp("phantom"), "tiny", seed=0).parent
+
+
+def datasets_with_role(root: Path, role: str) -> list[Path]:
+    index = json.loads((root / "collection.json").read_text())
+    return [root / d["name"] for d in index["datasets"] if d["role"] == role]
+
+
+@pytest.fixture(scope="session")
+def foundation_dir(collection, tmp_path_factory) -> Path:
+    from medpeft.train.loop import LoopConfig
+    from medpeft.train.pretrain import pretrain
+    out = tmp_path_factory.mktemp("foundation")
+    return pretrain(datasets_with_role(collection, "source"), out,
+                    loop=LoopConfig(steps=TINY_PRETRAIN_STEPS, lr=2e-3, log_every=20))

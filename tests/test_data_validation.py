@@ -1,0 +1,72 @@
+"""Bad input fails early, with every problem listed and each naming its file."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from medpeft.data.msd import DataError, check_dataset, load_msd
+
+
+@pytest.fixture()
+def liver_copy(collection, tmp_path):
+    dst = tmp_path / "Task02_Liver"
+    shutil.copytree(collection / "Task02_Liver", dst)
+    return dst
+
+
+def _cases(folder):
+    return json.loads((folder / "dataset.json").read_text())["training"]
+
+
+def test_valid_copy_passes(liver_copy):
+    check_dataset(load_msd(liver_copy))
+
+
+def test_missing_label_file_is_named(liver_copy):
+    label = liver_copy / _cases(liver_copy)[0]["label"]
+    label.unlink()
+    with pytest.raises(DataError, match=label.name) as err:
+        check_dataset(load_msd(liver_copy))
+    assert "missing" in str(err.value)
+
+
+def test_shape_and_affine_mismatch_and_bad_values_all_reported(liver_copy):
+    first, second = (liver_copy / c["label"] for c in _cases(liver_copy)[:2])
+    img = nib.load(first)
+    nib.save(nib.Nifti1Image(np.zeros((5, 5, 5), np.uint8), img.affine), first)
+    img2 = nib.load(second)
+    data = np.asarray(img2.dataobj).copy()
+    data[0, 0, 0] = 7  # not in dataset.json labels
+    shifted = img2.affine.copy()
+    shifted[0, 3] += 10.0
+    nib.save(nib.Nifti1Image(data, shifted), second)
+    with pytest.raises(DataError) as err:
+        check_dataset(load_msd(liver_copy))
+    problems = err.value.problems
+    assert any(first.name in p and "shape" in p for p in problems)
+    assert any(second.name in p and "affine" in p for p in problems)
+    assert any(second.name in p and "[7]" in p for p in problems)
+
+
+def test_non_nifti_files_are_named(liver_copy):
+    entries = _cases(liver_copy)
+    corrupt = liver_copy / entries[0]["image"]
+    corrupt.write_bytes(b"this is not a NIfTI volume")
+    txt = liver_copy / "imagesTr" / "notes.txt"
+    txt.write_text("hello")
+    meta = json.loads((liver_copy / "dataset.json").read_text())
+    meta["training"][1]["image"] = "./imagesTr/notes.txt"
+    (liver_copy / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError) as err:
+        check_dataset(load_msd(liver_copy))
+    text = str(err.value)
+    assert corrupt.name in text and "notes.txt" in text and "not a NIfTI" in text
+
+
+def test_missing_dataset_json(tmp_path):
+    with pytest.raises(DataError, match="dataset.json"):
+        load_msd(tmp_path)

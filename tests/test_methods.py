@@ -1,0 +1,77 @@
+"""Adaptation methods train exactly what they claim and nothing else."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medpeft.adapters.base import sites_of
+from medpeft.methods import apply_method, base_parameter_count, trainable_state
+from medpeft.models.backbones import PRESETS, build_backbone, part_of
+
+
+def _model():
+    torch.manual_seed(0)
+    return build_backbone(PRESETS["swin-fast"], out_channels=4)
+
+
+def _step(model):
+    x = torch.randn(1, 1, 64, 64, 32)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    model.train()
+    model(x).square().mean().backward()
+    opt.step()
+
+
+def _base_view(model) -> dict[str, torch.Tensor]:
+    """Base weights by their original names (LoRA wraps a layer as ``<name>.base``)."""
+    adapter = {id(p) for s in sites_of(model) for p in s.adapter_parameters()}
+    return {n.replace(".base.", "."): p.detach().clone() for n, p in model.named_parameters()
+            if id(p) not in adapter}
+
+
+@pytest.mark.parametrize("method,trained_parts", [
+    ("head", {"head"}), ("decoder", {"decoder", "head"}), ("lora", {"head"}),
+    ("full", {"encoder", "decoder", "head"})])
+def test_frozen_weights_stay_bit_identical(method, trained_parts):
+    model = _model()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state = apply_method(model, method, {"rank": 4})
+    _step(model)
+    after = _base_view(model)
+    assert set(after) == set(before)
+    changed = {part_of(n) for n in before if not torch.equal(before[n], after[n])}
+    assert changed == trained_parts
+    for n in before:
+        if part_of(n) not in trained_parts:
+            assert torch.equal(before[n], after[n]), n
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert n_trainable == sum(t.numel() for t in trainable_state(model).values())
+    if method == "lora":
+        assert len(state.sites) == 16  # qkv + proj in 8 Swin blocks
+        assert all(not torch.equal(s.lora_B, torch.zeros_like(s.lora_B)) for s in state.sites)
+        assert n_trainable == sum(s.n_params for s in state.sites) + sum(
+            p.numel() for p in model.out.parameters())
+        assert base_parameter_count(model) == sum(t.numel() for t in before.values())
+        assert n_trainable / base_parameter_count(model) < 0.01
+
+
+def test_fresh_lora_is_identity_and_disabled_lora_restores_base():
+    model = _model().eval()
+    x = torch.randn(1, 1, 64, 64, 32)
+    with torch.no_grad():
+        ref = model(x)
+    state = apply_method(model, "lora", {"rank": 4})
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), ref)
+        for site in state.sites:
+            site.lora_B.normal_()
+        assert not torch.allclose(model(x), ref, atol=1e-4)
+        for site in state.sites:
+            site.enabled = False
+        assert torch.equal(model(x), ref)
+
+
+def test_unknown_method_is_rejected():
+    with pytest.raises(ValueError, match="unknown method"):
+        apply_method(_model(), "magic")
