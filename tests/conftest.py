@@ -11,7 +11,7 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 # Enough pre-training for the tiny foundation to segment its source sites (see test_end_to_end).
-TINY_PRETRAIN_STEPS = int(os.environ.get("MEDPEFT_TEST_PRETRAIN_STEPS", "160"))
+TINY_PRETRAIN_STEPS = int(os.environ.get("MEDPEFT_TEST_PRETRAIN_STEPS", "60"))
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           manifest: Path = typer.Option(..., help="few-shot manifest (medpeft split)"),
           method: str = typer.Option("lora", help="full | decoder | head | lora"),
           out: Path = typer.Option(..., help="adapter output folder"),
-          steps: int = typer.Option(60), lr: Optional[float] = typer.Option(None),
+          steps: int = typer.Option(80), lr: Optional[float] = typer.Option(None),
           rank: int = typer.Option(4, help="LoRA rank"), seed: int = typer.Option(0),
           resume: bool = typer.Option(False)) -> None:
     """Few-shot adaptation; writes only the trained tensors (the delta) and their config."""
@@ -125,12 +125,13 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          cache: Path = typer.Option(Path("runs/cache"), help="reused phantom data and foundation"),
-         pretrain_steps: int = typer.Option(400), adapt_steps: int = typer.Option(60),
-         seed: int = typer.Option(0)) -> None:
+         pretrain_steps: int = typer.Option(1600), adapt_steps: int = typer.Option(80),
+         seed: int = typer.Option(0),
+         retrain: bool = typer.Option(False, help="pre-train even if the shipped model matches")) -> None:
     """The main job on the embedded phantom: pre-train, adapt at K=1 and K=5, report Dice."""
     from medpeft.demo import DemoConfig, run_demo
     run_demo(out, cache, DemoConfig(pretrain_steps=pretrain_steps, adapt_steps=adapt_steps,
-                                    seed=seed), console)
+                                    seed=seed, retrain=retrain), console)
 
 
 if __name__ == "__main__":

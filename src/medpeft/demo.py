@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ from medpeft.evaluate.report import overlay_png, results_table, write_csv, write
 from medpeft.io import write_json
 from medpeft.methods import METHODS
 from medpeft.models.backbones import count_parameters
-from medpeft.models.weights import load_foundation
+from medpeft.models.weights import load_foundation, shipped_foundation
 from medpeft.train.adapt import adapt
 from medpeft.train.loop import LoopConfig
 from medpeft.train.pretrain import pretrain
@@ -38,9 +39,10 @@ class DemoConfig:
     size: str = "demo"
     seed: int = 0
     backbone: str = "swin-fast"
-    pretrain_steps: int = 400
+    pretrain_steps: int = 1600
     pretrain_lr: float = 2e-3
-    adapt_steps: int = 60
+    retrain: bool = False
+    adapt_steps: int = 80
     shots: tuple[int, ...] = (1, 5)
     methods: tuple[str, ...] = METHODS
     n_test: int = 6
@@ -52,9 +54,31 @@ def progress_bar() -> Progress:
                     TimeElapsedColumn())
 
 
-def _foundation_dir(cache: Path, collection_hash: str, cfg: DemoConfig) -> Path:
-    key = json.dumps([collection_hash, cfg.backbone, cfg.pretrain_steps, cfg.pretrain_lr])
+def pretrain_recipe(collection_hash: str, cfg: DemoConfig) -> dict:
+    """Everything that determines the demo's foundation model."""
+    return {"collection": collection_hash, "backbone": cfg.backbone, "steps": cfg.pretrain_steps,
+            "lr": cfg.pretrain_lr, "seed": cfg.seed}
+
+
+def _foundation_dir(cache: Path, recipe: dict) -> Path:
+    key = json.dumps(recipe, sort_keys=True)
     return cache / f"foundation-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _provide_foundation(fdir: Path, recipe: dict, sources: list[Path], cfg: DemoConfig,
+                        progress, console: Console) -> None:
+    """Reuse the cache, else the shipped checkpoint if made by the same recipe, else pre-train."""
+    if (fdir / "foundation.json").exists():
+        return
+    shipped = shipped_foundation()
+    if shipped is not None and not cfg.retrain and \
+            json.loads((shipped / "foundation.json").read_text()).get("recipe") == recipe:
+        console.print(f"using the shipped foundation model ({shipped}); --retrain to pre-train")
+        shutil.copytree(shipped, fdir)
+        return
+    pretrain(sources, fdir, cfg.backbone,
+             loop=LoopConfig(steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed),
+             resume=True, progress=progress, recipe=recipe)
 
 
 def _evaluate(model, ds, names, foundation, pred_dir, progress, desc) -> tuple[float, dict, list]:
@@ -78,11 +102,9 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
         index = json.loads(index_path.read_text())
         root = index_path.parent
         by_role = lambda role: [root / d["name"] for d in index["datasets"] if d["role"] == role]  # noqa: E731
-        fdir = _foundation_dir(cache, index["hash"], cfg)
-        if not (fdir / "foundation.json").exists():
-            pretrain(by_role(SOURCE_ROLE), fdir, cfg.backbone,
-                     loop=LoopConfig(steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed),
-                     resume=True, progress=progress)
+        recipe = pretrain_recipe(index["hash"], cfg)
+        fdir = _foundation_dir(cache, recipe)
+        _provide_foundation(fdir, recipe, by_role(SOURCE_ROLE), cfg, progress, console)
         foundation = load_foundation(fdir)
         n_total = count_parameters(foundation.model)
         holdout, target = load_msd(by_role(HOLDOUT_ROLE)[0]), load_msd(by_role(TARGET_ROLE)[0])

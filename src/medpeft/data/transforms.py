@@ -100,7 +100,10 @@ def cached_dataset(items: list[dict], pp: Preprocessing, mapping_of: dict[str, C
     datasets = []
     for name, group in groups.items():
         pre = load_transforms(pp, mapping_of[name])
-        transform = Compose([pre, train_transforms(pp)]) if train else pre
+        # one flat pipeline: CacheDataset caches up to the first random transform, and a nested
+        # Compose counts as random, which would silently disable the cache
+        transform = Compose(list(pre.transforms) + list(train_transforms(pp).transforms)) \
+            if train else pre
         datasets.append(CacheDataset(group, transform=transform, cache_rate=1.0, num_workers=0,
                                      progress=False, copy_cache=train))
     return datasets[0] if len(datasets) == 1 else torch.utils.data.ConcatDataset(datasets)

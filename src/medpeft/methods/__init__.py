@@ -11,7 +11,7 @@ from medpeft.methods.peft import add_lora
 
 METHODS = ("full", "decoder", "head", "lora")
 # Defaults that suit each method in the few-shot regime (tuned on the phantom target site).
-DEFAULT_LR = {"full": 3e-4, "decoder": 1e-3, "head": 1e-2, "lora": 3e-3}
+DEFAULT_LR = {"full": 1e-3, "decoder": 3e-3, "head": 1e-2, "lora": 3e-3}
 
 
 @dataclass

@@ -54,6 +54,12 @@ def save_foundation(folder: str | Path, model: torch.nn.Module, backbone: Backbo
     return folder
 
 
+def shipped_foundation() -> Path | None:
+    """The foundation model pre-trained on the phantom collection that ships with medpeft."""
+    folder = Path(__file__).resolve().parent.parent / "assets" / "phantom-foundation"
+    return folder if (folder / META).is_file() and (folder / WEIGHTS).is_file() else None
+
+
 def load_foundation(folder: str | Path) -> Foundation:
     """Load a foundation checkpoint; fails naming the file if it is missing or corrupt."""
     folder = Path(folder)

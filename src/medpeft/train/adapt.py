@@ -17,7 +17,7 @@ from medpeft.train.loop import LoopConfig, train_loop
 
 
 def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
-          options: dict | None = None, steps: int = 60, lr: float | None = None, seed: int = 0,
+          options: dict | None = None, steps: int = 80, lr: float | None = None, seed: int = 0,
           resume: bool = False, progress=None) -> dict:
     """Adapt with ``method`` on the manifest's support volumes; writes the adapter to ``out_dir``."""
     split = read_manifest(manifest)

@@ -21,7 +21,7 @@ def source_classes(label_maps: list[dict[int, str]]) -> tuple[str, ...]:
 
 def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
              pp: Preprocessing = Preprocessing(), loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
-             resume: bool = False, progress=None) -> Path:
+             resume: bool = False, progress=None, recipe: dict | None = None) -> Path:
     """Train a foundation model on ``sources`` (MSD folders) and save it to ``out_dir``."""
     datasets = [load_msd(s) for s in sources]
     for ds in datasets:
@@ -39,4 +39,5 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     summary = train_loop(model, data, MarginalDiceCELoss(), loop, out_dir, resume=resume,
                          progress=progress, desc="pre-training")
     return save_foundation(out_dir, model, cfg, classes, pp,
-                           extra={"sources": [ds.name for ds in datasets], "train": summary})
+                           extra={"sources": [ds.name for ds in datasets], "train": summary,
+                                  "recipe": recipe or {}})
