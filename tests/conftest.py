@@ -11,7 +11,7 @@ import torch
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 # Enough pre-training for the tiny foundation to segment its source sites (see test_end_to_end).
-TINY_PRETRAIN_STEPS = int(os.environ.get("MEDPEFT_TEST_PRETRAIN_STEPS", "60"))
+TINY_PRETRAIN_STEPS = int(os.environ.get("MEDPEFT_TEST_PRETRAIN_STEPS", "100"))
 
 
 @pytest.fixture(scope="session")
@@ -31,4 +31,4 @@ def foundation_dir(collection, tmp_path_factory) -> Path:
     from medpeft.train.pretrain import pretrain
     out = tmp_path_factory.mktemp("foundation")
     return pretrain(datasets_with_role(collection, "source"), out,
-                    loop=LoopConfig(steps=TINY_PRETRAIN_STEPS, lr=2e-3, log_every=20))
+                    loop=LoopConfig(steps=TINY_PRETRAIN_STEPS, lr=2e-3, log_every=10))

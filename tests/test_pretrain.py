@@ -13,4 +13,4 @@ def test_pretraining_learns_and_saves(foundation_dir):
     assert f.classes == tuple(o for o in ORGANS if o != "gallbladder")
     losses = [json.loads(line)["loss"]
               for line in (foundation_dir / "metrics.jsonl").read_text().splitlines()]
-    assert sum(losses[-2:]) / 2 < 0.8 * sum(losses[:2]) / 2, losses
+    assert sum(losses[-2:]) / 2 < 0.85 * sum(losses[:2]) / 2, losses
