@@ -50,11 +50,7 @@ def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], map
 
 def mean_dice(rows: list[dict]) -> float:
     """Mean over organs of the per-organ mean over cases (NaNs skipped)."""
-    per_organ: dict[str, list[float]] = {}
-    for r in rows:
-        if not math.isnan(r["dice"]):
-            per_organ.setdefault(r["organ"], []).append(r["dice"])
-    means = [sum(v) / len(v) for v in per_organ.values()]
+    means = list(organ_means(rows).values())
     return sum(means) / len(means) if means else float("nan")
 
 
