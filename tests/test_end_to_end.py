@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from medpeft.adapters.io import load_adapter
+from medpeft.adapters.io import export_merged, load_adapter
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.msd import load_msd
 from medpeft.data.ontology import class_mapping
@@ -32,15 +32,13 @@ def _dice(model, ds, names, f, pred_dir=None):
     return mean_dice(rows)
 
 
-@pytest.mark.xfail(strict=True, reason="generator v1: the arterial-phase target shift is too weak "
-                   "for the shape-driven foundation model (issue 2 note); strict, so it flags "
-                   "itself once the phantom's shift is strengthened")
 def test_zero_shot_target_dice_is_clearly_below_source(collection, shipped):
     f = load_foundation(shipped)
     holdout, target = load_msd(collection / "Task06_SourceHoldout"), load_msd(collection / "Task10_NewSite")
     source_dice = _dice(f.model, holdout, [c.name for c in holdout.cases], f)
     zero_shot = _dice(f.model, target, make_split(target, 5, seed=0, n_test=3)["test"], f)
-    assert zero_shot < source_dice - 0.10
+    print(f"source hold-out {source_dice:.3f}, target zero-shot {zero_shot:.3f}")
+    assert zero_shot < source_dice - 0.15
 
 
 def test_k5_adaptation_raises_target_dice(collection, shipped, tmp_path):
@@ -60,9 +58,7 @@ def test_k5_adaptation_raises_target_dice(collection, shipped, tmp_path):
     adapted = _dice(load_adapter(tmp_path / "decoder", load_foundation(shipped)), target,
                     split["test"], f)
     print(f"decoder K=5: {adapted:.3f}")
-    # measured: +0.06 (0.486 -> 0.548). The issue asks for +0.10; stomach, pancreas and bladder
-    # stay at 0 because the v1 foundation never learned them (issue 2 note)
-    assert adapted >= zero_shot + 0.04
+    assert adapted >= zero_shot + 0.10
 
 
 def test_lora_adapter_round_trip_and_base_check(collection, shipped, tmp_path):
@@ -79,6 +75,11 @@ def test_lora_adapter_round_trip_and_base_check(collection, shipped, tmp_path):
     base = load_foundation(shipped).model.eval()
     with torch.no_grad():
         assert torch.equal(a(x), b(x)) and not torch.allclose(a(x), base(x))
+    # export --merge: a plain checkpoint with the base keys that computes the same outputs
+    merged = load_foundation(export_merged(tmp_path / "lora", load_foundation(shipped),
+                                           tmp_path / "merged"))
+    with torch.no_grad():
+        assert torch.allclose(merged.model.eval()(x), a(x), atol=1e-5)
     other = load_foundation(shipped)
     other.sha256 = "0" * 64
     with pytest.raises(ValueError, match="base weights"):

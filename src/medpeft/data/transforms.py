@@ -17,7 +17,9 @@ from monai.transforms import (
     LoadImaged,
     MapLabelValued,
     Orientationd,
-    RandCropByPosNegLabeld,
+    ClassesToIndicesd,
+    DeleteItemsd,
+    RandCropByLabelClassesd,
     RandScaleIntensityd,
     RandShiftIntensityd,
     ScaleIntensityRanged,
@@ -71,16 +73,33 @@ def load_transforms(pp: Preprocessing, mapping: ClassMapping | None, with_label:
     return Compose(steps)
 
 
-def train_transforms(pp: Preprocessing) -> Compose:
-    """Random part: pad to the patch, sample a patch around an organ or not, jitter intensity."""
-    return Compose([
+def class_balanced_ratios(n_local: int) -> list[float]:
+    """Patch-centre ratios: every labelled organ equally often (small ones too), background a third.
+
+    Sampling centres uniformly over organ voxels instead would almost never pick the pancreas or
+    the bladder next to the liver, and the model would not learn them.
+    """
+    organs = n_local - 1
+    return [organs / 2.0] + [1.0] * organs
+
+
+def train_transforms(pp: Preprocessing, n_local: int) -> tuple[list, list]:
+    """(deterministic, random) training steps after loading: pad to the patch and index each
+    class's voxels once (cached); then draw a class-balanced patch and jitter its intensity."""
+    deterministic = [
         SpatialPadd(keys=["image", "label"], spatial_size=pp.patch),
-        RandCropByPosNegLabeld(keys=["image", "label"], label_key="label", spatial_size=pp.patch,
-                               pos=2, neg=1, num_samples=1),
+        ClassesToIndicesd(keys="label", num_classes=n_local, indices_postfix="_classes"),
+    ]
+    random = [
+        RandCropByLabelClassesd(keys=["image", "label"], label_key="label", spatial_size=pp.patch,
+                                num_classes=n_local, ratios=class_balanced_ratios(n_local),
+                                indices_key="label_classes", num_samples=1, warn=False),
+        DeleteItemsd(keys="label_classes"),
         RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
         RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
         EnsureTyped(keys=["image", "label"], track_meta=False),
-    ])
+    ]
+    return deterministic, random
 
 
 def case_dicts(ds: MSDDataset, mapping: ClassMapping, names: list[str] | None = None) -> list[dict]:
@@ -102,8 +121,11 @@ def cached_dataset(items: list[dict], pp: Preprocessing, mapping_of: dict[str, C
         pre = load_transforms(pp, mapping_of[name])
         # one flat pipeline: CacheDataset caches up to the first random transform, and a nested
         # Compose counts as random, which would silently disable the cache
-        transform = Compose(list(pre.transforms) + list(train_transforms(pp).transforms)) \
-            if train else pre
+        steps = list(pre.transforms)
+        if train:
+            deterministic, random = train_transforms(pp, mapping_of[name].n_local)
+            steps += deterministic + random
+        transform = Compose(steps)
         datasets.append(CacheDataset(group, transform=transform, cache_rate=1.0, num_workers=0,
                                      progress=False, copy_cache=train))
     return datasets[0] if len(datasets) == 1 else torch.utils.data.ConcatDataset(datasets)

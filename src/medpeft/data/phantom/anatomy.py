@@ -169,7 +169,7 @@ def render_subject(rng: np.random.Generator, g: Grid) -> tuple[np.ndarray, np.nd
     for name, side, z0 in (("kidney_right", 1, -2.0), ("kidney_left", -1, 16.0)):
         c = np.array([side * 66 * s, spine_y + 8 * s, z0]) + jitter(7)
         rot = _rotation(rng, 10)
-        r = np.array([29, 26, 58]) * scale()
+        r = np.array([26, 23, 52]) * scale()
         q = ellipsoid(g, c, r, rot) - _wobble(rng, g, 0.04)
         hilum = ellipsoid(g, c - np.array([side * 22, -4, 0]), (11, 10, 20))
         kidney = (q < 1) & (hilum > 1)

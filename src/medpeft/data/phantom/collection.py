@@ -20,18 +20,23 @@ from medpeft.data.ontology import ORGAN_ID, ORGANS, resolve
 from medpeft.data.phantom.scanner import Site, acquire
 from medpeft.io import save_nifti, write_json
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
+# Source sites scan with intravenous contrast, as most public CT collections do; they differ in
+# phase timing, dose, kernel, calibration, spacing, orientation and field of view.
 HOSPITAL_A = Site("hospital-a-portal", "portal-venous", 12.0, 1.2, (3.0, 3.0, 3.0))
-HOSPITAL_B = Site("hospital-b-noncontrast", "non-contrast", 10.0, 1.6, (3.4, 3.4, 4.0),
+HOSPITAL_B = Site("hospital-b-late-arterial", "arterial", 10.0, 1.6, (3.4, 3.4, 4.0),
                   hu_offset=-5.0, orientation="LPS")
 HOSPITAL_C = Site("hospital-c-sharp", "portal-venous", 18.0, 0.7, (3.0, 3.0, 3.0),
                   hu_scale=1.03, orientation="LAS")
 HOSPITAL_D = Site("hospital-d-thick", "portal-venous", 14.0, 1.2, (3.5, 3.5, 4.5), hu_offset=5.0)
-HOSPITAL_E = Site("hospital-e-lowdose", "non-contrast", 20.0, 1.0, (3.5, 3.5, 3.0),
+HOSPITAL_E = Site("hospital-e-lowdose", "portal-venous", 20.0, 1.0, (3.5, 3.5, 3.0),
                   orientation="LPS", z_range=(-225.0, 120.0))
-NEW_SITE = Site("new-hospital-arterial", "arterial", 28.0, 0.7, (3.6, 3.6, 5.0), hu_offset=12.0,
-                orientation="LPS", shift_mm=18.0, z_range=(-210.0, 140.0))
+# The new hospital: a low-dose, thick-slice protocol without intravenous contrast but with
+# positive oral contrast in stomach and bowel, stored LPS, patients placed off-centre.
+NEW_SITE = Site("new-hospital-noncontrast", "non-contrast", 24.0, 0.7, (3.6, 3.6, 5.0),
+                hu_offset=12.0, orientation="LPS", shift_mm=18.0, z_range=(-210.0, 140.0),
+                oral_contrast=True)
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,7 @@ class DatasetSpec:
 
 def collection_specs(size: str = "demo") -> list[DatasetSpec]:
     """The datasets of the phantom collection; ``size`` is "demo" or "tiny" (tests)."""
-    counts = {"demo": (8, 6, 6, 6, 6, 4, 16), "tiny": (4, 2, 2, 2, 2, 2, 8)}
+    counts = {"demo": (8, 6, 6, 6, 6, 4, 6, 16), "tiny": (4, 2, 2, 2, 2, 2, 2, 8)}
     if size not in counts:
         raise ValueError(f"unknown collection size {size!r}; choose from {sorted(counts)}")
     n = counts[size]
@@ -60,7 +65,8 @@ def collection_specs(size: str = "demo") -> list[DatasetSpec]:
         DatasetSpec("Task05_SpinePelvis", HOSPITAL_E,
                     ("vertebrae", "urinary_bladder", "aorta", "inferior_vena_cava"), n[4], "source"),
         DatasetSpec("Task06_SourceHoldout", HOSPITAL_A, ORGANS, n[5], "source-holdout"),
-        DatasetSpec("Task10_NewSite", NEW_SITE, ORGANS, n[6], "target"),
+        DatasetSpec("Task07_Pancreas", HOSPITAL_C, ("pancreas",), n[6], "source"),
+        DatasetSpec("Task10_NewSite", NEW_SITE, ORGANS, n[7], "target"),
     ]
 
 
@@ -86,9 +92,17 @@ def _write_case(job: tuple[Path, DatasetSpec, int, int]) -> dict:
     return {"image": f"./imagesTr/{stem}", "label": f"./labelsTr/{stem}"}
 
 
-def spec_hash(specs: list[DatasetSpec], seed: int) -> str:
-    text = json.dumps([repr(s) for s in specs] + [seed, GENERATOR_VERSION])
+def spec_hash(specs: list[DatasetSpec], seed: int, roles: tuple[str, ...] | None = None) -> str:
+    """Fingerprint of what :func:`write_collection` writes for ``specs`` (optionally only the
+    datasets with one of ``roles``; positions count, as they seed the cases)."""
+    text = json.dumps([f"{i}:{s!r}" for i, s in enumerate(specs) if roles is None or s.role in roles]
+                      + [seed, GENERATOR_VERSION])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def source_hash(size: str, seed: int) -> str:
+    """Fingerprint of the pre-training (source) datasets only: what a foundation model depends on."""
+    return spec_hash(collection_specs(size), seed, roles=("source",))
 
 
 def write_collection(root: str | Path, size: str = "demo", seed: int = 0, workers: int = 2,
@@ -126,7 +140,7 @@ def write_collection(root: str | Path, size: str = "demo", seed: int = 0, worker
             "medpeft": {"site": spec.site.to_dict(), "role": spec.role, "seed": seed},
         })
     write_json(index_path, {
-        "hash": digest, "seed": seed, "size": size, "generator_version": GENERATOR_VERSION,
+        "hash": digest, "source_hash": source_hash(size, seed), "seed": seed, "size": size, "generator_version": GENERATOR_VERSION,
         "datasets": [{"name": s.name, "role": s.role, "site": s.site.name} for s in specs],
     })
     return index_path

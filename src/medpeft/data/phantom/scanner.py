@@ -45,6 +45,7 @@ class Site:
     shift_mm: float = 8.0  # SD of the patient's off-centre position on the table
     z_range: tuple[float, float] = (-215.0, 150.0)
     fov_mm: tuple[float, float] = (390.0, 300.0)
+    oral_contrast: bool = False  # positive oral contrast fills stomach and bowel
 
     def __post_init__(self) -> None:
         if self.phase not in PHASES:
@@ -57,9 +58,16 @@ class Site:
         return asdict(self)
 
 
-def _hu_lookup(phase: str) -> np.ndarray:
+# Positive (iodinated) oral contrast in the gut lumen, independent of the intravenous phase.
+_ORAL_CONTRAST_HU = {"bowel": 230.0, "stomach_fluid": 260.0}
+
+
+def _hu_lookup(phase: str, oral_contrast: bool = False) -> np.ndarray:
     k = PHASES.index(phase)
-    return np.array([_HU[t][k] for t in TISSUES], dtype=np.float32)
+    hu = {t: _HU[t][k] for t in TISSUES}
+    if oral_contrast:
+        hu.update(_ORAL_CONTRAST_HU)
+    return np.array([hu[t] for t in TISSUES], dtype=np.float32)
 
 
 def _texture(rng: np.random.Generator, tissue: np.ndarray) -> np.ndarray:
@@ -99,7 +107,7 @@ def acquire(site: Site, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     grid = Grid(scanner_x - shift[0], scanner_y - shift[1], scanner_z)
     label, tissue = render_subject(rng, grid)
 
-    hu = _hu_lookup(site.phase)[tissue] + _texture(rng, tissue)
+    hu = _hu_lookup(site.phase, site.oral_contrast)[tissue] + _texture(rng, tissue)
     fwhm_to_sigma = 1.0 / 2.355
     blur = (site.kernel_mm * fwhm_to_sigma / sx, site.kernel_mm * fwhm_to_sigma / sy,
             max(site.kernel_mm, sz) * fwhm_to_sigma / sz)
