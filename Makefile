@@ -21,6 +21,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/backbone_speed.py
+	$(BIN)/python benchmarks/adapter_overhead.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

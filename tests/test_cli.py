@@ -33,3 +33,29 @@ def test_help_lists_the_commands():
     assert result.exit_code == 0
     for command in ("phantom", "pretrain", "split", "adapt", "evaluate", "demo"):
         assert command in result.output
+
+
+def test_inspect_sites_and_model():
+    result = runner.invoke(app, ["inspect", "sites", "--kind", "lora", "--rank", "2"],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "attn.qkv" in result.output and "affine" not in result.output
+    # 8 Swin blocks x (qkv 12..96 -> 3x, proj) at rank 2, as the library counts it
+    from medpeft.adapters.kinds import candidate_sites
+    from medpeft.models.backbones import PRESETS, build_backbone
+    rows = candidate_sites(build_backbone(PRESETS["swin-fast"], 2), ["lora"],
+                           options={"lora": {"rank": 2}})
+    assert f"{rows[0]['n_params']:,}" in result.output
+
+    result = runner.invoke(app, ["inspect", "model", "--method", "head"])
+    assert result.exit_code == 0, result.output
+    assert "trainable: 26 = " in result.output  # a 2-class head: 12 x 2 weights + 2 biases
+
+    result = runner.invoke(app, ["inspect", "model", "--method", "lora+nonsense"])
+    assert result.exit_code == 2 and "unknown method" in result.output
+
+
+def test_export_requires_merge(tmp_path):
+    result = runner.invoke(app, ["export", str(tmp_path), "--foundation", str(tmp_path),
+                                 "--out", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "--merge" in result.output

@@ -31,7 +31,8 @@ def _base_view(model) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("method,trained_parts", [
     ("head", {"head"}), ("decoder", {"decoder", "head"}), ("lora", {"head"}),
-    ("full", {"encoder", "decoder", "head"})])
+    ("full", {"encoder", "decoder", "head"}), *[(m, {"head"}) for m in (
+        "bitfit", "affine", "adaptformer", "adapter", "conv-adapter", "ssf", "ia3", "lora+affine")]])
 def test_frozen_weights_stay_bit_identical(method, trained_parts):
     model = _model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -46,6 +47,11 @@ def test_frozen_weights_stay_bit_identical(method, trained_parts):
             assert torch.equal(before[n], after[n]), n
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert n_trainable == sum(t.numel() for t in trainable_state(model).values())
+    if state.sites:  # adapter presets: sites + head, under 1.2% of the model
+        assert n_trainable == sum(s.n_params for s in state.sites) + sum(
+            p.numel() for p in model.out.parameters())
+        assert base_parameter_count(model) == sum(t.numel() for t in before.values())
+        assert n_trainable / base_parameter_count(model) < 0.012
     if method == "lora":
         assert len(state.sites) == 16  # qkv + proj in 8 Swin blocks
         assert all(not torch.equal(s.lora_B, torch.zeros_like(s.lora_B)) for s in state.sites)
@@ -75,3 +81,14 @@ def test_fresh_lora_is_identity_and_disabled_lora_restores_base():
 def test_unknown_method_is_rejected():
     with pytest.raises(ValueError, match="unknown method"):
         apply_method(_model(), "magic")
+    with pytest.raises(ValueError, match="unknown method"):
+        apply_method(_model(), "lora+lora")
+
+
+def test_combination_targets_are_per_kind():
+    state = apply_method(_model(), "lora+bitfit", {"targets": [
+        "lora:swinViT.layers1.0.blocks.0.attn.qkv", "bitfit:swinViT.patch_embed.*"]})
+    assert {(s.kind, s.location) for s in state.sites} == {
+        ("lora", "swinViT.layers1.0.blocks.0.attn.qkv"), ("bitfit", "swinViT.patch_embed.proj")}
+    with pytest.raises(ValueError, match="kind:pattern"):
+        apply_method(_model(), "lora+bitfit", {"targets": ["swinViT.*"]})

@@ -1,4 +1,4 @@
-"""The ``medpeft`` command line: phantom, pretrain, split, adapt, evaluate, demo."""
+"""The ``medpeft`` command line: phantom, pretrain, split, adapt, evaluate, export, inspect, demo."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,8 @@ from rich.console import Console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Few-shot, parameter-efficient adaptation of 3D CT segmentation models.")
+inspect_app = typer.Typer(no_args_is_help=True, help="Look inside a backbone: adapter sites, counts.")
+app.add_typer(inspect_app, name="inspect")
 console = Console()
 
 
@@ -70,25 +72,61 @@ def split(dataset: Path = typer.Argument(..., help="target MSD folder"),
     console.print(f"support: {', '.join(manifest['support'])}\ntest: {', '.join(manifest['test'])}")
 
 
+def method_options(rank: Optional[int], alpha: Optional[float], targets: Optional[list[str]],
+                   bottleneck: Optional[int], scale: Optional[float], kernel: Optional[int]) -> dict:
+    """The options given on the command line (the method's own defaults fill the rest)."""
+    given = {"rank": rank, "alpha": alpha, "targets": targets or None, "bottleneck": bottleneck,
+             "scale": scale, "kernel": kernel}
+    return {k: v for k, v in given.items() if v is not None}
+
+
 @app.command()
 def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folder"),
           manifest: Path = typer.Option(..., help="few-shot manifest (medpeft split)"),
-          method: str = typer.Option("lora", help="full | decoder | head | lora"),
+          method: str = typer.Option("lora", help="full | decoder | head | lora | bitfit | affine | "
+                                     "adaptformer | adapter | conv-adapter | ssf | ia3, or kinds "
+                                     "joined by + (lora+affine)"),
           out: Path = typer.Option(..., help="adapter output folder"),
-          steps: int = typer.Option(80), lr: Optional[float] = typer.Option(None),
-          rank: int = typer.Option(4, help="LoRA rank"), seed: int = typer.Option(0),
-          resume: bool = typer.Option(False)) -> None:
+          steps: int = typer.Option(80),
+          lr: Optional[float] = typer.Option(None, help="default: the method's own rate"),
+          rank: Optional[int] = typer.Option(None, help="LoRA rank (default 4)"),
+          alpha: Optional[float] = typer.Option(None, help="LoRA alpha (default 2 x rank)"),
+          targets: Optional[list[str]] = typer.Option(
+              None, help="glob over module names, repeatable; 'kind:pattern' in a combination"),
+          bottleneck: Optional[int] = typer.Option(None, help="adapter bottleneck width (default 8)"),
+          scale: Optional[float] = typer.Option(None, help="AdaptFormer scale s (default 0.1)"),
+          kernel: Optional[int] = typer.Option(None, help="conv-adapter kernel, 1 or 3 (default 3)"),
+          seed: int = typer.Option(0), resume: bool = typer.Option(False)) -> None:
     """Few-shot adaptation; writes only the trained tensors (the delta) and their config."""
     from medpeft.demo import progress_bar
     from medpeft.train.adapt import adapt as run
-    options = {"rank": rank} if method == "lora" else {}
+    options = method_options(rank, alpha, targets, bottleneck, scale, kernel)
     try:
         with progress_bar() as progress:
             summary = run(foundation, manifest, method, out, options, steps, lr, seed, resume,
                           progress)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
     console.print(f"adapter: {out}  ({summary['seconds']:.1f} s)")
+
+
+@app.command()
+def export(adapter: Path = typer.Argument(..., help="adapter folder (medpeft adapt)"),
+           foundation: Path = typer.Option(..., help="the foundation checkpoint it was trained on"),
+           out: Path = typer.Option(..., help="folder for the exported checkpoint"),
+           merge: bool = typer.Option(False, "--merge", help="fold the adapter into the weights")) -> None:
+    """Write a stand-alone checkpoint: --merge folds LoRA (and BitFit, SSF, IA3, LayerNorm affine)
+    into the base weights, giving a plain foundation checkpoint with the base model's keys."""
+    from medpeft.adapters.io import export_merged
+    from medpeft.models.weights import load_foundation
+    if not merge:
+        _fail(ValueError("export writes merged weights: pass --merge (an unmerged adapter is "
+                         "already portable: its folder plus the base checkpoint)"))
+    try:
+        export_merged(adapter, load_foundation(foundation), out)
+    except (ValueError, FileNotFoundError, NotImplementedError) as err:
+        _fail(err)
+    console.print(f"merged checkpoint: {out}")
 
 
 @app.command()
@@ -126,12 +164,104 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
 def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          cache: Path = typer.Option(Path("runs/cache"), help="reused phantom data and foundation"),
          pretrain_steps: int = typer.Option(1600), adapt_steps: int = typer.Option(80),
+         method: Optional[list[str]] = typer.Option(
+             None, help="methods to compare (repeatable; default full, decoder, head, lora); "
+             "'all' for every preset"),
+         shots: Optional[list[int]] = typer.Option(None, help="K values (repeatable; default 1 and 5)"),
          seed: int = typer.Option(0),
          retrain: bool = typer.Option(False, help="pre-train even if the shipped model matches")) -> None:
     """The main job on the embedded phantom: pre-train, adapt at K=1 and K=5, report Dice."""
     from medpeft.demo import DemoConfig, run_demo
-    run_demo(out, cache, DemoConfig(pretrain_steps=pretrain_steps, adapt_steps=adapt_steps,
-                                    seed=seed, retrain=retrain), console)
+    from medpeft.methods import METHODS, PRESETS
+    methods = tuple(PRESETS) if method == ["all"] else tuple(method or METHODS)
+    try:
+        run_demo(out, cache, DemoConfig(pretrain_steps=pretrain_steps, adapt_steps=adapt_steps,
+                                        methods=methods, shots=tuple(shots or (1, 5)), seed=seed,
+                                        retrain=retrain), console)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(err)
+
+
+def _model_for_inspection(foundation: Optional[Path], backbone: str):
+    from medpeft.models.backbones import PRESETS, build_backbone
+    from medpeft.models.weights import load_foundation
+    if foundation is not None:
+        return load_foundation(foundation).model
+    if backbone not in PRESETS:
+        _fail(ValueError(f"unknown backbone {backbone!r}; choose from {', '.join(PRESETS)}"))
+    return build_backbone(PRESETS[backbone], 2)
+
+
+@inspect_app.command("sites")
+def inspect_sites(foundation: Optional[Path] = typer.Option(None, help="checkpoint (default: a fresh backbone)"),
+                  backbone: str = typer.Option("swin-fast"),
+                  kind: Optional[list[str]] = typer.Option(None, help="adapter kind (repeatable)"),
+                  rank: Optional[int] = typer.Option(None), bottleneck: Optional[int] = typer.Option(None),
+                  summary: bool = typer.Option(False, help="one line per kind")) -> None:
+    """Every place each adapter kind can go, with its exact parameter cost."""
+    from rich.table import Table
+
+    from medpeft.adapters.kinds import KINDS, candidate_sites
+    from medpeft.models.backbones import count_parameters
+    model = _model_for_inspection(foundation, backbone)
+    total = count_parameters(model)
+    shared = {"rank": rank, "bottleneck": bottleneck}
+    options = {k: {o: v for o, v in shared.items() if v is not None and o in KINDS[k].options}
+               for k in KINDS}
+    try:
+        rows = candidate_sites(model, kind or None, options=options)
+    except ValueError as err:
+        _fail(err)
+    table = Table(title=f"candidate adapter sites ({total:,} model parameters)")
+    if summary:
+        for col in ("kind", "sites", "parameters", "% of model", "what it does"):
+            table.add_column(col, justify="left" if col in ("kind", "what it does") else "right")
+        for k in dict.fromkeys(r["kind"] for r in rows):
+            n = sum(r["n_params"] for r in rows if r["kind"] == k)
+            table.add_row(k, str(sum(r["kind"] == k for r in rows)), f"{n:,}",
+                          f"{100 * n / total:.3f}", KINDS[k].doc)
+    else:
+        for col in ("kind", "location", "layer", "parameters", "% of model"):
+            table.add_column(col, justify="right" if col in ("parameters", "% of model") else "left")
+        for r in rows:
+            table.add_row(r["kind"], r["location"], r["layer"], f"{r['n_params']:,}",
+                          f"{100 * r['n_params'] / total:.4f}")
+    console.print(table)
+
+
+@inspect_app.command("model")
+def inspect_model(foundation: Optional[Path] = typer.Option(None, help="checkpoint (default: a fresh backbone)"),
+                  backbone: str = typer.Option("swin-fast"),
+                  method: str = typer.Option("full", help="method whose trainable set to count"),
+                  rank: Optional[int] = typer.Option(None), bottleneck: Optional[int] = typer.Option(None)) -> None:
+    """Trainable vs frozen parameters of each part (encoder, decoder, head, adapter sites)."""
+    from rich.table import Table
+
+    from medpeft.adapters.base import sites_of
+    from medpeft.methods import apply_method
+    from medpeft.models.backbones import part_of
+    model = _model_for_inspection(foundation, backbone)
+    try:
+        state = apply_method(model, method, method_options(rank, None, None, bottleneck, None, None))
+    except (ValueError, TypeError) as err:
+        _fail(err)
+    adapter_ids = {id(p) for s in sites_of(model) for p in s.adapter_parameters()}
+    counts: dict[str, list[int]] = {}
+    for name, p in model.named_parameters():
+        part = "adapter sites" if id(p) in adapter_ids else part_of(name.replace(".base.", "."))
+        row = counts.setdefault(part, [0, 0])
+        row[0 if p.requires_grad else 1] += p.numel()
+    table = Table(title=f"method {method}: {len(state.sites)} adapter sites")
+    for col in ("part", "trainable", "frozen"):
+        table.add_column(col, justify="left" if col == "part" else "right")
+    for part, (trainable, frozen) in counts.items():
+        table.add_row(part, f"{trainable:,}", f"{frozen:,}")
+    n_train = sum(r[0] for r in counts.values())
+    n_base = sum(r[0] + r[1] for k, r in counts.items() if k != "adapter sites")
+    table.add_row("total", f"{n_train:,}", f"{sum(r[1] for r in counts.values()):,}")
+    console.print(table)
+    console.print(f"trainable: {n_train:,} = {100 * n_train / n_base:.3f}% of the {n_base:,} "
+                  "base parameters")
 
 
 if __name__ == "__main__":

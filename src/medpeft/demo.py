@@ -24,7 +24,7 @@ from medpeft.data.phantom.collection import write_collection
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice, organ_means
 from medpeft.evaluate.report import overlay_png, results_table, write_csv, write_report
 from medpeft.io import write_json
-from medpeft.methods import METHODS
+from medpeft.methods import METHODS, check_method
 from medpeft.models.backbones import count_parameters
 from medpeft.models.weights import load_foundation, shipped_foundation
 from medpeft.train.adapt import adapt
@@ -54,9 +54,9 @@ def progress_bar() -> Progress:
                     TimeElapsedColumn())
 
 
-def pretrain_recipe(collection_hash: str, cfg: DemoConfig) -> dict:
-    """Everything that determines the demo's foundation model."""
-    return {"collection": collection_hash, "backbone": cfg.backbone, "steps": cfg.pretrain_steps,
+def pretrain_recipe(sources_hash: str, cfg: DemoConfig) -> dict:
+    """Everything that determines the demo's foundation model (the source datasets, not the target)."""
+    return {"sources": sources_hash, "backbone": cfg.backbone, "steps": cfg.pretrain_steps,
             "lr": cfg.pretrain_lr, "seed": cfg.seed}
 
 
@@ -92,6 +92,8 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
              console: Console | None = None) -> list[dict]:
     """Run the whole demo into ``out``; returns the result records (also in results.json)."""
     console = console or Console()
+    for method in cfg.methods:
+        check_method(method)
     out, cache = Path(out), Path(cache)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", asdict(cfg))
@@ -102,7 +104,7 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
         index = json.loads(index_path.read_text())
         root = index_path.parent
         by_role = lambda role: [root / d["name"] for d in index["datasets"] if d["role"] == role]  # noqa: E731
-        recipe = pretrain_recipe(index["hash"], cfg)
+        recipe = pretrain_recipe(index["source_hash"], cfg)
         fdir = _foundation_dir(cache, recipe)
         _provide_foundation(fdir, recipe, by_role(SOURCE_ROLE), cfg, progress, console)
         foundation = load_foundation(fdir)

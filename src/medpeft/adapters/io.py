@@ -11,9 +11,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from medpeft.adapters.base import sites_of
+from medpeft.adapters.inject import unwrap
 from medpeft.io import write_json
 from medpeft.methods import MethodState, apply_method, base_parameter_count, trainable_state
-from medpeft.models.weights import Foundation, save_state
+from medpeft.models.weights import Foundation, save_foundation, save_state
 
 WEIGHTS = "adapter.safetensors"
 CONFIG = "adapter_config.json"
@@ -26,7 +28,11 @@ def save_adapter(folder: str | Path, model: torch.nn.Module, method: MethodState
     save_state(folder / WEIGHTS, delta)
     n_train = sum(t.numel() for t in delta.values())
     write_json(folder / CONFIG, {
-        "method": method.name, "options": method.options, "base_sha256": foundation.sha256,
+        "method": method.name, "options": method.options,
+        "base_model": foundation.path.name if foundation.path else None,
+        "base_sha256": foundation.sha256,
+        "sites": [{"name": s.name, "kind": s.kind, "location": s.location, "n_params": s.n_params,
+                   "enabled": s.enabled} for s in method.sites],
         "classes": list(foundation.classes), "tensors": sorted(delta),
         "trainable_parameters": n_train, "base_parameters": base_parameter_count(model),
         **(extra or {}),
@@ -57,5 +63,21 @@ def load_adapter(folder: str | Path, foundation: Foundation) -> torch.nn.Module:
             raise ValueError(f"{folder / WEIGHTS}: {name} has shape {tuple(value.shape)}, "
                              f"model expects {tuple(params[name].shape)}")
         params[name].data.copy_(value)
+    enabled = {s["name"]: s["enabled"] for s in config.get("sites", [])}
+    for site in sites_of(model):
+        site.enabled = enabled.get(site.name, True)
     model.eval()
     return model
+
+
+def export_merged(adapter_dir: str | Path, foundation: Foundation, out_dir: str | Path) -> Path:
+    """Fold a saved adapter into the base weights: a plain foundation checkpoint (same keys as the
+    base model) that any SwinUNETR loader can use. Kinds that cannot fold (bottleneck adapters)
+    are refused by name."""
+    model = unwrap(load_adapter(adapter_dir, foundation))
+    config = json.loads((Path(adapter_dir) / CONFIG).read_text())
+    return save_foundation(out_dir, model, foundation.backbone, foundation.classes,
+                           foundation.preprocessing,
+                           extra={"merged_from": {"adapter": str(adapter_dir),
+                                                  "method": config["method"],
+                                                  "base_sha256": foundation.sha256}})

@@ -10,7 +10,7 @@ from medpeft.data.msd import check_dataset, load_msd
 from medpeft.data.ontology import class_mapping
 from medpeft.data.transforms import cached_dataset, case_dicts
 from medpeft.io import write_yaml
-from medpeft.methods import DEFAULT_LR, apply_method
+from medpeft.methods import apply_method, default_lr
 from medpeft.models.weights import load_foundation
 from medpeft.train.losses import MarginalDiceCELoss
 from medpeft.train.loop import LoopConfig, train_loop
@@ -27,7 +27,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
     check_dataset(ds, support)
     mapping = class_mapping(ds.labels, foundation.classes)
     items = case_dicts(ds, mapping, split["support"])
-    loop = LoopConfig(steps=steps, lr=lr or DEFAULT_LR[method], warmup=max(1, steps // 10),
+    loop = LoopConfig(steps=steps, lr=lr or default_lr(method), warmup=max(1, steps // 10),
                       seed=seed, checkpoint_every=max(10, steps // 4))
     out_dir = Path(out_dir)
     write_yaml(out_dir / "config.yaml", {
