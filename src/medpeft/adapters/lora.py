@@ -15,19 +15,37 @@ from torch import nn
 from medpeft.adapters.base import AdapterSite, innermost
 
 
-def _scaling(rank: int, alpha: float | None) -> float:
-    return (alpha if alpha is not None else 2.0 * rank) / rank
+class _LoRA(AdapterSite):
+    """Shared by both layer types: rank check, alpha / r scaling, merging ``delta_weight``."""
 
-
-class LoRALinear(AdapterSite):
     kind = "lora"
+    layer_type: type = nn.Module
 
-    def __init__(self, base: nn.Module, location: str, rank: int = 4, alpha: float | None = None):
+    def __init__(self, base: nn.Module, location: str, rank: int, alpha: float | None):
         super().__init__(base, location)
-        layer = innermost(base)
         if rank < 1:
             raise ValueError(f"{location}: LoRA rank must be >= 1, got {rank}")
-        self.rank, self.scaling = rank, _scaling(rank, alpha)
+        self.rank = rank
+        self.scaling = (alpha if alpha is not None else 2.0 * rank) / rank
+
+    def delta_weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def merged(self) -> nn.Module:
+        if not isinstance(self.base, self.layer_type):
+            return super().merged()
+        layer = copy.deepcopy(self.base)
+        if self.enabled:
+            layer.weight.data += self.delta_weight().detach()
+        return layer
+
+
+class LoRALinear(_LoRA):
+    layer_type = nn.Linear
+
+    def __init__(self, base: nn.Module, location: str, rank: int = 4, alpha: float | None = None):
+        super().__init__(base, location, rank, alpha)
+        layer = innermost(base)
         self.lora_A = nn.Parameter(torch.empty(rank, layer.in_features))
         self.lora_B = nn.Parameter(torch.zeros(layer.out_features, rank))
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
@@ -41,26 +59,15 @@ class LoRALinear(AdapterSite):
             y = y + (x @ self.lora_A.t() @ self.lora_B.t()) * self.scaling
         return y
 
-    def merged(self) -> nn.Module:
-        if not isinstance(self.base, nn.Linear):
-            return super().merged()
-        layer = copy.deepcopy(self.base)
-        if self.enabled:
-            layer.weight.data += self.delta_weight().detach()
-        return layer
 
-
-class LoRAConv3d(AdapterSite):
-    kind = "lora"
+class LoRAConv3d(_LoRA):
+    layer_type = nn.Conv3d
 
     def __init__(self, base: nn.Module, location: str, rank: int = 4, alpha: float | None = None):
-        super().__init__(base, location)
+        super().__init__(base, location, rank, alpha)
         conv = innermost(base)
-        if rank < 1:
-            raise ValueError(f"{location}: LoRA rank must be >= 1, got {rank}")
         if conv.groups != 1:
             raise ValueError(f"{location}: LoRA on grouped convolutions is not supported")
-        self.rank, self.scaling = rank, _scaling(rank, alpha)
         self.lora_A = nn.Conv3d(conv.in_channels, rank, conv.kernel_size, conv.stride,
                                 conv.padding, conv.dilation, bias=False)
         self.lora_B = nn.Conv3d(rank, conv.out_channels, 1, bias=False)
@@ -76,11 +83,3 @@ class LoRAConv3d(AdapterSite):
         if self.enabled:
             y = y + self.lora_B(self.lora_A(x)) * self.scaling
         return y
-
-    def merged(self) -> nn.Module:
-        if not isinstance(self.base, nn.Conv3d):
-            return super().merged()
-        layer = copy.deepcopy(self.base)
-        if self.enabled:
-            layer.weight.data += self.delta_weight().detach()
-        return layer
