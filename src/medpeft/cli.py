@@ -80,15 +80,30 @@ def method_options(rank: Optional[int], alpha: Optional[float], targets: Optiona
     return {k: v for k, v in given.items() if v is not None}
 
 
+def parse_rates(text: Optional[str]) -> float | dict[str, float] | None:
+    """``--lr``: one rate ("0.01") or rates per group ("lora=0.03,head=0.01")."""
+    if not text:
+        return None
+    try:
+        if "=" not in text:
+            return float(text)
+        return {k.strip(): float(v) for k, v in (part.split("=", 1) for part in text.split(","))}
+    except ValueError:
+        raise ValueError(f"--lr {text!r}: give a number or group=rate pairs joined by commas "
+                         "(e.g. lora=0.03,head=0.01)") from None
+
+
 @app.command()
 def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folder"),
           manifest: Path = typer.Option(..., help="few-shot manifest (medpeft split)"),
           method: str = typer.Option("lora", help="full | decoder | head | lora | bitfit | affine | "
-                                     "adaptformer | adapter | conv-adapter | ssf | ia3, or kinds "
-                                     "joined by + (lora+affine)"),
+                                     "adaptformer | adapter | conv-adapter | ssf | ia3, kinds "
+                                     "joined by + (lora+affine), or sea-peft (searched)"),
           out: Path = typer.Option(..., help="adapter output folder"),
           steps: int = typer.Option(80),
-          lr: Optional[float] = typer.Option(None, help="default: the method's own rate"),
+          lr: Optional[str] = typer.Option(
+              None, help="one rate for all groups, or group=rate pairs (lora=0.03,head=0.01); "
+              "default: each adapter kind and the head at its own rate"),
           rank: Optional[int] = typer.Option(None, help="LoRA rank (default 4)"),
           alpha: Optional[float] = typer.Option(None, help="LoRA alpha (default 2 x rank)"),
           targets: Optional[list[str]] = typer.Option(
@@ -96,15 +111,43 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           bottleneck: Optional[int] = typer.Option(None, help="adapter bottleneck width (default 8)"),
           scale: Optional[float] = typer.Option(None, help="AdaptFormer scale s (default 0.1)"),
           kernel: Optional[int] = typer.Option(None, help="conv-adapter kernel, 1 or 3 (default 3)"),
+          budget: Optional[float] = typer.Option(
+              None, help="sea-peft: parameter budget, a fraction of the model (0.01) or a count"),
+          search_steps: Optional[int] = typer.Option(None, help="sea-peft: search steps "
+                                                     "(default 120 / 160 / 200 for K=1 / 5 / 10)"),
+          audit_every: Optional[int] = typer.Option(None, help="sea-peft: steps between audits (8)"),
+          allocate_every: Optional[int] = typer.Option(None, help="sea-peft: steps between "
+                                                       "allocations (16)"),
+          votes: Optional[int] = typer.Option(None, help="sea-peft: consecutive votes to switch (2)"),
+          guard: Optional[int] = typer.Option(None, help="sea-peft: rounds frozen after a switch (2)"),
+          ema_decay: Optional[float] = typer.Option(None, help="sea-peft: utility EMA decay (0.9)"),
+          iqr_lambda: Optional[float] = typer.Option(None, help="sea-peft: score = median - "
+                                                     "lambda x IQR (0.25)"),
+          audit_volume: Optional[str] = typer.Option(
+              None, help="sea-peft: audit on this extra labelled volume instead of the support "
+              "crops (the report says so)"),
           seed: int = typer.Option(0), resume: bool = typer.Option(False)) -> None:
     """Few-shot adaptation; writes only the trained tensors (the delta) and their config."""
     from medpeft.demo import progress_bar
+    from medpeft.methods import SEA
     from medpeft.train.adapt import adapt as run
     options = method_options(rank, alpha, targets, bottleneck, scale, kernel)
     try:
+        rates = parse_rates(lr)
         with progress_bar() as progress:
-            summary = run(foundation, manifest, method, out, options, steps, lr, seed, resume,
-                          progress)
+            if method == SEA:
+                from medpeft.data.fewshot import read_manifest
+                from medpeft.methods.sea.adapt import sea_adapt
+                from medpeft.methods.sea.loop import sea_config
+                cfg = sea_config(len(read_manifest(manifest)["support"]), budget=budget,
+                                 steps=search_steps, audit_every=audit_every,
+                                 allocate_every=allocate_every, votes=votes, guard=guard,
+                                 decay=ema_decay, lam=iqr_lambda, seed=seed)
+                summary = sea_adapt(foundation, manifest, out, cfg, steps, audit_volume=audit_volume,
+                                    resume=resume, progress=progress)
+            else:
+                summary = run(foundation, manifest, method, out, options, steps, rates, seed,
+                              resume, progress)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
     console.print(f"adapter: {out}  ({summary['seconds']:.1f} s)")

@@ -88,6 +88,38 @@ def _evaluate(model, ds, names, foundation, pred_dir, progress, desc) -> tuple[f
     return mean_dice(rows), organ_means(rows), rows
 
 
+@dataclass
+class PhantomSetting:
+    """The demo's world: a cached phantom collection and the foundation model pre-trained on it."""
+
+    foundation_dir: Path
+    holdout: object  # MSDDataset of the source site's held-out volumes
+    target: object  # MSDDataset of the new site
+
+
+def phantom_setting(cache: Path, cfg: DemoConfig, progress, console: Console) -> PhantomSetting:
+    """Write (or reuse) the phantom collection and provide the foundation model for ``cfg``."""
+    index_path = write_collection(cache / f"phantom-{cfg.size}-s{cfg.seed}", cfg.size, cfg.seed,
+                                  progress=progress)
+    index = json.loads(index_path.read_text())
+    root = index_path.parent
+    by_role = lambda role: [root / d["name"] for d in index["datasets"] if d["role"] == role]  # noqa: E731
+    recipe = pretrain_recipe(index["source_hash"], cfg)
+    fdir = _foundation_dir(cache, recipe)
+    _provide_foundation(fdir, recipe, by_role(SOURCE_ROLE), cfg, progress, console)
+    return PhantomSetting(fdir, load_msd(by_role(HOLDOUT_ROLE)[0]), load_msd(by_role(TARGET_ROLE)[0]))
+
+
+def evaluate_adapter(cell: Path, setting: PhantomSetting, test: list[str], progress,
+                     desc: str) -> tuple[float, dict]:
+    """Mean and per-organ Dice of the adapter in ``cell`` on the target's ``test`` volumes."""
+    foundation = load_foundation(setting.foundation_dir)
+    model = load_adapter(cell, foundation)
+    d, organs, _ = _evaluate(model, setting.target, test, foundation, cell / "predictions",
+                             progress, desc)
+    return d, organs
+
+
 def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
              console: Console | None = None) -> list[dict]:
     """Run the whole demo into ``out``; returns the result records (also in results.json)."""
@@ -99,17 +131,10 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
     write_json(out / "config.json", asdict(cfg))
     t_start = time.perf_counter()
     with progress_bar() as progress:
-        index_path = write_collection(cache / f"phantom-{cfg.size}-s{cfg.seed}", cfg.size, cfg.seed,
-                                      progress=progress)
-        index = json.loads(index_path.read_text())
-        root = index_path.parent
-        by_role = lambda role: [root / d["name"] for d in index["datasets"] if d["role"] == role]  # noqa: E731
-        recipe = pretrain_recipe(index["source_hash"], cfg)
-        fdir = _foundation_dir(cache, recipe)
-        _provide_foundation(fdir, recipe, by_role(SOURCE_ROLE), cfg, progress, console)
+        setting = phantom_setting(cache, cfg, progress, console)
+        fdir, holdout, target = setting.foundation_dir, setting.holdout, setting.target
         foundation = load_foundation(fdir)
         n_total = count_parameters(foundation.model)
-        holdout, target = load_msd(by_role(HOLDOUT_ROLE)[0]), load_msd(by_role(TARGET_ROLE)[0])
         records: list[dict] = []
 
         def record(setting, method, k, dice, organs, trainable, seconds):
@@ -136,9 +161,8 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
                     continue
                 summary = adapt(fdir, manifest, method, cell, options=cfg.options.get(method),
                                 steps=cfg.adapt_steps, seed=cfg.seed, resume=True, progress=progress)
-                model = load_adapter(cell, load_foundation(fdir))
-                d, organs, _ = _evaluate(model, target, split_any["test"], foundation,
-                                         cell / "predictions", progress, f"evaluate {method} K={k}")
+                d, organs = evaluate_adapter(cell, setting, split_any["test"], progress,
+                                             f"evaluate {method} K={k}")
                 config = json.loads((cell / "adapter_config.json").read_text())
                 record("new site", method, k, d, organs, config["trainable_parameters"],
                        summary["seconds"])

@@ -2,6 +2,7 @@
 so a crash never leaves a half-written file under the final name."""
 from __future__ import annotations
 
+import csv
 import json
 import os
 import tempfile
@@ -70,3 +71,17 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, tuple):
         return list(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def append_csv(path: str | Path, rows: list[dict]) -> None:
+    """Append rows to a CSV log (header written with the first rows); a no-op without rows."""
+    if not rows:
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        if new:
+            writer.writeheader()
+        writer.writerows(rows)

@@ -23,10 +23,11 @@ class AdapterSite(nn.Module):
         self.base = base
         self.location = location
         self.enabled = True
+        self.tag = ""  # names a variant when several of one kind share a layer (``lora[r16]``)
 
     @property
     def name(self) -> str:
-        return f"{self.location}:{self.kind}"
+        return f"{self.location}:{self.kind}" + (f"[{self.tag}]" if self.tag else "")
 
     def adapter_parameters(self) -> list[nn.Parameter]:
         """The parameters this site adds or unfreezes (what it costs)."""

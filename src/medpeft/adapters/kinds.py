@@ -85,7 +85,7 @@ def _kind(kind: str) -> Kind:
     return KINDS[kind]
 
 
-def _factory(kind: str, options: dict) -> Callable[[nn.Module, str], AdapterSite]:
+def site_factory(kind: str, options: dict) -> Callable[[nn.Module, str], AdapterSite]:
     spec = _kind(kind)
     unknown = set(options) - set(spec.options)
     if unknown:
@@ -97,7 +97,7 @@ def add_sites(model: nn.Module, kind: str, targets: list[str] | None = None,
               **options) -> list[AdapterSite]:
     """Insert ``kind`` sites at ``targets`` (glob patterns; default: the kind's usual places)."""
     spec = _kind(kind)
-    return inject(model, list(targets or spec.targets), _factory(kind, options), spec.accept)
+    return inject(model, list(targets or spec.targets), site_factory(kind, options), spec.accept)
 
 
 def candidate_sites(model: nn.Module, kinds: list[str] | None = None,
@@ -107,7 +107,7 @@ def candidate_sites(model: nn.Module, kinds: list[str] | None = None,
     rows = []
     for kind in kinds or list(KINDS):
         spec = _kind(kind)
-        factory = _factory(kind, (options or {}).get(kind, {}))
+        factory = site_factory(kind, (options or {}).get(kind, {}))
         patterns = (targets or {}).get(kind) or list(spec.targets)
         for name in match_modules(model, patterns, spec.accept):
             site = factory(model.get_submodule(name), name)

@@ -13,23 +13,26 @@ from torch import nn
 from medpeft.adapters.base import AdapterSite
 from medpeft.adapters.kinds import KINDS
 from medpeft.methods.finetune import PARTS_TRAINED, unfreeze_parts
-from medpeft.methods.peft import add_peft, peft_kinds
+from medpeft.methods.peft import add_peft, add_searched, peft_kinds
 
 PRESETS = ("full", "decoder", "head", "lora", "bitfit", "affine", "adaptformer", "adapter", "ssf",
            "ia3", "lora+affine")
 METHODS = ("full", "decoder", "head", "lora")  # the demo's comparison
-# Defaults that suit each method in the few-shot regime (tuned on the phantom target site).
+SEA = "sea-peft"  # searched topology: the sites are chosen by medpeft.methods.sea
+# Rates that suit each part in the few-shot regime (swept on the phantom target site at K=5:
+# benchmarks/lr_sweep.py). A PEFT method trains each adapter kind and the head as their own groups.
 DEFAULT_LR = {"full": 1e-3, "decoder": 3e-3, "head": 1e-2, "lora": 3e-3, "bitfit": 1e-2,
               "affine": 1e-2, "adaptformer": 3e-3, "adapter": 3e-3, "conv-adapter": 3e-3,
               "ssf": 1e-2, "ia3": 1e-2}
 
 
-def default_lr(method: str) -> float:
-    """A preset's learning rate; a combination takes the smallest of its kinds' rates."""
+def lr_plan(method: str) -> dict[str, float]:
+    """The default rate of each parameter group ``method`` trains, by group name."""
     check_method(method)
     if method in PARTS_TRAINED:
-        return DEFAULT_LR[method]
-    return min(DEFAULT_LR[k] for k in peft_kinds(method))
+        return {method: DEFAULT_LR[method]}
+    kinds = list(KINDS) if method == SEA else peft_kinds(method)
+    return {**{k: DEFAULT_LR[k] for k in kinds}, "head": DEFAULT_LR["head"]}
 
 
 @dataclass
@@ -41,12 +44,12 @@ class MethodState:
 
 def check_method(name: str) -> None:
     """Raise a clear error for a method name that is neither a preset nor a kind combination."""
-    if name in PARTS_TRAINED:
+    if name in PARTS_TRAINED or name == SEA:
         return
     try:
         peft_kinds(name)
     except ValueError:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(PRESETS)} or join "
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(PRESETS)}, {SEA}, or join "
                          f"adapter kinds with '+' ({', '.join(KINDS)})") from None
 
 
@@ -57,6 +60,8 @@ def apply_method(model: nn.Module, name: str, options: dict | None = None) -> Me
     if name in PARTS_TRAINED:
         unfreeze_parts(model, name)
         return MethodState(name, options)
+    if name == SEA:
+        return MethodState(name, options, add_searched(model, options))
     return MethodState(name, options, add_peft(model, name, options))
 
 
@@ -70,3 +75,33 @@ def base_parameter_count(model: nn.Module) -> int:
     adapter = {id(p) for s in model.modules() if isinstance(s, AdapterSite)
                for p in s.adapter_parameters()}
     return sum(p.numel() for p in model.parameters() if id(p) not in adapter)
+
+
+def group_rates(method: str, lr: float | dict[str, float] | None = None) -> dict[str, float]:
+    """Each group's rate: the defaults, all set to ``lr`` (a number) or updated by ``lr`` (a dict)."""
+    plan = lr_plan(method)
+    if isinstance(lr, dict):
+        unknown = set(lr) - set(plan)
+        if unknown:
+            raise ValueError(f"{method} trains groups {sorted(plan)}; no group {sorted(unknown)}")
+        return {**plan, **lr}
+    return {name: lr for name in plan} if lr else plan
+
+
+def param_groups(model: nn.Module, state: MethodState,
+                 lr: float | dict[str, float] | None = None) -> list[dict]:
+    """Optimizer groups: each adapter kind and the head at their own rate (see ``group_rates``).
+
+    Every trainable parameter lands in exactly one group.
+    """
+    plan = group_rates(state.name, lr)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if state.name in PARTS_TRAINED:
+        groups = {state.name: trainable}
+    else:
+        groups = {kind: [] for kind in plan}
+        for site in state.sites:
+            groups[site.kind] += [p for p in site.adapter_parameters() if p.requires_grad]
+        groups["head"] = [p for p in model.out.parameters() if p.requires_grad]
+    return [{"name": name, "params": params, "lr": plan[name]}
+            for name, params in groups.items() if params]

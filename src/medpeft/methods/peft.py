@@ -10,6 +10,7 @@ from torch import nn
 
 from medpeft.adapters.base import AdapterSite
 from medpeft.adapters.kinds import KINDS, add_sites
+from medpeft.methods.sea.space import rebuild
 
 
 def peft_kinds(method: str) -> list[str]:
@@ -31,16 +32,35 @@ def _targets_for(kind: str, targets: list[str] | None, n_kinds: int) -> list[str
     return mine + shared or None
 
 
+def _freeze(model: nn.Module) -> None:
+    for p in model.parameters():
+        p.requires_grad_(False)
+
+
+def _train_head(model: nn.Module, options: dict) -> None:
+    if options.get("train_head", True):
+        for p in model.out.parameters():
+            p.requires_grad_(True)
+
+
+def add_searched(model: nn.Module, options: dict) -> list[AdapterSite]:
+    """Freeze ``model`` and insert the sites a SEA-PEFT search chose (``options["sites"]``)."""
+    if not options.get("sites"):
+        raise ValueError("sea-peft needs its chosen sites: run the search (medpeft adapt --method "
+                         "sea-peft); a saved sea-peft adapter lists them in its config")
+    _freeze(model)
+    sites = rebuild(model, options["sites"])
+    _train_head(model, options)
+    return sites
+
+
 def add_peft(model: nn.Module, method: str, options: dict) -> list[AdapterSite]:
     """Freeze ``model``, insert the method's sites, and (by default) train the head."""
     kinds = peft_kinds(method)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    _freeze(model)
     sites: list[AdapterSite] = []
     for kind in kinds:
         own = {k: v for k, v in options.items() if k in KINDS[kind].options}
         sites += add_sites(model, kind, _targets_for(kind, options.get("targets"), len(kinds)), **own)
-    if options.get("train_head", True):
-        for p in model.out.parameters():
-            p.requires_grad_(True)
+    _train_head(model, options)
     return sites

@@ -38,7 +38,8 @@ class LoopConfig:
         return asdict(self)
 
 
-def _batches(dataset, batch_size: int, seed: int) -> Iterator[dict]:
+def batches(dataset, batch_size: int, seed: int) -> Iterator[dict]:
+    """An endless stream of collated batches, reshuffled every epoch by ``seed``."""
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
                         collate_fn=list_data_collate, generator=generator)
@@ -105,25 +106,37 @@ def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None) -> int:
     return int(info["step"])
 
 
+def check_groups(model: torch.nn.Module, groups: list[dict]) -> None:
+    """Every trainable parameter must be in exactly one group, and only trainable ones."""
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
+    seen = [id(p) for g in groups for p in g["params"]]
+    if len(seen) != len(set(seen)) or set(seen) != trainable:
+        raise ValueError(f"optimizer groups cover {len(set(seen))} tensors ({len(seen)} entries) "
+                         f"but the model trains {len(trainable)}")
+
+
 def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConfig, run_dir: Path,
-               resume: bool = False, progress=None, desc: str = "training",
-               stop_after: int | None = None) -> dict:
+               groups: list[dict] | None = None, resume: bool = False, progress=None,
+               desc: str = "training", stop_after: int | None = None) -> dict:
     """Train ``model``'s trainable parameters for ``cfg.steps`` steps; returns a summary.
 
-    ``stop_after`` ends the run early after that many steps (used to simulate a crash in tests).
+    ``groups`` are optimizer parameter groups with their own ``lr`` (default: one group at
+    ``cfg.lr``). ``stop_after`` ends the run early after that many steps (simulates a crash).
     """
     run_dir = Path(run_dir)
     ckpt_dir = run_dir / "checkpoints"
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("nothing to train: no parameter has requires_grad=True")
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = groups or [{"name": "all", "params": params, "lr": cfg.lr}]
+    check_groups(model, groups)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
     start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if resume else 0
     if not resume:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     torch.manual_seed(cfg.seed + start)
-    batches = _batches(dataset, cfg.batch_size, cfg.seed + start)
+    stream = batches(dataset, cfg.batch_size, cfg.seed + start)
     task = progress.add_task(desc, total=cfg.steps, completed=start) if progress else None
     model.train()
     t0, running = time.perf_counter(), []
@@ -131,7 +144,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     for step in range(start, cfg.steps):
         if stop_after is not None and step - start >= stop_after:
             return {"steps": step, "stopped": True}
-        batch = next(batches)
+        batch = next(stream)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(batch["image"]), batch["label"], batch["channel_to_local"])
         loss.backward()
@@ -141,7 +154,8 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
             append_jsonl(run_dir / "metrics.jsonl", {
                 "step": step + 1, "loss": sum(running) / len(running),
-                "lr": scheduler.get_last_lr()[0], "seconds": time.perf_counter() - t0})
+                "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
+                "seconds": time.perf_counter() - t0})
             running = []
         if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler)

@@ -1,0 +1,104 @@
+"""SEA-PEFT on a CT foundation model: search the adapter topology, then refine it from scratch.
+
+1. Search: every variant of the search space is inserted into the frozen foundation model; the
+   search-audit-allocate loop trains, audits and re-selects the active sites under the budget.
+   The audit scores fixed crops drawn from the K support volumes with their own random stream
+   (the baselines get exactly these volumes); ``audit_volume`` instead audits on one extra
+   labelled volume, and the report says so.
+2. Refine: the chosen sites are inserted into a fresh copy of the foundation model and trained
+   by the same ``adapt`` loop, the same number of steps and the same rates as every
+   fixed-topology method; the adapter is saved like theirs (method ``sea-peft``).
+"""
+from __future__ import annotations
+
+import json
+import time
+from itertools import islice
+from pathlib import Path
+
+from medpeft.data.fewshot import read_manifest
+from medpeft.data.msd import check_dataset, load_msd
+from medpeft.data.ontology import class_mapping
+from medpeft.data.transforms import cached_dataset, case_dicts
+from medpeft.io import write_json
+from medpeft.methods import DEFAULT_LR, SEA
+from medpeft.methods.sea.audit import SoftDiceScore
+from medpeft.methods.sea.loop import SeaConfig, search
+from medpeft.methods.sea.report import write_search_report
+from medpeft.methods.sea.space import SWIN_SPACE, describe, insert_space
+from medpeft.models.backbones import count_parameters
+from medpeft.models.weights import load_foundation
+from medpeft.train.adapt import adapt
+from medpeft.train.loop import batches
+from medpeft.train.losses import MarginalDiceCELoss
+
+
+def _audit_items(ds, mapping, split: dict, audit_volume: str | None) -> list[dict]:
+    if audit_volume is None:
+        return case_dicts(ds, mapping, split["support"])
+    if audit_volume in split["support"] or audit_volume in split["test"]:
+        raise ValueError(f"--audit-volume {audit_volume}: it is a support or test volume; give an "
+                         "extra labelled volume of the target site")
+    return case_dicts(ds, mapping, [ds.case(audit_volume).name])
+
+
+def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfig,
+              steps: int = 80, audit_crops: int | None = None, audit_volume: str | None = None,
+              resume: bool = False, progress=None) -> dict:
+    """Search, then refine for ``steps`` steps; writes the adapter and ``report.md`` to ``out_dir``."""
+    out_dir = Path(out_dir)
+    search_dir = out_dir / "search"
+    outcome_path = search_dir / "outcome.json"
+    split = read_manifest(manifest)
+    if not (resume and outcome_path.exists()):
+        outcome = _search(foundation_dir, split, search_dir, cfg, audit_crops, audit_volume,
+                          progress)
+        write_json(outcome_path, outcome)
+    outcome = json.loads(outcome_path.read_text())
+    t0 = time.perf_counter()
+    summary = adapt(foundation_dir, manifest, SEA, out_dir, options={"sites": outcome["sites"]},
+                    steps=steps, seed=cfg.seed, resume=resume, progress=progress)
+    summary["refine_seconds"] = time.perf_counter() - t0
+    summary.update(search_seconds=outcome["seconds"], audit_seconds=outcome["audit_seconds"])
+    summary["seconds"] = outcome["seconds"] + summary["refine_seconds"]
+    write_search_report(out_dir, outcome, summary)
+    return summary
+
+
+def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
+            audit_crops: int | None, audit_volume: str | None, progress) -> dict:
+    t_start = time.perf_counter()
+    foundation = load_foundation(foundation_dir)
+    ds = load_msd(split["dataset"])
+    support = [ds.case(n) for n in split["support"]]
+    check_dataset(ds, support)
+    mapping = class_mapping(ds.labels, foundation.classes)
+    train = cached_dataset(case_dicts(ds, mapping, split["support"]), foundation.preprocessing,
+                           {ds.name: mapping}, train=True)
+    audit_data = cached_dataset(_audit_items(ds, mapping, split, audit_volume),
+                                foundation.preprocessing, {ds.name: mapping}, train=True)
+    n_crops = audit_crops or min(4, max(2, len(support)))
+    crops = list(islice(batches(audit_data, 1, cfg.seed + 7919), n_crops))  # own random stream
+    model = foundation.model
+    n_model = count_parameters(model)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    sites = insert_space(model, SWIN_SPACE)
+    head = list(model.out.parameters())
+    for p in head:
+        p.requires_grad_(True)
+    rates = {**DEFAULT_LR, "head": DEFAULT_LR["head"]}
+    loss = MarginalDiceCELoss()
+    outcome = search(model, sites, batches(train, 1, cfg.seed),
+                     lambda m, b: loss(m(b["image"]), b["label"], b["channel_to_local"]),
+                     SoftDiceScore(crops), cfg, run_dir, rates, head, cfg.budget_params(n_model),
+                     progress=progress)
+    return {"sites": [describe(s) | {"n_params": s.n_params} for s in outcome.chosen],
+            "budget": outcome.budget, "used": outcome.used, "model_parameters": n_model,
+            "candidates": len(sites), "candidate_parameters": sum(s.n_params for s in sites),
+            "head_parameters": sum(p.numel() for p in head),
+            "audit_seconds": outcome.audit_seconds, "loop_seconds": outcome.seconds,
+            "seconds": time.perf_counter() - t_start, "audit_crops": n_crops,
+            "audit_source": f"extra labelled volume {audit_volume}" if audit_volume else
+            f"{n_crops} crops of the {len(support)} support volumes (no extra labels)",
+            "config": cfg.to_dict(), "manifest": split}

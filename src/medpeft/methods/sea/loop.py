@@ -1,0 +1,241 @@
+"""The search-audit-allocate loop: train the active sites, audit all, re-select under the budget.
+
+Every candidate site is inserted once and starts switched off; AdamW skips parameters without
+gradients, so only the active sites train, and an inactive site keeps its weights. After
+``warmup`` steps, every ``audit_every`` steps the audit scores the sites and feeds the smoother;
+every ``allocate_every`` steps the knapsack proposes an active set, the ranking controller turns
+its proposals into (rare) state changes, and the loop carries them out within the budget. The
+budget (adapter sites plus the always-trained head) is asserted after every change and step.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Iterator
+
+import torch
+from torch import nn
+
+from medpeft.adapters.base import AdapterSite
+from medpeft.io import append_csv
+from medpeft.methods.sea.audit import Score, first_order, measure, toggle_off, toggle_on
+from medpeft.methods.sea.fsr import RankingController
+from medpeft.methods.sea.knapsack import Item, greedy_knapsack
+from medpeft.methods.sea.smoothing import UtilitySmoother
+
+
+@dataclass
+class SeaConfig:
+    """Schedule and stabiliser settings. ``budget``: a fraction of the model (< 1) or a count."""
+
+    budget: float = 0.01
+    steps: int = 160
+    warmup: int = 16
+    audit_every: int = 8
+    allocate_every: int = 16
+    audit_sites: int = 16  # active sites toggled per audit, in rotation (bounds the audit's cost)
+    decay: float = 0.9
+    window: int = 5
+    lam: float = 0.25
+    votes: int = 2
+    guard: int = 2
+    seed: int = 0
+
+    def budget_params(self, n_model: int) -> int:
+        return int(self.budget * n_model) if self.budget < 1 else int(self.budget)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def sea_config(k: int, **overrides) -> SeaConfig:
+    """The default schedule for K support volumes (longer searches for more volumes: 120 / 160 /
+    200 steps for K = 1 / 5 / 10), with the ``overrides`` that are not None."""
+    steps = 120 if k <= 1 else 160 if k <= 5 else 200
+    cfg = replace(SeaConfig(steps=steps), **{k: v for k, v in overrides.items() if v is not None})
+    if cfg.budget <= 0:
+        raise ValueError(f"budget must be positive, got {cfg.budget}")
+    if min(cfg.audit_every, cfg.allocate_every, cfg.votes) < 1 or cfg.warmup < 0:
+        raise ValueError("audit_every, allocate_every and votes must be >= 1")
+    return cfg
+
+
+@dataclass
+class SearchOutcome:
+    chosen: list[AdapterSite]
+    budget: int
+    used: int
+    audit_seconds: float
+    seconds: float
+    transitions: list[dict] = field(default_factory=list)
+
+
+class _Search:
+    def __init__(self, sites, fixed, score, cfg, rates, budget, run_dir):
+        self.sites = {s.name: s for s in sites}
+        if len(self.sites) != len(sites):
+            raise ValueError("two candidate sites share a name; give variants distinct tags")
+        self.fixed_cost = sum(p.numel() for p in fixed)
+        self.budget = budget
+        if self.fixed_cost > budget:
+            raise ValueError(f"budget {budget:,} is below the {self.fixed_cost:,} parameters "
+                             "that always train (the head)")
+        self.score, self.cfg, self.run_dir = score, cfg, run_dir
+        self.step_size = {k: r * cfg.audit_every for k, r in rates.items()}
+        self.smoother = UtilitySmoother(cfg.decay, cfg.window, cfg.lam)
+        self.ctrl = RankingController(cfg.votes, cfg.guard)
+        self.trained: set[str] = set()
+        self.calibration = [0.0, 0.0]  # sums of (measured, predicted) for admitted sites
+        self.predicted: dict[str, float] = {}
+        self.rotation = 0
+        self.round = 0
+        self.audit_seconds = 0.0
+
+    # state -----------------------------------------------------------------------------------
+    def active(self) -> list[AdapterSite]:
+        return [s for s in self.sites.values() if s.enabled]
+
+    def used(self) -> int:
+        return self.fixed_cost + sum(s.n_params for s in self.active())
+
+    def check_budget(self) -> None:
+        used = self.used()
+        assert used <= self.budget, f"budget exceeded: {used:,} > {self.budget:,}"
+        locations = [s.location for s in self.active()]
+        assert len(locations) == len(set(locations)), "two variants active on one layer"
+
+    def factor(self) -> float:
+        measured, predicted = self.calibration
+        return 1.0 if predicted <= 0 else min(1.0, max(0.01, measured / predicted))
+
+    # audit -----------------------------------------------------------------------------------
+    def audit(self, model: nn.Module, step: int) -> None:
+        t0 = time.perf_counter()
+        model.eval()
+        base = measure(model, self.score)
+        active = self.active()
+        if active:
+            n = min(self.cfg.audit_sites, len(active))
+            chosen = [active[(self.rotation + i) % len(active)] for i in range(n)]
+            self.rotation += n
+        else:
+            chosen = []
+        rows = [("toggle-off", toggle_off(model, self.score, chosen, base))]
+        idle = [s for s in self.sites.values() if not s.enabled]
+        rows.append(("toggle-on", toggle_on(model, self.score,
+                                            [s for s in idle if s.name in self.trained], base)))
+        fresh = [s for s in idle if s.name not in self.trained]
+        estimate = first_order(model, self.score, fresh, self.step_size)
+        rows.append(("first-order", {n: v * self.factor() for n, v in estimate.items()}))
+        model.train()
+        for name, u in rows[0][1].items():  # calibrate the estimate on admitted sites
+            if name in self.predicted:
+                self.calibration[0] += max(u, 0.0)
+                self.calibration[1] += self.predicted.pop(name)
+        log = []
+        for source, utilities in rows:
+            for name, u in utilities.items():
+                self.smoother.update(name, u)
+                log.append({"step": step, "site": name, "kind": self.sites[name].kind,
+                            "active": self.sites[name].enabled, "source": source, "utility": u,
+                            "score": self.smoother.score(name), "dice": base})
+        append_csv(self.run_dir / "audits.csv", log)
+        self.audit_seconds += time.perf_counter() - t0
+
+    # allocation ------------------------------------------------------------------------------
+    def items(self) -> list[Item]:
+        return [Item(n, s.location, s.n_params, self.smoother.score(n) or 0.0)
+                for n, s in self.sites.items()]
+
+    def propose(self) -> list[Item]:
+        return greedy_knapsack(self.items(), self.budget - self.fixed_cost)
+
+    def switch(self, name: str, on: bool, reason: str) -> None:
+        site = self.sites[name]
+        site.enabled = on
+        if on and name not in self.trained:
+            self.predicted[name] = self.smoother.score(name) or 0.0
+        self.ctrl.commit(name, on, self.round, reason)
+
+    def start(self, initial: list[str] | None) -> None:
+        names = initial if initial is not None else [i.name for i in self.propose()]
+        for name in self.sites:
+            self.ctrl.add(name, False)
+        for name in names:
+            self.switch(name, True, "initial")
+            self.ctrl.states[name].guard_left = 0
+        self.check_budget()
+
+    def allocate(self, step: int) -> None:
+        self.round += 1
+        proposal = self.propose()
+        up, down = self.ctrl.vote({i.name for i in proposal})
+        for name in down:
+            self.switch(name, False, f"step {step}: out of the proposed set")
+        value = {i.name: i.value / i.cost for i in self.items()}
+        for name in sorted(up, key=lambda n: -value[n]):
+            site = self.sites[name]
+            taken = any(s.location == site.location for s in self.active())
+            if not taken and self.used() + site.n_params <= self.budget:
+                self.switch(name, True, f"step {step}: in the proposed set")
+        self.check_budget()
+        active = self.active()
+        append_csv(self.run_dir / "allocations.csv", [{
+            "round": self.round, "step": step, "active": len(active), "used": self.used(),
+            "budget": self.budget, "proposed": len(proposal),
+            "calibration": self.factor(), "sites": " ".join(s.name for s in active)}])
+
+
+def search(model: nn.Module, sites: list[AdapterSite], batches: Iterator, loss_of: Callable,
+           score: Score, cfg: SeaConfig, run_dir: Path, rates: dict[str, float],
+           fixed: list[nn.Parameter], budget: int, initial: list[str] | None = None,
+           progress=None) -> SearchOutcome:
+    """Run the search on ``model`` (candidate ``sites`` inserted, backbone frozen).
+
+    ``loss_of(model, batch)`` is the training loss, ``score(model)`` the audit's Dice, ``rates``
+    the learning rate of each site kind and of ``"head"`` (the ``fixed`` parameters, which
+    always train and count against ``budget``). ``initial`` forces the starting active set
+    (default: the knapsack on first-order estimates).
+    """
+    run_dir = Path(run_dir)
+    for name in ("audits.csv", "allocations.csv", "transitions.csv"):
+        (run_dir / name).unlink(missing_ok=True)
+    state = _Search(sites, fixed, score, cfg, rates, budget, run_dir)
+    for s in sites:
+        for p in s.adapter_parameters():
+            p.requires_grad_(True)
+    groups = [{"name": k, "lr": rates[k],
+               "params": [p for s in sites if s.kind == k for p in s.adapter_parameters()]}
+              for k in sorted({s.kind for s in sites})]
+    optimizer = torch.optim.AdamW(groups + [{"name": "head", "params": fixed, "lr": rates["head"]}],
+                                  weight_decay=1e-5)
+    torch.manual_seed(cfg.seed)
+    for s in sites:
+        s.enabled = False
+    if initial is None:  # first-order estimates of every (fresh) site pick the starting set
+        state.audit(model, 0)
+    state.start(initial)
+    task = progress.add_task("SEA-PEFT search", total=cfg.steps) if progress else None
+    t0 = time.perf_counter()
+    model.train()
+    for step in range(1, cfg.steps + 1):
+        warm = min(1.0, step / max(1, cfg.warmup // 2))
+        for g in optimizer.param_groups:
+            g["lr"] = rates[g["name"]] * warm
+        optimizer.zero_grad(set_to_none=True)
+        loss_of(model, next(batches)).backward()
+        optimizer.step()
+        state.trained.update(s.name for s in state.active())
+        if step >= cfg.warmup and step % cfg.audit_every == 0:
+            state.audit(model, step)
+        if step >= cfg.warmup and step % cfg.allocate_every == 0 and step < cfg.steps:
+            state.allocate(step)
+        state.check_budget()
+        if progress:
+            progress.update(task, advance=1, description=f"SEA-PEFT search "
+                            f"{len(state.active())} sites, {state.used():,}/{budget:,} params")
+    append_csv(run_dir / "transitions.csv", state.ctrl.transitions)
+    model.eval()
+    return SearchOutcome(state.active(), budget, state.used(), state.audit_seconds,
+                         time.perf_counter() - t0, state.ctrl.transitions)
