@@ -92,3 +92,20 @@ def test_combination_targets_are_per_kind():
         ("lora", "swinViT.layers1.0.blocks.0.attn.qkv"), ("bitfit", "swinViT.patch_embed.proj")}
     with pytest.raises(ValueError, match="kind:pattern"):
         apply_method(_model(), "lora+bitfit", {"targets": ["swinViT.*"]})
+
+
+def test_each_adapter_kind_and_the_head_train_at_their_own_rate():
+    from medpeft.methods import DEFAULT_LR, apply_method, group_rates, param_groups
+    from medpeft.train.loop import check_groups
+    model = build_backbone(PRESETS["swin-fast"], 3)
+    state = apply_method(model, "lora+affine", {})
+    groups = param_groups(model, state)
+    assert {g["name"]: g["lr"] for g in groups} == {
+        "lora": DEFAULT_LR["lora"], "affine": DEFAULT_LR["affine"], "head": DEFAULT_LR["head"]}
+    check_groups(model, groups)  # every trainable tensor exactly once
+    assert {g["name"]: g["lr"] for g in param_groups(model, state, {"lora": 0.03})}["lora"] == 0.03
+    assert all(g["lr"] == 0.5 for g in param_groups(model, state, 0.5))
+    with pytest.raises(ValueError, match="no group"):
+        group_rates("lora", {"adaptformer": 0.1})
+    with pytest.raises(ValueError, match="optimizer groups cover"):
+        check_groups(model, groups[:-1])  # the head left out

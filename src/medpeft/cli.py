@@ -115,9 +115,11 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
               None, help="sea-peft: parameter budget, a fraction of the model (0.01) or a count"),
           search_steps: Optional[int] = typer.Option(None, help="sea-peft: search steps "
                                                      "(default 120 / 160 / 200 for K=1 / 5 / 10)"),
-          audit_every: Optional[int] = typer.Option(None, help="sea-peft: steps between audits (8)"),
+          search_warmup: Optional[int] = typer.Option(None, help="sea-peft: steps before the "
+                                                      "first audit (20)"),
+          audit_every: Optional[int] = typer.Option(None, help="sea-peft: steps between audits (10)"),
           allocate_every: Optional[int] = typer.Option(None, help="sea-peft: steps between "
-                                                       "allocations (16)"),
+                                                       "allocations (20)"),
           votes: Optional[int] = typer.Option(None, help="sea-peft: consecutive votes to switch (2)"),
           guard: Optional[int] = typer.Option(None, help="sea-peft: rounds frozen after a switch (2)"),
           ema_decay: Optional[float] = typer.Option(None, help="sea-peft: utility EMA decay (0.9)"),
@@ -140,7 +142,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                 from medpeft.methods.sea.adapt import sea_adapt
                 from medpeft.methods.sea.loop import sea_config
                 cfg = sea_config(len(read_manifest(manifest)["support"]), budget=budget,
-                                 steps=search_steps, audit_every=audit_every,
+                                 steps=search_steps, warmup=search_warmup,
+                                 audit_every=audit_every,
                                  allocate_every=allocate_every, votes=votes, guard=guard,
                                  decay=ema_decay, lam=iqr_lambda, seed=seed)
                 summary = sea_adapt(foundation, manifest, out, cfg, steps, audit_volume=audit_volume,

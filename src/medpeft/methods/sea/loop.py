@@ -31,10 +31,10 @@ class SeaConfig:
 
     budget: float = 0.01
     steps: int = 160
-    warmup: int = 16
-    audit_every: int = 8
-    allocate_every: int = 16
-    audit_sites: int = 16  # active sites toggled per audit, in rotation (bounds the audit's cost)
+    warmup: int = 20
+    audit_every: int = 10
+    allocate_every: int = 20
+    audit_sites: int = 8  # trained sites toggled per audit, in rotation (bounds the audit's cost)
     decay: float = 0.9
     window: int = 5
     lam: float = 0.25
@@ -72,7 +72,7 @@ class SearchOutcome:
 
 
 class _Search:
-    def __init__(self, sites, fixed, score, cfg, rates, budget, run_dir):
+    def __init__(self, sites, fixed, scores, cfg, rates, budget, run_dir):
         self.sites = {s.name: s for s in sites}
         if len(self.sites) != len(sites):
             raise ValueError("two candidate sites share a name; give variants distinct tags")
@@ -81,7 +81,8 @@ class _Search:
         if self.fixed_cost > budget:
             raise ValueError(f"budget {budget:,} is below the {self.fixed_cost:,} parameters "
                              "that always train (the head)")
-        self.score, self.cfg, self.run_dir = score, cfg, run_dir
+        self.scores, self.cfg, self.run_dir = scores, cfg, run_dir
+        self.n_audits = 0
         self.step_size = {k: r * cfg.audit_every for k, r in rates.items()}
         self.smoother = UtilitySmoother(cfg.decay, cfg.window, cfg.lam)
         self.ctrl = RankingController(cfg.votes, cfg.guard)
@@ -110,23 +111,20 @@ class _Search:
         return 1.0 if predicted <= 0 else min(1.0, max(0.01, measured / predicted))
 
     # audit -----------------------------------------------------------------------------------
-    def audit(self, model: nn.Module, step: int) -> None:
+    def audit(self, model: nn.Module, step: int, estimate_fresh: bool = True) -> None:
         t0 = time.perf_counter()
         model.eval()
-        base = measure(model, self.score)
-        active = self.active()
-        if active:
-            n = min(self.cfg.audit_sites, len(active))
-            chosen = [active[(self.rotation + i) % len(active)] for i in range(n)]
-            self.rotation += n
-        else:
-            chosen = []
-        rows = [("toggle-off", toggle_off(model, self.score, chosen, base))]
-        idle = [s for s in self.sites.values() if not s.enabled]
-        rows.append(("toggle-on", toggle_on(model, self.score,
-                                            [s for s in idle if s.name in self.trained], base)))
-        fresh = [s for s in idle if s.name not in self.trained]
-        estimate = first_order(model, self.score, fresh, self.step_size)
+        score = self.scores[self.n_audits % len(self.scores)]  # one audit crop per round
+        self.n_audits += 1
+        base = measure(model, score)
+        trained = [s for s in self.sites.values() if s.name in self.trained]
+        n = min(self.cfg.audit_sites, len(trained))
+        chosen = [trained[(self.rotation + i) % len(trained)] for i in range(n)]
+        self.rotation += n
+        rows = [("toggle-off", toggle_off(model, score, [s for s in chosen if s.enabled], base)),
+                ("toggle-on", toggle_on(model, score, [s for s in chosen if not s.enabled], base))]
+        fresh = [s for s in self.sites.values() if not s.enabled and s.name not in self.trained]
+        estimate = first_order(model, score, fresh, self.step_size) if estimate_fresh else {}
         rows.append(("first-order", {n: v * self.factor() for n, v in estimate.items()}))
         model.train()
         for name, u in rows[0][1].items():  # calibrate the estimate on admitted sites
@@ -188,12 +186,13 @@ class _Search:
 
 
 def search(model: nn.Module, sites: list[AdapterSite], batches: Iterator, loss_of: Callable,
-           score: Score, cfg: SeaConfig, run_dir: Path, rates: dict[str, float],
+           score: Score | list[Score], cfg: SeaConfig, run_dir: Path, rates: dict[str, float],
            fixed: list[nn.Parameter], budget: int, initial: list[str] | None = None,
            progress=None) -> SearchOutcome:
     """Run the search on ``model`` (candidate ``sites`` inserted, backbone frozen).
 
-    ``loss_of(model, batch)`` is the training loss, ``score(model)`` the audit's Dice, ``rates``
+    ``loss_of(model, batch)`` is the training loss, ``score(model)`` the audit's Dice (a list:
+    one per audit round, in rotation), ``rates``
     the learning rate of each site kind and of ``"head"`` (the ``fixed`` parameters, which
     always train and count against ``budget``). ``initial`` forces the starting active set
     (default: the knapsack on first-order estimates).
@@ -201,7 +200,8 @@ def search(model: nn.Module, sites: list[AdapterSite], batches: Iterator, loss_o
     run_dir = Path(run_dir)
     for name in ("audits.csv", "allocations.csv", "transitions.csv"):
         (run_dir / name).unlink(missing_ok=True)
-    state = _Search(sites, fixed, score, cfg, rates, budget, run_dir)
+    state = _Search(sites, fixed, score if isinstance(score, list) else [score], cfg, rates,
+                    budget, run_dir)
     for s in sites:
         for p in s.adapter_parameters():
             p.requires_grad_(True)
@@ -227,8 +227,8 @@ def search(model: nn.Module, sites: list[AdapterSite], batches: Iterator, loss_o
         loss_of(model, next(batches)).backward()
         optimizer.step()
         state.trained.update(s.name for s in state.active())
-        if step >= cfg.warmup and step % cfg.audit_every == 0:
-            state.audit(model, step)
+        if step >= cfg.warmup and step % cfg.audit_every == 0:  # fresh estimates: before allocations
+            state.audit(model, step, estimate_fresh=step % cfg.allocate_every == 0)
         if step >= cfg.warmup and step % cfg.allocate_every == 0 and step < cfg.steps:
             state.allocate(step)
         state.check_budget()
