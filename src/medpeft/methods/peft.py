@@ -32,12 +32,14 @@ def _targets_for(kind: str, targets: list[str] | None, n_kinds: int) -> list[str
     return mine + shared or None
 
 
-def _freeze(model: nn.Module) -> None:
+def freeze(model: nn.Module) -> None:
+    """Make every parameter of ``model`` frozen."""
     for p in model.parameters():
         p.requires_grad_(False)
 
 
-def _train_head(model: nn.Module, options: dict) -> None:
+def train_head(model: nn.Module, options: dict) -> None:
+    """Train the segmentation head unless ``options["train_head"]`` is False."""
     if options.get("train_head", True):
         for p in model.out.parameters():
             p.requires_grad_(True)
@@ -48,19 +50,19 @@ def add_searched(model: nn.Module, options: dict) -> list[AdapterSite]:
     if not options.get("sites"):
         raise ValueError("sea-peft needs its chosen sites: run the search (medpeft adapt --method "
                          "sea-peft); a saved sea-peft adapter lists them in its config")
-    _freeze(model)
+    freeze(model)
     sites = rebuild(model, options["sites"])
-    _train_head(model, options)
+    train_head(model, options)
     return sites
 
 
 def add_peft(model: nn.Module, method: str, options: dict) -> list[AdapterSite]:
     """Freeze ``model``, insert the method's sites, and (by default) train the head."""
     kinds = peft_kinds(method)
-    _freeze(model)
+    freeze(model)
     sites: list[AdapterSite] = []
     for kind in kinds:
         own = {k: v for k, v in options.items() if k in KINDS[kind].options}
         sites += add_sites(model, kind, _targets_for(kind, options.get("targets"), len(kinds)), **own)
-    _train_head(model, options)
+    train_head(model, options)
     return sites

@@ -6,14 +6,28 @@ from pathlib import Path
 
 from medpeft.adapters.io import save_adapter
 from medpeft.data.fewshot import read_manifest
-from medpeft.data.msd import check_dataset, load_msd
-from medpeft.data.ontology import class_mapping
+from medpeft.data.msd import MSDDataset, check_dataset, load_msd
+from medpeft.data.ontology import ClassMapping, class_mapping
 from medpeft.data.transforms import cached_dataset, case_dicts
 from medpeft.io import write_yaml
 from medpeft.methods import apply_method, group_rates, param_groups
-from medpeft.models.weights import load_foundation
+from medpeft.models.weights import Foundation, load_foundation
 from medpeft.train.losses import MarginalDiceCELoss
 from medpeft.train.loop import LoopConfig, train_loop
+
+
+def load_support(foundation: Foundation, split: dict) -> tuple[MSDDataset, ClassMapping]:
+    """The manifest's dataset, checked on its support volumes, and its map to the model's classes."""
+    ds = load_msd(split["dataset"])
+    check_dataset(ds, [ds.case(n) for n in split["support"]])
+    return ds, class_mapping(ds.labels, foundation.classes)
+
+
+def crop_dataset(foundation: Foundation, ds: MSDDataset, mapping: ClassMapping,
+                 names: list[str]):
+    """Cached volumes ``names`` of ``ds`` that yield random class-balanced training crops."""
+    return cached_dataset(case_dicts(ds, mapping, names), foundation.preprocessing,
+                          {ds.name: mapping}, train=True)
 
 
 def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
@@ -26,11 +40,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
     """
     split = read_manifest(manifest)
     foundation = load_foundation(foundation_dir)
-    ds = load_msd(split["dataset"])
-    support = [ds.case(n) for n in split["support"]]
-    check_dataset(ds, support)
-    mapping = class_mapping(ds.labels, foundation.classes)
-    items = case_dicts(ds, mapping, split["support"])
+    ds, mapping = load_support(foundation, split)
     rates = group_rates(method, lr)
     loop = LoopConfig(steps=steps, lr=max(rates.values()), warmup=max(1, steps // 10),
                       seed=seed, checkpoint_every=max(10, steps // 4))
@@ -38,12 +48,12 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
     write_yaml(out_dir / "config.yaml", {
         "command": "adapt", "foundation": str(foundation_dir), "manifest": str(manifest),
         "method": method, "options": options or {}, "loop": loop.to_dict(), "lr": rates})
-    data = cached_dataset(items, foundation.preprocessing, {ds.name: mapping}, train=True)
+    data = crop_dataset(foundation, ds, mapping, split["support"])
     state = apply_method(foundation.model, method, options)
     t0 = time.perf_counter()
     summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, out_dir,
                          groups=param_groups(foundation.model, state, rates), resume=resume,
-                         progress=progress, desc=f"adapt {method} K={len(support)}")
+                         progress=progress, desc=f"adapt {method} K={len(split['support'])}")
     summary["seconds"] = time.perf_counter() - t0
     save_adapter(out_dir, foundation.model, state, foundation,
                  extra={"manifest": split, "train": summary})

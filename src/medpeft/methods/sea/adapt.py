@@ -17,29 +17,27 @@ from itertools import islice
 from pathlib import Path
 
 from medpeft.data.fewshot import read_manifest
-from medpeft.data.msd import check_dataset, load_msd
-from medpeft.data.ontology import class_mapping
-from medpeft.data.transforms import cached_dataset, case_dicts
 from medpeft.io import write_json
 from medpeft.methods import DEFAULT_LR, SEA
+from medpeft.methods.peft import freeze, train_head
 from medpeft.methods.sea.audit import SoftDiceScore
 from medpeft.methods.sea.loop import SeaConfig, search
 from medpeft.methods.sea.report import write_search_report
 from medpeft.methods.sea.space import SWIN_SPACE, describe, insert_space
 from medpeft.models.backbones import count_parameters
 from medpeft.models.weights import load_foundation
-from medpeft.train.adapt import adapt
+from medpeft.train.adapt import adapt, crop_dataset, load_support
 from medpeft.train.loop import batches
 from medpeft.train.losses import MarginalDiceCELoss
 
 
-def _audit_items(ds, mapping, split: dict, audit_volume: str | None) -> list[dict]:
+def _audit_names(ds, split: dict, audit_volume: str | None) -> list[str]:
     if audit_volume is None:
-        return case_dicts(ds, mapping, split["support"])
+        return split["support"]
     if audit_volume in split["support"] or audit_volume in split["test"]:
         raise ValueError(f"--audit-volume {audit_volume}: it is a support or test volume; give an "
                          "extra labelled volume of the target site")
-    return case_dicts(ds, mapping, [ds.case(audit_volume).name])
+    return [ds.case(audit_volume).name]
 
 
 def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfig,
@@ -69,25 +67,19 @@ def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
             audit_crops: int | None, audit_volume: str | None, progress) -> dict:
     t_start = time.perf_counter()
     foundation = load_foundation(foundation_dir)
-    ds = load_msd(split["dataset"])
-    support = [ds.case(n) for n in split["support"]]
-    check_dataset(ds, support)
-    mapping = class_mapping(ds.labels, foundation.classes)
-    train = cached_dataset(case_dicts(ds, mapping, split["support"]), foundation.preprocessing,
-                           {ds.name: mapping}, train=True)
-    audit_data = cached_dataset(_audit_items(ds, mapping, split, audit_volume),
-                                foundation.preprocessing, {ds.name: mapping}, train=True)
+    ds, mapping = load_support(foundation, split)
+    support = split["support"]
+    train = crop_dataset(foundation, ds, mapping, support)
+    audit_data = crop_dataset(foundation, ds, mapping, _audit_names(ds, split, audit_volume))
     n_crops = audit_crops or min(4, max(2, len(support)))
     crops = list(islice(batches(audit_data, 1, cfg.seed + 7919), n_crops))  # own random stream
     model = foundation.model
     n_model = count_parameters(model)
-    for p in model.parameters():
-        p.requires_grad_(False)
+    freeze(model)
     sites = insert_space(model, SWIN_SPACE)
+    train_head(model, {})
     head = list(model.out.parameters())
-    for p in head:
-        p.requires_grad_(True)
-    rates = {**DEFAULT_LR, "head": DEFAULT_LR["head"]}
+    rates = dict(DEFAULT_LR)  # every kind's rate and the head's
     loss = MarginalDiceCELoss()
     outcome = search(model, sites, batches(train, 1, cfg.seed),
                      lambda m, b: loss(m(b["image"]), b["label"], b["channel_to_local"]),

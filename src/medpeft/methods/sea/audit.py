@@ -53,30 +53,30 @@ def measure(model: nn.Module, score: Score) -> float:
         return float(score(model))
 
 
+def _toggled(model: nn.Module, score: Score, sites: list[AdapterSite], base: float,
+             state: bool) -> dict[str, float]:
+    """Dice change when each site alone is set to ``state`` (and set back), signed as a utility."""
+    out = {}
+    for site in sites:
+        site.enabled = state
+        try:
+            change = measure(model, score) - base
+            out[site.name] = change if state else -change
+        finally:
+            site.enabled = not state
+    return out
+
+
 def toggle_off(model: nn.Module, score: Score, sites: list[AdapterSite], base: float
                ) -> dict[str, float]:
     """Utility of each active site: how much Dice drops when it alone is switched off."""
-    out = {}
-    for site in sites:
-        site.enabled = False
-        try:
-            out[site.name] = base - measure(model, score)
-        finally:
-            site.enabled = True
-    return out
+    return _toggled(model, score, sites, base, False)
 
 
 def toggle_on(model: nn.Module, score: Score, sites: list[AdapterSite], base: float
               ) -> dict[str, float]:
     """Utility of each inactive, already trained site: how much Dice rises when it is switched on."""
-    out = {}
-    for site in sites:
-        site.enabled = True
-        try:
-            out[site.name] = measure(model, score) - base
-        finally:
-            site.enabled = False
-    return out
+    return _toggled(model, score, sites, base, True)
 
 
 def first_order(model: nn.Module, score: Score, sites: list[AdapterSite],

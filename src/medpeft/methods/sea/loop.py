@@ -146,8 +146,8 @@ class _Search:
         return [Item(n, s.location, s.n_params, self.smoother.score(n) or 0.0)
                 for n, s in self.sites.items()]
 
-    def propose(self) -> list[Item]:
-        return greedy_knapsack(self.items(), self.budget - self.fixed_cost)
+    def propose(self, items: list[Item]) -> list[Item]:
+        return greedy_knapsack(items, self.budget - self.fixed_cost)
 
     def switch(self, name: str, on: bool, reason: str) -> None:
         site = self.sites[name]
@@ -157,7 +157,7 @@ class _Search:
         self.ctrl.commit(name, on, self.round, reason)
 
     def start(self, initial: list[str] | None) -> None:
-        names = initial if initial is not None else [i.name for i in self.propose()]
+        names = initial if initial is not None else [i.name for i in self.propose(self.items())]
         for name in self.sites:
             self.ctrl.add(name, False)
         for name in names:
@@ -167,11 +167,12 @@ class _Search:
 
     def allocate(self, step: int) -> None:
         self.round += 1
-        proposal = self.propose()
+        items = self.items()
+        proposal = self.propose(items)
         up, down = self.ctrl.vote({i.name for i in proposal})
         for name in down:
             self.switch(name, False, f"step {step}: out of the proposed set")
-        value = {i.name: i.value / i.cost for i in self.items()}
+        value = {i.name: i.value / i.cost for i in items}
         for name in sorted(up, key=lambda n: -value[n]):
             site = self.sites[name]
             taken = any(s.location == site.location for s in self.active())
