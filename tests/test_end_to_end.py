@@ -84,3 +84,17 @@ def test_lora_adapter_round_trip_and_base_check(collection, shipped, tmp_path):
     other.sha256 = "0" * 64
     with pytest.raises(ValueError, match="base weights"):
         load_adapter(tmp_path / "lora", other)
+
+
+def test_adapt_result_depends_on_the_seed_not_on_earlier_work(collection, shipped, tmp_path):
+    from safetensors.torch import load_file
+    target = load_msd(collection / "Task10_NewSite")
+    manifest = write_manifest(tmp_path / "k1.json", make_split(target, 1, seed=0, n_test=3))
+    weights = []
+    for run, noise in enumerate((1, 2)):
+        torch.manual_seed(noise)  # whatever ran before in this process
+        torch.rand(noise * 10)
+        adapt(shipped, manifest, "lora", tmp_path / f"run{run}", steps=2, seed=0)
+        weights.append(load_file(str(tmp_path / f"run{run}" / "adapter.safetensors")))
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

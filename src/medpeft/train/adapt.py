@@ -4,6 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import torch
+
 from medpeft.adapters.io import save_adapter
 from medpeft.data.fewshot import read_manifest
 from medpeft.data.msd import MSDDataset, check_dataset, load_msd
@@ -49,6 +51,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
         "command": "adapt", "foundation": str(foundation_dir), "manifest": str(manifest),
         "method": method, "options": options or {}, "loop": loop.to_dict(), "lr": rates})
     data = crop_dataset(foundation, ds, mapping, split["support"])
+    torch.manual_seed(seed)  # adapter initialisation depends on the seed alone, not on earlier runs
     state = apply_method(foundation.model, method, options)
     t0 = time.perf_counter()
     summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, out_dir,

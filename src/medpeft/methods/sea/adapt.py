@@ -16,6 +16,8 @@ import time
 from itertools import islice
 from pathlib import Path
 
+import torch
+
 from medpeft.data.fewshot import read_manifest
 from medpeft.io import write_json
 from medpeft.methods import DEFAULT_LR, SEA
@@ -76,6 +78,7 @@ def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
     model = foundation.model
     n_model = count_parameters(model)
     freeze(model)
+    torch.manual_seed(cfg.seed)  # the candidates' initialisation depends on the seed alone
     sites = insert_space(model, SWIN_SPACE)
     train_head(model, {})
     head = list(model.out.parameters())
