@@ -59,13 +59,14 @@ def fit_to_budget(foundation_dir: Path, method: str, budget: int) -> dict:
 
 
 def run_cell(cell: Path, method: str, setting, manifest: Path, split: dict, budget: float,
-             options: dict, progress) -> dict:
+             options: dict, progress, audit_sites: int | None = None) -> dict:
     result = cell / "result.json"
     if result.exists():
         return json.loads(result.read_text())
     if method == SEA:
         summary = sea_adapt(setting.foundation_dir, manifest, cell,
-                            sea_config(split["k"], budget=budget, seed=split["seed"]),
+                            sea_config(split["k"], budget=budget, seed=split["seed"],
+                                       audit_sites=audit_sites),
                             resume=True, progress=progress)
     else:
         summary = adapt(setting.foundation_dir, manifest, method, cell, options=options,
@@ -107,6 +108,7 @@ def main() -> None:
     ap.add_argument("--shots", type=int, nargs="+", default=[1, 5, 10])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", type=float, default=0.01)
+    ap.add_argument("--audit-sites", type=int, help="SEA-PEFT: sites toggled per audit")
     ap.add_argument("--method", action="append", help="default: sea-peft and every fixed method")
     ap.add_argument("--out", type=Path, default=Path("runs/sea-comparison"))
     ap.add_argument("--cache", type=Path, default=Path("runs/cache"))
@@ -127,7 +129,7 @@ def main() -> None:
                 for method in methods:
                     records.append(run_cell(args.out / f"k{k}-s{seed}" / method, method, setting,
                                             manifest, split, args.budget, options.get(method, {}),
-                                            progress))
+                                            progress, args.audit_sites))
                     (args.out / "results.json").write_text(json.dumps(records, indent=1))
     console.print(table(records, n_model, budget))
     console.print(f"{platform.node()}: {platform.processor() or platform.machine()}, "

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import shutil
 
+import torch
 from typer.testing import CliRunner
 
 from medpeft.cli import app
@@ -59,3 +60,16 @@ def test_export_requires_merge(tmp_path):
     result = runner.invoke(app, ["export", str(tmp_path), "--foundation", str(tmp_path),
                                  "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--merge" in result.output
+
+
+def test_device_option_is_checked_before_any_work():
+    from medpeft.device import resolve_device, set_device
+    try:
+        result = runner.invoke(app, ["--device", "gpu0", "inspect", "sites"])
+        assert result.exit_code == 2 and "unknown device 'gpu0'" in result.output
+        if not torch.cuda.is_available():
+            result = runner.invoke(app, ["--device", "cuda", "inspect", "sites"])
+            assert result.exit_code == 2 and "no CUDA GPU" in result.output
+        assert resolve_device("cpu").type == "cpu"
+    finally:
+        set_device(None)

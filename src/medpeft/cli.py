@@ -1,4 +1,5 @@
-"""The ``medpeft`` command line: phantom, pretrain, split, adapt, evaluate, export, inspect, demo."""
+"""The ``medpeft`` command line: phantom, pretrain, split, adapt, evaluate, export, inspect, convert,
+demo."""
 from __future__ import annotations
 
 import json
@@ -18,6 +19,18 @@ console = Console()
 def _fail(err: Exception) -> None:
     console.print(f"[bold red]error:[/] {err}")
     raise typer.Exit(code=2)
+
+
+@app.callback()
+def main(device: str = typer.Option("auto", envvar="MEDPEFT_DEVICE",
+                                    help="auto (a CUDA GPU when visible, else the CPU), cpu, cuda[:N]")
+         ) -> None:
+    """Few-shot, parameter-efficient adaptation of 3D CT segmentation models."""
+    from medpeft.device import set_device
+    try:
+        set_device(device)
+    except ValueError as err:
+        _fail(err)
 
 
 @app.command()
@@ -63,9 +76,10 @@ def split(dataset: Path = typer.Argument(..., help="target MSD folder"),
           out: Path = typer.Option(..., help="manifest JSON to write")) -> None:
     """Sample K support volumes by seed (fixed test set) and write a manifest."""
     from medpeft.data.fewshot import make_split, write_manifest
-    from medpeft.data.msd import DataError, load_msd
+    from medpeft.data.layouts import read_dataset
+    from medpeft.data.msd import DataError
     try:
-        manifest = make_split(load_msd(dataset), k, seed, n_test)
+        manifest = make_split(read_dataset(dataset), k, seed, n_test)
     except (ValueError, DataError) as err:
         _fail(err)
     write_manifest(out, manifest)
@@ -120,6 +134,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           audit_every: Optional[int] = typer.Option(None, help="sea-peft: steps between audits (10)"),
           allocate_every: Optional[int] = typer.Option(None, help="sea-peft: steps between "
                                                        "allocations (20)"),
+          audit_sites: Optional[int] = typer.Option(None, help="sea-peft: trained sites toggled "
+                                                    "per audit, in rotation (4)"),
           votes: Optional[int] = typer.Option(None, help="sea-peft: consecutive votes to switch (2)"),
           guard: Optional[int] = typer.Option(None, help="sea-peft: rounds frozen after a switch (2)"),
           ema_decay: Optional[float] = typer.Option(None, help="sea-peft: utility EMA decay (0.9)"),
@@ -144,7 +160,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                 cfg = sea_config(len(read_manifest(manifest)["support"]), budget=budget,
                                  steps=search_steps, warmup=search_warmup,
                                  audit_every=audit_every,
-                                 allocate_every=allocate_every, votes=votes, guard=guard,
+                                 allocate_every=allocate_every, audit_sites=audit_sites,
+                                 votes=votes, guard=guard,
                                  decay=ema_decay, lam=iqr_lambda, seed=seed)
                 summary = sea_adapt(foundation, manifest, out, cfg, steps, audit_volume=audit_volume,
                                     resume=resume, progress=progress)
@@ -182,7 +199,7 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
     """Sliding-window inference on the manifest's test volumes; per-organ Dice (CSV + JSON)."""
     from medpeft.adapters.io import load_adapter
     from medpeft.data.fewshot import read_manifest
-    from medpeft.data.msd import load_msd
+    from medpeft.data.layouts import read_dataset
     from medpeft.demo import _evaluate, progress_bar
     from medpeft.evaluate.report import results_table, write_csv
     from medpeft.io import write_json
@@ -191,7 +208,7 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
         f = load_foundation(foundation)
         model = load_adapter(adapter, f) if adapter else f.model
         split_ = read_manifest(manifest)
-        ds = load_msd(split_["dataset"])
+        ds = read_dataset(split_["dataset"], label_files=True)
         with progress_bar() as progress:
             dice, organs, rows = _evaluate(model, ds, split_["test"], f, out / "predictions",
                                            progress, "evaluating")
@@ -308,6 +325,64 @@ def inspect_model(foundation: Optional[Path] = typer.Option(None, help="checkpoi
     console.print(table)
     console.print(f"trainable: {n_train:,} = {100 * n_train / n_base:.3f}% of the {n_base:,} "
                   "base parameters")
+
+
+@inspect_app.command("data")
+def inspect_data(folder: Path = typer.Argument(..., help="dataset folder, any supported layout"),
+                 layout: Optional[str] = typer.Option(None, help="msd | amos | flare22 | btcv | "
+                                                      "kits19 | totalsegmentator (default: detect)"),
+                 quick: bool = typer.Option(False, help="headers only: skip reading label voxels")
+                 ) -> None:
+    """Layout, volumes, spacing and shape ranges, organs, label coverage and every problem found."""
+    from rich.table import Table
+
+    from medpeft.data.layouts import read_dataset
+    from medpeft.data.msd import DataError
+    from medpeft.data.survey import survey
+    from medpeft.demo import progress_bar
+    try:
+        ds = read_dataset(folder, layout)
+    except DataError as err:
+        _fail(err)
+    with progress_bar() as progress:
+        s = survey(ds, read_labels=not quick, progress=progress)
+    fmt = lambda t: " x ".join(f"{v:g}" for v in t) if t else "-"  # noqa: E731
+    console.print(f"[bold]{s.name}[/] ({s.layout} layout): {s.n_cases} volumes\n"
+                  f"  spacing (mm) {fmt(s.spacing_min)} .. {fmt(s.spacing_max)}\n"
+                  f"  shape        {fmt(s.shape_min)} .. {fmt(s.shape_max)}")
+    if s.sites:
+        console.print("  sites        " + ", ".join(f"{k}: {n}" for k, n in sorted(s.sites.items())))
+    table = Table(title="labels")
+    for col in ("label", "canonical organ", "volumes with it"):
+        table.add_column(col, justify="right" if col == "volumes with it" else "left")
+    for name, organs in s.organs.items():
+        table.add_row(name, organs or "[dim](not modelled)[/]",
+                      "-" if quick else f"{s.coverage.get(name, 0)} / {s.n_cases}")
+    console.print(table)
+    if s.problems:
+        console.print(f"[bold red]{len(s.problems)} problem(s):[/]")
+        for problem in s.problems:
+            console.print(f"  - {problem}", soft_wrap=True)
+        raise typer.Exit(code=1)
+    console.print("[green]no problems found[/]")
+
+
+@app.command()
+def convert(folder: Path = typer.Argument(..., help="dataset folder, any supported layout"),
+            out: Path = typer.Argument(..., help="MSD folder to write (images are linked)"),
+            layout: Optional[str] = typer.Option(None, help="default: detect")) -> None:
+    """Write a dataset as an MSD folder (per-structure masks combined into one label map)."""
+    from medpeft.data.layouts import read_dataset, write_msd
+    from medpeft.data.msd import DataError, check_dataset
+    from medpeft.demo import progress_bar
+    try:
+        ds = read_dataset(folder, layout)
+        check_dataset(ds)
+        with progress_bar() as progress:
+            write_msd(ds, out, progress)
+    except DataError as err:
+        _fail(err)
+    console.print(f"{len(ds.cases)} cases of {ds.name} written to {out}")
 
 
 if __name__ == "__main__":

@@ -23,9 +23,17 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Case:
+    """One CT volume: its image, and its labels as one label-map file or as per-structure binary
+    masks (``parts``: (structure, path) pairs, as TotalSegmentator ships them); ``site`` and
+    ``split`` where the collection defines them (Fed-KiTS19 institutions, TotalSegmentator's
+    meta.csv)."""
+
     name: str
     image: Path
     label: Path | None
+    parts: tuple[tuple[str, Path], ...] = ()
+    site: str | None = None
+    split: str | None = None
 
 
 @dataclass
@@ -71,13 +79,23 @@ def load_msd(root: str | Path) -> MSDDataset:
         meta = json.loads(meta_path.read_text())
     except json.JSONDecodeError as err:
         raise DataError([f"{meta_path}: not valid JSON ({err})"]) from err
-    if "labels" not in meta or "training" not in meta:
-        raise DataError([f"{meta_path}: needs 'labels' and 'training' entries"])
+    if "labels" not in meta or ("training" not in meta and "file_ending" not in meta):
+        raise DataError([f"{meta_path}: needs 'labels' and 'training' entries (MSD) or "
+                         "'labels' and 'file_ending' (nnU-Net v2)"])
     cases = []
-    for entry in meta["training"]:
-        image = root / entry["image"] if isinstance(entry, dict) else root / entry
-        label = root / entry["label"] if isinstance(entry, dict) and entry.get("label") else None
-        cases.append(Case(_case_name(image), image, label))
+    if "training" in meta:
+        for entry in meta["training"]:
+            image = root / entry["image"] if isinstance(entry, dict) else root / entry
+            label = root / entry["label"] if isinstance(entry, dict) and entry.get("label") else None
+            if not image.exists():  # nnU-Net v1 lists case.nii.gz for the file case_0000.nii.gz
+                channel0 = image.with_name(f"{_case_name(image)}_0000.nii.gz")
+                image = channel0 if channel0.exists() else image
+            cases.append(Case(_case_name(image).removesuffix("_0000"), image, label))
+    else:  # nnU-Net v2: imagesTr/<case>_0000<ending>, labelsTr/<case><ending>
+        ending = meta["file_ending"]
+        for image in sorted((root / "imagesTr").glob(f"*_0000{ending}")):
+            name = image.name[: -len(f"_0000{ending}")]
+            cases.append(Case(name, image, root / "labelsTr" / f"{name}{ending}"))
     return MSDDataset(root, meta.get("name", root.name), _parse_labels(meta["labels"], meta_path),
                       cases, meta)
 
@@ -102,6 +120,8 @@ def check_case(case: Case, labels: dict[int, str], check_values: bool = True) ->
     """Every problem with one image/label pair, each message starting with the file's path."""
     problems: list[str] = []
     image = _open_nifti(case.image, problems)
+    if case.parts:
+        return problems + _check_parts(case, image, check_values)
     if case.label is None:
         problems.append(f"{case.image}: has no label file in dataset.json")
         return problems
@@ -122,6 +142,24 @@ def check_case(case: Case, labels: dict[int, str], check_values: bool = True) ->
         if unknown or not np.allclose(values, np.round(values)):
             problems.append(f"{case.label}: label values {unknown} are not in dataset.json "
                             f"labels {sorted(labels)}")
+    return problems
+
+
+def _check_parts(case: Case, image: nib.Nifti1Image | None, check_values: bool) -> list[str]:
+    """Per-structure binary masks: each must exist, match the image's grid and hold only 0/1."""
+    problems: list[str] = []
+    for _, path in case.parts:
+        mask = _open_nifti(path, problems)
+        if mask is None or image is None:
+            continue
+        if mask.shape[:3] != image.shape[:3]:
+            problems.append(f"{path}: shape {mask.shape} does not match image {image.shape}")
+        elif not np.allclose(mask.affine, image.affine, atol=1e-3):
+            problems.append(f"{path}: affine does not match its image {case.image.name}")
+        elif check_values:
+            values = set(np.unique(np.asarray(mask.dataobj)).tolist())
+            if not values <= {0, 1}:
+                problems.append(f"{path}: a binary mask holds values {sorted(values)}")
     return problems
 
 

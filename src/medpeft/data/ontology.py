@@ -21,6 +21,14 @@ ORGANS: tuple[str, ...] = (
     "inferior_vena_cava",
     "urinary_bladder",
     "vertebrae",
+    # structures of the public abdominal collections (FLARE'22, AMOS, BTCV, KiTS, TotalSegmentator)
+    "esophagus",
+    "duodenum",
+    "adrenal_gland_right",
+    "adrenal_gland_left",
+    "portal_vein_and_splenic_vein",
+    "kidney_tumor",
+    "prostate",
 )
 ORGAN_ID: dict[str, int] = {name: i + 1 for i, name in enumerate(ORGANS)}
 
@@ -35,7 +43,14 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "bladder": ("urinary_bladder",),
     "gall_bladder": ("gallbladder",),
     "spine": ("vertebrae",),
+    "arota": ("aorta",),  # sic, AMOS 2022 dataset.json
+    "right_adrenal_gland": ("adrenal_gland_right",),
+    "left_adrenal_gland": ("adrenal_gland_left",),
+    "portal_vein": ("portal_vein_and_splenic_vein",),
+    "kidney_tumour": ("kidney_tumor",),
 }
+# Prefixes naming a part of a canonical structure (TotalSegmentator: vertebrae_L1, vertebrae_T12).
+PART_OF: dict[str, str] = {"vertebrae_": "vertebrae"}
 
 
 def resolve(name: str) -> tuple[str, ...]:
@@ -43,6 +58,9 @@ def resolve(name: str) -> tuple[str, ...]:
     key = name.strip().lower().replace(" ", "_").replace("-", "_")
     if key in ORGAN_ID:
         return (key,)
+    for prefix, organ in PART_OF.items():
+        if key.startswith(prefix):
+            return (organ,)
     return ALIASES.get(key, ())
 
 
@@ -73,11 +91,14 @@ class ClassMapping:
 def class_mapping(labels: dict[int, str], model_classes: tuple[str, ...]) -> ClassMapping:
     """Relate a dataset label map (value -> name, 0 = background) to a model's foreground classes.
 
-    Raises ``ValueError`` when a label's organs are only partly modelled (the union cannot be split).
+    Values naming the same organs (TotalSegmentator's vertebrae_L1 ... vertebrae_C1) share one
+    local class. Raises ``ValueError`` when a label's organs are only partly modelled (the union
+    cannot be split) or when two labels claim one organ differently.
     """
     local_names = ["background"]
     value_to_local: dict[int, int] = {}
     channel_to_local = [0] * (len(model_classes) + 1)
+    local_of: dict[tuple[str, ...], int] = {}
     for value in sorted(labels):
         name = labels[value]
         if value == 0:
@@ -90,9 +111,17 @@ def class_mapping(labels: dict[int, str], model_classes: tuple[str, ...]) -> Cla
             continue
         if len(modelled) != len(organs):
             raise ValueError(f"label '{name}' covers {organs} but the model only has {modelled}")
-        local = len(local_names)
-        local_names.append(name)
+        if organs in local_of:
+            value_to_local[value] = local_of[organs]
+            continue
+        local = local_of[organs] = len(local_names)
+        is_part = any(name.lower().startswith(p) for p in PART_OF)
+        local_names.append(organs[0] if is_part else name)
         value_to_local[value] = local
         for organ in modelled:
-            channel_to_local[model_classes.index(organ) + 1] = local
+            channel = model_classes.index(organ) + 1
+            if channel_to_local[channel]:
+                raise ValueError(f"label '{name}' claims {organ}, already claimed by "
+                                 f"'{local_names[channel_to_local[channel]]}'")
+            channel_to_local[channel] = local
     return ClassMapping(tuple(local_names), value_to_local, tuple(channel_to_local))

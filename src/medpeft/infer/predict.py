@@ -10,27 +10,36 @@ from monai.inferers import sliding_window_inference
 from monai.transforms import Invertd
 
 from medpeft.data.ontology import ORGAN_ID
+from medpeft.device import resolve_device
 from medpeft.data.transforms import Preprocessing, load_transforms
 from medpeft.io import save_nifti
 
 
 @torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing,
-                          overlap: float = 0.25) -> np.ndarray:
-    """Class probabilities (C, X, Y, Z) on the input file's own voxel grid."""
+                          overlap: float = 0.25, device: str | torch.device | None = None
+                          ) -> np.ndarray:
+    """Class probabilities (C, X, Y, Z) on the input file's own voxel grid.
+
+    The model runs on ``device`` (moved there); the volume and the blended output stay on the CPU,
+    so a whole CT never has to fit in GPU memory.
+    """
     pre = load_transforms(pp, None, with_label=False)
     data = pre({"image": str(image_path)})
-    model.eval()
+    device = resolve_device(device)
+    model.to(device).eval()
     logits = sliding_window_inference(data["image"][None], roi_size=pp.patch, sw_batch_size=2,
-                                      predictor=model, overlap=overlap, mode="gaussian")
+                                      predictor=model, overlap=overlap, mode="gaussian",
+                                      sw_device=device, device="cpu")
     data["pred"] = torch.softmax(logits[0], dim=0)
     inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)
     return np.asarray(inverted["pred"].detach().cpu(), dtype=np.float32)
 
 
-def predict_labels(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing) -> np.ndarray:
+def predict_labels(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing,
+                   device: str | torch.device | None = None) -> np.ndarray:
     """Model channel index per voxel (0 = background), on the input's voxel grid."""
-    probs = predict_probabilities(model, image_path, pp)
+    probs = predict_probabilities(model, image_path, pp, device=device)
     shape = nib.load(str(image_path)).shape[:3]
     if probs.shape[1:] != shape:
         raise RuntimeError(f"{image_path}: inverted prediction {probs.shape[1:]} != input {shape}")

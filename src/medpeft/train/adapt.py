@@ -8,7 +8,8 @@ import torch
 
 from medpeft.adapters.io import save_adapter
 from medpeft.data.fewshot import read_manifest
-from medpeft.data.msd import MSDDataset, check_dataset, load_msd
+from medpeft.data.layouts import read_dataset
+from medpeft.data.msd import MSDDataset, check_dataset
 from medpeft.data.ontology import ClassMapping, class_mapping
 from medpeft.data.transforms import cached_dataset, case_dicts
 from medpeft.io import write_yaml
@@ -20,7 +21,7 @@ from medpeft.train.loop import LoopConfig, train_loop
 
 def load_support(foundation: Foundation, split: dict) -> tuple[MSDDataset, ClassMapping]:
     """The manifest's dataset, checked on its support volumes, and its map to the model's classes."""
-    ds = load_msd(split["dataset"])
+    ds = read_dataset(split["dataset"], label_files=True)
     check_dataset(ds, [ds.case(n) for n in split["support"]])
     return ds, class_mapping(ds.labels, foundation.classes)
 

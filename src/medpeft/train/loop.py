@@ -19,6 +19,7 @@ import torch
 from monai.data import DataLoader, list_data_collate
 from safetensors.torch import load_file
 
+from medpeft.device import resolve_device, to_device
 from medpeft.io import append_jsonl, write_json
 from medpeft.models.weights import save_state
 
@@ -117,13 +118,17 @@ def check_groups(model: torch.nn.Module, groups: list[dict]) -> None:
 
 def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConfig, run_dir: Path,
                groups: list[dict] | None = None, resume: bool = False, progress=None,
-               desc: str = "training", stop_after: int | None = None) -> dict:
+               desc: str = "training", stop_after: int | None = None,
+               device: str | torch.device | None = None) -> dict:
     """Train ``model``'s trainable parameters for ``cfg.steps`` steps; returns a summary.
 
     ``groups`` are optimizer parameter groups with their own ``lr`` (default: one group at
     ``cfg.lr``). ``stop_after`` ends the run early after that many steps (simulates a crash).
+    The model is moved to ``device`` (see ``medpeft.device``) and stays there.
     """
     run_dir = Path(run_dir)
+    device = resolve_device(device)
+    model.to(device)
     ckpt_dir = run_dir / "checkpoints"
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -144,7 +149,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     for step in range(start, cfg.steps):
         if stop_after is not None and step - start >= stop_after:
             return {"steps": step, "stopped": True}
-        batch = next(stream)
+        batch = to_device(next(stream), device)
         optimizer.zero_grad(set_to_none=True)
         loss = loss_fn(model(batch["image"]), batch["label"], batch["channel_to_local"])
         loss.backward()
@@ -163,4 +168,5 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
             progress.update(task, advance=1, description=f"{desc} loss {loss.item():.3f}")
     model.eval()
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return {"steps": cfg.steps, "seconds": time.perf_counter() - t0, "resumed_from": start}
+    return {"steps": cfg.steps, "seconds": time.perf_counter() - t0, "resumed_from": start,
+            "device": str(device)}

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from medpeft.data.msd import check_dataset, load_msd
+from medpeft.data.layouts import read_dataset
+from medpeft.data.msd import check_dataset
 from medpeft.data.ontology import ORGANS, class_mapping, resolve
 from medpeft.data.transforms import Preprocessing, cached_dataset, case_dicts
 from medpeft.io import write_yaml
@@ -23,7 +24,7 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
              pp: Preprocessing = Preprocessing(), loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
              resume: bool = False, progress=None, recipe: dict | None = None) -> Path:
     """Train a foundation model on ``sources`` (MSD folders) and save it to ``out_dir``."""
-    datasets = [load_msd(s) for s in sources]
+    datasets = [read_dataset(s, label_files=True) for s in sources]
     for ds in datasets:
         check_dataset(ds)
     classes = source_classes([ds.labels for ds in datasets])

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from medpeft.data.fewshot import read_manifest
+from medpeft.device import resolve_device, to_device
 from medpeft.io import write_json
 from medpeft.methods import DEFAULT_LR, SEA
 from medpeft.methods.peft import freeze, train_head
@@ -74,17 +75,21 @@ def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
     train = crop_dataset(foundation, ds, mapping, support)
     audit_data = crop_dataset(foundation, ds, mapping, _audit_names(ds, split, audit_volume))
     n_crops = audit_crops or min(4, max(2, len(support)))
-    crops = list(islice(batches(audit_data, 1, cfg.seed + 7919), n_crops))  # own random stream
+    device = resolve_device()
+    crops = [to_device(c, device)  # own random stream
+             for c in islice(batches(audit_data, 1, cfg.seed + 7919), n_crops)]
     model = foundation.model
     n_model = count_parameters(model)
     freeze(model)
     torch.manual_seed(cfg.seed)  # the candidates' initialisation depends on the seed alone
     sites = insert_space(model, SWIN_SPACE)
     train_head(model, {})
+    model.to(device)
     head = list(model.out.parameters())
     rates = dict(DEFAULT_LR)  # every kind's rate and the head's
     loss = MarginalDiceCELoss()
-    outcome = search(model, sites, batches(train, 1, cfg.seed),
+    stream = (to_device(b, device) for b in batches(train, 1, cfg.seed))
+    outcome = search(model, sites, stream,
                      lambda m, b: loss(m(b["image"]), b["label"], b["channel_to_local"]),
                      [SoftDiceScore([c]) for c in crops], cfg, run_dir, rates, head, cfg.budget_params(n_model),
                      progress=progress)
@@ -96,4 +101,4 @@ def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
             "seconds": time.perf_counter() - t_start, "audit_crops": n_crops,
             "audit_source": f"extra labelled volume {audit_volume}" if audit_volume else
             f"{n_crops} crops of the {len(support)} support volumes (no extra labels)",
-            "config": cfg.to_dict(), "manifest": split}
+            "config": cfg.to_dict(), "manifest": split, "device": str(device)}

@@ -34,7 +34,7 @@ class SeaConfig:
     warmup: int = 20
     audit_every: int = 10
     allocate_every: int = 20
-    audit_sites: int = 8  # trained sites toggled per audit, in rotation (bounds the audit's cost)
+    audit_sites: int = 4  # trained sites toggled per audit, in rotation (bounds the audit's cost)
     decay: float = 0.9
     window: int = 5
     lam: float = 0.25

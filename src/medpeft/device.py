@@ -1,0 +1,41 @@
+"""Where the networks run: ``auto`` (the default) picks a CUDA GPU when one is visible, else the CPU.
+
+The choice comes from, in order: the ``device`` argument of a call, ``set_device`` (the CLI's
+``--device``), the ``MEDPEFT_DEVICE`` environment variable, then ``auto``. Data stays on the CPU
+until a batch is moved with ``to_device``; saved tensors are always CPU copies.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+_chosen: str | None = None
+
+
+def set_device(spec: str | None) -> None:
+    """Make ``spec`` (``auto``, ``cpu``, ``cuda``, ``cuda:1``...) the process-wide default."""
+    if spec is not None:
+        resolve_device(spec)  # fail now on a bad name, not in the middle of a run
+    global _chosen
+    _chosen = spec
+
+
+def resolve_device(spec: str | torch.device | None = None) -> torch.device:
+    """The torch device for ``spec``; a clear error when CUDA is asked for but not available."""
+    spec = spec or _chosen or os.environ.get("MEDPEFT_DEVICE") or "auto"
+    if str(spec) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {spec!r}: use auto, cpu or cuda[:N]") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} asked for, but PyTorch sees no CUDA GPU here")
+    return device
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """``batch`` with every tensor moved to ``device`` (other entries unchanged)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
+            for k, v in batch.items()}
