@@ -7,18 +7,13 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
+
+from medpeft.cli_common import console, fail as _fail, method_options
+from medpeft.cli_inspect import inspect_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Few-shot, parameter-efficient adaptation of 3D CT segmentation models.")
-inspect_app = typer.Typer(no_args_is_help=True, help="Look inside a backbone: adapter sites, counts.")
 app.add_typer(inspect_app, name="inspect")
-console = Console()
-
-
-def _fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
-    raise typer.Exit(code=2)
 
 
 @app.callback()
@@ -84,14 +79,6 @@ def split(dataset: Path = typer.Argument(..., help="target MSD folder"),
         _fail(err)
     write_manifest(out, manifest)
     console.print(f"support: {', '.join(manifest['support'])}\ntest: {', '.join(manifest['test'])}")
-
-
-def method_options(rank: Optional[int], alpha: Optional[float], targets: Optional[list[str]],
-                   bottleneck: Optional[int], scale: Optional[float], kernel: Optional[int]) -> dict:
-    """The options given on the command line (the method's own defaults fill the rest)."""
-    given = {"rank": rank, "alpha": alpha, "targets": targets or None, "bottleneck": bottleneck,
-             "scale": scale, "kernel": kernel}
-    return {k: v for k, v in given.items() if v is not None}
 
 
 def parse_rates(text: Optional[str]) -> float | dict[str, float] | None:
@@ -243,128 +230,6 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
                                         retrain=retrain), console)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
-
-
-def _model_for_inspection(foundation: Optional[Path], backbone: str):
-    from medpeft.models.backbones import PRESETS, build_backbone
-    from medpeft.models.weights import load_foundation
-    if foundation is not None:
-        return load_foundation(foundation).model
-    if backbone not in PRESETS:
-        _fail(ValueError(f"unknown backbone {backbone!r}; choose from {', '.join(PRESETS)}"))
-    return build_backbone(PRESETS[backbone], 2)
-
-
-@inspect_app.command("sites")
-def inspect_sites(foundation: Optional[Path] = typer.Option(None, help="checkpoint (default: a fresh backbone)"),
-                  backbone: str = typer.Option("swin-fast"),
-                  kind: Optional[list[str]] = typer.Option(None, help="adapter kind (repeatable)"),
-                  rank: Optional[int] = typer.Option(None), bottleneck: Optional[int] = typer.Option(None),
-                  summary: bool = typer.Option(False, help="one line per kind")) -> None:
-    """Every place each adapter kind can go, with its exact parameter cost."""
-    from rich.table import Table
-
-    from medpeft.adapters.kinds import KINDS, candidate_sites
-    from medpeft.models.backbones import count_parameters
-    model = _model_for_inspection(foundation, backbone)
-    total = count_parameters(model)
-    shared = {"rank": rank, "bottleneck": bottleneck}
-    options = {k: {o: v for o, v in shared.items() if v is not None and o in KINDS[k].options}
-               for k in KINDS}
-    try:
-        rows = candidate_sites(model, kind or None, options=options)
-    except ValueError as err:
-        _fail(err)
-    table = Table(title=f"candidate adapter sites ({total:,} model parameters)")
-    if summary:
-        for col in ("kind", "sites", "parameters", "% of model", "what it does"):
-            table.add_column(col, justify="left" if col in ("kind", "what it does") else "right")
-        for k in dict.fromkeys(r["kind"] for r in rows):
-            n = sum(r["n_params"] for r in rows if r["kind"] == k)
-            table.add_row(k, str(sum(r["kind"] == k for r in rows)), f"{n:,}",
-                          f"{100 * n / total:.3f}", KINDS[k].doc)
-    else:
-        for col in ("kind", "location", "layer", "parameters", "% of model"):
-            table.add_column(col, justify="right" if col in ("parameters", "% of model") else "left")
-        for r in rows:
-            table.add_row(r["kind"], r["location"], r["layer"], f"{r['n_params']:,}",
-                          f"{100 * r['n_params'] / total:.4f}")
-    console.print(table)
-
-
-@inspect_app.command("model")
-def inspect_model(foundation: Optional[Path] = typer.Option(None, help="checkpoint (default: a fresh backbone)"),
-                  backbone: str = typer.Option("swin-fast"),
-                  method: str = typer.Option("full", help="method whose trainable set to count"),
-                  rank: Optional[int] = typer.Option(None), bottleneck: Optional[int] = typer.Option(None)) -> None:
-    """Trainable vs frozen parameters of each part (encoder, decoder, head, adapter sites)."""
-    from rich.table import Table
-
-    from medpeft.adapters.base import sites_of
-    from medpeft.methods import apply_method
-    from medpeft.models.backbones import part_of
-    model = _model_for_inspection(foundation, backbone)
-    try:
-        state = apply_method(model, method, method_options(rank, None, None, bottleneck, None, None))
-    except (ValueError, TypeError) as err:
-        _fail(err)
-    adapter_ids = {id(p) for s in sites_of(model) for p in s.adapter_parameters()}
-    counts: dict[str, list[int]] = {}
-    for name, p in model.named_parameters():
-        part = "adapter sites" if id(p) in adapter_ids else part_of(name.replace(".base.", "."))
-        row = counts.setdefault(part, [0, 0])
-        row[0 if p.requires_grad else 1] += p.numel()
-    table = Table(title=f"method {method}: {len(state.sites)} adapter sites")
-    for col in ("part", "trainable", "frozen"):
-        table.add_column(col, justify="left" if col == "part" else "right")
-    for part, (trainable, frozen) in counts.items():
-        table.add_row(part, f"{trainable:,}", f"{frozen:,}")
-    n_train = sum(r[0] for r in counts.values())
-    n_base = sum(r[0] + r[1] for k, r in counts.items() if k != "adapter sites")
-    table.add_row("total", f"{n_train:,}", f"{sum(r[1] for r in counts.values()):,}")
-    console.print(table)
-    console.print(f"trainable: {n_train:,} = {100 * n_train / n_base:.3f}% of the {n_base:,} "
-                  "base parameters")
-
-
-@inspect_app.command("data")
-def inspect_data(folder: Path = typer.Argument(..., help="dataset folder, any supported layout"),
-                 layout: Optional[str] = typer.Option(None, help="msd | amos | flare22 | btcv | "
-                                                      "kits19 | totalsegmentator (default: detect)"),
-                 quick: bool = typer.Option(False, help="headers only: skip reading label voxels")
-                 ) -> None:
-    """Layout, volumes, spacing and shape ranges, organs, label coverage and every problem found."""
-    from rich.table import Table
-
-    from medpeft.data.layouts import read_dataset
-    from medpeft.data.msd import DataError
-    from medpeft.data.survey import survey
-    from medpeft.demo import progress_bar
-    try:
-        ds = read_dataset(folder, layout)
-    except DataError as err:
-        _fail(err)
-    with progress_bar() as progress:
-        s = survey(ds, read_labels=not quick, progress=progress)
-    fmt = lambda t: " x ".join(f"{v:g}" for v in t) if t else "-"  # noqa: E731
-    console.print(f"[bold]{s.name}[/] ({s.layout} layout): {s.n_cases} volumes\n"
-                  f"  spacing (mm) {fmt(s.spacing_min)} .. {fmt(s.spacing_max)}\n"
-                  f"  shape        {fmt(s.shape_min)} .. {fmt(s.shape_max)}")
-    if s.sites:
-        console.print("  sites        " + ", ".join(f"{k}: {n}" for k, n in sorted(s.sites.items())))
-    table = Table(title="labels")
-    for col in ("label", "canonical organ", "volumes with it"):
-        table.add_column(col, justify="right" if col == "volumes with it" else "left")
-    for name, organs in s.organs.items():
-        table.add_row(name, organs or "[dim](not modelled)[/]",
-                      "-" if quick else f"{s.coverage.get(name, 0)} / {s.n_cases}")
-    console.print(table)
-    if s.problems:
-        console.print(f"[bold red]{len(s.problems)} problem(s):[/]")
-        for problem in s.problems:
-            console.print(f"  - {problem}", soft_wrap=True)
-        raise typer.Exit(code=1)
-    console.print("[green]no problems found[/]")
 
 
 @app.command()

@@ -1,0 +1,168 @@
+"""Published Swin UNETR checkpoints loaded into medpeft's backbone, with a strict key report.
+
+Every checkpoint's keys are renamed to MONAI SwinUNETR's (feature size 48, 7x7x7 windows) and
+then compared with the model: a key that should load but is missing, a key of the wrong shape and
+a key that nothing explains are all errors that name the keys; keys a checkpoint carries beyond
+the backbone (self-supervised heads, the Universal Model's text-driven head) are listed as ignored.
+Nothing is loaded with a silent ``strict=False``.
+
+| name | file | what loads | head |
+|---|---|---|---|
+| ``fseft`` | FSEFT foundation model ``fseft.pth`` | all | 29 sigmoid classes (``classifier``) |
+| ``monai-ssl`` | MONAI self-supervised ``model_swinvit.pt`` | Swin encoder | new |
+| ``btcv`` | MONAI research BTCV Swin UNETR | all | 14 softmax classes (``out``) |
+| ``universal`` | CLIP-driven Universal Model, Swin UNETR | encoder + decoder | new |
+| ``suprem`` | SuPreM Swin UNETR | encoder + decoder | new |
+
+A sigmoid head of C classes becomes a softmax head of 1 + C channels with a zero background row:
+for any one organ, softmax([0, z]) = sigmoid(z), so binary per-organ predictions are unchanged.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from medpeft.models.backbones import PRESETS, build_backbone, part_of
+
+FSEFT_CLASSES = ("spleen", "rkidney", "lkidney", "gall", "esophagus", "liver", "stomach", "aorta",
+                 "postcava", "psv", "pancreas", "radrenal", "ladrenal", "duodenum", "bladder",
+                 "prost_ut", "liver_tumor", "kidney_tumor", "kidney_cyst", "celiac_truck", "rlung",
+                 "llung", "bone", "brain", "lung_tumor", "pancreas_tumor", "hv", "hvt",
+                 "colon_tumor")
+BTCV_CLASSES = ("spleen", "right kidney", "left kidney", "gallbladder", "esophagus", "liver",
+                "stomach", "aorta", "inferior vena cava", "portal vein and splenic vein",
+                "pancreas", "right adrenal gland", "left adrenal gland")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that does not fit the backbone; the message names every offending key."""
+
+
+@dataclass
+class LoadReport:
+    loaded: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # should have loaded, absent
+    new: list[str] = field(default_factory=list)  # not provided by this checkpoint by design
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
+
+    def problems(self) -> list[str]:
+        return ([f"missing: {k}" for k in self.missing]
+                + [f"shape of {k}: checkpoint {list(a)} vs model {list(b)}"
+                   for k, a, b in self.mismatched]
+                + [f"unexpected: {k}" for k in self.unexpected])
+
+
+def _strip(prefix: str) -> Callable[[str], str]:
+    return lambda k: k[len(prefix):] if k.startswith(prefix) else k
+
+
+def _fseft(key: str) -> str | None:
+    key = _strip("module.")(key)
+    return "out.conv.conv." + key[len("classifier."):] if key.startswith("classifier.") else key
+
+
+def _monai_ssl(key: str) -> str | None:
+    key = _strip("module.")(key)
+    if not key.startswith(("patch_embed.", "layers1.", "layers2.", "layers3.", "layers4.")):
+        return None  # the self-supervised heads (rotation, contrastive, reconstruction)
+    return "swinViT." + key.replace(".mlp.fc1.", ".mlp.linear1.").replace(".mlp.fc2.", ".mlp.linear2.")
+
+
+def _universal(key: str) -> str | None:
+    key = _strip("module.")(key)
+    return key[len("backbone."):] if key.startswith("backbone.") else None
+
+
+@dataclass(frozen=True)
+class CheckpointSpec:
+    name: str
+    remap: Callable[[str], str | None]  # checkpoint key -> model key, None = known extra
+    parts: tuple[str, ...]  # parts that must load completely
+    classes: tuple[str, ...] | None  # the checkpoint's head classes (None: no usable head)
+    sigmoid: bool = False
+    encoder_prefixes: tuple[str, ...] = ()  # when only part of the encoder is provided
+
+
+SPECS: dict[str, CheckpointSpec] = {
+    "fseft": CheckpointSpec("fseft", _fseft, ("encoder", "decoder", "head"), FSEFT_CLASSES, True),
+    "monai-ssl": CheckpointSpec("monai-ssl", _monai_ssl, ("encoder",), None,
+                                encoder_prefixes=("swinViT.",)),
+    "btcv": CheckpointSpec("btcv", _strip("module."), ("encoder", "decoder", "head"), BTCV_CLASSES),
+    "universal": CheckpointSpec("universal", _universal, ("encoder", "decoder"), None),
+    "suprem": CheckpointSpec("suprem", _universal, ("encoder", "decoder"), None),
+}
+
+
+def unwrap(obj) -> dict[str, torch.Tensor]:
+    """The state dict inside a saved object (``state_dict``, ``net`` or ``model`` entry, or itself)."""
+    for key in ("state_dict", "net", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            return obj[key]
+    if isinstance(obj, dict) and all(torch.is_tensor(v) for v in obj.values()):
+        return obj
+    raise CheckpointError("no state dict found (expected a 'state_dict', 'net' or 'model' entry)")
+
+
+def _should_load(spec: CheckpointSpec, key: str) -> bool:
+    if part_of(key) not in spec.parts:
+        return False
+    return not (spec.encoder_prefixes and part_of(key) == "encoder"
+                and not key.startswith(spec.encoder_prefixes))
+
+
+def _head_rows(spec: CheckpointSpec, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A sigmoid head as a softmax head: a zero background row in front."""
+    if not spec.sigmoid:
+        return state
+    out = dict(state)
+    for name in ("out.conv.conv.weight", "out.conv.conv.bias"):
+        if name in out:
+            w = out[name]
+            out[name] = torch.cat([torch.zeros_like(w[:1]), w], dim=0)
+    return out
+
+
+def load_published(source: str | Path | dict, name: str, out_channels: int | None = None
+                   ) -> tuple[torch.nn.Module, LoadReport]:
+    """A swin-base SwinUNETR with the checkpoint ``source`` (a path or a loaded object) in it.
+
+    ``out_channels``: head size for checkpoints without a usable head (default 2). Raises
+    :class:`CheckpointError` naming every missing, mis-shaped or unexplained key.
+    """
+    if name not in SPECS:
+        raise CheckpointError(f"unknown checkpoint kind {name!r}; choose from {sorted(SPECS)}")
+    spec = SPECS[name]
+    if not isinstance(source, dict):
+        source = torch.load(str(source), map_location="cpu", weights_only=True)
+    if spec.classes is not None:
+        out_channels = len(spec.classes) + 1
+    model = build_backbone(PRESETS["swin-base"], out_channels or 2)
+    target = model.state_dict()
+    report, renamed = LoadReport(), {}
+    for key, value in unwrap(source).items():
+        new = spec.remap(key)
+        if new is None:
+            report.ignored.append(key)
+        elif new not in target:
+            report.unexpected.append(key)
+        else:
+            renamed[new] = value
+    renamed = _head_rows(spec, renamed)
+    for key, value in renamed.items():
+        if tuple(value.shape) != tuple(target[key].shape):
+            report.mismatched.append((key, tuple(value.shape), tuple(target[key].shape)))
+        else:
+            report.loaded.append(key)
+    for key in target:
+        if key not in renamed:
+            (report.missing if _should_load(spec, key) else report.new).append(key)
+    if report.problems():
+        raise CheckpointError(f"checkpoint {name} does not fit the swin-base backbone:\n  - "
+                              + "\n  - ".join(report.problems()))
+    model.load_state_dict({**target, **{k: renamed[k] for k in report.loaded}}, strict=True)
+    return model, report

@@ -1,0 +1,103 @@
+"""Published checkpoints: state dicts with the real key names and shapes load completely where they
+should, and a wrong shape or an unexplained key is reported by name (never a silent strict=False)."""
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks.nets import SwinUNETR
+
+from medpeft.models.backbones import part_of
+from medpeft.models.published import CheckpointError, load_published
+
+
+@pytest.fixture(scope="module")
+def monai_keys() -> dict[str, torch.Tensor]:
+    """MONAI SwinUNETR as the published models are configured (feature 48, 7x7x7 windows)."""
+    torch.manual_seed(0)
+    return SwinUNETR(in_channels=1, out_channels=14, feature_size=48).state_dict()
+
+
+def _body(keys: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {k: v for k, v in keys.items() if not k.startswith("out.")}
+
+
+def _parts_loaded(report, parts: tuple[str, ...], keys) -> bool:
+    return set(report.loaded) >= {k for k in keys if part_of(k) in parts} and not report.missing
+
+
+def test_btcv_swin_unetr_loads_whole(monai_keys):
+    model, report = load_published({"epoch": 5000, "best_acc": 0.8, "state_dict": monai_keys}, "btcv")
+    assert _parts_loaded(report, ("encoder", "decoder", "head"), monai_keys) and not report.new
+    assert torch.equal(model.state_dict()["out.conv.conv.weight"], monai_keys["out.conv.conv.weight"])
+
+
+def test_fseft_foundation_with_ddp_prefix_and_sigmoid_head(monai_keys):
+    state = {f"module.{k}": v for k, v in _body(monai_keys).items()}
+    state["module.classifier.weight"] = torch.randn(29, 48, 1, 1, 1)
+    state["module.classifier.bias"] = torch.randn(29)
+    model, report = load_published(state, "fseft")
+    assert _parts_loaded(report, ("encoder", "decoder", "head"), monai_keys)
+    head = model.state_dict()["out.conv.conv.weight"]
+    assert head.shape[0] == 30 and not head[0].any()  # background row, then the 29 classes
+    assert torch.equal(head[1:], state["module.classifier.weight"])
+    x = torch.randn(1, 48, 2, 2, 2)  # softmax over [0, z_c] equals sigmoid(z_c) for one organ
+    z = torch.nn.functional.conv3d(x, state["module.classifier.weight"], state["module.classifier.bias"])
+    both = torch.stack([torch.zeros_like(z[:, 5]), z[:, 5]], 1)
+    assert torch.allclose(torch.softmax(both, 1)[:, 1], torch.sigmoid(z[:, 5]), atol=1e-6)
+
+
+def test_monai_self_supervised_swinvit_loads_the_encoder(monai_keys):
+    state = {}
+    for k, v in monai_keys.items():
+        if k.startswith("swinViT."):
+            k = k.replace(".mlp.linear1.", ".mlp.fc1.").replace(".mlp.linear2.", ".mlp.fc2.")
+            state["module." + k[len("swinViT."):]] = v
+    state["module.rotation_head.weight"] = torch.zeros(4, 768)  # self-supervised heads
+    state["module.contrastive_head.weight"] = torch.zeros(512, 768)
+    model, report = load_published({"state_dict": state}, "monai-ssl", out_channels=3)
+    swin = [k for k in monai_keys if k.startswith("swinViT.")]
+    assert set(report.loaded) == set(swin) and not report.missing
+    assert sorted(report.ignored) == ["module.contrastive_head.weight", "module.rotation_head.weight"]
+    assert any(k.startswith("decoder1.") for k in report.new)
+    assert model.state_dict()["out.conv.conv.weight"].shape[0] == 3
+
+
+@pytest.mark.parametrize("name", ["universal", "suprem"])
+def test_universal_model_and_suprem_load_encoder_and_decoder(monai_keys, name):
+    state = {f"module.backbone.{k}": v for k, v in _body(monai_keys).items()}
+    state.update({"module.precls_conv.0.weight": torch.zeros(48),
+                  "module.GAP.3.weight": torch.zeros(256, 768, 1, 1, 1),
+                  "module.controller.weight": torch.zeros(153, 512, 1, 1, 1),
+                  "module.organ_embedding.weight": torch.zeros(32, 256)})
+    _, report = load_published({"net": state, "epoch": 1}, name, out_channels=5)
+    assert _parts_loaded(report, ("encoder", "decoder"), monai_keys)
+    assert report.new == ["out.conv.conv.weight", "out.conv.conv.bias"]
+    assert len(report.ignored) == 4
+
+
+def test_wrong_shape_and_unexplained_keys_are_named(monai_keys):
+    state = dict(monai_keys)
+    state["decoder2.transp_conv.conv.weight"] = torch.zeros(3, 3, 2, 2, 2)
+    state["swinViT.extra_block.weight"] = torch.zeros(1)
+    del state["encoder1.layer.conv1.conv.weight"]
+    with pytest.raises(CheckpointError) as err:
+        load_published({"state_dict": state}, "btcv")
+    text = str(err.value)
+    assert "shape of decoder2.transp_conv.conv.weight: checkpoint [3, 3, 2, 2, 2]" in text
+    assert "unexpected: swinViT.extra_block.weight" in text
+    assert "missing: encoder1.layer.conv1.conv.weight" in text
+
+
+def test_inspect_checkpoint_command(monai_keys, tmp_path):
+    from typer.testing import CliRunner
+
+    from medpeft.cli import app
+    path = tmp_path / "swin_unetr.base_5000ep_f48_lr2e-4_pretrained.pt"
+    torch.save({"state_dict": monai_keys}, path)
+    result = CliRunner().invoke(app, ["inspect", "checkpoint", str(path), "--kind", "btcv"])
+    assert result.exit_code == 0, result.output
+    assert "head: 2 tensors loaded, 0 new" in result.output
+    torch.save({"state_dict": {**monai_keys, "out.conv.conv.bias": torch.zeros(3)}}, path)
+    result = CliRunner().invoke(app, ["inspect", "checkpoint", str(path), "--kind", "btcv"],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 2 and "shape of out.conv.conv.bias" in result.output
