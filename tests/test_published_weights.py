@@ -37,6 +37,7 @@ def test_fseft_foundation_with_ddp_prefix_and_sigmoid_head(monai_keys):
     state["module.classifier.bias"] = torch.randn(29)
     model, report = load_published(state, "fseft")
     assert _parts_loaded(report, ("encoder", "decoder", "head"), monai_keys)
+    assert report.preprocessing.spacing == (1.5, 1.5, 1.5) and report.preprocessing.patch == (96,) * 3
     head = model.state_dict()["out.conv.conv.weight"]
     assert head.shape[0] == 30 and not head[0].any()  # background row, then the 29 classes
     assert torch.equal(head[1:], state["module.classifier.weight"])

@@ -1,5 +1,5 @@
-"""The ``medpeft`` command line: phantom, pretrain, split, adapt, evaluate, export, inspect, convert,
-demo."""
+"""The ``medpeft`` command line: phantom, pretrain, split, adapt, evaluate, predict, export, inspect,
+convert, demo."""
 from __future__ import annotations
 
 import json
@@ -230,6 +230,34 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
                                         retrain=retrain), console)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
+
+
+@app.command()
+def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
+            adapter: Optional[Path] = typer.Option(None, help="adapter folder (none: the base model)"),
+            inp: Path = typer.Option(..., "--in", help="a NIfTI file or a folder of them"),
+            out: Path = typer.Option(..., help="folder for one label NIfTI per input"),
+            overwrite: bool = typer.Option(False, help="redo outputs that already exist")) -> None:
+    """Segment CT volumes; each label map keeps its input's affine and shape (canonical organ ids)."""
+    from medpeft.adapters.io import load_adapter
+    from medpeft.demo import progress_bar
+    from medpeft.infer.predict import nifti_inputs, predict_files
+    from medpeft.models.weights import load_foundation
+    try:
+        f = load_foundation(base)
+        model = load_adapter(adapter, f) if adapter else f.model
+        inputs = nifti_inputs(inp)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(err)
+    with progress_bar() as progress:
+        written, failures = predict_files(model, inputs, out, f.preprocessing, f.classes,
+                                          overwrite, progress)
+    console.print(f"{len(written)} label maps in {out} (organ ids: {out / 'labels.json'})")
+    if failures:
+        console.print(f"[bold red]{len(failures)} input(s) failed:[/]")
+        for path, why in failures.items():
+            console.print(f"  - {path}: {why}", soft_wrap=True)
+        raise typer.Exit(code=1)
 
 
 @app.command()

@@ -152,6 +152,8 @@ def inspect_checkpoint(path: Path = typer.Argument(..., help="published checkpoi
     new = Counter(part_of(k) for k in report.new)
     for part in ("encoder", "decoder", "head"):
         console.print(f"{part:>8}: {loaded[part]} tensors loaded, {new[part]} new")
+    pp = report.preprocessing
+    console.print(f"its preprocessing: {pp.spacing} mm, HU {pp.hu_window} -> [0, 1], ROI {pp.patch}")
     if report.ignored:
         console.print(f"ignored (not part of the backbone): {', '.join(report.ignored)}",
                       soft_wrap=True)

@@ -47,6 +47,15 @@ class Preprocessing:
         return cls(**{k: tuple(v) for k, v in d.items()})
 
 
+# The fast CPU preset next to the seeds' own (their papers' and code's settings, 96^3 ROIs).
+PRESETS: dict[str, Preprocessing] = {
+    "cpu-fast": Preprocessing(),
+    "seed-1.5mm": Preprocessing((1.5, 1.5, 1.5), (-175.0, 250.0), (96, 96, 96)),  # FSEFT, Universal
+    "btcv": Preprocessing((1.5, 1.5, 2.0), (-175.0, 250.0), (96, 96, 96)),  # MONAI BTCV Swin UNETR
+    "monai-ssl": Preprocessing((1.5, 1.5, 2.0), (-1000.0, 1000.0), (96, 96, 96)),  # its pre-training
+}
+
+
 def inside_body(x: torch.Tensor) -> torch.Tensor:
     """Foreground for cropping: anything above the bottom of the HU window (air is 0)."""
     return x > 0.0

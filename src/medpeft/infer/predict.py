@@ -10,9 +10,9 @@ from monai.inferers import sliding_window_inference
 from monai.transforms import Invertd
 
 from medpeft.data.ontology import ORGAN_ID
-from medpeft.device import resolve_device
 from medpeft.data.transforms import Preprocessing, load_transforms
-from medpeft.io import save_nifti
+from medpeft.device import resolve_device
+from medpeft.io import save_nifti, write_json
 
 
 @torch.no_grad()
@@ -51,3 +51,42 @@ def save_prediction(path: str | Path, channels: np.ndarray, image_path: str | Pa
     """Write channel indices as canonical organ ids, with the input image's affine."""
     lut = np.array([0] + [ORGAN_ID[c] for c in classes], dtype=np.uint8)
     save_nifti(path, lut[channels], nib.load(str(image_path)).affine)
+
+
+def nifti_inputs(source: str | Path) -> list[Path]:
+    """The NIfTI files to predict: ``source`` itself, or every .nii/.nii.gz file in the folder."""
+    source = Path(source)
+    if source.is_file():
+        return [source]
+    if not source.is_dir():
+        raise FileNotFoundError(f"{source}: no such file or folder")
+    files = sorted(p for p in source.iterdir() if p.name.endswith((".nii.gz", ".nii")))
+    if not files:
+        raise FileNotFoundError(f"{source}: no .nii or .nii.gz files in it")
+    return files
+
+
+def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Path,
+                  pp: Preprocessing, classes: tuple[str, ...], overwrite: bool = False,
+                  progress=None) -> tuple[list[Path], dict[str, str]]:
+    """One label NIfTI per input, in the input's exact geometry; returns (written, failures).
+
+    A file that cannot be read or predicted is reported in ``failures`` and the rest go on;
+    outputs that already exist are kept unless ``overwrite`` (so a re-run resumes).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "labels.json", {str(ORGAN_ID[c]): c for c in classes})
+    written, failures = [], {}
+    task = progress.add_task("predicting", total=len(inputs)) if progress else None
+    for path in inputs:
+        target = out_dir / (path.name if path.name.endswith(".gz") else path.name + ".gz")
+        try:
+            if overwrite or not target.exists():
+                save_prediction(target, predict_labels(model, path, pp), path, classes)
+            written.append(target)
+        except Exception as err:  # noqa: BLE001  (one bad file must not stop the others)
+            failures[str(path)] = f"{type(err).__name__}: {err}"
+        if progress:
+            progress.advance(task)
+    return written, failures

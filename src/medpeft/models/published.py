@@ -25,6 +25,8 @@ from typing import Callable
 
 import torch
 
+from medpeft.data.transforms import PRESETS as PREPROCESSING
+from medpeft.data.transforms import Preprocessing
 from medpeft.models.backbones import PRESETS, build_backbone, part_of
 
 FSEFT_CLASSES = ("spleen", "rkidney", "lkidney", "gall", "esophagus", "liver", "stomach", "aorta",
@@ -49,6 +51,7 @@ class LoadReport:
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
+    preprocessing: Preprocessing | None = None  # the checkpoint's own (spacing, HU window, ROI)
 
     def problems(self) -> list[str]:
         return ([f"missing: {k}" for k in self.missing]
@@ -84,15 +87,18 @@ class CheckpointSpec:
     remap: Callable[[str], str | None]  # checkpoint key -> model key, None = known extra
     parts: tuple[str, ...]  # parts that must load completely
     classes: tuple[str, ...] | None  # the checkpoint's head classes (None: no usable head)
+    preprocessing: Preprocessing = PREPROCESSING["seed-1.5mm"]  # what the weights were trained on
     sigmoid: bool = False
     encoder_prefixes: tuple[str, ...] = ()  # when only part of the encoder is provided
 
 
 SPECS: dict[str, CheckpointSpec] = {
-    "fseft": CheckpointSpec("fseft", _fseft, ("encoder", "decoder", "head"), FSEFT_CLASSES, True),
+    "fseft": CheckpointSpec("fseft", _fseft, ("encoder", "decoder", "head"), FSEFT_CLASSES,
+                            sigmoid=True),
     "monai-ssl": CheckpointSpec("monai-ssl", _monai_ssl, ("encoder",), None,
-                                encoder_prefixes=("swinViT.",)),
-    "btcv": CheckpointSpec("btcv", _strip("module."), ("encoder", "decoder", "head"), BTCV_CLASSES),
+                                PREPROCESSING["monai-ssl"], encoder_prefixes=("swinViT.",)),
+    "btcv": CheckpointSpec("btcv", _strip("module."), ("encoder", "decoder", "head"), BTCV_CLASSES,
+                           PREPROCESSING["btcv"]),
     "universal": CheckpointSpec("universal", _universal, ("encoder", "decoder"), None),
     "suprem": CheckpointSpec("suprem", _universal, ("encoder", "decoder"), None),
 }
@@ -143,7 +149,7 @@ def load_published(source: str | Path | dict, name: str, out_channels: int | Non
         out_channels = len(spec.classes) + 1
     model = build_backbone(PRESETS["swin-base"], out_channels or 2)
     target = model.state_dict()
-    report, renamed = LoadReport(), {}
+    report, renamed = LoadReport(preprocessing=spec.preprocessing), {}
     for key, value in unwrap(source).items():
         new = spec.remap(key)
         if new is None:
