@@ -102,3 +102,33 @@ def test_inspect_checkpoint_command(monai_keys, tmp_path):
     result = CliRunner().invoke(app, ["inspect", "checkpoint", str(path), "--kind", "btcv"],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 2 and "shape of out.conv.conv.bias" in result.output
+
+
+def test_import_weights_writes_a_foundation_folder(monai_keys, tmp_path):
+    from typer.testing import CliRunner
+
+    from medpeft.cli import app
+    from medpeft.infer.predict import save_prediction
+    from medpeft.models.weights import load_foundation
+    state = {f"module.{k}": v for k, v in _body(monai_keys).items()}
+    state["module.classifier.weight"] = torch.randn(29, 48, 1, 1, 1)
+    state["module.classifier.bias"] = torch.randn(29)
+    torch.save({"net": state}, tmp_path / "fseft.pth")
+    result = CliRunner().invoke(app, ["import-weights", str(tmp_path / "fseft.pth"), "--kind",
+                                      "fseft", "--out", str(tmp_path / "fseft")])
+    assert result.exit_code == 0, result.output
+    f = load_foundation(tmp_path / "fseft")
+    assert f.classes[:4] == ("spleen", "kidney_right", "kidney_left", "gallbladder")
+    assert "liver_tumor" in f.classes and f.preprocessing.spacing == (1.5, 1.5, 1.5)
+    assert torch.equal(f.model.state_dict()["out.conv.conv.weight"][1:], state["module.classifier.weight"])
+    import nibabel as nib
+    import numpy as np
+    image = tmp_path / "ct.nii.gz"
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4), np.int16), np.eye(4)), str(image))
+    channels = np.arange(64).reshape(4, 4, 4) % 30  # every class, ontology or not, gets an id
+    save_prediction(tmp_path / "pred.nii.gz", channels.astype(np.uint8), image, f.classes)
+    ids = set(np.unique(np.asarray(nib.load(str(tmp_path / "pred.nii.gz")).dataobj)).tolist())
+    assert len(ids) == 30
+    no_head = CliRunner().invoke(app, ["import-weights", str(tmp_path / "fseft.pth"), "--kind",
+                                       "monai-ssl", "--out", str(tmp_path / "x")])
+    assert no_head.exit_code == 2 and "--classes" in no_head.output

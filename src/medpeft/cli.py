@@ -261,6 +261,47 @@ def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
 
 
 @app.command()
+def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)")) -> None:
+    """Datasets x methods x K x seeds; resumable; results.csv, paired.csv, report.md with plots."""
+    from medpeft.data.layouts import read_dataset
+    from medpeft.demo import progress_bar
+    from medpeft.evaluate.benchmark import load_grid, paired, run_grid, write_rows
+    from medpeft.evaluate.grid_report import write_grid_report
+    try:
+        cfg = load_grid(config)
+        with progress_bar() as progress:
+            rows = run_grid(cfg, progress)
+    except (ValueError, FileNotFoundError) as err:
+        _fail(err)
+    out = Path(cfg.out)
+    pairs = paired(rows, cfg.reference or cfg.methods[0])
+    if pairs:
+        write_rows(out / "paired.csv", pairs, tuple(pairs[0]))
+    datasets = {d.get("name") or Path(d["path"]).name: read_dataset(d["path"], d.get("layout"))
+                for d in cfg.datasets}
+    report = write_grid_report(out, rows, pairs, datasets, f"medpeft benchmark {config}")
+    console.print(f"{len(rows)} rows in {out / 'results.csv'}; report: {report}")
+
+
+@app.command("import-weights")
+def import_weights(path: Path = typer.Argument(..., help="published checkpoint (.pt/.pth)"),
+                   kind: str = typer.Option(..., help="fseft | monai-ssl | btcv | universal | suprem"),
+                   out: Path = typer.Option(..., help="foundation folder to write"),
+                   classes: Optional[str] = typer.Option(
+                       None, help="organs of a new head, comma-separated (checkpoints without one)")
+                   ) -> None:
+    """Turn a published checkpoint into a medpeft foundation folder (strict key check)."""
+    from medpeft.models.published import CheckpointError, import_checkpoint
+    try:
+        folder, report = import_checkpoint(path, kind, out, tuple(classes.split(",")) if classes
+                                           else None)
+    except (CheckpointError, FileNotFoundError, RuntimeError) as err:
+        _fail(err)
+    console.print(f"foundation: {folder} ({len(report.loaded)} tensors loaded, "
+                  f"{len(report.new)} new, {len(report.ignored)} ignored)")
+
+
+@app.command()
 def convert(folder: Path = typer.Argument(..., help="dataset folder, any supported layout"),
             out: Path = typer.Argument(..., help="MSD folder to write (images are linked)"),
             layout: Optional[str] = typer.Option(None, help="default: detect")) -> None:

@@ -31,6 +31,12 @@ ORGANS: tuple[str, ...] = (
     "prostate",
 )
 ORGAN_ID: dict[str, int] = {name: i + 1 for i, name in enumerate(ORGANS)}
+EXTRA_ID_BASE = 100  # label ids of a model's classes outside the ontology: 100 + channel
+
+
+def label_ids(classes: tuple[str, ...]) -> list[int]:
+    """The label id written for each model class: its ontology id, else 100 + its channel."""
+    return [ORGAN_ID.get(c, EXTRA_ID_BASE + i + 1) for i, c in enumerate(classes)]
 
 # Names used by public datasets for a canonical organ or a union of organs.
 ALIASES: dict[str, tuple[str, ...]] = {
@@ -48,6 +54,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "left_adrenal_gland": ("adrenal_gland_left",),
     "portal_vein": ("portal_vein_and_splenic_vein",),
     "kidney_tumour": ("kidney_tumor",),
+    # the FSEFT / Universal Model templates
+    "rkidney": ("kidney_right",),
+    "lkidney": ("kidney_left",),
+    "gall": ("gallbladder",),
+    "psv": ("portal_vein_and_splenic_vein",),
+    "radrenal": ("adrenal_gland_right",),
+    "ladrenal": ("adrenal_gland_left",),
 }
 # Prefixes naming a part of a canonical structure (TotalSegmentator: vertebrae_L1, vertebrae_T12).
 PART_OF: dict[str, str] = {"vertebrae_": "vertebrae"}

@@ -1,13 +1,14 @@
-"""Per-organ Dice (MONAI) on held-out volumes, in each volume's original geometry."""
+"""Per-organ Dice, HD95 and surface Dice (MONAI) on held-out volumes, in each volume's own geometry."""
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import torch
-from monai.metrics import compute_dice
+from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surface_dice
 from monai.networks.utils import one_hot
 
 from medpeft.data.msd import MSDDataset, check_dataset
@@ -23,10 +24,32 @@ def dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[
     return compute_dice(p, t, include_background=False, ignore_empty=True)[0].tolist()
 
 
+def surface_scores(pred: np.ndarray, truth: np.ndarray, n_classes: int,
+                   spacing: tuple[float, ...], tolerance_mm: float = 2.0) -> tuple[list, list]:
+    """HD95 (mm) and surface Dice at ``tolerance_mm`` of classes 1..n-1 (NaN where undefined:
+    the class is absent from the truth or from the prediction)."""
+    p = one_hot(torch.as_tensor(pred, dtype=torch.long)[None, None], n_classes)
+    t = one_hot(torch.as_tensor(truth, dtype=torch.long)[None, None], n_classes)
+    present = (t[0, 1:].flatten(1).any(1) & p[0, 1:].flatten(1).any(1)).tolist()
+    if not any(present):
+        return [math.nan] * (n_classes - 1), [math.nan] * (n_classes - 1)
+    with warnings.catch_warnings():  # empty classes: MONAI warns, we report NaN below
+        warnings.simplefilter("ignore")
+        hd = compute_hausdorff_distance(p, t, percentile=95, spacing=list(spacing))[0].tolist()
+        nsd = compute_surface_dice(p, t, [tolerance_mm] * (n_classes - 1),
+                                   spacing=list(spacing))[0].tolist()
+    return ([h if ok else math.nan for h, ok in zip(hd, present)],
+            [v if ok else math.nan for v, ok in zip(nsd, present)])
+
+
 def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], mapping: ClassMapping,
                    pp: Preprocessing, classes: tuple[str, ...], pred_dir: Path | None = None,
-                   progress=None, desc: str = "evaluating") -> list[dict]:
-    """Predict each case, map model channels and labels to the dataset's local classes, score."""
+                   progress=None, desc: str = "evaluating", surface: bool = False,
+                   tolerance_mm: float = 2.0) -> list[dict]:
+    """Predict each case, map model channels and labels to the dataset's local classes, score.
+
+    ``surface`` adds HD95 and surface Dice (NSD at ``tolerance_mm``) to every row.
+    """
     cases = [ds.case(n) for n in names]
     check_dataset(ds, cases)
     c2l = np.array(mapping.channel_to_local, dtype=np.uint8)
@@ -39,10 +62,18 @@ def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], map
         channels = predict_labels(model, case.image, pp)
         if pred_dir is not None:
             save_prediction(Path(pred_dir) / f"{case.name}.nii.gz", channels, case.image, classes)
-        truth = v2l[np.asarray(nib.load(str(case.label)).dataobj).astype(np.int64)]
-        scores = dice_per_class(c2l[channels], truth, mapping.n_local)
-        for organ, score in zip(mapping.local_names[1:], scores):
-            rows.append({"case": case.name, "organ": organ, "dice": score})
+        label = nib.load(str(case.label))
+        truth = v2l[np.asarray(label.dataobj).astype(np.int64)]
+        pred = c2l[channels]
+        scores = dice_per_class(pred, truth, mapping.n_local)
+        extra = [{} for _ in scores]
+        if surface:
+            zooms = tuple(float(z) for z in label.header.get_zooms()[:3])
+            hd, nsd = surface_scores(pred, truth, mapping.n_local, zooms,
+                                     tolerance_mm)
+            extra = [{"hd95": h, "nsd": n} for h, n in zip(hd, nsd)]
+        for organ, score, more in zip(mapping.local_names[1:], scores, extra):
+            rows.append({"case": case.name, "organ": organ, "dice": score, **more})
         if progress:
             progress.advance(task)
     return rows

@@ -9,7 +9,7 @@ import torch
 from monai.inferers import sliding_window_inference
 from monai.transforms import Invertd
 
-from medpeft.data.ontology import ORGAN_ID
+from medpeft.data.ontology import label_ids
 from medpeft.data.transforms import Preprocessing, load_transforms
 from medpeft.device import resolve_device
 from medpeft.io import save_nifti, write_json
@@ -49,7 +49,7 @@ def predict_labels(model: torch.nn.Module, image_path: str | Path, pp: Preproces
 def save_prediction(path: str | Path, channels: np.ndarray, image_path: str | Path,
                     classes: tuple[str, ...]) -> None:
     """Write channel indices as canonical organ ids, with the input image's affine."""
-    lut = np.array([0] + [ORGAN_ID[c] for c in classes], dtype=np.uint8)
+    lut = np.array([0] + label_ids(classes), dtype=np.uint8)
     save_nifti(path, lut[channels], nib.load(str(image_path)).affine)
 
 
@@ -76,7 +76,7 @@ def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Pat
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "labels.json", {str(ORGAN_ID[c]): c for c in classes})
+    write_json(out_dir / "labels.json", {str(i): c for i, c in zip(label_ids(classes), classes)})
     written, failures = [], {}
     task = progress.add_task("predicting", total=len(inputs)) if progress else None
     for path in inputs:

@@ -25,9 +25,11 @@ from typing import Callable
 
 import torch
 
+from medpeft.data.ontology import resolve
 from medpeft.data.transforms import PRESETS as PREPROCESSING
 from medpeft.data.transforms import Preprocessing
 from medpeft.models.backbones import PRESETS, build_backbone, part_of
+from medpeft.models.weights import save_foundation
 
 FSEFT_CLASSES = ("spleen", "rkidney", "lkidney", "gall", "esophagus", "liver", "stomach", "aorta",
                  "postcava", "psv", "pancreas", "radrenal", "ladrenal", "duodenum", "bladder",
@@ -172,3 +174,30 @@ def load_published(source: str | Path | dict, name: str, out_channels: int | Non
                               + "\n  - ".join(report.problems()))
     model.load_state_dict({**target, **{k: renamed[k] for k in report.loaded}}, strict=True)
     return model, report
+
+
+def canonical_class(name: str) -> str:
+    """A checkpoint's class name in the ontology where it names one organ, else kept (snake_case)."""
+    organs = resolve(name)
+    return organs[0] if len(organs) == 1 else name.strip().lower().replace(" ", "_")
+
+
+def import_checkpoint(source: str | Path | dict, kind: str, out_dir: str | Path,
+                      classes: tuple[str, ...] | None = None) -> tuple[Path, LoadReport]:
+    """Write a published checkpoint as a medpeft foundation folder (weights, classes, its
+    preprocessing). ``classes`` names the head's organs for checkpoints without a usable head."""
+    spec = SPECS.get(kind)
+    if spec is None:
+        raise CheckpointError(f"unknown checkpoint kind {kind!r}; choose from {sorted(SPECS)}")
+    names = spec.classes or classes
+    if not names:
+        raise CheckpointError(f"a {kind} checkpoint has no usable head: name the organs to "
+                              "segment (--classes liver,spleen)")
+    model, report = load_published(source, kind, out_channels=len(names) + 1)
+    folder = save_foundation(out_dir, model, PRESETS["swin-base"],
+                             tuple(canonical_class(c) for c in names), spec.preprocessing,
+                             extra={"imported": {"kind": kind, "source": str(source)
+                                                 if not isinstance(source, dict) else "in memory",
+                                                 "loaded": len(report.loaded),
+                                                 "new": report.new, "ignored": report.ignored}})
+    return Path(folder), report

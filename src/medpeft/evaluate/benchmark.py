@@ -1,0 +1,167 @@
+"""The evaluation grid: datasets x methods x K x seeds, resumable, one tidy CSV.
+
+Each cell (dataset, K, seed, method) adapts on the seed's K support volumes and scores every test
+volume and organ (Dice, and HD95 / surface Dice when ``surface``); its rows are saved in the
+cell's ``scores.json`` when it finishes, so a re-run skips finished cells and redoes at most the
+one in progress (whose adaptation resumes from its checkpoint). ``zero-shot`` is the foundation
+model without adaptation. ``paired`` compares every method with a reference on the same (case,
+organ, seed) triples: mean difference, wins, Wilcoxon signed-rank p-value.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import yaml
+from scipy.stats import wilcoxon
+
+from medpeft.data.fewshot import make_split, write_manifest
+from medpeft.data.layouts import read_dataset
+from medpeft.data.ontology import class_mapping
+from medpeft.evaluate.metrics import evaluate_cases
+from medpeft.io import atomic_path, write_json
+from medpeft.methods import SEA, check_method
+from medpeft.models.weights import load_foundation
+
+ZERO_SHOT = "zero-shot"
+COLUMNS = ("dataset", "method", "k", "seed", "case", "organ", "dice", "hd95", "nsd", "trainable",
+           "seconds")
+
+
+@dataclass
+class GridConfig:
+    foundation: str
+    datasets: list[dict]  # {path, n_test (6), layout (detected), name (folder name)}
+    methods: list[str]
+    shots: list[int] = field(default_factory=lambda: [1, 5, 10])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    steps: int = 80
+    reference: str | None = None  # of the paired comparison (default: the first method)
+    surface: bool = True
+    tolerance_mm: float = 2.0
+    options: dict = field(default_factory=dict)  # method -> its options
+    out: str = "runs/benchmark"
+
+
+def load_grid(path: str | Path) -> GridConfig:
+    """Read and check a grid YAML; every error names the file and the entry."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the grid ({err})") from err
+    known = {f.name for f in fields(GridConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown entries {unknown}; known: {sorted(known)}")
+    try:
+        cfg = GridConfig(**raw)
+    except TypeError as err:
+        raise ValueError(f"{path}: {err}") from err
+    for method in cfg.methods:
+        if method not in (ZERO_SHOT, SEA):
+            check_method(method)
+    for i, d in enumerate(cfg.datasets):
+        if "path" not in d:
+            raise ValueError(f"{path}: datasets[{i}] has no 'path'")
+    if cfg.reference and cfg.reference not in cfg.methods:
+        raise ValueError(f"{path}: reference {cfg.reference!r} is not one of the methods")
+    return cfg
+
+
+def _adapt_cell(cfg: GridConfig, method: str, manifest: Path, cell: Path, seed: int,
+                progress) -> dict:
+    if method == SEA:
+        from medpeft.methods.sea.adapt import sea_adapt
+        from medpeft.methods.sea.loop import sea_config
+        k = len(json.loads(manifest.read_text())["support"])
+        return sea_adapt(Path(cfg.foundation), manifest, cell,
+                         sea_config(k, seed=seed, **cfg.options.get(SEA, {})), cfg.steps,
+                         resume=True, progress=progress)
+    from medpeft.train.adapt import adapt
+    return adapt(Path(cfg.foundation), manifest, method, cell, options=cfg.options.get(method),
+                 steps=cfg.steps, seed=seed, resume=True, progress=progress)
+
+
+def run_cell(cfg: GridConfig, ds, name: str, method: str, k: int, seed: int, n_test: int,
+             progress=None) -> list[dict]:
+    """Adapt and score one cell (or read its saved rows)."""
+    out = Path(cfg.out) / name
+    cell = out / (ZERO_SHOT if method == ZERO_SHOT else f"k{k}-s{seed}/{method}")
+    scores = cell / "scores.json"
+    if scores.exists():
+        return json.loads(scores.read_text())
+    split = make_split(ds, max(k, 1), seed, n_test)
+    foundation = load_foundation(cfg.foundation)
+    model, trainable, seconds = foundation.model, 0, 0.0
+    if method != ZERO_SHOT:
+        manifest = write_manifest(out / f"k{k}-s{seed}" / "manifest.json", split)
+        summary = _adapt_cell(cfg, method, manifest, cell, seed, progress)
+        from medpeft.adapters.io import load_adapter
+        model = load_adapter(cell, load_foundation(cfg.foundation))
+        trainable = json.loads((cell / "adapter_config.json").read_text())["trainable_parameters"]
+        seconds = summary["seconds"]
+    rows = evaluate_cases(model, ds, split["test"], class_mapping(ds.labels, foundation.classes),
+                          foundation.preprocessing, foundation.classes, cell / "predictions",
+                          progress, f"{name} {method} K={k} seed {seed}", cfg.surface,
+                          cfg.tolerance_mm)
+    rows = [{"dataset": name, "method": method, "k": k, "seed": seed, **r,
+             "trainable": trainable, "seconds": seconds} for r in rows]
+    write_json(scores, rows)
+    return rows
+
+
+def run_grid(cfg: GridConfig, progress=None) -> list[dict]:
+    """Every cell of the grid, K-major within each dataset; writes ``results.csv`` as it goes."""
+    rows: list[dict] = []
+    for d in cfg.datasets:
+        ds = read_dataset(d["path"], d.get("layout"), label_files=True)
+        name = d.get("name") or Path(d["path"]).name
+        for k in cfg.shots:
+            for seed in cfg.seeds:
+                for method in cfg.methods:
+                    if method == ZERO_SHOT and (k, seed) != (cfg.shots[0], cfg.seeds[0]):
+                        continue  # the fixed test set: zero-shot is scored once per dataset
+                    kk = 0 if method == ZERO_SHOT else k
+                    rows += run_cell(cfg, ds, name, method, kk, seed, d.get("n_test", 6), progress)
+                    write_rows(Path(cfg.out) / "results.csv", rows)
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:
+    """Rewrite ``path`` atomically with ``rows`` (a tidy CSV, one row per observation)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore", restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def paired(rows: list[dict], reference: str, metric: str = "dice") -> list[dict]:
+    """Each method against ``reference`` on the (case, organ, seed) triples both have, per K."""
+    def key(r):
+        return (r["dataset"], r["case"], r["organ"], r["seed"])
+    ref = {}
+    for r in rows:
+        if r["method"] == reference and not math.isnan(r[metric]):
+            ref.setdefault(r["k"], {})[key(r)] = r[metric]
+    zero = {(r["dataset"], r["case"], r["organ"]): r[metric] for r in rows
+            if r["method"] == ZERO_SHOT}
+    out = []
+    for (method, k) in sorted({(r["method"], r["k"]) for r in rows if r["method"] != reference}):
+        diffs = []
+        for r in rows:
+            if r["method"] != method or r["k"] != k or math.isnan(r[metric]):
+                continue
+            base = zero.get(key(r)[:3]) if reference == ZERO_SHOT else ref.get(k, {}).get(key(r))
+            if base is not None and not math.isnan(base):
+                diffs.append(r[metric] - base)
+        if not diffs:
+            continue
+        p = wilcoxon(diffs).pvalue if len(diffs) > 1 and any(diffs) else float("nan")
+        out.append({"method": method, "k": k, "reference": reference, "pairs": len(diffs),
+                    "mean_difference": sum(diffs) / len(diffs),
+                    "wins": sum(d > 0 for d in diffs), "p_value": float(p)})
+    return out

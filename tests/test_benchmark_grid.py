@@ -1,0 +1,69 @@
+"""medpeft benchmark: the grid runs, resumes without redoing finished cells, and reports."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from medpeft.cli import app
+from medpeft.evaluate import benchmark
+from medpeft.evaluate.benchmark import load_grid, paired
+from medpeft.models.weights import shipped_foundation
+
+
+def _grid(tmp_path, collection, **extra) -> str:
+    cfg = {"foundation": str(shipped_foundation()),
+           "datasets": [{"path": str(collection / "Task10_NewSite"), "n_test": 2}],
+           "methods": ["zero-shot", "head", "bitfit"], "shots": [1], "seeds": [0, 1], "steps": 2,
+           "reference": "zero-shot", "out": str(tmp_path / "grid"), **extra}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_grid_runs_resumes_and_reports(collection, tmp_path, monkeypatch):
+    config = _grid(tmp_path, collection)
+    result = CliRunner().invoke(app, ["benchmark", config], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "grid"
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    organs = {r["organ"] for r in rows}
+    # zero-shot once (fixed test set) + 2 methods x 2 seeds, each on 2 cases x every organ
+    assert len(rows) == (1 + 2 * 2) * 2 * len(organs) and len(organs) > 3
+    assert {r["method"] for r in rows} == {"zero-shot", "head", "bitfit"}
+    assert all(r["hd95"] != "" and r["nsd"] != "" for r in rows)
+    pairs = list(csv.DictReader(open(out / "paired.csv")))
+    assert {p["method"] for p in pairs} == {"head", "bitfit"}
+    assert all(int(p["pairs"]) > 0 for p in pairs)
+    report = (out / "report.md").read_text()
+    assert "| bitfit | 1 | zero-shot |" in report
+    for png in ("dice_vs_k.png", "dice_vs_parameters.png", "overlay_best.png", "overlay_worst.png"):
+        assert (out / png).stat().st_size > 1000, png
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+    monkeypatch.setattr(benchmark, "_adapt_cell", no_training)
+    again = CliRunner().invoke(app, ["benchmark", config], env={"COLUMNS": "200"})
+    assert again.exit_code == 0, again.output
+    assert list(csv.DictReader(open(out / "results.csv"))) == rows
+
+
+def test_grid_config_errors_name_the_file_and_entry(tmp_path, collection):
+    with pytest.raises(ValueError, match="unknown entries \\['sheds'\\]"):
+        load_grid(_grid(tmp_path, collection, sheds=[1]))
+    with pytest.raises(ValueError, match="unknown method"):
+        load_grid(_grid(tmp_path, collection, methods=["zero-shot", "lora2"]))
+
+
+def test_paired_comparison_matches_cases_organs_and_seeds():
+    rows = [{"dataset": "d", "method": m, "k": k, "seed": s, "case": c, "organ": "liver", "dice": d}
+            for m, k, s, c, d in [("zero-shot", 0, 0, "a", 0.5), ("zero-shot", 0, 0, "b", 0.4),
+                                  ("lora", 1, 0, "a", 0.7), ("lora", 1, 0, "b", 0.3),
+                                  ("lora", 1, 1, "a", 0.9)]]
+    [p] = paired(rows, "zero-shot")
+    assert p["pairs"] == 3 and p["wins"] == 2
+    assert p["mean_difference"] == pytest.approx((0.2 - 0.1 + 0.4) / 3)
+    json.dumps(p)
