@@ -132,3 +132,43 @@ def test_import_weights_writes_a_foundation_folder(monai_keys, tmp_path):
     no_head = CliRunner().invoke(app, ["import-weights", str(tmp_path / "fseft.pth"), "--kind",
                                        "monai-ssl", "--out", str(tmp_path / "x")])
     assert no_head.exit_code == 2 and "--classes" in no_head.output
+
+
+def _genesis_unet_keys() -> dict[str, torch.Tensor]:
+    """The Models Genesis U-Net's state dict as its code names it (conv + batch norm pairs)."""
+    state = {}
+
+    def luconv(prefix, c_in, c_out):
+        state[f"{prefix}.conv1.weight"] = torch.randn(c_out, c_in, 3, 3, 3) * 0.01
+        state[f"{prefix}.conv1.bias"] = torch.zeros(c_out)
+        for name, value in (("weight", torch.ones(c_out)), ("bias", torch.zeros(c_out)),
+                            ("running_mean", torch.zeros(c_out)), ("running_var", torch.ones(c_out)),
+                            ("num_batches_tracked", torch.tensor(7))):
+            state[f"{prefix}.bn1.{name}"] = value
+    for name, c_in, width in (("down_tr64", 1, 64), ("down_tr128", 64, 128),
+                              ("down_tr256", 128, 256), ("down_tr512", 256, 512)):
+        luconv(f"module.backbone.{name}.ops.0", c_in, width // 2)
+        luconv(f"module.backbone.{name}.ops.1", width // 2, width)
+    for name, c_in, width in (("up_tr256", 512, 256), ("up_tr128", 256, 128), ("up_tr64", 128, 64)):
+        state[f"module.backbone.{name}.up_conv.weight"] = torch.randn(c_in, c_in, 2, 2, 2) * 0.01
+        state[f"module.backbone.{name}.up_conv.bias"] = torch.zeros(c_in)
+        luconv(f"module.backbone.{name}.ops.0", c_in + c_in // 2, width)
+        luconv(f"module.backbone.{name}.ops.1", width, width)
+    return state
+
+
+@pytest.mark.parametrize("name", ["universal-unet", "suprem-unet"])
+def test_universal_and_suprem_unet_load_encoder_and_decoder(name):
+    state = _genesis_unet_keys()
+    state["module.precls_conv.2.weight"] = torch.zeros(8, 64, 1, 1, 1)
+    state["module.organ_embedding"] = torch.zeros(32, 512)
+    model, report = load_published({"net": state}, name, out_channels=3)
+    assert len(report.loaded) == len(state) - 2 and not report.missing
+    assert report.new == ["out.conv.conv.weight", "out.conv.conv.bias"]
+    assert torch.equal(model.state_dict()["up_tr64.ops.1.conv1.weight"],
+                       state["module.backbone.up_tr64.ops.1.conv1.weight"])
+    with torch.no_grad():
+        assert model.eval()(torch.randn(1, 1, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
+    state["module.backbone.down_tr128.ops.1.conv1.weight"] = torch.zeros(64, 64, 3, 3, 3)
+    with pytest.raises(CheckpointError, match="shape of down_tr128.ops.1.conv1.weight"):
+        load_published({"net": state}, name)

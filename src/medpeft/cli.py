@@ -285,7 +285,8 @@ def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"
 
 @app.command("import-weights")
 def import_weights(path: Path = typer.Argument(..., help="published checkpoint (.pt/.pth)"),
-                   kind: str = typer.Option(..., help="fseft | monai-ssl | btcv | universal | suprem"),
+                   kind: str = typer.Option(..., help="fseft | monai-ssl | btcv | universal | suprem | "
+                                     "universal-unet | suprem-unet"),
                    out: Path = typer.Option(..., help="foundation folder to write"),
                    classes: Optional[str] = typer.Option(
                        None, help="organs of a new head, comma-separated (checkpoints without one)")

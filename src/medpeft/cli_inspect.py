@@ -138,7 +138,7 @@ def inspect_data(folder: Path = typer.Argument(..., help="dataset folder, any su
 @inspect_app.command("checkpoint")
 def inspect_checkpoint(path: Path = typer.Argument(..., help="published checkpoint file (.pt/.pth)"),
                        kind: str = typer.Option(..., help="fseft | monai-ssl | btcv | universal | "
-                                                "suprem")) -> None:
+                                                "suprem | universal-unet | suprem-unet")) -> None:
     """Load a published checkpoint into the swin-base backbone and report every key's fate."""
     from collections import Counter
 

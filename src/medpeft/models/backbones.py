@@ -34,18 +34,23 @@ PRESETS: dict[str, BackboneConfig] = {
     "swin-fast": BackboneConfig(feature_size=12, window_size=4),
     "swin-small": BackboneConfig(feature_size=24, window_size=7),
     "swin-base": BackboneConfig(feature_size=48, window_size=7),
+    "unet3d": BackboneConfig(name="unet3d"),  # Models Genesis U-Net (Universal Model, SuPreM)
 }
 
-# Parameter-name prefixes of each part of MONAI's SwinUNETR.
+# Parameter-name prefixes of each part of MONAI's SwinUNETR and of the Models Genesis U-Net.
 PARTS: dict[str, tuple[str, ...]] = {
-    "encoder": ("swinViT.", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10."),
-    "decoder": ("decoder1.", "decoder2.", "decoder3.", "decoder4.", "decoder5."),
+    "encoder": ("swinViT.", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10.",
+                "down_tr"),
+    "decoder": ("decoder1.", "decoder2.", "decoder3.", "decoder4.", "decoder5.", "up_tr"),
     "head": ("out.",),
 }
 
 
 def build_backbone(cfg: BackboneConfig, out_channels: int) -> torch.nn.Module:
     """A fresh network with ``out_channels`` outputs (background + organs)."""
+    if cfg.name == "unet3d":
+        from medpeft.models.unet3d import UNet3D
+        return UNet3D(out_channels)
     if cfg.name != "swin_unetr":
         raise ValueError(f"unknown backbone {cfg.name!r}")
     return SwinUNETR(in_channels=1, out_channels=out_channels, feature_size=cfg.feature_size,

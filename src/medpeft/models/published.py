@@ -1,9 +1,10 @@
-"""Published Swin UNETR checkpoints loaded into medpeft's backbone, with a strict key report.
+"""Published checkpoints loaded into medpeft's backbones, with a strict key report.
 
-Every checkpoint's keys are renamed to MONAI SwinUNETR's (feature size 48, 7x7x7 windows) and
-then compared with the model: a key that should load but is missing, a key of the wrong shape and
-a key that nothing explains are all errors that name the keys; keys a checkpoint carries beyond
-the backbone (self-supervised heads, the Universal Model's text-driven head) are listed as ignored.
+Every checkpoint's keys are renamed to MONAI SwinUNETR's (feature size 48, 7x7x7 windows) or to
+the Models Genesis U-Net's (``medpeft.models.unet3d``) and then compared with the model: a key
+that should load but is missing, a key of the wrong shape and a key that nothing explains are all
+errors that name the keys; keys a checkpoint carries beyond the backbone (self-supervised heads,
+the Universal Model's text-driven head) are listed as ignored.
 Nothing is loaded with a silent ``strict=False``.
 
 | name | file | what loads | head |
@@ -13,6 +14,7 @@ Nothing is loaded with a silent ``strict=False``.
 | ``btcv`` | MONAI research BTCV Swin UNETR | all | 14 softmax classes (``out``) |
 | ``universal`` | CLIP-driven Universal Model, Swin UNETR | encoder + decoder | new |
 | ``suprem`` | SuPreM Swin UNETR | encoder + decoder | new |
+| ``universal-unet``, ``suprem-unet`` | their U-Nets (``module.backbone.down_tr64...``) | encoder + decoder | new |
 
 A sigmoid head of C classes becomes a softmax head of 1 + C channels with a zero background row:
 for any one organ, softmax([0, z]) = sigmoid(z), so binary per-organ predictions are unchanged.
@@ -90,6 +92,7 @@ class CheckpointSpec:
     parts: tuple[str, ...]  # parts that must load completely
     classes: tuple[str, ...] | None  # the checkpoint's head classes (None: no usable head)
     preprocessing: Preprocessing = PREPROCESSING["seed-1.5mm"]  # what the weights were trained on
+    backbone: str = "swin-base"
     sigmoid: bool = False
     encoder_prefixes: tuple[str, ...] = ()  # when only part of the encoder is provided
 
@@ -103,6 +106,10 @@ SPECS: dict[str, CheckpointSpec] = {
                            PREPROCESSING["btcv"]),
     "universal": CheckpointSpec("universal", _universal, ("encoder", "decoder"), None),
     "suprem": CheckpointSpec("suprem", _universal, ("encoder", "decoder"), None),
+    "universal-unet": CheckpointSpec("universal-unet", _universal, ("encoder", "decoder"), None,
+                                     backbone="unet3d"),
+    "suprem-unet": CheckpointSpec("suprem-unet", _universal, ("encoder", "decoder"), None,
+                                  backbone="unet3d"),
 }
 
 
@@ -137,7 +144,7 @@ def _head_rows(spec: CheckpointSpec, state: dict[str, torch.Tensor]) -> dict[str
 
 def load_published(source: str | Path | dict, name: str, out_channels: int | None = None
                    ) -> tuple[torch.nn.Module, LoadReport]:
-    """A swin-base SwinUNETR with the checkpoint ``source`` (a path or a loaded object) in it.
+    """The checkpoint's backbone with ``source`` (a path or a loaded object) in it.
 
     ``out_channels``: head size for checkpoints without a usable head (default 2). Raises
     :class:`CheckpointError` naming every missing, mis-shaped or unexplained key.
@@ -149,7 +156,7 @@ def load_published(source: str | Path | dict, name: str, out_channels: int | Non
         source = torch.load(str(source), map_location="cpu", weights_only=True)
     if spec.classes is not None:
         out_channels = len(spec.classes) + 1
-    model = build_backbone(PRESETS["swin-base"], out_channels or 2)
+    model = build_backbone(PRESETS[spec.backbone], out_channels or 2)
     target = model.state_dict()
     report, renamed = LoadReport(preprocessing=spec.preprocessing), {}
     for key, value in unwrap(source).items():
@@ -170,7 +177,7 @@ def load_published(source: str | Path | dict, name: str, out_channels: int | Non
         if key not in renamed:
             (report.missing if _should_load(spec, key) else report.new).append(key)
     if report.problems():
-        raise CheckpointError(f"checkpoint {name} does not fit the swin-base backbone:\n  - "
+        raise CheckpointError(f"checkpoint {name} does not fit the {spec.backbone} backbone:\n  - "
                               + "\n  - ".join(report.problems()))
     model.load_state_dict({**target, **{k: renamed[k] for k in report.loaded}}, strict=True)
     return model, report
@@ -194,7 +201,7 @@ def import_checkpoint(source: str | Path | dict, kind: str, out_dir: str | Path,
         raise CheckpointError(f"a {kind} checkpoint has no usable head: name the organs to "
                               "segment (--classes liver,spleen)")
     model, report = load_published(source, kind, out_channels=len(names) + 1)
-    folder = save_foundation(out_dir, model, PRESETS["swin-base"],
+    folder = save_foundation(out_dir, model, PRESETS[spec.backbone],
                              tuple(canonical_class(c) for c in names), spec.preprocessing,
                              extra={"imported": {"kind": kind, "source": str(source)
                                                  if not isinstance(source, dict) else "in memory",
