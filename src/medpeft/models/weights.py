@@ -20,7 +20,7 @@ META = "foundation.json"
 
 @dataclass
 class Foundation:
-    model: torch.nn.Module
+    model: torch.nn.Module | None  # None: described only (black-box use reads no weights)
     backbone: BackboneConfig
     classes: tuple[str, ...]  # foreground organs, channel i + 1
     preprocessing: Preprocessing
@@ -58,6 +58,16 @@ def shipped_foundation() -> Path | None:
     """The foundation model pre-trained on the phantom collection that ships with medpeft."""
     folder = Path(__file__).resolve().parent.parent / "assets" / "phantom-foundation"
     return folder if (folder / META).is_file() and (folder / WEIGHTS).is_file() else None
+
+
+def describe_foundation(folder: str | Path) -> Foundation:
+    """A foundation's classes, preprocessing and weights hash from ``foundation.json`` alone."""
+    meta_path = Path(folder) / META
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{meta_path}: missing (is {folder} a medpeft foundation checkpoint?)")
+    meta = json.loads(meta_path.read_text())
+    return Foundation(None, BackboneConfig.from_dict(meta["backbone"]), tuple(meta["classes"]),
+                      Preprocessing.from_dict(meta["preprocessing"]), meta["sha256"], Path(folder))
 
 
 def load_foundation(folder: str | Path) -> Foundation:

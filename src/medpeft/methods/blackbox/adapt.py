@@ -1,0 +1,103 @@
+"""Black-box adaptation: cache the support crops' features once, train a head on them, save it.
+
+The foundation folder is read for its description only (organ classes, preprocessing); its
+weights are touched by nobody but the :class:`FeatureService`, which the caller may supply (a
+TorchScript / ONNX file or any call that returns features). ``organs`` adds novel organs to the
+head's classes (e.g. one the foundation never saw), initialised like the others.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from medpeft.data.fewshot import read_manifest
+from medpeft.io import write_json
+from medpeft.methods.blackbox.cache import build_cache
+from medpeft.methods.blackbox.heads import BlackBoxHead, prototype_init
+from medpeft.methods.blackbox.service import FeatureService, foundation_service
+from medpeft.models.weights import describe_foundation, load_foundation, save_state
+from medpeft.train.adapt import crop_dataset, load_support
+from medpeft.train.losses import MarginalDiceCELoss
+from medpeft.train.loop import LoopConfig, train_loop
+
+WEIGHTS, CONFIG = "blackbox.safetensors", "blackbox_config.json"
+RATES = {"adapter": 3e-3, "head": 1e-2}
+
+
+class BlackBoxPredictor(nn.Module):
+    """Logits of CT patches: the service's features through the trained head."""
+
+    def __init__(self, service: FeatureService, head: BlackBoxHead):
+        super().__init__()
+        self.head = head
+        object.__setattr__(self, "service", service)  # not a submodule: never moved or saved
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.service(x))
+
+
+def _groups(head: BlackBoxHead) -> list[dict]:
+    groups = [{"name": "head", "params": list(head.head.parameters()), "lr": RATES["head"]}]
+    if head.adapter is not None:
+        groups.append({"name": "adapter", "params": list(head.adapter.parameters()),
+                       "lr": RATES["adapter"]})
+    return groups
+
+
+def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, kind: str = "spatial",
+                   init: str = "prototype", organs: tuple[str, ...] = (), steps: int = 150,
+                   seed: int = 0, crops_per_volume: int = 8, service: FeatureService | None = None,
+                   resume: bool = False, progress=None) -> dict:
+    """Train a black-box adapter on the manifest's support volumes; writes it to ``out_dir``."""
+    if init not in ("random", "prototype"):
+        raise ValueError(f"unknown head initialisation {init!r}: random or prototype")
+    out_dir = Path(out_dir)
+    split = read_manifest(manifest)
+    info = describe_foundation(foundation_dir)
+    info.classes = info.classes + tuple(o for o in organs if o not in info.classes)
+    ds, mapping = load_support(info, split)
+    if service is None:
+        service = foundation_service(load_foundation(foundation_dir).model)
+    n = crops_per_volume * len(split["support"])
+    key = {"service": service.name, "support": split["support"], "classes": list(info.classes),
+           "n": n, "seed": seed, "preprocessing": info.preprocessing.to_dict()}
+    t0 = time.perf_counter()
+    cache = build_cache(service, crop_dataset(info, ds, mapping, split["support"]), n,
+                        out_dir / "feature_cache", key, seed, progress)
+    cache_seconds = time.perf_counter() - t0
+    torch.manual_seed(seed)
+    head = BlackBoxHead(service.channels, len(info.classes) + 1, kind)
+    if init == "prototype":
+        sample = [cache[i] for i in range(len(cache))]
+        prototype_init(head, torch.stack([s["image"] for s in sample]),
+                       torch.stack([s["label"] for s in sample]),
+                       torch.as_tensor(mapping.channel_to_local))
+    loop = LoopConfig(steps=steps, lr=RATES["head"], warmup=max(1, steps // 10), seed=seed,
+                      checkpoint_every=max(10, steps // 4))
+    summary = train_loop(head, cache, MarginalDiceCELoss(), loop, out_dir, groups=_groups(head),
+                         resume=resume, progress=progress, desc=f"black-box {kind}")
+    summary.update(seconds=time.perf_counter() - t0, cache_seconds=cache_seconds)
+    save_state(out_dir / WEIGHTS, head.state_dict())
+    write_json(out_dir / CONFIG, {
+        "method": f"blackbox-{kind}", "kind": kind, "init": init, "classes": list(info.classes),
+        "channels": service.channels, "service": service.name, "base_sha256": info.sha256,
+        "trainable_parameters": sum(p.numel() for p in head.parameters()),
+        "preprocessing": info.preprocessing.to_dict(), "manifest": split, "train": summary})
+    return summary
+
+
+def load_blackbox(folder: str | Path, service: FeatureService) -> tuple[BlackBoxPredictor, dict]:
+    """A saved black-box adapter on ``service``; returns (predictor, its config)."""
+    folder = Path(folder)
+    config = json.loads((folder / CONFIG).read_text())
+    if config["channels"] != service.channels:
+        raise ValueError(f"{folder}: adapter expects {config['channels']} feature channels, "
+                         f"the service returns {service.channels}")
+    head = BlackBoxHead(config["channels"], len(config["classes"]) + 1, config["kind"])
+    head.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
+    return BlackBoxPredictor(service, head.eval()), config

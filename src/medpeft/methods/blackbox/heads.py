@@ -1,0 +1,61 @@
+"""Trainable parts of a black-box adapter, on frozen features (B, C, D, H, W).
+
+- ``linear``: a 1x1x1 convolution, the linear probe;
+- ``spatial``: the Spatial Adapter, ``x + conv3(relu(conv3(x)))`` with the last convolution
+  zero-initialised (the adapter starts as the identity), then the linear probe;
+- ``spatial1``: the same with 1x1x1 convolutions.
+Head initialisation: ``random`` or ``prototype`` (each class's mean support feature mu_c: the logit
+of class c is s (mu_c.x - |mu_c|^2 / 2), a nearest-prototype rule before training, with s set so
+that two prototypes a median distance apart differ by 2 in logit at either prototype; unscaled,
+the logits of 12+ feature channels saturate the softmax and training stalls).
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+KINDS = ("linear", "spatial", "spatial1")
+
+
+class BlackBoxHead(nn.Module):
+    def __init__(self, channels: int, out_channels: int, kind: str = "spatial"):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"unknown black-box adapter {kind!r}; choose from {', '.join(KINDS)}")
+        self.kind = kind
+        self.adapter = None
+        if kind != "linear":
+            k = 3 if kind == "spatial" else 1
+            self.adapter = nn.Sequential(nn.Conv3d(channels, channels, k, padding=k // 2), nn.ReLU(),
+                                         nn.Conv3d(channels, channels, k, padding=k // 2))
+            nn.init.zeros_(self.adapter[2].weight)
+            nn.init.zeros_(self.adapter[2].bias)
+        self.head = nn.Conv3d(channels, out_channels, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = features if self.adapter is None else features + self.adapter(features)
+        return self.head(x)
+
+
+@torch.no_grad()
+def prototype_init(head: BlackBoxHead, features: torch.Tensor, local: torch.Tensor,
+                   channel_to_local: torch.Tensor) -> None:
+    """Set the head to the nearest-prototype rule of the support features.
+
+    ``features`` (N, C, ...), ``local`` (N, 1, ...) local classes, ``channel_to_local`` (C_out,).
+    A channel takes the prototype of the local class it falls into (unlabelled organs fall into
+    background there, so they start as background).
+    """
+    feats = features.float().movedim(1, -1).reshape(-1, features.shape[1])
+    labels = local.reshape(-1).long()
+    protos = {}
+    for cls in labels.unique().tolist():
+        protos[cls] = feats[labels == cls].mean(0)
+    fallback = protos.get(0, feats.mean(0))
+    means = torch.stack(list(protos.values()))
+    gaps = torch.cdist(means, means).pow(2)[torch.triu_indices(len(means), len(means), 1).unbind()]
+    scale = 4.0 / float(gaps.median()) if gaps.numel() and gaps.median() > 0 else 1.0
+    for channel, cls in enumerate(channel_to_local.tolist()):
+        w = protos.get(cls, fallback)
+        head.head.weight[channel] = scale * w.view(-1, 1, 1, 1)
+        head.head.bias[channel] = -0.5 * scale * float(w @ w)

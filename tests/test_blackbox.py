@@ -1,0 +1,60 @@
+"""Black-box adapters: trained on features of a model that is only called, never read."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medpeft.data.fewshot import make_split, write_manifest
+from medpeft.data.msd import load_msd
+from medpeft.data.ontology import class_mapping
+from medpeft.evaluate.metrics import evaluate_cases, mean_dice
+from medpeft.methods.blackbox.adapt import blackbox_adapt, load_blackbox
+from medpeft.methods.blackbox.heads import BlackBoxHead, prototype_init
+from medpeft.methods.blackbox.service import foundation_service
+from medpeft.models.weights import load_foundation, shipped_foundation
+
+
+def _seal(model: torch.nn.Module) -> None:
+    """Reading any parameter or state of ``model``, or a gradient reaching it, now raises."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("the black-box path read the base model")
+    for m in model.modules():
+        m.parameters = m.named_parameters = m.state_dict = refuse
+    for name, p in torch.nn.Module.named_parameters(model):
+        p.requires_grad_(True)
+        p.register_hook(refuse)
+
+
+def test_blackbox_never_touches_the_base_model_and_beats_zero_shot(collection, tmp_path):
+    f = load_foundation(shipped_foundation())
+    target = load_msd(collection / "Task10_NewSite")
+    split = make_split(target, 5, seed=0, n_test=3)
+    mapping = class_mapping(target.labels, f.classes)
+    zero = mean_dice(evaluate_cases(f.model, target, split["test"], mapping, f.preprocessing,
+                                    f.classes))
+    service = foundation_service(f.model)
+    _seal(f.model)
+    with pytest.raises(AssertionError, match="read the base model"):
+        f.model.parameters()  # the seal holds
+    manifest = write_manifest(tmp_path / "k5.json", split)
+    blackbox_adapt(shipped_foundation(), manifest, tmp_path / "bb", "spatial", "prototype",
+                   steps=150, service=service)
+    predictor, config = load_blackbox(tmp_path / "bb", service)
+    adapted = mean_dice(evaluate_cases(predictor, target, split["test"], mapping, f.preprocessing,
+                                       f.classes))
+    print(f"zero-shot {zero:.3f}, black-box spatial adapter K=5 {adapted:.3f}")
+    assert adapted >= zero + 0.05
+    assert config["trainable_parameters"] < 10_000
+
+
+def test_spatial_adapter_starts_as_identity_and_prototypes_classify_their_means():
+    head = BlackBoxHead(4, 3, "spatial")
+    x = torch.randn(2, 4, 6, 6, 6)
+    assert torch.equal(head.adapter(x) * 0 + x, x + head.adapter(x))  # zero-initialised last conv
+    feats = torch.zeros(2, 4, 2, 2, 2)
+    labels = torch.zeros(2, 1, 2, 2, 2, dtype=torch.long)
+    feats[:, 1, :, :, 1] = 3.0  # class 1 lives in feature 1
+    labels[:, :, :, :, 1] = 1
+    prototype_init(head, feats, labels, torch.tensor([0, 1, 0]))
+    pred = head.head(feats).argmax(1)
+    assert torch.equal(pred == 1, labels[:, 0] == 1)
