@@ -58,3 +58,26 @@ def test_spatial_adapter_starts_as_identity_and_prototypes_classify_their_means(
     prototype_init(head, feats, labels, torch.tensor([0, 1, 0]))
     pred = head.head(feats).argmax(1)
     assert torch.equal(pred == 1, labels[:, 0] == 1)
+
+
+def test_cli_adapts_and_evaluates_against_a_torchscript_features_model(collection, tmp_path):
+    from typer.testing import CliRunner
+
+    from medpeft.cli import app
+    torch.manual_seed(0)
+    features = torch.nn.Sequential(torch.nn.Conv3d(1, 6, 3, padding=1), torch.nn.ReLU())
+    torch.jit.trace(features, torch.zeros(1, 1, 16, 16, 16)).save(str(tmp_path / "service.pt"))
+    target = load_msd(collection / "Task10_NewSite")
+    manifest = write_manifest(tmp_path / "k1.json", make_split(target, 1, seed=0, n_test=2))
+    runner = CliRunner()
+    result = runner.invoke(app, ["adapt", "--foundation", str(shipped_foundation()), "--manifest",
+                                 str(manifest), "--method", "blackbox-linear", "--blackbox",
+                                 str(tmp_path / "service.pt"), "--organ", "gallbladder",
+                                 "--steps", "3", "--out", str(tmp_path / "bb")])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["evaluate", "--foundation", str(shipped_foundation()),
+                                 "--manifest", str(manifest), "--adapter", str(tmp_path / "bb"),
+                                 "--blackbox", str(tmp_path / "service.pt"), "--out",
+                                 str(tmp_path / "eval")], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "gallbladder" in result.output  # the novel organ has its own channel and score

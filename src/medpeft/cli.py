@@ -99,7 +99,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           manifest: Path = typer.Option(..., help="few-shot manifest (medpeft split)"),
           method: str = typer.Option("lora", help="full | decoder | head | lora | bitfit | affine | "
                                      "adaptformer | adapter | conv-adapter | ssf | ia3, kinds "
-                                     "joined by + (lora+affine), or sea-peft (searched)"),
+                                     "joined by + (lora+affine), sea-peft (searched), or "
+                                     "blackbox-linear | blackbox-spatial | blackbox-spatial1"),
           out: Path = typer.Option(..., help="adapter output folder"),
           steps: int = typer.Option(80),
           lr: Optional[str] = typer.Option(
@@ -131,6 +132,12 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           audit_volume: Optional[str] = typer.Option(
               None, help="sea-peft: audit on this extra labelled volume instead of the support "
               "crops (the report says so)"),
+          blackbox: Optional[Path] = typer.Option(
+              None, help="blackbox-*: a TorchScript / ONNX model returning features, called only "
+              "(default: the foundation, sealed)"),
+          head_init: str = typer.Option("prototype", help="blackbox-*: prototype | random"),
+          organ: Optional[list[str]] = typer.Option(
+              None, help="blackbox-*: a novel organ to add to the head (repeatable)"),
           seed: int = typer.Option(0), resume: bool = typer.Option(False)) -> None:
     """Few-shot adaptation; writes only the trained tensors (the delta) and their config."""
     from medpeft.demo import progress_bar
@@ -152,6 +159,13 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                                  decay=ema_decay, lam=iqr_lambda, seed=seed)
                 summary = sea_adapt(foundation, manifest, out, cfg, steps, audit_volume=audit_volume,
                                     resume=resume, progress=progress)
+            elif method.startswith("blackbox-"):
+                from medpeft.methods.blackbox.adapt import blackbox_adapt
+                from medpeft.methods.blackbox.service import load_service
+                summary = blackbox_adapt(foundation, manifest, out, method.split("-", 1)[1],
+                                         head_init, tuple(organ or ()), steps, seed,
+                                         service=load_service(blackbox) if blackbox else None,
+                                         resume=resume, progress=progress)
             else:
                 summary = run(foundation, manifest, method, out, options, steps, rates, seed,
                               resume, progress)
@@ -182,23 +196,25 @@ def export(adapter: Path = typer.Argument(..., help="adapter folder (medpeft ada
 @app.command()
 def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option(...),
              out: Path = typer.Option(..., help="folder for predictions and results"),
-             adapter: Optional[Path] = typer.Option(None, help="adapter folder (none: zero-shot)")) -> None:
+             adapter: Optional[Path] = typer.Option(None, help="adapter folder (none: zero-shot)"),
+             blackbox: Optional[Path] = typer.Option(None, help="black-box adapters: the features "
+                                                     "model they were trained on")) -> None:
     """Sliding-window inference on the manifest's test volumes; per-organ Dice (CSV + JSON)."""
-    from medpeft.adapters.io import load_adapter
     from medpeft.data.fewshot import read_manifest
     from medpeft.data.layouts import read_dataset
     from medpeft.demo import _evaluate, progress_bar
     from medpeft.evaluate.report import results_table, write_csv
     from medpeft.io import write_json
+    from medpeft.methods.blackbox.adapt import open_adapter
     from medpeft.models.weights import load_foundation
     try:
         f = load_foundation(foundation)
-        model = load_adapter(adapter, f) if adapter else f.model
+        model, classes = open_adapter(adapter, f, blackbox) if adapter else (f.model, f.classes)
         split_ = read_manifest(manifest)
         ds = read_dataset(split_["dataset"], label_files=True)
         with progress_bar() as progress:
             dice, organs, rows = _evaluate(model, ds, split_["test"], f, out / "predictions",
-                                           progress, "evaluating")
+                                           progress, "evaluating", classes)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
     write_json(out / "dice.json", rows)
@@ -237,20 +253,22 @@ def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
             adapter: Optional[Path] = typer.Option(None, help="adapter folder (none: the base model)"),
             inp: Path = typer.Option(..., "--in", help="a NIfTI file or a folder of them"),
             out: Path = typer.Option(..., help="folder for one label NIfTI per input"),
-            overwrite: bool = typer.Option(False, help="redo outputs that already exist")) -> None:
+            overwrite: bool = typer.Option(False, help="redo outputs that already exist"),
+            blackbox: Optional[Path] = typer.Option(None, help="black-box adapters: the features "
+                                                    "model they were trained on")) -> None:
     """Segment CT volumes; each label map keeps its input's affine and shape (canonical organ ids)."""
-    from medpeft.adapters.io import load_adapter
     from medpeft.demo import progress_bar
     from medpeft.infer.predict import nifti_inputs, predict_files
+    from medpeft.methods.blackbox.adapt import open_adapter
     from medpeft.models.weights import load_foundation
     try:
         f = load_foundation(base)
-        model = load_adapter(adapter, f) if adapter else f.model
+        model, classes = open_adapter(adapter, f, blackbox) if adapter else (f.model, f.classes)
         inputs = nifti_inputs(inp)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
     with progress_bar() as progress:
-        written, failures = predict_files(model, inputs, out, f.preprocessing, f.classes,
+        written, failures = predict_files(model, inputs, out, f.preprocessing, classes,
                                           overwrite, progress)
     console.print(f"{len(written)} label maps in {out} (organ ids: {out / 'labels.json'})")
     if failures:

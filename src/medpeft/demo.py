@@ -81,9 +81,11 @@ def _provide_foundation(fdir: Path, recipe: dict, sources: list[Path], cfg: Demo
              resume=True, progress=progress, recipe=recipe)
 
 
-def _evaluate(model, ds, names, foundation, pred_dir, progress, desc) -> tuple[float, dict, list]:
-    mapping = class_mapping(ds.labels, foundation.classes)
-    rows = evaluate_cases(model, ds, names, mapping, foundation.preprocessing, foundation.classes,
+def _evaluate(model, ds, names, foundation, pred_dir, progress, desc,
+              classes: tuple[str, ...] | None = None) -> tuple[float, dict, list]:
+    classes = classes or foundation.classes
+    mapping = class_mapping(ds.labels, classes)
+    rows = evaluate_cases(model, ds, names, mapping, foundation.preprocessing, classes,
                           pred_dir=pred_dir, progress=progress, desc=desc)
     return mean_dice(rows), organ_means(rows), rows
 

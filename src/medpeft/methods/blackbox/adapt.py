@@ -19,8 +19,8 @@ from medpeft.data.fewshot import read_manifest
 from medpeft.io import write_json
 from medpeft.methods.blackbox.cache import build_cache
 from medpeft.methods.blackbox.heads import BlackBoxHead, prototype_init
-from medpeft.methods.blackbox.service import FeatureService, foundation_service
-from medpeft.models.weights import describe_foundation, load_foundation, save_state
+from medpeft.methods.blackbox.service import FeatureService, foundation_service, load_service
+from medpeft.models.weights import Foundation, describe_foundation, load_foundation, save_state
 from medpeft.train.adapt import crop_dataset, load_support
 from medpeft.train.losses import MarginalDiceCELoss
 from medpeft.train.loop import LoopConfig, train_loop
@@ -101,3 +101,17 @@ def load_blackbox(folder: str | Path, service: FeatureService) -> tuple[BlackBox
     head = BlackBoxHead(config["channels"], len(config["classes"]) + 1, config["kind"])
     head.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
     return BlackBoxPredictor(service, head.eval()), config
+
+
+def open_adapter(folder: str | Path, foundation: Foundation, blackbox: str | Path | None = None
+                 ) -> tuple[nn.Module, tuple[str, ...]]:
+    """Any saved adapter, ready to predict, and the classes of its outputs: a black-box one on
+    its service (the ``blackbox`` file, else ``foundation`` sealed), any other applied to
+    ``foundation``'s model."""
+    folder = Path(folder)
+    if (folder / CONFIG).exists():
+        service = load_service(blackbox) if blackbox else foundation_service(foundation.model)
+        predictor, config = load_blackbox(folder, service)
+        return predictor, tuple(config["classes"])
+    from medpeft.adapters.io import load_adapter
+    return load_adapter(folder, foundation), foundation.classes
