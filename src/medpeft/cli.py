@@ -138,8 +138,16 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           head_init: str = typer.Option("prototype", help="blackbox-*: prototype | random"),
           organ: Optional[list[str]] = typer.Option(
               None, help="blackbox-*: a novel organ to add to the head (repeatable)"),
+          transductive: bool = typer.Option(False, help="blackbox-*: also adapt on unlabelled scans "
+                                            "of the site with the support masks' size prior"),
+          unlabelled: Optional[Path] = typer.Option(None, help="--transductive: folder of the site's "
+                                                    "unlabelled scans (NIfTI)"),
+          gamma: float = typer.Option(0.2, help="--transductive: size band [(1-g) S, (1+g) S]"),
           seed: int = typer.Option(0), resume: bool = typer.Option(False)) -> None:
     """Few-shot adaptation; writes only the trained tensors (the delta) and their config."""
+    if transductive and not method.startswith("blackbox-"):
+        _fail(ValueError("--transductive runs on black-box adapters (their whole-volume features "
+                         "are cached once): use --method blackbox-spatial or blackbox-linear"))
     from medpeft.demo import progress_bar
     from medpeft.methods import SEA
     from medpeft.train.adapt import adapt as run
@@ -160,12 +168,16 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                 summary = sea_adapt(foundation, manifest, out, cfg, steps, audit_volume=audit_volume,
                                     resume=resume, progress=progress)
             elif method.startswith("blackbox-"):
+                from medpeft.infer.predict import nifti_inputs
                 from medpeft.methods.blackbox.adapt import blackbox_adapt
                 from medpeft.methods.blackbox.service import load_service
+                if transductive and unlabelled is None:
+                    raise ValueError("--transductive needs --unlabelled DIR (the site's scans)")
                 summary = blackbox_adapt(foundation, manifest, out, method.split("-", 1)[1],
                                          head_init, tuple(organ or ()), steps, seed,
                                          service=load_service(blackbox) if blackbox else None,
-                                         resume=resume, progress=progress)
+                                         unlabelled=nifti_inputs(unlabelled) if transductive
+                                         else (), gamma=gamma, resume=resume, progress=progress)
             else:
                 summary = run(foundation, manifest, method, out, options, steps, rates, seed,
                               resume, progress)
@@ -255,7 +267,9 @@ def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
             out: Path = typer.Option(..., help="folder for one label NIfTI per input"),
             overwrite: bool = typer.Option(False, help="redo outputs that already exist"),
             blackbox: Optional[Path] = typer.Option(None, help="black-box adapters: the features "
-                                                    "model they were trained on")) -> None:
+                                                    "model they were trained on"),
+            largest_component: bool = typer.Option(False, help="keep each organ's largest "
+                                                   "connected component")) -> None:
     """Segment CT volumes; each label map keeps its input's affine and shape (canonical organ ids)."""
     from medpeft.demo import progress_bar
     from medpeft.infer.predict import nifti_inputs, predict_files
@@ -269,7 +283,7 @@ def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
         _fail(err)
     with progress_bar() as progress:
         written, failures = predict_files(model, inputs, out, f.preprocessing, classes,
-                                          overwrite, progress)
+                                          overwrite, progress, largest_component)
     console.print(f"{len(written)} label maps in {out} (organ ids: {out / 'labels.json'})")
     if failures:
         console.print(f"[bold red]{len(failures)} input(s) failed:[/]")

@@ -42,6 +42,7 @@ class GridConfig:
     reference: str | None = None  # of the paired comparison (default: the first method)
     surface: bool = True
     tolerance_mm: float = 2.0
+    largest_component: bool = False  # post-process each organ to its largest component
     options: dict = field(default_factory=dict)  # method -> its options
     out: str = "runs/benchmark"
 
@@ -107,7 +108,7 @@ def run_cell(cfg: GridConfig, ds, name: str, method: str, k: int, seed: int, n_t
     rows = evaluate_cases(model, ds, split["test"], class_mapping(ds.labels, foundation.classes),
                           foundation.preprocessing, foundation.classes, cell / "predictions",
                           progress, f"{name} {method} K={k} seed {seed}", cfg.surface,
-                          cfg.tolerance_mm)
+                          cfg.tolerance_mm, cfg.largest_component)
     rows = [{"dataset": name, "method": method, "k": k, "seed": seed, **r,
              "trainable": trainable, "seconds": seconds} for r in rows]
     write_json(scores, rows)

@@ -100,7 +100,7 @@ def write_grid_report(out: Path, rows: list[dict], pairs: list[dict], datasets: 
     at_max = [r for r in table if r["k"] == max(t["k"] for t in table)] or table
     _plot(out / "dice_vs_parameters.png", at_max, lambda r: r["trainable"],
           "trainable parameters", log=True)
-    lines = [f"# medpeft benchmark grid", "", f"- command: `{command}`", f"- machine: {machine()}",
+    lines = ["# medpeft benchmark grid", "", f"- command: `{command}`", f"- machine: {machine()}",
              f"- rows: {len(rows)} (case x organ x method x K x seed)", "",
              "## Per organ (mean over test cases and seeds; sd over the seeds' means)", "",
              "| dataset | organ | method | K | Dice | sd | HD95 (mm) | NSD | trainable | seeds |",

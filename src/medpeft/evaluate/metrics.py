@@ -45,10 +45,11 @@ def surface_scores(pred: np.ndarray, truth: np.ndarray, n_classes: int,
 def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], mapping: ClassMapping,
                    pp: Preprocessing, classes: tuple[str, ...], pred_dir: Path | None = None,
                    progress=None, desc: str = "evaluating", surface: bool = False,
-                   tolerance_mm: float = 2.0) -> list[dict]:
+                   tolerance_mm: float = 2.0, largest_component: bool = False) -> list[dict]:
     """Predict each case, map model channels and labels to the dataset's local classes, score.
 
-    ``surface`` adds HD95 and surface Dice (NSD at ``tolerance_mm``) to every row.
+    ``surface`` adds HD95 and surface Dice (NSD at ``tolerance_mm``) to every row;
+    ``largest_component`` post-processes each organ to its largest connected component.
     """
     cases = [ds.case(n) for n in names]
     check_dataset(ds, cases)
@@ -59,7 +60,7 @@ def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], map
     task = progress.add_task(desc, total=len(cases)) if progress else None
     rows = []
     for case in cases:
-        channels = predict_labels(model, case.image, pp)
+        channels = predict_labels(model, case.image, pp, largest_component=largest_component)
         if pred_dir is not None:
             save_prediction(Path(pred_dir) / f"{case.name}.nii.gz", channels, case.image, classes)
         label = nib.load(str(case.label))

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from monai.inferers import sliding_window_inference
 from monai.transforms import Invertd
+from scipy import ndimage
 
 from medpeft.data.ontology import label_ids
 from medpeft.data.transforms import Preprocessing, load_transforms
@@ -36,14 +37,31 @@ def predict_probabilities(model: torch.nn.Module, image_path: str | Path, pp: Pr
     return np.asarray(inverted["pred"].detach().cpu(), dtype=np.float32)
 
 
+def keep_largest_components(channels: np.ndarray) -> np.ndarray:
+    """Each organ reduced to its largest connected component (26-connectivity); the rest of its
+    voxels become background. (scipy: MONAI's transform needs scikit-image on the CPU.)"""
+    out = channels.copy()
+    for c in np.unique(channels):
+        if c == 0:
+            continue
+        parts, n = ndimage.label(channels == c, structure=np.ones((3, 3, 3)))
+        if n > 1:
+            biggest = np.bincount(parts.ravel())[1:].argmax() + 1
+            out[(parts != biggest) & (parts > 0)] = 0
+    return out
+
+
 def predict_labels(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing,
-                   device: str | torch.device | None = None) -> np.ndarray:
-    """Model channel index per voxel (0 = background), on the input's voxel grid."""
+                   device: str | torch.device | None = None, largest_component: bool = False
+                   ) -> np.ndarray:
+    """Model channel index per voxel (0 = background), on the input's voxel grid;
+    ``largest_component`` keeps only each organ's largest connected component."""
     probs = predict_probabilities(model, image_path, pp, device=device)
     shape = nib.load(str(image_path)).shape[:3]
     if probs.shape[1:] != shape:
         raise RuntimeError(f"{image_path}: inverted prediction {probs.shape[1:]} != input {shape}")
-    return probs.argmax(0).astype(np.uint8)
+    channels = probs.argmax(0).astype(np.uint8)
+    return keep_largest_components(channels) if largest_component else channels
 
 
 def save_prediction(path: str | Path, channels: np.ndarray, image_path: str | Path,
@@ -68,7 +86,7 @@ def nifti_inputs(source: str | Path) -> list[Path]:
 
 def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Path,
                   pp: Preprocessing, classes: tuple[str, ...], overwrite: bool = False,
-                  progress=None) -> tuple[list[Path], dict[str, str]]:
+                  progress=None, largest_component: bool = False) -> tuple[list[Path], dict[str, str]]:
     """One label NIfTI per input, in the input's exact geometry; returns (written, failures).
 
     A file that cannot be read or predicted is reported in ``failures`` and the rest go on;
@@ -83,7 +101,9 @@ def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Pat
         target = out_dir / (path.name if path.name.endswith(".gz") else path.name + ".gz")
         try:
             if overwrite or not target.exists():
-                save_prediction(target, predict_labels(model, path, pp), path, classes)
+                save_prediction(target, predict_labels(model, path, pp,
+                                                       largest_component=largest_component),
+                                path, classes)
             written.append(target)
         except Exception as err:  # noqa: BLE001  (one bad file must not stop the others)
             failures[str(path)] = f"{type(err).__name__}: {err}"

@@ -7,6 +7,7 @@ head's classes (e.g. one the foundation never saw), initialised like the others.
 """
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from pathlib import Path
@@ -16,6 +17,8 @@ from safetensors.torch import load_file
 from torch import nn
 
 from medpeft.data.fewshot import read_manifest
+from medpeft.data.transforms import Preprocessing, load_transforms
+from medpeft.infer.transductive import SizePenalty, size_prior
 from medpeft.io import write_json
 from medpeft.methods.blackbox.cache import build_cache
 from medpeft.methods.blackbox.heads import BlackBoxHead, prototype_init
@@ -41,6 +44,45 @@ class BlackBoxPredictor(nn.Module):
         return self.head(self.service(x))
 
 
+def volume_features(service: FeatureService, image_path: str | Path, pp: Preprocessing
+                    ) -> torch.Tensor:
+    """Features of a whole preprocessed volume (1, C, ...) by sliding window, float16."""
+    from monai.inferers import sliding_window_inference
+    image = load_transforms(pp, None, with_label=False)({"image": str(image_path)})["image"]
+    with torch.no_grad():
+        feats = sliding_window_inference(image[None].as_tensor(), pp.patch, 2, service,
+                                         overlap=0.25, mode="gaussian")
+    return feats.half()
+
+
+def _transductive_loss(head: BlackBoxHead, service: FeatureService, info, ds, mapping, split,
+                       unlabelled: list[Path], gamma: float, weight: float, progress):
+    """Segmentation loss plus the size penalty on one unlabelled volume per step (in turn)."""
+    prior = size_prior([ds.case(n).label for n in split["support"]], mapping.value_to_local)
+    voxel_ml = float(torch.tensor(info.preprocessing.spacing).prod()) / 1000.0
+    penalty = SizePenalty(prior, gamma, voxel_ml, torch.as_tensor(mapping.channel_to_local))
+    task = progress.add_task("features of unlabelled volumes", total=len(unlabelled)) \
+        if progress else None
+    volumes = []
+    for path in unlabelled:
+        volumes.append(volume_features(service, path, info.preprocessing))
+        if progress:
+            progress.advance(task)
+    seg, turn = MarginalDiceCELoss(), itertools.count()
+
+    def loss(logits, label, c2l):
+        feats = volumes[next(turn) % len(volumes)].to(logits.device).float()
+        return seg(logits, label, c2l) + weight * penalty(head(feats))
+
+    def report() -> dict:
+        with torch.no_grad():
+            sizes = [{c: float(v) for c, v in penalty.volumes(head(f.float())).items()}
+                     for f in volumes]
+        return {"prior_ml": {mapping.local_names[c]: s for c, s in prior.items()}, "gamma": gamma,
+                "predicted_ml": [{mapping.local_names[c]: v for c, v in s.items()} for s in sizes]}
+    return loss, report
+
+
 def _groups(head: BlackBoxHead) -> list[dict]:
     groups = [{"name": "head", "params": list(head.head.parameters()), "lr": RATES["head"]}]
     if head.adapter is not None:
@@ -52,8 +94,13 @@ def _groups(head: BlackBoxHead) -> list[dict]:
 def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, kind: str = "spatial",
                    init: str = "prototype", organs: tuple[str, ...] = (), steps: int = 150,
                    seed: int = 0, crops_per_volume: int = 8, service: FeatureService | None = None,
+                   unlabelled: list[Path] = (), gamma: float = 0.2, size_weight: float = 1.0,
                    resume: bool = False, progress=None) -> dict:
-    """Train a black-box adapter on the manifest's support volumes; writes it to ``out_dir``."""
+    """Train a black-box adapter on the manifest's support volumes; writes it to ``out_dir``.
+
+    ``unlabelled``: scans of the new site to adapt on transductively (the size prior of
+    :mod:`medpeft.infer.transductive` with band ``gamma``, weighted by ``size_weight``).
+    """
     if init not in ("random", "prototype"):
         raise ValueError(f"unknown head initialisation {init!r}: random or prototype")
     out_dir = Path(out_dir)
@@ -79,9 +126,15 @@ def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, kind: st
                        torch.as_tensor(mapping.channel_to_local))
     loop = LoopConfig(steps=steps, lr=RATES["head"], warmup=max(1, steps // 10), seed=seed,
                       checkpoint_every=max(10, steps // 4))
-    summary = train_loop(head, cache, MarginalDiceCELoss(), loop, out_dir, groups=_groups(head),
+    loss, sizes = MarginalDiceCELoss(), None
+    if unlabelled:
+        loss, sizes = _transductive_loss(head, service, info, ds, mapping, split, list(unlabelled),
+                                         gamma, size_weight, progress)
+    summary = train_loop(head, cache, loss, loop, out_dir, groups=_groups(head),
                          resume=resume, progress=progress, desc=f"black-box {kind}")
     summary.update(seconds=time.perf_counter() - t0, cache_seconds=cache_seconds)
+    if sizes is not None:
+        summary["transductive"] = sizes()
     save_state(out_dir / WEIGHTS, head.state_dict())
     write_json(out_dir / CONFIG, {
         "method": f"blackbox-{kind}", "kind": kind, "init": init, "classes": list(info.classes),
