@@ -2,15 +2,18 @@
 
 The K support masks tell how large each organ is at the new site: the prior S of an organ is the
 volume of its largest connected component, averaged over the support volumes (the median when
-K >= 5, so one atypical patient does not move it). While the adapter trains, the organ volumes it
-predicts on the site's *unlabelled* scans are pushed into the band [(1 - gamma) S, (1 + gamma) S]
-by a symmetric hinge, relative to S:
+K >= 5, so one atypical patient does not move it); an organ cut by the scan's field of view (its
+component touches the volume's border) says nothing about its size and is left out. While the
+adapter trains, the organ volumes it predicts on the site's *unlabelled* scans are pushed into the
+band [(1 - gamma) S, (1 + gamma) S] by a symmetric hinge on log-volumes:
 
-    penalty = sum over organs of  relu((1 - gamma) S - V) / S + relu(V - (1 + gamma) S) / S
+    penalty = mean over organs of  relu(log((1 - gamma) S) - log V) + relu(log V - log((1 + gamma) S))
 
 with V the soft volume (sum of the organ's probabilities times the voxel volume). A hinge rather
 than a log-barrier: a barrier is undefined outside the band, and a plain few-shot adapter often
-starts outside it, which is the case this is for; inside the band the hinge adds nothing.
+starts outside it, which is the case this is for; inside the band the hinge adds nothing. On
+log-volumes, so that a small organ ten times too large weighs as much as a large one (a hinge
+relative to S let the smallest organs dominate and wrecked the adapter on the phantom).
 """
 from __future__ import annotations
 
@@ -24,12 +27,18 @@ from scipy import ndimage
 from medpeft.train.losses import merge_to_local
 
 
-def largest_component_ml(mask: np.ndarray, voxel_ml: float) -> float:
-    """Volume (mL) of the largest connected component (26-connectivity) of a binary mask."""
+def largest_component_ml(mask: np.ndarray, voxel_ml: float) -> float | None:
+    """Volume (mL) of the largest connected component (26-connectivity) of a binary mask; None
+    when it touches the volume's border (cut by the field of view)."""
     labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
     if n == 0:
         return 0.0
-    return float(np.bincount(labels.ravel())[1:].max()) * voxel_ml
+    biggest = int(np.bincount(labels.ravel())[1:].argmax()) + 1
+    component = labels == biggest
+    faces = [component.take(i, axis=a) for a in range(3) for i in (0, -1)]
+    if any(face.any() for face in faces):
+        return None
+    return float(component.sum()) * voxel_ml
 
 
 def size_prior(label_paths: list, value_to_local: dict[int, int]) -> dict[int, float]:
@@ -44,7 +53,9 @@ def size_prior(label_paths: list, value_to_local: dict[int, int]) -> dict[int, f
         mapped = local[np.asarray(img.dataobj).astype(np.int64)]
         for cls in sorted(set(value_to_local.values()) - {0}):
             if (mapped == cls).any():
-                sizes.setdefault(cls, []).append(largest_component_ml(mapped == cls, voxel_ml))
+                size = largest_component_ml(mapped == cls, voxel_ml)
+                if size is not None:
+                    sizes.setdefault(cls, []).append(size)
     centre = lambda v: statistics.median(v) if len(v) >= 5 else statistics.mean(v)  # noqa: E731
     return {cls: centre(v) for cls, v in sizes.items()}
 
@@ -65,8 +76,9 @@ class SizePenalty:
         return {cls: local[0, cls].sum() * self.voxel_ml for cls in self.prior}
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:
-        total = logits.new_zeros(())
+        terms = []
         for cls, v in self.volumes(logits).items():
-            s = self.prior[cls]
-            total = total + (torch.relu((1 - self.gamma) * s - v) + torch.relu(v - (1 + self.gamma) * s)) / s
-        return total
+            log_v, s = torch.log(v.clamp_min(1e-3)), self.prior[cls]
+            terms.append(torch.relu(np.log((1 - self.gamma) * s) - log_v)
+                         + torch.relu(log_v - np.log((1 + self.gamma) * s)))
+        return torch.stack(terms).mean() if terms else logits.new_zeros(())
