@@ -5,7 +5,7 @@ same size (every crop once); the baseline calls the sealed foundation for each c
 reads them from the float16 memory map written once beforehand. Prints seconds per epoch and the
 speed-up (the cache's one-off cost is printed too).
 
-Usage: python benchmarks/blackbox_cache.py [--crops 16] [--kind spatial] [--cache runs/cache]
+Usage: python benchmarks/blackbox_cache.py [--crops 16] [--kinds linear spatial1 spatial]
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.table import Table
 
 from medpeft.data.fewshot import make_split
 from medpeft.demo import DemoConfig, phantom_setting, progress_bar
@@ -40,7 +41,7 @@ def epoch(head, loss, optimizer, items, features_of) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--crops", type=int, default=16)
-    ap.add_argument("--kind", default="spatial")
+    ap.add_argument("--kinds", nargs="+", default=["linear", "spatial1", "spatial"])
     ap.add_argument("--cache", type=Path, default=Path("runs/cache"))
     args = ap.parse_args()
     with progress_bar() as progress:
@@ -59,21 +60,24 @@ def main() -> None:
         raw = [{"image": crop["image"], "label": c["label"], "channel_to_local": c["channel_to_local"]}
                for crop, c in zip(_crops(crops, args.crops), cached_items)]
         loss = MarginalDiceCELoss()
-        torch.manual_seed(0)
-        head = BlackBoxHead(service.channels, len(info.classes) + 1, args.kind)
-        optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)
-        epoch(head, loss, optimizer, cached_items[:2], lambda it: it["image"][None])  # warm-up
-        cached = epoch(head, loss, optimizer, cached_items, lambda it: it["image"][None])
-        recompute = epoch(head, loss, optimizer, raw, lambda it: service(it["image"][None]))
+        table = Table(title=f"one epoch over {args.crops} support crops, features "
+                            f"{tuple(cached_items[0]['image'].shape)} (cache built once in "
+                            f"{build:.1f} s)")
+        for col in ("adapter", "recompute features (s)", "cached features (s)", "speed-up"):
+            table.add_column(col, justify="left" if col == "adapter" else "right")
+        for kind in args.kinds:
+            torch.manual_seed(0)
+            head = BlackBoxHead(service.channels, len(info.classes) + 1, kind)
+            optimizer = torch.optim.AdamW(head.parameters(), lr=1e-3)
+            epoch(head, loss, optimizer, cached_items[:2], lambda it: it["image"][None])  # warm-up
+            cached = epoch(head, loss, optimizer, cached_items, lambda it: it["image"][None])
+            recompute = epoch(head, loss, optimizer, raw, lambda it: service(it["image"][None]))
+            table.add_row(kind, f"{recompute:.2f}", f"{cached:.2f}", f"{recompute / cached:.1f}x")
     console = Console()
-    console.print(f"black-box {args.kind} adapter, {args.crops} support crops "
-                  f"{tuple(cached_items[0]['image'].shape)} features:")
-    console.print(f"  recompute features every step: {recompute:.2f} s/epoch")
-    console.print(f"  cached features (float16 memmap): {cached:.2f} s/epoch  "
-                  f"-> {recompute / cached:.1f}x faster (cache built once in {build:.1f} s)")
+    console.print(table)
     console.print(f"{platform.node()}: {platform.processor() or platform.machine()}, "
                   f"{torch.get_num_threads()} threads; python benchmarks/blackbox_cache.py "
-                  f"--crops {args.crops} --kind {args.kind}")
+                  f"--crops {args.crops} --kinds {' '.join(args.kinds)}")
 
 
 def _crops(crops, n: int) -> list[dict]:
