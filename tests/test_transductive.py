@@ -12,13 +12,15 @@ from medpeft.infer.transductive import SizePenalty, largest_component_ml, size_p
 
 def test_largest_component_and_a_robust_prior(tmp_path):
     mask = np.zeros((20, 20, 20), bool)
-    mask[0:5, 0:5, 0:4] = True  # 100 voxels
+    mask[1:6, 1:6, 1:5] = True  # 100 voxels
     mask[10:12, 10:12, 10:12] = True  # a stray blob of 8
     assert largest_component_ml(mask, 2.0 / 1000) == pytest.approx(0.2)
+    mask[0, 1, 1] = True  # now cut by the field of view: no size to learn from
+    assert largest_component_ml(mask, 2.0 / 1000) is None
     paths = []
     for i, side in enumerate([10, 10, 10, 11, 30]):  # one atypical patient among five
         label = np.zeros((32, 32, 32), np.uint8)
-        label[:side, :10, :10] = 1
+        label[1:side + 1, 1:11, 1:11] = 1
         path = tmp_path / f"{i}.nii.gz"
         nib.save(nib.Nifti1Image(label, np.diag([1.0, 1.0, 1.0, 1.0])), str(path))
         paths.append(path)
@@ -35,8 +37,8 @@ def test_size_penalty_is_zero_inside_the_band_and_pulls_towards_it():
         z[0, 1, :n_organ], z[0, 0, :n_organ] = 10.0, -10.0
         return z.view(1, 2, 10, 10, 10)
     assert float(penalty(logits_for(100))) == pytest.approx(0.0, abs=1e-3)
-    assert float(penalty(logits_for(50))) == pytest.approx(0.3, abs=1e-2)  # (80 - 50) / 100
-    assert float(penalty(logits_for(200))) == pytest.approx(0.8, abs=1e-2)  # (200 - 120) / 100
+    assert float(penalty(logits_for(50))) == pytest.approx(np.log(80 / 50), abs=1e-2)
+    assert float(penalty(logits_for(200))) == pytest.approx(np.log(200 / 120), abs=1e-2)
     z = torch.zeros(1, 2, 10, 10, 10, requires_grad=True)  # 500 mL predicted: too large
     penalty(z).backward()
     assert (z.grad[0, 1] > 0).all() and (z.grad[0, 0] < 0).all()  # descent shrinks the organ
