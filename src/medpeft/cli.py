@@ -295,22 +295,19 @@ def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
 @app.command()
 def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)")) -> None:
     """Datasets x methods x K x seeds; resumable; results.csv, paired.csv, report.md with plots."""
-    from medpeft.data.layouts import read_dataset
     from medpeft.demo import progress_bar
     from medpeft.evaluate.benchmark import load_grid, paired, run_grid, write_rows
     from medpeft.evaluate.grid_report import write_grid_report
     try:
         cfg = load_grid(config)
         with progress_bar() as progress:
-            rows = run_grid(cfg, progress)
+            rows, datasets = run_grid(cfg, progress)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
     out = Path(cfg.out)
     pairs = paired(rows, cfg.reference or cfg.methods[0])
     if pairs:
         write_rows(out / "paired.csv", pairs, tuple(pairs[0]))
-    datasets = {d.get("name") or Path(d["path"]).name: read_dataset(d["path"], d.get("layout"))
-                for d in cfg.datasets}
     report = write_grid_report(out, rows, pairs, datasets, f"medpeft benchmark {config}")
     console.print(f"{len(rows)} rows in {out / 'results.csv'}; report: {report}")
 

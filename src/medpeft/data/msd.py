@@ -116,12 +116,17 @@ def _open_nifti(path: Path, problems: list[str]) -> nib.Nifti1Image | None:
         return None
 
 
-def check_case(case: Case, labels: dict[int, str], check_values: bool = True) -> list[str]:
-    """Every problem with one image/label pair, each message starting with the file's path."""
+def check_case(case: Case, labels: dict[int, str], check_values: bool = True,
+               found: set[str] | None = None) -> list[str]:
+    """Every problem with one image/label pair, each message starting with the file's path.
+
+    ``found`` (with ``check_values``) collects the names of the labels present in the case, from
+    the same read of the voxels.
+    """
     problems: list[str] = []
     image = _open_nifti(case.image, problems)
     if case.parts:
-        return problems + _check_parts(case, image, check_values)
+        return problems + _check_parts(case, image, check_values, found)
     if case.label is None:
         problems.append(f"{case.image}: has no label file in dataset.json")
         return problems
@@ -142,13 +147,16 @@ def check_case(case: Case, labels: dict[int, str], check_values: bool = True) ->
         if unknown or not np.allclose(values, np.round(values)):
             problems.append(f"{case.label}: label values {unknown} are not in dataset.json "
                             f"labels {sorted(labels)}")
+        if found is not None:
+            found.update(labels[v] for v in values.astype(int).tolist() if v in labels and v != 0)
     return problems
 
 
-def _check_parts(case: Case, image: nib.Nifti1Image | None, check_values: bool) -> list[str]:
+def _check_parts(case: Case, image: nib.Nifti1Image | None, check_values: bool,
+                 found: set[str] | None = None) -> list[str]:
     """Per-structure binary masks: each must exist, match the image's grid and hold only 0/1."""
     problems: list[str] = []
-    for _, path in case.parts:
+    for name, path in case.parts:
         mask = _open_nifti(path, problems)
         if mask is None or image is None:
             continue
@@ -160,6 +168,8 @@ def _check_parts(case: Case, image: nib.Nifti1Image | None, check_values: bool) 
             values = set(np.unique(np.asarray(mask.dataobj)).tolist())
             if not values <= {0, 1}:
                 problems.append(f"{path}: a binary mask holds values {sorted(values)}")
+            if found is not None and 1 in values:
+                found.add(name)
     return problems
 
 

@@ -30,20 +30,14 @@ class Survey:
     problems: list[str] = field(default_factory=list)
 
 
-def _present(case, labels: dict[int, str]) -> set[str]:
-    if case.parts:
-        return {name for name, path in case.parts if np.asarray(nib.load(str(path)).dataobj).any()}
-    values = np.unique(np.asarray(nib.load(str(case.label)).dataobj)).astype(int)
-    return {labels[v] for v in values.tolist() if v in labels and v != 0}
-
-
 def survey(ds: MSDDataset, read_labels: bool = True, progress=None) -> Survey:
     """Survey ``ds``; problems are listed, never raised."""
     spacings, shapes, problems = [], [], []
     coverage: Counter = Counter()
     task = progress.add_task(f"surveying {ds.name}", total=len(ds.cases)) if progress else None
     for case in ds.cases:
-        found = check_case(case, ds.labels, check_values=read_labels)
+        present: set[str] = set()
+        found = check_case(case, ds.labels, check_values=read_labels, found=present)
         problems += found
         try:
             header = nib.load(str(case.image)).header
@@ -51,8 +45,8 @@ def survey(ds: MSDDataset, read_labels: bool = True, progress=None) -> Survey:
             shapes.append(tuple(int(n) for n in header.get_data_shape()[:3]))
         except Exception:  # noqa: BLE001 (already reported by check_case)
             pass
-        if read_labels and not found:
-            coverage.update(_present(case, ds.labels))
+        if not found:
+            coverage.update(present)
         if progress:
             progress.advance(task)
     organs = {name: "+".join(resolve(name)) for v, name in sorted(ds.labels.items()) if v}

@@ -102,7 +102,7 @@ def run_cell(cfg: GridConfig, ds, name: str, method: str, k: int, seed: int, n_t
         manifest = write_manifest(out / f"k{k}-s{seed}" / "manifest.json", split)
         summary = _adapt_cell(cfg, method, manifest, cell, seed, progress)
         from medpeft.adapters.io import load_adapter
-        model = load_adapter(cell, load_foundation(cfg.foundation))
+        model = load_adapter(cell, foundation)
         trainable = json.loads((cell / "adapter_config.json").read_text())["trainable_parameters"]
         seconds = summary["seconds"]
     rows = evaluate_cases(model, ds, split["test"], class_mapping(ds.labels, foundation.classes),
@@ -115,12 +115,15 @@ def run_cell(cfg: GridConfig, ds, name: str, method: str, k: int, seed: int, n_t
     return rows
 
 
-def run_grid(cfg: GridConfig, progress=None) -> list[dict]:
-    """Every cell of the grid, K-major within each dataset; writes ``results.csv`` as it goes."""
+def run_grid(cfg: GridConfig, progress=None) -> tuple[list[dict], dict]:
+    """Every cell of the grid, K-major within each dataset; writes ``results.csv`` as it goes.
+    Returns the rows and the datasets by name."""
     rows: list[dict] = []
+    datasets = {}
     for d in cfg.datasets:
         ds = read_dataset(d["path"], d.get("layout"), label_files=True)
         name = d.get("name") or Path(d["path"]).name
+        datasets[name] = ds
         for k in cfg.shots:
             for seed in cfg.seeds:
                 for method in cfg.methods:
@@ -129,7 +132,7 @@ def run_grid(cfg: GridConfig, progress=None) -> list[dict]:
                     kk = 0 if method == ZERO_SHOT else k
                     rows += run_cell(cfg, ds, name, method, kk, seed, d.get("n_test", 6), progress)
                     write_rows(Path(cfg.out) / "results.csv", rows)
-    return rows
+    return rows, datasets
 
 
 def write_rows(path: Path, rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:

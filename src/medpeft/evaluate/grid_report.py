@@ -75,9 +75,10 @@ def _overlays(out: Path, rows: list[dict], datasets: dict) -> list[str]:
     at_k = [r for r in adapted if r["k"] == k]
     best = max({r["method"] for r in at_k}, key=lambda m: _mean(r["dice"] for r in at_k
                                                                 if r["method"] == m))
+    first_seed = min(r["seed"] for r in at_k)
     per_case = defaultdict(list)
     for r in at_k:
-        if r["method"] == best and r["seed"] == min(x["seed"] for x in at_k):
+        if r["method"] == best and r["seed"] == first_seed:
             per_case[(r["dataset"], r["case"], r["seed"])].append(r["dice"])
     ranked = sorted(per_case, key=lambda c: _mean(per_case[c]))
     names = []

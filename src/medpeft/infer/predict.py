@@ -37,17 +37,22 @@ def predict_probabilities(model: torch.nn.Module, image_path: str | Path, pp: Pr
     return np.asarray(inverted["pred"].detach().cpu(), dtype=np.float32)
 
 
+def largest_component(mask: np.ndarray) -> np.ndarray:
+    """The largest connected component (26-connectivity) of a binary mask; empty if it has none.
+    (scipy: MONAI's transform needs scikit-image on the CPU.)"""
+    parts, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
+    if n == 0:
+        return np.zeros(mask.shape, dtype=bool)
+    return parts == np.bincount(parts.ravel())[1:].argmax() + 1
+
+
 def keep_largest_components(channels: np.ndarray) -> np.ndarray:
-    """Each organ reduced to its largest connected component (26-connectivity); the rest of its
-    voxels become background. (scipy: MONAI's transform needs scikit-image on the CPU.)"""
+    """Each organ reduced to its largest connected component; its other voxels become background."""
     out = channels.copy()
     for c in np.unique(channels):
-        if c == 0:
-            continue
-        parts, n = ndimage.label(channels == c, structure=np.ones((3, 3, 3)))
-        if n > 1:
-            biggest = np.bincount(parts.ravel())[1:].argmax() + 1
-            out[(parts != biggest) & (parts > 0)] = 0
+        if c != 0:
+            organ = channels == c
+            out[organ & ~largest_component(organ)] = 0
     return out
 
 

@@ -22,19 +22,17 @@ import statistics
 import nibabel as nib
 import numpy as np
 import torch
-from scipy import ndimage
 
+from medpeft.infer.predict import largest_component
 from medpeft.train.losses import merge_to_local
 
 
 def largest_component_ml(mask: np.ndarray, voxel_ml: float) -> float | None:
     """Volume (mL) of the largest connected component (26-connectivity) of a binary mask; None
     when it touches the volume's border (cut by the field of view)."""
-    labels, n = ndimage.label(mask, structure=np.ones((3, 3, 3)))
-    if n == 0:
+    component = largest_component(mask)
+    if not component.any():
         return 0.0
-    biggest = int(np.bincount(labels.ravel())[1:].argmax()) + 1
-    component = labels == biggest
     faces = [component.take(i, axis=a) for a in range(3) for i in (0, -1)]
     if any(face.any() for face in faces):
         return None
