@@ -67,3 +67,25 @@ def test_paired_comparison_matches_cases_organs_and_seeds():
     assert p["pairs"] == 3 and p["wins"] == 2
     assert p["mean_difference"] == pytest.approx((0.2 - 0.1 + 0.4) / 3)
     json.dumps(p)
+
+
+def test_grid_tasks_binary_novel_and_blackbox_cells(collection, tmp_path):
+    """A binary task of a known organ and a novel organ's task; zero-shot only where the
+    foundation knows the organ; black-box and '@random' methods run in the grid."""
+    config = _grid(tmp_path, collection, methods=["zero-shot", "head@random", "blackbox-linear"],
+                   tasks=["spleen", "gallbladder"], seeds=[0], surface=False, patience=1)
+    result = CliRunner().invoke(app, ["benchmark", config], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(open(tmp_path / "grid" / "results.csv")))
+    cells = {(r["task"], r["method"]) for r in rows}
+    assert cells == {("spleen", "zero-shot"), ("spleen", "head@random"),
+                     ("spleen", "blackbox-linear"), ("gallbladder", "head@random"),
+                     ("gallbladder", "blackbox-linear")}
+    assert {r["organ"] for r in rows if r["task"] == "gallbladder"} == {"gallbladder"}
+    assert {r["organ"] for r in rows if r["task"] == "spleen"} == {"spleen"}
+    assert "| gallbladder | head@random | 1 | zero-shot |" not in \
+        (tmp_path / "grid" / "report.md").read_text()  # no zero-shot to pair a novel organ with
+    with pytest.raises(ValueError, match="unknown black-box method"):
+        load_grid(_grid(tmp_path, collection, methods=["blackbox-huge"]))
+    with pytest.raises(ValueError, match="task 'brain'"):
+        load_grid(_grid(tmp_path, collection, tasks=["brain"]))

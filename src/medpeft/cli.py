@@ -135,16 +135,24 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           blackbox: Optional[Path] = typer.Option(
               None, help="blackbox-*: a TorchScript / ONNX model returning features, called only "
               "(default: the foundation, sealed)"),
-          head_init: str = typer.Option("prototype", help="blackbox-*: prototype | random"),
+          head_init: str = typer.Option("prototype", help="novel organs' head rows: prototype | "
+                                        "random"),
           organ: Optional[list[str]] = typer.Option(
-              None, help="blackbox-*: a novel organ to add to the head (repeatable)"),
+              None, help="an organ to segment (repeatable; default: the foundation's; one organ: "
+              "a binary task; 'all': the foundation's). An organ the foundation does not know is "
+              "novel: it gets a new head row. The support volumes must label every one"),
           transductive: bool = typer.Option(False, help="blackbox-*: also adapt on unlabelled scans "
                                             "of the site with the support masks' size prior"),
           unlabelled: Optional[Path] = typer.Option(None, help="--transductive: folder of the site's "
                                                     "unlabelled scans (NIfTI)"),
           gamma: float = typer.Option(0.2, help="--transductive: size band [(1-g) S, (1+g) S]"),
+          patience: int = typer.Option(0, help="stop early once the training loss's moving "
+                                       "average has been flat this many steps (0: never)"),
           seed: int = typer.Option(0), resume: bool = typer.Option(False)) -> None:
     """Few-shot adaptation; writes only the trained tensors (the delta) and their config."""
+    if organ and method == "sea-peft":
+        _fail(ValueError("--organ is not available with sea-peft yet: its search ranks the "
+                         "foundation's own classes; use a fixed method (decoder, head, lora, ...)"))
     if transductive and not method.startswith("blackbox-"):
         _fail(ValueError("--transductive runs on black-box adapters (their whole-volume features "
                          "are cached once): use --method blackbox-spatial or blackbox-linear"))
@@ -177,10 +185,11 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                                          head_init, tuple(organ or ()), steps, seed,
                                          service=load_service(blackbox) if blackbox else None,
                                          unlabelled=nifti_inputs(unlabelled) if transductive
-                                         else (), gamma=gamma, resume=resume, progress=progress)
+                                         else (), gamma=gamma, patience=patience, resume=resume,
+                                         progress=progress)
             else:
                 summary = run(foundation, manifest, method, out, options, steps, rates, seed,
-                              resume, progress)
+                              resume, tuple(organ or ()), head_init, patience, progress)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
     console.print(f"adapter: {out}  ({summary['seconds']:.1f} s)")
@@ -243,15 +252,15 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          cache: Path = typer.Option(Path("runs/cache"), help="reused phantom data and foundation"),
          pretrain_steps: int = typer.Option(1600), adapt_steps: int = typer.Option(80),
          method: Optional[list[str]] = typer.Option(
-             None, help="methods to compare (repeatable; default full, decoder, head, lora); "
-             "'all' for every preset"),
+             None, help="methods to compare (repeatable; default full, decoder, head, lora, "
+             "blackbox-linear, blackbox-spatial); 'all' for every preset"),
          shots: Optional[list[int]] = typer.Option(None, help="K values (repeatable; default 1 and 5)"),
          seed: int = typer.Option(0),
          retrain: bool = typer.Option(False, help="pre-train even if the shipped model matches")) -> None:
     """The main job on the embedded phantom: pre-train, adapt at K=1 and K=5, report Dice."""
-    from medpeft.demo import DemoConfig, run_demo
-    from medpeft.methods import METHODS, PRESETS
-    methods = tuple(PRESETS) if method == ["all"] else tuple(method or METHODS)
+    from medpeft.demo import DEMO_METHODS, DemoConfig, run_demo
+    from medpeft.methods import PRESETS
+    methods = tuple(PRESETS) if method == ["all"] else tuple(method or DEMO_METHODS)
     try:
         run_demo(out, cache, DemoConfig(pretrain_steps=pretrain_steps, adapt_steps=adapt_steps,
                                         methods=methods, shots=tuple(shots or (1, 5)), seed=seed,

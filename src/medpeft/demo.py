@@ -16,7 +16,6 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from medpeft.adapters.io import load_adapter
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.msd import load_msd
 from medpeft.data.ontology import class_mapping
@@ -25,6 +24,8 @@ from medpeft.evaluate.metrics import evaluate_cases, mean_dice, organ_means
 from medpeft.evaluate.report import overlay_png, results_table, write_csv, write_report
 from medpeft.io import write_json
 from medpeft.methods import METHODS, check_method
+from medpeft.methods.blackbox.adapt import adapter_config, blackbox_adapt, open_adapter
+from medpeft.methods.blackbox.heads import blackbox_kind
 from medpeft.models.backbones import count_parameters
 from medpeft.models.weights import load_foundation, shipped_foundation
 from medpeft.train.adapt import adapt
@@ -32,6 +33,8 @@ from medpeft.train.loop import LoopConfig
 from medpeft.train.pretrain import pretrain
 
 SOURCE_ROLE, HOLDOUT_ROLE, TARGET_ROLE = "source", "source-holdout", "target"
+# the white-box comparison and the black-box adapters on the sealed foundation's features
+DEMO_METHODS = METHODS + ("blackbox-linear", "blackbox-spatial")
 
 
 @dataclass
@@ -44,7 +47,7 @@ class DemoConfig:
     retrain: bool = False
     adapt_steps: int = 80
     shots: tuple[int, ...] = (1, 5)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEMO_METHODS
     n_test: int = 6
     options: dict = field(default_factory=lambda: {"lora": {"rank": 4}})
 
@@ -116,9 +119,9 @@ def evaluate_adapter(cell: Path, setting: PhantomSetting, test: list[str], progr
                      desc: str) -> tuple[float, dict]:
     """Mean and per-organ Dice of the adapter in ``cell`` on the target's ``test`` volumes."""
     foundation = load_foundation(setting.foundation_dir)
-    model = load_adapter(cell, foundation)
+    model, classes = open_adapter(cell, foundation)
     d, organs, _ = _evaluate(model, setting.target, test, foundation, cell / "predictions",
-                             progress, desc)
+                             progress, desc, classes)
     return d, organs
 
 
@@ -127,7 +130,8 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
     """Run the whole demo into ``out``; returns the result records (also in results.json)."""
     console = console or Console()
     for method in cfg.methods:
-        check_method(method)
+        if blackbox_kind(method) is None:
+            check_method(method)
     out, cache = Path(out), Path(cache)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", asdict(cfg))
@@ -161,11 +165,17 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
                 if result_path.exists():  # finished in an earlier run: keep it
                     records.append(json.loads(result_path.read_text()))
                     continue
-                summary = adapt(fdir, manifest, method, cell, options=cfg.options.get(method),
-                                steps=cfg.adapt_steps, seed=cfg.seed, resume=True, progress=progress)
+                if blackbox_kind(method):
+                    summary = blackbox_adapt(fdir, manifest, cell, blackbox_kind(method),
+                                             steps=cfg.adapt_steps, seed=cfg.seed, resume=True,
+                                             progress=progress)
+                else:
+                    summary = adapt(fdir, manifest, method, cell, options=cfg.options.get(method),
+                                    steps=cfg.adapt_steps, seed=cfg.seed, resume=True,
+                                    progress=progress)
                 d, organs = evaluate_adapter(cell, setting, split_any["test"], progress,
                                              f"evaluate {method} K={k}")
-                config = json.loads((cell / "adapter_config.json").read_text())
+                config = adapter_config(cell)
                 record("new site", method, k, d, organs, config["trainable_parameters"],
                        summary["seconds"])
                 write_json(result_path, records[-1])

@@ -15,6 +15,7 @@ from medpeft.adapters.base import sites_of
 from medpeft.adapters.inject import unwrap
 from medpeft.io import write_json
 from medpeft.methods import MethodState, apply_method, base_parameter_count, trainable_state
+from medpeft.methods.novel_organs import set_head_classes
 from medpeft.models.weights import Foundation, save_foundation, save_state
 
 WEIGHTS = "adapter.safetensors"
@@ -51,6 +52,11 @@ def load_adapter(folder: str | Path, foundation: Foundation) -> torch.nn.Module:
         raise ValueError(f"{config_path}: adapter was trained on base weights "
                          f"{config['base_sha256'][:12]}, not on {foundation.sha256[:12]}")
     model = foundation.model
+    classes = tuple(config.get("classes", foundation.classes))
+    if classes != foundation.classes and not any(n.startswith("out.") for n in config["tensors"]):
+        raise ValueError(f"{config_path}: segments {list(classes)} but saved no head")
+    set_head_classes(model, foundation.classes, classes)
+    foundation.classes = classes
     apply_method(model, config["method"], config["options"])
     params = dict(model.named_parameters())
     tensors = load_file(str(folder / WEIGHTS))

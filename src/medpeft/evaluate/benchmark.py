@@ -1,6 +1,10 @@
-"""The evaluation grid: datasets x methods x K x seeds, resumable, one tidy CSV.
+"""The evaluation grid: datasets x tasks x methods x K x seeds, resumable, one tidy CSV.
 
-Each cell (dataset, K, seed, method) adapts on the seed's K support volumes and scores every test
+A task is the organs segmented: "all" (the foundation's classes), one organ (a binary task, as in
+FSEFT's protocol) or a list; a task's organ the foundation never saw is *novel* (a new head row;
+its zero-shot cell is skipped). A method may name its novel rows' initialisation after an ``@``
+(``head@random``, ``decoder@prototype``); ``blackbox-*`` methods train on the sealed foundation's
+features. Each cell (dataset, task, K, seed, method) adapts on the seed's K support volumes and scores every test
 volume and organ (Dice, and HD95 / surface Dice when ``surface``); its rows are saved in the
 cell's ``scores.json`` when it finishes, so a re-run skips finished cells and redoes at most the
 one in progress (whose adaptation resumes from its checkpoint). ``zero-shot`` is the foundation
@@ -24,10 +28,12 @@ from medpeft.data.ontology import class_mapping
 from medpeft.evaluate.metrics import evaluate_cases
 from medpeft.io import atomic_path, write_json
 from medpeft.methods import SEA, check_method
+from medpeft.methods.blackbox.heads import blackbox_kind
+from medpeft.methods.novel_organs import INITS, set_head_classes, task_classes
 from medpeft.models.weights import load_foundation
 
 ZERO_SHOT = "zero-shot"
-COLUMNS = ("dataset", "method", "k", "seed", "case", "organ", "dice", "hd95", "nsd", "trainable",
+COLUMNS = ("dataset", "task", "method", "k", "seed", "case", "organ", "dice", "hd95", "nsd", "trainable",
            "seconds")
 
 
@@ -43,6 +49,8 @@ class GridConfig:
     surface: bool = True
     tolerance_mm: float = 2.0
     largest_component: bool = False  # post-process each organ to its largest component
+    tasks: list = field(default_factory=lambda: ["all"])  # "all", an organ, or a list of organs
+    patience: int = 0  # early stopping on the training loss's moving average (0: off)
     options: dict = field(default_factory=dict)  # method -> its options
     out: str = "runs/benchmark"
 
@@ -63,8 +71,17 @@ def load_grid(path: str | Path) -> GridConfig:
     except TypeError as err:
         raise ValueError(f"{path}: {err}") from err
     for method in cfg.methods:
-        if method not in (ZERO_SHOT, SEA):
-            check_method(method)
+        name, init = split_method(method)
+        if init not in INITS:
+            raise ValueError(f"{path}: method {method!r}: initialisation after '@' is one of "
+                             f"{', '.join(INITS)}")
+        if name not in (ZERO_SHOT, SEA) and blackbox_kind(name) is None:
+            check_method(name)
+    for task in cfg.tasks:
+        try:
+            task_classes(("all",), task_organs(task))
+        except ValueError as err:
+            raise ValueError(f"{path}: task {task!r}: {err}") from None
     for i, d in enumerate(cfg.datasets):
         if "path" not in d:
             raise ValueError(f"{path}: datasets[{i}] has no 'path'")
@@ -73,44 +90,75 @@ def load_grid(path: str | Path) -> GridConfig:
     return cfg
 
 
-def _adapt_cell(cfg: GridConfig, method: str, manifest: Path, cell: Path, seed: int,
-                progress) -> dict:
+def split_method(method: str) -> tuple[str, str]:
+    """("head", "random") of "head@random"; the initialisation defaults to prototype."""
+    name, _, init = method.partition("@")
+    return name, init or "prototype"
+
+
+def task_organs(task) -> tuple[str, ...]:
+    return (task,) if isinstance(task, str) else tuple(task)
+
+
+def task_name(task) -> str:
+    return "+".join(task_organs(task))
+
+
+def _adapt_cell(cfg: GridConfig, method: str, organs: tuple[str, ...], manifest: Path,
+                cell: Path, seed: int, progress) -> dict:
+    method, init = split_method(method)
     if method == SEA:
+        if organs != ("all",):
+            raise ValueError("sea-peft segments the foundation's classes: use it in task 'all'")
         from medpeft.methods.sea.adapt import sea_adapt
         from medpeft.methods.sea.loop import sea_config
         k = len(json.loads(manifest.read_text())["support"])
         return sea_adapt(Path(cfg.foundation), manifest, cell,
                          sea_config(k, seed=seed, **cfg.options.get(SEA, {})), cfg.steps,
                          resume=True, progress=progress)
+    if blackbox_kind(method):
+        from medpeft.methods.blackbox.adapt import blackbox_adapt
+        return blackbox_adapt(Path(cfg.foundation), manifest, cell, blackbox_kind(method), init,
+                              organs, cfg.steps, seed, patience=cfg.patience, resume=True,
+                              progress=progress)
     from medpeft.train.adapt import adapt
     return adapt(Path(cfg.foundation), manifest, method, cell, options=cfg.options.get(method),
-                 steps=cfg.steps, seed=seed, resume=True, progress=progress)
+                 steps=cfg.steps, seed=seed, resume=True, organs=organs, head_init=init,
+                 patience=cfg.patience, progress=progress)
 
 
 def run_cell(cfg: GridConfig, ds, name: str, method: str, k: int, seed: int, n_test: int,
-             progress=None) -> list[dict]:
-    """Adapt and score one cell (or read its saved rows)."""
+             progress=None, task="all") -> list[dict]:
+    """Adapt and score one cell (or read its saved rows); none for the zero-shot cell of a task
+    with novel organs (the foundation cannot segment them)."""
     out = Path(cfg.out) / name
+    if task_name(task) != "all":
+        out = out / task_name(task)
     cell = out / (ZERO_SHOT if method == ZERO_SHOT else f"k{k}-s{seed}/{method}")
     scores = cell / "scores.json"
     if scores.exists():
         return json.loads(scores.read_text())
     split = make_split(ds, max(k, 1), seed, n_test)
     foundation = load_foundation(cfg.foundation)
+    classes = task_classes(foundation.classes, task_organs(task))
     model, trainable, seconds = foundation.model, 0, 0.0
-    if method != ZERO_SHOT:
+    if method == ZERO_SHOT:
+        if set(classes) - set(foundation.classes):
+            return []
+        set_head_classes(model, foundation.classes, classes)
+    else:
         manifest = write_manifest(out / f"k{k}-s{seed}" / "manifest.json", split)
-        summary = _adapt_cell(cfg, method, manifest, cell, seed, progress)
-        from medpeft.adapters.io import load_adapter
-        model = load_adapter(cell, foundation)
-        trainable = json.loads((cell / "adapter_config.json").read_text())["trainable_parameters"]
+        summary = _adapt_cell(cfg, method, task_organs(task), manifest, cell, seed, progress)
+        from medpeft.methods.blackbox.adapt import adapter_config, open_adapter
+        model, classes = open_adapter(cell, foundation)
+        trainable = adapter_config(cell)["trainable_parameters"]
         seconds = summary["seconds"]
-    rows = evaluate_cases(model, ds, split["test"], class_mapping(ds.labels, foundation.classes),
-                          foundation.preprocessing, foundation.classes, cell / "predictions",
+    rows = evaluate_cases(model, ds, split["test"], class_mapping(ds.labels, classes),
+                          foundation.preprocessing, classes, cell / "predictions",
                           progress, f"{name} {method} K={k} seed {seed}", cfg.surface,
                           cfg.tolerance_mm, cfg.largest_component)
-    rows = [{"dataset": name, "method": method, "k": k, "seed": seed, **r,
-             "trainable": trainable, "seconds": seconds} for r in rows]
+    rows = [{"dataset": name, "task": task_name(task), "method": method, "k": k, "seed": seed,
+             **r, "trainable": trainable, "seconds": seconds} for r in rows]
     write_json(scores, rows)
     return rows
 
@@ -124,14 +172,16 @@ def run_grid(cfg: GridConfig, progress=None) -> tuple[list[dict], dict]:
         ds = read_dataset(d["path"], d.get("layout"), label_files=True)
         name = d.get("name") or Path(d["path"]).name
         datasets[name] = ds
-        for k in cfg.shots:
-            for seed in cfg.seeds:
-                for method in cfg.methods:
-                    if method == ZERO_SHOT and (k, seed) != (cfg.shots[0], cfg.seeds[0]):
-                        continue  # the fixed test set: zero-shot is scored once per dataset
-                    kk = 0 if method == ZERO_SHOT else k
-                    rows += run_cell(cfg, ds, name, method, kk, seed, d.get("n_test", 6), progress)
-                    write_rows(Path(cfg.out) / "results.csv", rows)
+        for task in cfg.tasks:
+            for k in cfg.shots:
+                for seed in cfg.seeds:
+                    for method in cfg.methods:
+                        if method == ZERO_SHOT and (k, seed) != (cfg.shots[0], cfg.seeds[0]):
+                            continue  # the fixed test set: zero-shot is scored once per task
+                        kk = 0 if method == ZERO_SHOT else k
+                        rows += run_cell(cfg, ds, name, method, kk, seed, d.get("n_test", 6),
+                                         progress, task)
+                        write_rows(Path(cfg.out) / "results.csv", rows)
     return rows, datasets
 
 
@@ -144,28 +194,30 @@ def write_rows(path: Path, rows: list[dict], columns: tuple[str, ...] = COLUMNS)
 
 
 def paired(rows: list[dict], reference: str, metric: str = "dice") -> list[dict]:
-    """Each method against ``reference`` on the (case, organ, seed) triples both have, per K."""
+    """Each method against ``reference`` on the (case, organ, seed) triples both have, per task
+    and K."""
     def key(r):
-        return (r["dataset"], r["case"], r["organ"], r["seed"])
+        return (r["dataset"], r.get("task", "all"), r["case"], r["organ"], r["seed"])
     ref = {}
     for r in rows:
         if r["method"] == reference and not math.isnan(r[metric]):
             ref.setdefault(r["k"], {})[key(r)] = r[metric]
-    zero = {(r["dataset"], r["case"], r["organ"]): r[metric] for r in rows
-            if r["method"] == ZERO_SHOT}
+    zero = {key(r)[:4]: r[metric] for r in rows if r["method"] == ZERO_SHOT}
     out = []
-    for (method, k) in sorted({(r["method"], r["k"]) for r in rows if r["method"] != reference}):
+    for (task, method, k) in sorted({(r.get("task", "all"), r["method"], r["k"]) for r in rows
+                                     if r["method"] != reference}):
         diffs = []
         for r in rows:
-            if r["method"] != method or r["k"] != k or math.isnan(r[metric]):
+            if (r.get("task", "all"), r["method"], r["k"]) != (task, method, k) \
+                    or math.isnan(r[metric]):
                 continue
-            base = zero.get(key(r)[:3]) if reference == ZERO_SHOT else ref.get(k, {}).get(key(r))
+            base = zero.get(key(r)[:4]) if reference == ZERO_SHOT else ref.get(k, {}).get(key(r))
             if base is not None and not math.isnan(base):
                 diffs.append(r[metric] - base)
         if not diffs:
             continue
         p = wilcoxon(diffs).pvalue if len(diffs) > 1 and any(diffs) else float("nan")
-        out.append({"method": method, "k": k, "reference": reference, "pairs": len(diffs),
+        out.append({"task": task, "method": method, "k": k, "reference": reference, "pairs": len(diffs),
                     "mean_difference": sum(diffs) / len(diffs),
                     "wins": sum(d > 0 for d in diffs), "p_value": float(p)})
     return out

@@ -22,18 +22,19 @@ def _mean(values) -> float:
 
 
 def summary(rows: list[dict]) -> list[dict]:
-    """Per (dataset, organ, method, K): means over cases and seeds; sd over the seeds' means."""
+    """Per (dataset, task, organ, method, K): means over cases and seeds; sd over the seeds'
+    means."""
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for r in rows:
-        groups[(r["dataset"], r["organ"], r["method"], r["k"])].append(r)
+        groups[(r["dataset"], r.get("task", "all"), r["organ"], r["method"], r["k"])].append(r)
     out = []
-    for (dataset, organ, method, k), rs in sorted(groups.items()):
+    for (dataset, task, organ, method, k), rs in sorted(groups.items()):
         per_seed = defaultdict(list)
         for r in rs:
             per_seed[r["seed"]].append(r["dice"])
         seed_means = [_mean(v) for v in per_seed.values()]
         seed_means = [m for m in seed_means if not math.isnan(m)]
-        out.append({"dataset": dataset, "organ": organ, "method": method, "k": k,
+        out.append({"dataset": dataset, "task": task, "organ": organ, "method": method, "k": k,
                     "dice": _mean(r["dice"] for r in rs),
                     "dice_sd": statistics.stdev(seed_means) if len(seed_means) > 1 else math.nan,
                     "hd95": _mean(r.get("hd95") for r in rs), "nsd": _mean(r.get("nsd") for r in rs),
@@ -45,15 +46,20 @@ def _fmt(v: float, digits: int = 3) -> str:
     return "-" if v is None or math.isnan(v) else f"{v:.{digits}f}"
 
 
+def _series(r: dict) -> str:
+    task = r.get("task", "all")
+    return r["method"] if task == "all" else f"{r['method']} [{task}]"
+
+
 def _plot(path: Path, table: list[dict], x_of, xlabel: str, log: bool = False) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for method in dict.fromkeys(r["method"] for r in table):
+    for series in dict.fromkeys(_series(r) for r in table):
         pts = defaultdict(list)
         for r in table:
-            if r["method"] == method:
+            if _series(r) == series:
                 pts[x_of(r)].append(r["dice"])
         xs = sorted(pts)
-        ax.plot(xs, [_mean(pts[x]) for x in xs], marker="o", label=method)
+        ax.plot(xs, [_mean(pts[x]) for x in xs], marker="o", label=series)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("mean Dice")
     if log:
@@ -73,18 +79,21 @@ def _overlays(out: Path, rows: list[dict], datasets: dict) -> list[str]:
         return []
     k = max(r["k"] for r in adapted)
     at_k = [r for r in adapted if r["k"] == k]
-    best = max({r["method"] for r in at_k}, key=lambda m: _mean(r["dice"] for r in at_k
-                                                                if r["method"] == m))
+    best = max({(r.get("task", "all"), r["method"]) for r in at_k},
+               key=lambda tm: _mean(r["dice"] for r in at_k
+                                    if (r.get("task", "all"), r["method"]) == tm))
+    task, best = best
     first_seed = min(r["seed"] for r in at_k)
     per_case = defaultdict(list)
     for r in at_k:
-        if r["method"] == best and r["seed"] == first_seed:
+        if (r.get("task", "all"), r["method"]) == (task, best) and r["seed"] == first_seed:
             per_case[(r["dataset"], r["case"], r["seed"])].append(r["dice"])
     ranked = sorted(per_case, key=lambda c: _mean(per_case[c]))
     names = []
     for tag, (dataset, case, seed) in (("worst", ranked[0]), ("best", ranked[-1])):
         ds = datasets[dataset]
-        pred = out / dataset / f"k{k}-s{seed}" / best / "predictions" / f"{case}.nii.gz"
+        cell = out / dataset if task == "all" else out / dataset / task
+        pred = cell / f"k{k}-s{seed}" / best / "predictions" / f"{case}.nii.gz"
         name = f"overlay_{tag}.png"
         overlay_png(out / name, ds.case(case).image, ds.case(case).label, ds.labels,
                     {f"{best} K={k} ({_mean(per_case[(dataset, case, seed)]):.2f})": pred})
@@ -104,16 +113,16 @@ def write_grid_report(out: Path, rows: list[dict], pairs: list[dict], datasets: 
     lines = ["# medpeft benchmark grid", "", f"- command: `{command}`", f"- machine: {machine()}",
              f"- rows: {len(rows)} (case x organ x method x K x seed)", "",
              "## Per organ (mean over test cases and seeds; sd over the seeds' means)", "",
-             "| dataset | organ | method | K | Dice | sd | HD95 (mm) | NSD | trainable | seeds |",
-             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| dataset | task | organ | method | K | Dice | sd | HD95 (mm) | NSD | trainable | "
+             "seeds |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in table:
-        lines.append(f"| {r['dataset']} | {r['organ']} | {r['method']} | {r['k']} | "
+        lines.append(f"| {r['dataset']} | {r['task']} | {r['organ']} | {r['method']} | {r['k']} | "
                      f"{_fmt(r['dice'])} | {_fmt(r['dice_sd'])} | {_fmt(r['hd95'], 1)} | "
                      f"{_fmt(r['nsd'])} | {r['trainable']:,} | {r['seeds']} |")
     lines += ["", "## Paired comparison (same case, organ and seed)", "",
-              "| method | K | reference | pairs | mean Dice difference | wins | Wilcoxon p |",
-              "|---|---:|---|---:|---:|---:|---:|"]
-    lines += [f"| {p['method']} | {p['k']} | {p['reference']} | {p['pairs']} | "
+              "| task | method | K | reference | pairs | mean Dice difference | wins | Wilcoxon p |",
+              "|---|---|---:|---|---:|---:|---:|---:|"]
+    lines += [f"| {p['task']} | {p['method']} | {p['k']} | {p['reference']} | {p['pairs']} | "
               f"{p['mean_difference']:+.3f} | {p['wins']} | {_fmt(p['p_value'], 4)} |" for p in pairs]
     lines += ["", "![Dice vs K](dice_vs_k.png) ![Dice vs parameters](dice_vs_parameters.png)", ""]
     for name in _overlays(out, rows, datasets):

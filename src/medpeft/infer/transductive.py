@@ -9,7 +9,11 @@ band [(1 - gamma) S, (1 + gamma) S] by a symmetric hinge on log-volumes:
 
     penalty = mean over organs of  relu(log((1 - gamma) S) - log V) + relu(log V - log((1 + gamma) S))
 
-with V the soft volume (sum of the organ's probabilities times the voxel volume). A hinge rather
+with V the organ's volume at temperature T: the sum of softmax(logits / T) times the voxel
+volume. At T = 0.1 that is close to the argmax's volume, yet differentiable near the boundary, so
+the penalty moves the decision boundary; at T = 1 a poorly discriminating probe met the band by
+spreading probability thinly (no voxel above one half) and its Dice fell to 0 (binary spleen,
+K=5, demo phantom: Dice 0.304 plain, 0.000 at T = 1, 0.358 at T = 0.1). A hinge rather
 than a log-barrier: a barrier is undefined outside the band, and a plain few-shot adapter often
 starts outside it, which is the case this is for; inside the band the hinge adds nothing. On
 log-volumes, so that a small organ ten times too large weighs as much as a large one (a hinge
@@ -62,15 +66,19 @@ class SizePenalty:
     """The hinge on predicted organ volumes of an unlabelled scan, relative to the prior."""
 
     def __init__(self, prior: dict[int, float], gamma: float, voxel_ml: float,
-                 channel_to_local: torch.Tensor):
+                 channel_to_local: torch.Tensor, temperature: float = 0.1):
         if not 0 < gamma < 1:
             raise ValueError(f"gamma must be in (0, 1), got {gamma}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be positive, got {temperature}")
         self.prior, self.gamma, self.voxel_ml = prior, gamma, voxel_ml
+        self.temperature = temperature
         self.c2l = channel_to_local.view(1, -1)
 
     def volumes(self, logits: torch.Tensor) -> dict[int, torch.Tensor]:
-        """Soft volume (mL) of each prior's class from logits (1, C, D, H, W)."""
-        local = merge_to_local(torch.softmax(logits.float(), dim=1), self.c2l)
+        """Volume (mL) of each prior's class from logits (1, C, D, H, W): the sum of the
+        tempered softmax, close to the argmax's voxel count at a small temperature."""
+        local = merge_to_local(torch.softmax(logits.float() / self.temperature, dim=1), self.c2l)
         return {cls: local[0, cls].sum() * self.voxel_ml for cls in self.prior}
 
     def __call__(self, logits: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import time
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -14,9 +15,10 @@ from medpeft.data.ontology import ClassMapping, class_mapping
 from medpeft.data.transforms import cached_dataset, case_dicts
 from medpeft.io import write_yaml
 from medpeft.methods import apply_method, group_rates, param_groups
+from medpeft.methods.novel_organs import INITS, prototype_rows, set_head_classes, task_classes
 from medpeft.models.weights import Foundation, load_foundation
 from medpeft.train.losses import MarginalDiceCELoss
-from medpeft.train.loop import LoopConfig, train_loop
+from medpeft.train.loop import LoopConfig, batches, train_loop
 
 
 def load_support(foundation: Foundation, split: dict) -> tuple[MSDDataset, ClassMapping]:
@@ -36,22 +38,40 @@ def crop_dataset(foundation: Foundation, ds: MSDDataset, mapping: ClassMapping,
 def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
           options: dict | None = None, steps: int = 80,
           lr: float | dict[str, float] | None = None, seed: int = 0, resume: bool = False,
+          organs: tuple[str, ...] = (), head_init: str = "prototype", patience: int = 0,
           progress=None) -> dict:
     """Adapt with ``method`` on the manifest's support volumes; writes the adapter to ``out_dir``.
 
     ``lr``: one rate for every parameter group, or ``{group: rate}`` over the defaults.
+    ``organs``: the organs to segment (default: the foundation's; one organ: a binary task; "all"
+    stands for the foundation's); the head keeps the rows of organs it knows, and a novel organ's
+    row starts as ``head_init`` says (random | prototype, :mod:`medpeft.methods.novel_organs`).
+    ``patience``: stop early when the training loss's moving average is flat that many steps.
     """
+    if head_init not in INITS:
+        raise ValueError(f"unknown head initialisation {head_init!r}: {' or '.join(INITS)}")
     split = read_manifest(manifest)
     foundation = load_foundation(foundation_dir)
+    torch.manual_seed(seed)  # new head rows and adapters depend on the seed alone
+    known = foundation.classes
+    foundation.classes = task_classes(known, organs)
+    set_head_classes(foundation.model, known, foundation.classes)
     ds, mapping = load_support(foundation, split)
     rates = group_rates(method, lr)
     loop = LoopConfig(steps=steps, lr=max(rates.values()), warmup=max(1, steps // 10),
-                      seed=seed, checkpoint_every=max(10, steps // 4))
+                      seed=seed, checkpoint_every=max(10, steps // 4), patience=patience)
     out_dir = Path(out_dir)
     write_yaml(out_dir / "config.yaml", {
         "command": "adapt", "foundation": str(foundation_dir), "manifest": str(manifest),
         "method": method, "options": options or {}, "loop": loop.to_dict(), "lr": rates})
     data = crop_dataset(foundation, ds, mapping, split["support"])
+    novel = [c for c, o in enumerate(foundation.classes, 1) if o not in known]
+    missing = [o for c, o in enumerate(foundation.classes, 1) if not mapping.channel_to_local[c]]
+    if missing:
+        raise ValueError(f"{ds.root}: does not label {', '.join(missing)}, which the task segments")
+    if novel and head_init == "prototype":
+        prototype_rows(foundation.model, islice(batches(data, 1, seed + 7919), 4 * len(split["support"])),
+                       {c: mapping.channel_to_local[c] for c in novel})
     torch.manual_seed(seed)  # adapter initialisation depends on the seed alone, not on earlier runs
     state = apply_method(foundation.model, method, options)
     t0 = time.perf_counter()

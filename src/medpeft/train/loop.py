@@ -1,6 +1,7 @@
 """The one training loop behind pre-training and every adaptation method.
 
-Step-based AdamW with linear warm-up and cosine decay over the trainable parameters only.
+Step-based AdamW with linear warm-up and cosine decay over the trainable parameters only,
+optionally stopped early when the training loss's moving average stops improving.
 Checkpoints are whole folders (trainable tensors, optimizer tensors, step and RNG) made visible
 by atomically rewriting ``latest.json`` last, so a crash mid-write never yields a loadable
 half-checkpoint; ``resume=True`` continues from the newest complete one.
@@ -34,6 +35,11 @@ class LoopConfig:
     checkpoint_every: int = 50
     log_every: int = 10
     seed: int = 0
+    # Early stopping on the training loss's moving average (FSEFT's few-shot protocol, where no
+    # labelled volume is spare for validation): stop once its EMA has not improved by 1% for
+    # ``patience`` steps after warm-up; 0 turns it off.
+    patience: int = 0
+    ema_decay: float = 0.9
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -145,7 +151,8 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     task = progress.add_task(desc, total=cfg.steps, completed=start) if progress else None
     model.train()
     t0, running = time.perf_counter(), []
-    step = start
+    plateau = LossPlateau(cfg.patience, cfg.ema_decay)
+    step, done = start, cfg.steps
     for step in range(start, cfg.steps):
         if stop_after is not None and step - start >= stop_after:
             return {"steps": step, "stopped": True}
@@ -166,7 +173,31 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
             _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler)
         if progress:
             progress.update(task, advance=1, description=f"{desc} loss {loss.item():.3f}")
+        if plateau.update(loss.item()) and step + 1 >= cfg.warmup:
+            done = step + 1
+            break
     model.eval()
     shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return {"steps": cfg.steps, "seconds": time.perf_counter() - t0, "resumed_from": start,
-            "device": str(device)}
+    summary = {"steps": done, "seconds": time.perf_counter() - t0, "resumed_from": start,
+               "device": str(device)}
+    if done < cfg.steps:
+        summary["stopped_early"] = f"loss EMA {plateau.best:.4f} flat for {cfg.patience} steps"
+    return summary
+
+
+class LossPlateau:
+    """True once the loss's exponential moving average has not improved by 1% for ``patience``
+    updates (never when ``patience`` is 0)."""
+
+    def __init__(self, patience: int, decay: float = 0.9):
+        self.patience, self.decay = patience, decay
+        self.ema: float | None = None
+        self.best, self.since = math.inf, 0
+
+    def update(self, loss: float) -> bool:
+        self.ema = loss if self.ema is None else self.decay * self.ema + (1 - self.decay) * loss
+        if self.ema < 0.99 * self.best:
+            self.best, self.since = self.ema, 0
+        else:
+            self.since += 1
+        return self.patience > 0 and self.since >= self.patience

@@ -2,8 +2,9 @@
 
 The foundation folder is read for its description only (organ classes, preprocessing); its
 weights are touched by nobody but the :class:`FeatureService`, which the caller may supply (a
-TorchScript / ONNX file or any call that returns features). ``organs`` adds novel organs to the
-head's classes (e.g. one the foundation never saw), initialised like the others.
+TorchScript / ONNX file or any call that returns features). ``organs`` chooses the organs to
+segment (as :func:`medpeft.methods.novel_organs.task_classes`: one organ is a binary task, "all"
+the foundation's, and organs the foundation never saw may be among them).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from medpeft.io import write_json
 from medpeft.methods.blackbox.cache import build_cache
 from medpeft.methods.blackbox.heads import BlackBoxHead, prototype_init
 from medpeft.methods.blackbox.service import FeatureService, foundation_service, load_service
+from medpeft.methods.novel_organs import task_classes
 from medpeft.models.weights import Foundation, describe_foundation, load_foundation, save_state
 from medpeft.train.adapt import crop_dataset, load_support
 from medpeft.train.losses import MarginalDiceCELoss
@@ -95,7 +97,7 @@ def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, kind: st
                    init: str = "prototype", organs: tuple[str, ...] = (), steps: int = 150,
                    seed: int = 0, crops_per_volume: int = 8, service: FeatureService | None = None,
                    unlabelled: list[Path] = (), gamma: float = 0.2, size_weight: float = 1.0,
-                   resume: bool = False, progress=None) -> dict:
+                   patience: int = 0, resume: bool = False, progress=None) -> dict:
     """Train a black-box adapter on the manifest's support volumes; writes it to ``out_dir``.
 
     ``unlabelled``: scans of the new site to adapt on transductively (the size prior of
@@ -106,7 +108,7 @@ def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, kind: st
     out_dir = Path(out_dir)
     split = read_manifest(manifest)
     info = describe_foundation(foundation_dir)
-    info.classes = info.classes + tuple(o for o in organs if o not in info.classes)
+    info.classes = task_classes(info.classes, organs)
     ds, mapping = load_support(info, split)
     if service is None:
         service = foundation_service(load_foundation(foundation_dir).model)
@@ -125,7 +127,7 @@ def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, kind: st
                        torch.stack([s["label"] for s in sample]),
                        torch.as_tensor(mapping.channel_to_local))
     loop = LoopConfig(steps=steps, lr=RATES["head"], warmup=max(1, steps // 10), seed=seed,
-                      checkpoint_every=max(10, steps // 4))
+                      checkpoint_every=max(10, steps // 4), patience=patience)
     loss, sizes = MarginalDiceCELoss(), None
     if unlabelled:
         loss, sizes = _transductive_loss(head, service, info, ds, mapping, split, list(unlabelled),
@@ -154,6 +156,14 @@ def load_blackbox(folder: str | Path, service: FeatureService) -> tuple[BlackBox
     head = BlackBoxHead(config["channels"], len(config["classes"]) + 1, config["kind"])
     head.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
     return BlackBoxPredictor(service, head.eval()), config
+
+
+def adapter_config(folder: str | Path) -> dict:
+    """The config of any saved adapter folder (black-box or not)."""
+    for name in (CONFIG, "adapter_config.json"):
+        if (Path(folder) / name).is_file():
+            return json.loads((Path(folder) / name).read_text())
+    raise FileNotFoundError(f"{folder}: no adapter config (is it a medpeft adapter folder?)")
 
 
 def open_adapter(folder: str | Path, foundation: Foundation, blackbox: str | Path | None = None

@@ -15,6 +15,18 @@ import torch
 from torch import nn
 
 KINDS = ("linear", "spatial", "spatial1")
+PREFIX = "blackbox-"
+
+
+def blackbox_kind(method: str) -> str | None:
+    """The adapter kind of a ``blackbox-<kind>`` method name; None for other methods."""
+    if not method.startswith(PREFIX):
+        return None
+    kind = method[len(PREFIX):]
+    if kind not in KINDS:
+        raise ValueError(f"unknown black-box method {method!r}; choose from "
+                         f"{', '.join(PREFIX + k for k in KINDS)}")
+    return kind
 
 
 class BlackBoxHead(nn.Module):
