@@ -63,15 +63,17 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
     out_dir = Path(out_dir)
     write_yaml(out_dir / "config.yaml", {
         "command": "adapt", "foundation": str(foundation_dir), "manifest": str(manifest),
-        "method": method, "options": options or {}, "loop": loop.to_dict(), "lr": rates})
+        "method": method, "options": options or {}, "loop": loop.to_dict(), "lr": rates,
+        "classes": list(foundation.classes), "head_init": head_init})
     data = crop_dataset(foundation, ds, mapping, split["support"])
     novel = [c for c, o in enumerate(foundation.classes, 1) if o not in known]
-    missing = [o for c, o in enumerate(foundation.classes, 1) if not mapping.channel_to_local[c]]
-    if missing:
+    missing = [o for c, o in enumerate(foundation.classes, 1)
+               if (organs or c in novel) and not mapping.channel_to_local[c]]
+    if missing:  # a partially labelled dataset is fine for the default task (marginal loss)
         raise ValueError(f"{ds.root}: does not label {', '.join(missing)}, which the task segments")
     if novel and head_init == "prototype":
-        prototype_rows(foundation.model, islice(batches(data, 1, seed + 7919), 4 * len(split["support"])),
-                       {c: mapping.channel_to_local[c] for c in novel})
+        crops = islice(batches(data, 1, seed + 7919), 4 * len(split["support"]))
+        prototype_rows(foundation.model, crops, {c: mapping.channel_to_local[c] for c in novel})
     torch.manual_seed(seed)  # adapter initialisation depends on the seed alone, not on earlier runs
     state = apply_method(foundation.model, method, options)
     t0 = time.perf_counter()
