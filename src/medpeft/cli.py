@@ -153,7 +153,12 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
     if organ and method == "sea-peft":
         _fail(ValueError("--organ is not available with sea-peft yet: its search ranks the "
                          "foundation's own classes; use a fixed method (decoder, head, lora, ...)"))
-    if transductive and not method.startswith("blackbox-"):
+    from medpeft.methods.blackbox.heads import blackbox_kind
+    try:
+        kind = blackbox_kind(method)
+    except ValueError as err:
+        _fail(err)
+    if transductive and kind is None:
         _fail(ValueError("--transductive runs on black-box adapters (their whole-volume features "
                          "are cached once): use --method blackbox-spatial or blackbox-linear"))
     from medpeft.demo import progress_bar
@@ -175,13 +180,13 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                                  decay=ema_decay, lam=iqr_lambda, seed=seed)
                 summary = sea_adapt(foundation, manifest, out, cfg, steps, audit_volume=audit_volume,
                                     resume=resume, progress=progress)
-            elif method.startswith("blackbox-"):
+            elif kind:
                 from medpeft.infer.predict import nifti_inputs
                 from medpeft.methods.blackbox.adapt import blackbox_adapt
                 from medpeft.methods.blackbox.service import load_service
                 if transductive and unlabelled is None:
                     raise ValueError("--transductive needs --unlabelled DIR (the site's scans)")
-                summary = blackbox_adapt(foundation, manifest, out, method.split("-", 1)[1],
+                summary = blackbox_adapt(foundation, manifest, out, kind,
                                          head_init, tuple(organ or ()), steps, seed,
                                          service=load_service(blackbox) if blackbox else None,
                                          unlabelled=nifti_inputs(unlabelled) if transductive
