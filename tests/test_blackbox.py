@@ -81,3 +81,17 @@ def test_cli_adapts_and_evaluates_against_a_torchscript_features_model(collectio
                                  str(tmp_path / "eval")], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "gallbladder" in result.output  # the novel organ has its own channel and score
+
+
+def test_fast_head_agrees_with_the_float32_head():
+    # channels-last + bf16 autocast (where native) must not change what the head predicts
+    torch.manual_seed(0)
+    fast = BlackBoxHead(6, 3, "spatial")
+    torch.nn.init.normal_(fast.adapter[2].weight, std=0.05)
+    exact = BlackBoxHead(6, 3, "spatial", fast=False)
+    exact.load_state_dict(fast.state_dict())
+    x = torch.randn(1, 6, 8, 8, 8).half()
+    a, b = fast(x), exact(x)
+    assert a.dtype == torch.float32 and a.shape == b.shape
+    assert (a - b).abs().max() < 0.05 * b.abs().max()
+    assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.95

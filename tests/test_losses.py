@@ -54,3 +54,17 @@ def test_fully_labelled_equals_standard_dice_ce():
     ref = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, smooth_nr=1e-5,
                      smooth_dr=1e-5)(logits, target)
     assert torch.allclose(ours, ref, atol=1e-4)
+
+
+def test_fully_labelled_fast_path_matches_the_marginal_form():
+    # an identity channel->local map takes plain softmax CE; it must score like the merged form
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 6, 6, 6)
+    target = torch.randint(0, 5, (2, 1, 6, 6, 6))
+    identity = torch.arange(5).repeat(2, 1)
+    permuted = torch.tensor([[0, 1, 2, 4, 3]] * 2)  # the same partition, not the identity
+    fast = MarginalDiceCELoss()(logits, target, identity)
+    swapped = target.clone()
+    swapped[target == 3], swapped[target == 4] = 4, 3
+    merged = MarginalDiceCELoss()(logits, swapped, permuted)
+    assert torch.allclose(fast, merged, atol=1e-5)

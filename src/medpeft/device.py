@@ -39,3 +39,18 @@ def to_device(batch: dict, device: torch.device) -> dict:
     """``batch`` with every tensor moved to ``device`` (other entries unchanged)."""
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v
             for k, v in batch.items()}
+
+
+def supports_bf16(device: torch.device) -> bool:
+    """Whether bf16 autocast runs natively on ``device`` (a bf16 CUDA GPU, a CPU with AVX512/AMX)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def mixed_precision(device: torch.device, enabled: bool = True) -> torch.autocast:
+    """bf16 autocast on ``device`` where it runs natively; a disabled (no-op) autocast elsewhere."""
+    return torch.autocast(device.type, dtype=torch.bfloat16,
+                          enabled=enabled and supports_bf16(device))

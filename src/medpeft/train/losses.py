@@ -20,6 +20,11 @@ def merge_to_local(probs: torch.Tensor, channel_to_local: torch.Tensor) -> torch
     return torch.zeros_like(probs).scatter_add_(1, index.expand_as(probs), probs)
 
 
+def _is_identity(channel_to_local: torch.Tensor, channels: int) -> bool:
+    """Whether every sample maps channel c to local class c (nothing to merge)."""
+    return bool((channel_to_local.cpu() == torch.arange(channels)).all())
+
+
 class MarginalDiceCELoss(torch.nn.Module):
     """Dice + CE on probabilities merged into each sample's local classes."""
 
@@ -32,9 +37,14 @@ class MarginalDiceCELoss(torch.nn.Module):
     def forward(self, logits: torch.Tensor, target: torch.Tensor,
                 channel_to_local: torch.Tensor) -> torch.Tensor:
         """``logits`` (B, C, ...), ``target`` (B, 1, ...) local classes, map (B, C)."""
-        local = merge_to_local(torch.softmax(logits.float(), dim=1), channel_to_local)
         target = target.long()
-        ce = F.nll_loss(torch.log(local.clamp_min(1e-7)), target[:, 0])
+        logits = logits.float()
+        if _is_identity(channel_to_local, logits.shape[1]):  # fully labelled: plain Dice + CE
+            local = torch.softmax(logits, dim=1)
+            ce = F.cross_entropy(logits, target[:, 0])
+        else:
+            local = merge_to_local(torch.softmax(logits, dim=1), channel_to_local)
+            ce = F.nll_loss(torch.log(local.clamp_min(1e-7)), target[:, 0])
         # Dice over each sample's own local classes only (unused padding channels would dilute it)
         n_local = channel_to_local.max(dim=1).values + 1
         dice = torch.stack([self.dice(local[i: i + 1, : int(n)], target[i: i + 1])
