@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# the pinned CPU wheel first, so that no multi-GB CUDA build is pulled in
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,fed]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -9,6 +9,7 @@ from typing import Optional
 import typer
 
 from medpeft.cli_common import console, fail as _fail, method_options
+from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -362,6 +363,8 @@ def convert(folder: Path = typer.Argument(..., help="dataset folder, any support
         _fail(err)
     console.print(f"{len(ds.cases)} cases of {ds.name} written to {out}")
 
+
+app.command("federate")(federate_command)
 
 if __name__ == "__main__":
     app()

@@ -150,7 +150,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     stream = batches(dataset, cfg.batch_size, cfg.seed + start)
     task = progress.add_task(desc, total=cfg.steps, completed=start) if progress else None
     model.train()
-    t0, running = time.perf_counter(), []
+    t0, running, logged = time.perf_counter(), [], math.nan
     plateau = LossPlateau(cfg.patience, cfg.ema_decay)
     step, done = start, cfg.steps
     for step in range(start, cfg.steps):
@@ -164,8 +164,9 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
         scheduler.step()
         running.append(loss.item())
         if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            logged = sum(running) / len(running)
             append_jsonl(run_dir / "metrics.jsonl", {
-                "step": step + 1, "loss": sum(running) / len(running),
+                "step": step + 1, "loss": logged,
                 "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
                 "seconds": time.perf_counter() - t0})
             running = []
@@ -179,7 +180,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     model.eval()
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     summary = {"steps": done, "seconds": time.perf_counter() - t0, "resumed_from": start,
-               "device": str(device)}
+               "device": str(device), "loss": logged if not running else sum(running) / len(running)}
     if done < cfg.steps:
         summary["stopped_early"] = f"loss EMA {plateau.best:.4f} flat for {cfg.patience} steps"
     return summary

@@ -1,0 +1,36 @@
+"""``medpeft federate``: federated few-shot PEFT over several sites on Flower."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from medpeft.cli_common import console, fail
+
+
+def federate_command(
+        config: Path = typer.Argument(..., help="federation YAML (see configs/federated-phantom.yaml)"),
+        deployment: bool = typer.Option(False, help="run on local flower-superlink / "
+                                        "flower-supernode processes instead of the simulation"),
+        rounds: Optional[int] = typer.Option(None, help="override the YAML's rounds"),
+        plan: Optional[str] = typer.Option(None, help="override the YAML's plan: encoder-lora+head"
+                                           " | lora-everywhere | decoder | full"),
+        out: Optional[Path] = typer.Option(None, help="override the YAML's run folder")) -> None:
+    """Sites adapt on their own volumes; only adapter tensors travel; bytes are counted."""
+    try:
+        from medpeft.federated.config import load_fed_config
+        from medpeft.federated.run import federate
+    except ImportError as err:
+        fail(ImportError(f"{err}: install the federated extra: pip install 'medpeft[fed]'"))
+    try:
+        cfg = load_fed_config(config)
+        for key, value in (("rounds", rounds), ("plan", plan), ("out", out and str(out))):
+            if value is not None:
+                setattr(cfg, key, value)
+        report = federate(cfg.check(), deployment=deployment)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        fail(err)
+    console.print((Path(cfg.out) / "report.md").read_text(), markup=False)
+    if report["excluded"]:
+        console.print(f"[yellow]{len(report['excluded'])} site replies were left out (see above)[/]")

@@ -1,0 +1,99 @@
+"""Flower ``ClientApp`` (one site) and ``ServerApp`` (rounds, strategy, global adapter).
+
+What goes on the wire: down, the shared adapter tensors and the round's config; up, the site's
+trained shared tensors, its number of support volumes (the FedAvg weight), its training loss
+and its name. Tensors matching the federation's ``local`` patterns stay in the node's
+``context.state``; the frozen foundation never leaves any checkpoint folder.
+
+``client_app`` / ``server_app`` at module level read the federation YAML named by the run config
+key ``medpeft-config`` (deployment: ``flwr run``); ``client_app_for`` / ``server_app_for`` take
+any way of getting the config (the simulation passes the object itself).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from medpeft.federated.config import FedConfig, load_fed_config, site_name
+from medpeft.federated.server import run_federation
+from medpeft.federated.site import Site
+from medpeft.federated.strategy import WEIGHT, to_arrays, to_state
+
+ConfigSource = Callable[[Context], FedConfig]
+KEPT = "kept"
+
+
+def site_for(cfg: FedConfig, context: Context) -> Site:
+    """The site of this node: ``partition-id`` in its node config picks one of ``cfg.sites``."""
+    pid = int(context.node_config.get("partition-id", -1))
+    if not 0 <= pid < len(cfg.sites):
+        raise ValueError(f"node config partition-id={pid}: the federation has "
+                         f"{len(cfg.sites)} sites (0..{len(cfg.sites) - 1})")
+    return Site(cfg, Path(cfg.out) / "sites" / f"{site_name(cfg.sites[pid], pid)}.json")
+
+
+def _reply(msg: Message, site: Site, metrics: dict, arrays: ArrayRecord | None = None) -> Message:
+    content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"site": site.name})})
+    if arrays is not None:
+        content["arrays"] = arrays
+    return Message(content=content, reply_to=msg)
+
+
+def _kept(context: Context) -> dict:
+    return to_state(context.state[KEPT]) if KEPT in context.state.array_records else {}
+
+
+def site_train(msg: Message, context: Context, cfg: FedConfig) -> Message:
+    """Local training from the global tensors; the reply carries only the shared tensors."""
+    site = site_for(cfg, context)
+    server_round = int(msg.content["config"]["server-round"])
+    shared, kept, metrics = site.train(to_state(msg.content["arrays"]), _kept(context), server_round)
+    if kept:
+        context.state[KEPT] = to_arrays(kept)
+    return _reply(msg, site, {WEIGHT: site.n_support, **metrics}, to_arrays(shared))
+
+
+def site_evaluate(msg: Message, context: Context, cfg: FedConfig) -> Message:
+    """Dice of the global tensors (with this site's kept tensors) on the site's test volumes."""
+    site = site_for(cfg, context)
+    dice = site.evaluate(to_state(msg.content["arrays"]), _kept(context))
+    return _reply(msg, site, {"dice": dice, WEIGHT: len(site.split["test"])})
+
+
+def client_app_for(config: ConfigSource) -> ClientApp:
+    app = ClientApp()
+
+    @app.train()
+    def train(msg: Message, context: Context) -> Message:
+        return site_train(msg, context, config(context))
+
+    @app.evaluate()
+    def evaluate(msg: Message, context: Context) -> Message:
+        return site_evaluate(msg, context, config(context))
+
+    return app
+
+
+def server_app_for(config: ConfigSource) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_federation(grid, config(context))
+
+    return app
+
+
+def _from_run_config(context: Context) -> FedConfig:
+    path = context.run_config.get("medpeft-config")
+    if not path:
+        raise ValueError("run config has no 'medpeft-config' (the federation YAML's path)")
+    return load_fed_config(path)
+
+
+client_app = client_app_for(_from_run_config)
+server_app = server_app_for(_from_run_config)

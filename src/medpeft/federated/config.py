@@ -1,0 +1,85 @@
+"""A federation's configuration (YAML) and each site's K-shot split.
+
+A site is one hospital's labelled folder: ``{dataset: path, k: 5, n_test: 2}``, optionally
+``part: [i, n]`` to give the site the i-th of n disjoint shares of the folder's cases (to make
+several phantom hospitals out of one folder), and ``name``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from medpeft.data.fewshot import TEST_SPLIT_SEED, write_manifest
+from medpeft.data.msd import load_msd
+from medpeft.federated.aggregation import MODES
+from medpeft.federated.plans import plan_named
+
+
+@dataclass
+class FedConfig:
+    foundation: str
+    sites: list[dict]
+    out: str = "runs/federated"
+    plan: str = "encoder-lora+head"
+    local: list[str] = field(default_factory=list)  # tensor patterns each site keeps
+    rounds: int = 3
+    local_steps: int = 20
+    aggregation: str = "svd"
+    seed: int = 0
+    baseline: bool = True  # also train each site alone for rounds x local_steps (the gain)
+
+    def check(self) -> "FedConfig":
+        plan_named(self.plan)
+        if self.aggregation not in MODES:
+            raise ValueError(f"aggregation {self.aggregation!r}: choose from {', '.join(MODES)}")
+        if len(self.sites) < 2:
+            raise ValueError(f"a federation needs at least 2 sites, got {len(self.sites)}")
+        if self.rounds < 1 or self.local_steps < 1:
+            raise ValueError("rounds and local_steps must be >= 1")
+        for i, site in enumerate(self.sites):
+            if "dataset" not in site:
+                raise ValueError(f"site {i}: no 'dataset' folder given")
+        return self
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_fed_config(path: str | Path) -> FedConfig:
+    """Read a federation YAML; unknown keys fail by name."""
+    raw = yaml.safe_load(Path(path).read_text()) or {}
+    known = {f.name for f in fields(FedConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; known: {sorted(known)}")
+    return FedConfig(**raw).check()
+
+
+def site_name(site: dict, index: int) -> str:
+    return site.get("name") or f"site{index}"
+
+
+def site_split(site: dict, index: int, seed: int) -> dict:
+    """The site's support / test cases: its share of the folder, the test set fixed by the folder."""
+    ds = load_msd(site["dataset"])
+    names = sorted(c.name for c in ds.cases)
+    i, n = site.get("part", (0, 1))
+    share = [names[j] for j in np.random.default_rng(TEST_SPLIT_SEED).permutation(len(names))
+             if j % n == i]
+    k, n_test = int(site.get("k", 5)), int(site.get("n_test", 2))
+    if len(share) < k + n_test:
+        raise ValueError(f"{ds.root}: site {site_name(site, index)} has {len(share)} cases, "
+                         f"needs K={k} support + {n_test} test")
+    test, pool = sorted(share[:n_test]), share[n_test:]
+    support = sorted(np.random.default_rng([seed, index]).choice(pool, size=k, replace=False))
+    return {"dataset": str(ds.root), "k": k, "seed": seed, "support": support, "test": test,
+            "site": site_name(site, index)}
+
+
+def write_site_manifests(cfg: FedConfig) -> list[Path]:
+    """One manifest per site under ``out/sites/``; returns their paths in site order."""
+    return [write_manifest(Path(cfg.out) / "sites" / f"{site_name(s, i)}.json",
+                           site_split(s, i, cfg.seed)) for i, s in enumerate(cfg.sites)]

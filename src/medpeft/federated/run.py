@@ -1,0 +1,99 @@
+"""``medpeft federate``: a federation on Flower's simulation runtime, then its report.
+
+Flower runs offline here: telemetry and Ray usage stats are off and ``FLWR_HOME`` is a folder of
+the run. After the rounds, each site also trains alone for as many steps (rounds x local steps)
+from the same start, so the report shows what collaboration gained over local-only training.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from medpeft.federated.accounting import human
+from medpeft.federated.config import FedConfig, write_site_manifests
+from medpeft.federated.site import Site, initial_state
+from medpeft.io import write_json, write_text, write_yaml
+
+OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0",
+               "RAY_DEDUP_LOGS": "0"}
+
+
+def offline_env(out: Path) -> dict[str, str]:
+    """Environment for Flower without network access and without touching ``~/.flwr``."""
+    return {**OFFLINE_ENV, "FLWR_HOME": str((out / "flwr-home").resolve())}
+
+
+def simulate(cfg: FedConfig, client_app=None) -> None:
+    """Run the federation in-process on Flower's simulation runtime (CPU only); ``client_app``
+    replaces the standard site app (e.g. one wrapped with Flower mods)."""
+    from flwr.simulation import run_simulation
+
+    from medpeft.federated.app import client_app_for, server_app_for
+    os.environ.update(offline_env(Path(cfg.out)))
+    run_simulation(server_app=server_app_for(lambda _: cfg), client_app=client_app or client_app_for(lambda _: cfg),
+                   num_supernodes=len(cfg.sites),
+                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": max(1, min(len(cfg.sites),
+                                                                        os.cpu_count() or 1)),
+                                                 "include_dashboard": False}})
+
+
+def local_only(cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
+    """Each site's Dice after training alone for ``rounds x local_steps`` from the same start."""
+    shared, kept = initial_state(cfg)
+    scores = {}
+    for manifest in manifests:
+        site = Site(cfg, manifest)
+        trained, own, _ = site.train(shared, kept, 1, steps=cfg.rounds * cfg.local_steps)
+        scores[site.name] = site.evaluate(trained, own)
+    return scores
+
+
+def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
+    """Run the federation (simulation, or ``deployment`` on local Flower processes); report.
+    ``client_app``: a replacement site app for the simulation."""
+    cfg.check()
+    out = Path(cfg.out)
+    manifests = write_site_manifests(cfg)
+    write_yaml(out / "federation.yaml", cfg.to_dict())
+    (out / "server.json").unlink(missing_ok=True)
+    if deployment:
+        from medpeft.federated.deployment import deploy
+        deploy(cfg, out / "federation.yaml")
+    else:
+        simulate(cfg, client_app)
+    server_path = out / "server.json"
+    if not server_path.is_file():
+        raise RuntimeError(f"{server_path}: the server app wrote no result; see Flower's log above")
+    server = json.loads(server_path.read_text())
+    report = {**server, "local_only": local_only(cfg, manifests) if cfg.baseline else {}}
+    write_json(out / "report.json", report)
+    write_text(out / "report.md", report_markdown(cfg, report))
+    return report
+
+
+def report_markdown(cfg: FedConfig, report: dict) -> str:
+    """Per-site Dice (before, federated, local-only), left-out replies and the bytes table."""
+    dice, last = report["dice"], str(cfg.rounds)
+    lines = [f"# Federation: {cfg.plan}, {cfg.rounds} rounds x {cfg.local_steps} local steps, "
+             f"{len(cfg.sites)} sites, aggregation {cfg.aggregation}", "",
+             "| site | Dice before | Dice federated | Dice local-only | collaborative gain |",
+             "|---|---:|---:|---:|---:|"]
+    for site in sorted(dice.get("0", {})):
+        fed = dice.get(last, {}).get(site, float("nan"))
+        alone = report["local_only"].get(site, float("nan"))
+        lines.append(f"| {site} | {dice['0'][site]:.3f} | {fed:.3f} | {alone:.3f} | "
+                     f"{fed - alone:+.3f} |")
+    totals = report["bytes_total"]
+    lines += ["", f"Bytes on the wire: {human(totals['bytes'])} in {totals['messages']} messages; "
+              f"full fine-tuning of the same backbone: {human(totals['full_ft_bytes'])} "
+              f"(**{totals['ratio']:.0f}x** more).", "",
+              "| round | site | down | up | full FT (down + up) |", "|---:|---|---:|---:|---:|"]
+    lines += [f"| {r['round']} | {r['site']} | {human(r['down'])} | {human(r['up'])} | "
+              f"{human(r['full_ft'])} |" for r in report["bytes_per_round"]]
+    if report["excluded"]:
+        lines += ["", "Left out of aggregation:", ""]
+        lines += [f"- round {e['round']} ({e['phase']}): **{e['site']}**: {e['reason']}"
+                  for e in report["excluded"]]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,63 @@
+"""The server's side of a federation: round 0 evaluation, the rounds, the saved global adapter.
+
+Writes ``out/global/`` (an adapter artefact like any other, with the federation in its config)
+and ``out/server.json`` (per-site Dice per round, left-out replies, the byte ledger).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from flwr.app import ConfigRecord
+from flwr.serverapp import Grid
+
+from medpeft.adapters.io import save_adapter
+from medpeft.federated.accounting import Ledger, arrays_bytes
+from medpeft.federated.config import FedConfig
+from medpeft.federated.site import build_model, initial_state, load_tensors
+from medpeft.federated.strategy import AdapterFedAvg, to_arrays, to_state
+from medpeft.io import write_json
+from medpeft.models.weights import load_foundation
+
+TIMEOUT_S = 3600.0
+
+
+def full_model_bytes(cfg: FedConfig) -> int:
+    """Serialised size of every weight of the backbone (what full fine-tuning sends)."""
+    model = load_foundation(cfg.foundation).model
+    return arrays_bytes(to_arrays(dict(model.named_parameters())))
+
+
+def run_federation(grid: Grid, cfg: FedConfig) -> dict:
+    """Evaluate the starting adapter at every site, run ``cfg.rounds`` rounds, save the result."""
+    out = Path(cfg.out)
+    shared, _ = initial_state(cfg)
+    strategy = AdapterFedAvg(shared, Ledger(full_model_bytes(cfg)), cfg.aggregation,
+                             fraction_train=1.0, fraction_evaluate=1.0,
+                             min_available_nodes=len(cfg.sites), min_train_nodes=len(cfg.sites),
+                             min_evaluate_nodes=len(cfg.sites))
+    arrays = to_arrays(shared)
+    t0 = time.perf_counter()
+    before = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid),
+                                   timeout=TIMEOUT_S)
+    strategy.aggregate_evaluate(0, before)
+    result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=cfg.rounds,
+                            timeout=TIMEOUT_S)
+    final = to_state(result.arrays) if result.arrays is not None else shared
+    strategy.ledger.name_sites(strategy.sites)
+    foundation, state = build_model(cfg)
+    load_tensors(foundation.model, final, "global adapter")
+    summary = {"rounds": cfg.rounds, "plan": cfg.plan, "aggregation": cfg.aggregation,
+               "sites": sorted(strategy.sites.values()), "seconds": time.perf_counter() - t0,
+               "dice": {str(r): d for r, d in strategy.dice.items()},
+               "train": {str(r): m for r, m in strategy.train_metrics.items()},
+               "excluded": strategy.excluded, "bytes": strategy.ledger.rows,
+               "bytes_per_round": strategy.ledger.per_round(),
+               "bytes_total": strategy.ledger.totals(),
+               "shared_tensors": sorted(shared), "wire_tensors": sorted(strategy.wire_names)}
+    save_adapter(out / "global", foundation.model, state, foundation,
+                 extra={"federation": {k: summary[k] for k in ("rounds", "plan", "aggregation",
+                                                              "sites")},
+                        "local_patterns": cfg.local})
+    write_json(out / "server.json", summary)
+    return summary

@@ -1,0 +1,97 @@
+"""What one site does with its private data: local few-shot training and local evaluation.
+
+Every site and the server build the same model: the foundation from its own checkpoint, then the
+plan's method with the federation's seed, so that fresh adapter tensors agree everywhere before
+the first round. Only the tensors handed in and out here ever leave the site.
+"""
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import torch
+
+from medpeft.data.fewshot import read_manifest
+from medpeft.data.ontology import class_mapping
+from medpeft.evaluate.metrics import evaluate_cases, mean_dice
+from medpeft.federated.config import FedConfig
+from medpeft.federated.plans import plan_named, split_state
+from medpeft.methods import MethodState, apply_method, param_groups, trainable_state
+from medpeft.models.weights import Foundation, load_foundation
+from medpeft.train.adapt import crop_dataset, load_support
+from medpeft.train.losses import MarginalDiceCELoss
+from medpeft.train.loop import LoopConfig, train_loop
+
+
+def build_model(cfg: FedConfig) -> tuple[Foundation, MethodState]:
+    """The foundation with the plan's method applied; adapter init depends on ``cfg.seed`` only."""
+    foundation = load_foundation(cfg.foundation)
+    plan = plan_named(cfg.plan)
+    torch.manual_seed(cfg.seed)
+    state = apply_method(foundation.model, plan.method, plan.options)
+    return foundation, state
+
+
+def initial_state(cfg: FedConfig) -> tuple[dict, dict]:
+    """(tensors that travel, tensors kept at each site) before any training."""
+    foundation, _ = build_model(cfg)
+    return split_state(trainable_state(foundation.model), cfg.local)
+
+
+def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``tensors`` into ``model``'s trainable parameters; unknown names or shapes fail."""
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    for name, value in tensors.items():
+        if name not in params:
+            raise ValueError(f"{source}: tensor {name!r} is not trained by this plan")
+        if tuple(value.shape) != tuple(params[name].shape):
+            raise ValueError(f"{source}: {name} has shape {tuple(value.shape)}, expected "
+                             f"{tuple(params[name].shape)}")
+        params[name].data.copy_(value)
+
+
+class Site:
+    """One site's private data (a K-shot manifest) and its training / evaluation."""
+
+    def __init__(self, cfg: FedConfig, manifest: str | Path):
+        self.cfg, self.manifest = cfg, Path(manifest)
+        self.split = read_manifest(manifest)
+        self.name = self.split.get("site", self.manifest.stem)
+
+    @property
+    def n_support(self) -> int:
+        return len(self.split["support"])
+
+    def _model(self, shared: dict, kept: dict) -> tuple[Foundation, MethodState]:
+        foundation, state = build_model(self.cfg)
+        load_tensors(foundation.model, shared, "global adapter")
+        load_tensors(foundation.model, kept, f"{self.name} local state")
+        return foundation, state
+
+    def train(self, shared: dict, kept: dict, server_round: int, steps: int | None = None
+              ) -> tuple[dict, dict, dict]:
+        """Train locally from the global tensors; returns (tensors to send, kept tensors, metrics)."""
+        foundation, state = self._model(shared, kept)
+        ds, mapping = load_support(foundation, self.split)
+        data = crop_dataset(foundation, ds, mapping, self.split["support"])
+        steps = steps or self.cfg.local_steps
+        loop = LoopConfig(steps=steps, warmup=max(1, steps // 10), log_every=max(1, steps),
+                          checkpoint_every=10 ** 9, seed=self.cfg.seed + 1000 * server_round)
+        with tempfile.TemporaryDirectory() as tmp:
+            summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, Path(tmp),
+                                 groups=param_groups(foundation.model, state))
+        out, kept = split_state(trainable_state(foundation.model), self.cfg.local)
+        return out, kept, {"train-loss": float(summary.get("loss", float("nan"))),
+                           "seconds": float(summary["seconds"])}
+
+    def evaluate(self, shared: dict, kept: dict) -> float:
+        """Mean Dice of the model with these tensors on the site's own test volumes."""
+        foundation, _ = self._model(shared, kept)
+        return self.dice(foundation)
+
+    def dice(self, foundation: Foundation) -> float:
+        ds, _ = load_support(foundation, self.split)
+        mapping = class_mapping(ds.labels, foundation.classes)
+        rows = evaluate_cases(foundation.model.eval(), ds, self.split["test"], mapping,
+                              foundation.preprocessing, foundation.classes)
+        return float(mean_dice(rows))

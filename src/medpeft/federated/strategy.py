@@ -1,0 +1,155 @@
+"""The server's strategy: Flower's FedAvg, made safe for adapters and honest about bytes.
+
+- Every reply is checked against the global tensors (same names, same shapes, finite values, a
+  positive weight). A site that crashed or sent a bad update is named in the log and in the
+  report, and left out of this round's average; the other sites' work is kept.
+- Aggregation: weighted FedAvg, with LoRA pairs averaged exactly (see ``aggregation``).
+- Every message's content is weighed into a ``Ledger``.
+Sites name themselves in a ``ConfigRecord`` of each reply ("site"); the server maps node ids to
+those names so that a site whose reply is an error is still named.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import FedAvg
+
+from medpeft.federated.accounting import Ledger
+from medpeft.federated.aggregation import aggregate_states
+
+log = logging.getLogger("medpeft.federated")
+WEIGHT = "num-examples"
+
+
+def to_state(arrays: ArrayRecord) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(v.numpy())) for k, v in arrays.items()}
+
+
+def to_arrays(state: dict[str, torch.Tensor]) -> ArrayRecord:
+    return ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in state.items()})
+
+
+class AdapterFedAvg(FedAvg):
+    """FedAvg over adapter tensors with per-reply checks, LoRA-exact averaging and a ledger."""
+
+    def __init__(self, reference: dict[str, torch.Tensor], ledger: Ledger, mode: str = "svd",
+                 **kwargs):
+        super().__init__(weighted_by_key=WEIGHT, **kwargs)
+        self.shapes = {k: tuple(v.shape) for k, v in reference.items()}
+        self.ledger, self.mode = ledger, mode
+        self.sites: dict[int, str] = {}  # node id -> site name
+        self.excluded: list[dict] = []
+        self.dice: dict[int, dict[str, float]] = {}  # round -> site -> Dice
+        self.train_metrics: dict[int, dict[str, dict]] = {}
+        self.wire_names: set[str] = set()  # every tensor name any message carried, either way
+
+    def site(self, node_id: int) -> str:
+        return self.sites.get(node_id, f"node {node_id}")
+
+    def learn_names(self, replies: Iterable[Message]) -> None:
+        for msg in replies:
+            if not msg.has_error():
+                for record in msg.content.config_records.values():
+                    if "site" in record:
+                        self.sites[msg.metadata.src_node_id] = str(record["site"])
+
+    def weigh_out(self, server_round: int, messages: Iterable[Message], phase: str) -> list[Message]:
+        messages = list(messages)
+        for msg in messages:
+            self.ledger.record(server_round, msg.metadata.dst_node_id, phase, "down", msg.content)
+            self.note_names(msg)
+        return messages
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                        grid: Grid) -> Iterable[Message]:
+        return self.weigh_out(server_round, super().configure_train(server_round, arrays, config,
+                                                                     grid), "train")
+
+    def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
+                           grid: Grid) -> Iterable[Message]:
+        return self.weigh_out(server_round, super().configure_evaluate(server_round, arrays,
+                                                                        config, grid), "evaluate")
+
+    def note_names(self, msg: Message) -> None:
+        for record in msg.content.array_records.values():
+            self.wire_names.update(record.keys())
+
+    def problem(self, msg: Message, with_arrays: bool) -> str | None:
+        """Why a reply cannot be used, or None."""
+        if msg.has_error():
+            return f"the site failed: {msg.error.reason}"
+        content = msg.content
+        metrics = [m for m in content.metric_records.values() if WEIGHT in m]
+        if not metrics or not isinstance(metrics[0][WEIGHT], (int, float)) \
+                or not metrics[0][WEIGHT] > 0:
+            return f"no positive '{WEIGHT}' metric"
+        if not with_arrays:
+            return None
+        if len(content.array_records) != 1:
+            return f"expected one ArrayRecord, got {len(content.array_records)}"
+        arrays = next(iter(content.array_records.values()))
+        names = set(arrays.keys())
+        if names != set(self.shapes):
+            extra, missing = sorted(names - set(self.shapes)), sorted(set(self.shapes) - names)
+            return f"tensor names differ (unexpected {extra[:3]}, missing {missing[:3]})"
+        for name, value in arrays.items():
+            if tuple(value.shape) != self.shapes[name]:
+                return f"{name} has shape {tuple(value.shape)}, expected {self.shapes[name]}"
+            if not np.isfinite(value.numpy()).all():
+                return f"{name} holds NaN or infinite values"
+        return None
+
+    def usable(self, server_round: int, replies: Iterable[Message], phase: str) -> list[Message]:
+        replies = list(replies)
+        self.learn_names(replies)
+        good = []
+        for msg in replies:
+            site = self.site(msg.metadata.src_node_id)
+            if not msg.has_error():
+                self.ledger.record(server_round, msg.metadata.src_node_id, phase, "up", msg.content)
+                self.note_names(msg)
+            reason = self.problem(msg, with_arrays=phase == "train")
+            if reason is None:
+                good.append(msg)
+                continue
+            self.excluded.append({"round": server_round, "site": site, "phase": phase,
+                                  "reason": reason})
+            log.warning("round %s %s: %s left out: %s", server_round, phase, site, reason)
+        return good
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]
+                        ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        good = self.usable(server_round, replies, "train")
+        if not good:
+            log.warning("round %s: no usable update; the global adapter is unchanged", server_round)
+            return None, None
+        weights = [float(next(iter(m.content.metric_records.values()))[WEIGHT]) for m in good]
+        states = [to_state(next(iter(m.content.array_records.values()))) for m in good]
+        merged = aggregate_states(states, weights, self.mode)
+        self.train_metrics[server_round] = {
+            self.site(m.metadata.src_node_id): dict(next(iter(m.content.metric_records.values())))
+            for m in good}
+        total = sum(weights)
+        loss = sum(w * float(next(iter(m.content.metric_records.values())).get("train-loss", 0.0))
+                   for w, m in zip(weights, good)) / total
+        return to_arrays(merged), MetricRecord({"train-loss": loss, "sites": len(good)})
+
+    def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
+                           ) -> MetricRecord | None:
+        good = self.usable(server_round, replies, "evaluate")
+        return self.record_dice(server_round, good)
+
+    def record_dice(self, server_round: int, good: list[Message]) -> MetricRecord | None:
+        if not good:
+            return None
+        scores = {self.site(m.metadata.src_node_id): float(
+            next(iter(m.content.metric_records.values()))["dice"]) for m in good}
+        self.dice[server_round] = scores
+        finite = [d for d in scores.values() if not math.isnan(d)]
+        return MetricRecord({"dice": sum(finite) / len(finite) if finite else float("nan")})
