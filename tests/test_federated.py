@@ -12,6 +12,7 @@ from flwr.clientapp import ClientApp
 from medpeft.federated.aggregation import aggregate_states, lora_pairs, lora_update
 from medpeft.federated.app import site_evaluate, site_train
 from medpeft.federated.config import FedConfig, site_split
+from medpeft.federated.deployment import marked_processes, stop_marked
 from medpeft.federated.run import federate
 from medpeft.federated.site import build_model
 from medpeft.federated.strategy import to_state
@@ -121,3 +122,31 @@ def test_arrays_round_trip_keeps_values():
     state = {"a": torch.randn(2, 3), "b": torch.arange(4.0)}
     back = to_state(to_arrays(state))
     assert all(torch.equal(state[k], back[k]) for k in state)
+
+
+def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tmp_path):
+    target = collection / "Task10_NewSite"
+    sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
+    cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, out=str(tmp_path / "dep"),
+                    rounds=1, local_steps=2, baseline=False)
+    report = federate(cfg, deployment=True)
+    assert set(report["train"]["1"]) == {"site0", "site1"}  # both SuperNodes trained
+    assert report["bytes_total"]["ratio"] >= 40
+    assert (tmp_path / "dep" / "global" / "adapter.safetensors").is_file()
+    assert marked_processes(str((tmp_path / "dep" / "flwr-home").resolve())) == []
+
+
+def test_stop_marked_finds_and_ends_processes_of_this_run_only(tmp_path):
+    import os
+    import subprocess
+    home = str(tmp_path / "flwr-home")
+    mine = subprocess.Popen(["sleep", "60"], env={**os.environ, "FLWR_HOME": home},
+                            start_new_session=True)
+    other = subprocess.Popen(["sleep", "60"], env={**os.environ, "FLWR_HOME": home + "-other"})
+    try:
+        assert marked_processes(home) == [mine.pid]
+        stop_marked(home)
+        assert mine.wait(timeout=5) is not None and other.poll() is None
+    finally:
+        other.kill()
+        mine.kill()

@@ -1,0 +1,206 @@
+"""A federation on real Flower processes on this machine: one SuperLink, one SuperNode per site.
+
+Everything runs on 127.0.0.1 with free ports, offline, with ``FLWR_HOME`` inside the run folder
+(no managed ``:local:`` SuperLink, no dependency installation). Each process starts in its own
+process group and the whole group is stopped at the end, so the ``flower-superexec`` children
+that run the ServerApp and ClientApps go too, also when the run fails or is interrupted.
+Logs: ``out/logs/*.log``.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from medpeft.federated.config import FedConfig
+from medpeft.io import write_text
+
+APP_NAME = "medpeft-federation"
+CONNECTION = "medpeft-local"
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 right now."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def write_app(folder: Path, config_path: Path) -> Path:
+    """A Flower app folder whose components are medpeft's apps, run config -> the YAML."""
+    write_text(folder / "pyproject.toml", f"""[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "{APP_NAME}"
+version = "1.0.0"
+description = "medpeft federated few-shot PEFT"
+dependencies = []
+
+[tool.hatch.build.targets.wheel]
+packages = ["."]
+
+[tool.flwr.app]
+publisher = "medpeft"
+
+[tool.flwr.app.components]
+serverapp = "medpeft.federated.app:server_app"
+clientapp = "medpeft.federated.app:client_app"
+
+[tool.flwr.app.config]
+medpeft-config = "{config_path.resolve()}"
+""")
+    return folder
+
+
+def write_connection(flwr_home: Path, control_port: int) -> None:
+    write_text(flwr_home / "config.toml", f"""[superlink]
+default = "{CONNECTION}"
+
+[superlink.{CONNECTION}]
+address = "127.0.0.1:{control_port}"
+insecure = true
+""")
+
+
+def _tool(name: str) -> str:
+    local = Path(sys.executable).parent / name
+    return str(local) if local.is_file() else name
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before listening")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"{what} did not listen on 127.0.0.1:{port} within {timeout:.0f} s")
+
+
+def stop_group(proc: subprocess.Popen, grace: float = 10.0) -> None:
+    """Stop ``proc`` and every process of its group (SIGTERM, then SIGKILL)."""
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+        except subprocess.TimeoutExpired:
+            continue
+        try:  # the leader is gone; children of the group may linger
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            return
+
+
+class Processes:
+    """Flower processes started in their own groups, all stopped on exit."""
+
+    def __init__(self, env: dict[str, str], logs: Path):
+        self.env, self.logs, self.procs = env, logs, []
+        logs.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")
+        proc = subprocess.Popen(args, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def __enter__(self) -> "Processes":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in reversed(self.procs):
+            stop_group(proc)
+        stop_marked(self.env["FLWR_HOME"])
+
+
+def marked_processes(flwr_home: str) -> list[int]:
+    """Live processes (Linux /proc) whose environment carries this run's ``FLWR_HOME``: Flower
+    starts its ServerApp / ClientApp processes in sessions of their own, out of our groups."""
+    marker, pids = f"FLWR_HOME={flwr_home}".encode(), []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if proc.name == str(os.getpid()) or \
+                    (proc / "stat").read_text().rsplit(") ", 1)[1].startswith("Z"):
+                continue
+            if marker in (proc / "environ").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+        except (OSError, IndexError):
+            continue
+    return pids
+
+
+def stop_marked(flwr_home: str, grace: float = 10.0) -> None:
+    """Terminate what ``marked_processes`` finds; SIGKILL what is left after ``grace`` s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = marked_processes(flwr_home)
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + grace
+        while pids and time.monotonic() < deadline:
+            pids = marked_processes(flwr_home)
+            time.sleep(0.2)
+        if not pids:
+            return
+
+
+def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0) -> None:
+    """Start a SuperLink and a SuperNode per site, submit the run with ``flwr run``, wait for
+    the server's result, stop everything."""
+    from medpeft.federated.run import offline_env
+    out = Path(cfg.out)
+    env = {**os.environ, **offline_env(out)}
+    # the SuperLink and SuperNodes start ``flower-superexec`` by name: this Python's scripts first
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    # Flower 1.41 serves its runtime, control and fleet APIs over HTTP on one port
+    link_port, *node_ports = free_ports(1 + len(cfg.sites))
+    write_connection(Path(env["FLWR_HOME"]), link_port)
+    app = write_app(out / "flwr-app", config_path)
+    with Processes(env, out / "logs") as procs:
+        link = procs.start("superlink", [
+            _tool("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
+            "--host", "127.0.0.1", "--port", str(link_port)])
+        wait_for_port(link_port, link, "flower-superlink")
+        for i, port in enumerate(node_ports):
+            procs.start(f"supernode-{i}", [
+                _tool("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link_port}",
+                "--port", str(port), "--node-config",
+                f"partition-id={i} num-partitions={len(cfg.sites)}"])
+        submit = procs.start("flwr-run", [_tool("flwr"), "run", str(app), CONNECTION, "--stream"])
+        deadline = time.monotonic() + timeout
+        result = out / "server.json"
+        while not result.is_file():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the federation did not finish within {timeout:.0f} s "
+                                   f"(logs: {out / 'logs'})")
+            if link.poll() is not None:
+                raise RuntimeError(f"flower-superlink exited ({link.returncode}); see "
+                                   f"{out / 'logs' / 'superlink.log'}")
+            if submit.poll() not in (None, 0):
+                raise RuntimeError(f"flwr run failed ({submit.returncode}); see "
+                                   f"{out / 'logs' / 'flwr-run.log'}")
+            time.sleep(1.0)
+        try:  # let the run end by itself (the ServerApp exits after writing its result)
+            submit.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
