@@ -150,3 +150,14 @@ def test_stop_marked_finds_and_ends_processes_of_this_run_only(tmp_path):
     finally:
         other.kill()
         mine.kill()
+
+
+def test_config_checks_sites_and_resolves_paths(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    twin = [{"dataset": "data", "name": "a"}, {"dataset": "data", "name": "a"}]
+    with pytest.raises(ValueError, match="site names must differ"):
+        FedConfig(foundation="f", sites=twin).check()
+    with pytest.raises(ValueError, match="part 2 of 2 does not exist"):
+        FedConfig(foundation="f", sites=[{"dataset": "d", "part": [2, 2]}, {"dataset": "d"}]).check()
+    cfg = FedConfig(foundation="f", sites=[{"dataset": "d1"}, {"dataset": "d2"}], out="o").resolved()
+    assert cfg.out == str(tmp_path / "o") and cfg.sites[1]["dataset"] == str(tmp_path / "d2")

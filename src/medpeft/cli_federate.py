@@ -28,9 +28,10 @@ def federate_command(
         for key, value in (("rounds", rounds), ("plan", plan), ("out", out and str(out))):
             if value is not None:
                 setattr(cfg, key, value)
-        report = federate(cfg.check(), deployment=deployment)
+        report = federate(cfg, deployment=deployment)
+        out = Path(report["out"])
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         fail(err)
-    console.print((Path(cfg.out) / "report.md").read_text(), markup=False)
+    console.print((out / "report.md").read_text(), markup=False)
     if report["excluded"]:
         console.print(f"[yellow]{len(report['excluded'])} site replies were left out (see above)[/]")

@@ -6,7 +6,7 @@ several phantom hospitals out of one folder), and ``name``.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,19 @@ class FedConfig:
         for i, site in enumerate(self.sites):
             if "dataset" not in site:
                 raise ValueError(f"site {i}: no 'dataset' folder given")
+            part, n = site.get("part", (0, 1))
+            if not 0 <= part < n:
+                raise ValueError(f"site {site_name(site, i)}: part {part} of {n} does not exist")
+        names = [site_name(s, i) for i, s in enumerate(self.sites)]
+        if len(set(names)) != len(names):
+            raise ValueError(f"site names must differ: {names}")
         return self
+
+    def resolved(self) -> "FedConfig":
+        """The same federation with absolute paths (Flower's processes run elsewhere)."""
+        absolute = lambda p: str(Path(p).expanduser().resolve())  # noqa: E731
+        return replace(self, foundation=absolute(self.foundation), out=absolute(self.out),
+                       sites=[{**s, "dataset": absolute(s["dataset"])} for s in self.sites])
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -53,7 +53,7 @@ def local_only(cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
 def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
     """Run the federation (simulation, or ``deployment`` on local Flower processes); report.
     ``client_app``: a replacement site app for the simulation."""
-    cfg.check()
+    cfg = cfg.check().resolved()
     out = Path(cfg.out)
     manifests = write_site_manifests(cfg)
     write_yaml(out / "federation.yaml", cfg.to_dict())
@@ -67,7 +67,7 @@ def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
     if not server_path.is_file():
         raise RuntimeError(f"{server_path}: the server app wrote no result; see Flower's log above")
     server = json.loads(server_path.read_text())
-    report = {**server, "local_only": local_only(cfg, manifests) if cfg.baseline else {}}
+    report = {**server, "out": str(out), "local_only": local_only(cfg, manifests) if cfg.baseline else {}}
     write_json(out / "report.json", report)
     write_text(out / "report.md", report_markdown(cfg, report))
     return report

@@ -22,7 +22,8 @@ def merge_to_local(probs: torch.Tensor, channel_to_local: torch.Tensor) -> torch
 
 def _is_identity(channel_to_local: torch.Tensor, channels: int) -> bool:
     """Whether every sample maps channel c to local class c (nothing to merge)."""
-    return bool((channel_to_local.cpu() == torch.arange(channels)).all())
+    return channel_to_local.shape[-1] == channels and bool(
+        (channel_to_local.cpu() == torch.arange(channels)).all())
 
 
 class MarginalDiceCELoss(torch.nn.Module):
