@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 
 from medpeft.data.fewshot import read_manifest
-from medpeft.data.ontology import class_mapping
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice
 from medpeft.federated.config import FedConfig
 from medpeft.federated.plans import plan_named, split_state
@@ -90,8 +89,7 @@ class Site:
         return self.dice(foundation)
 
     def dice(self, foundation: Foundation) -> float:
-        ds, _ = load_support(foundation, self.split)
-        mapping = class_mapping(ds.labels, foundation.classes)
+        ds, mapping = load_support(foundation, self.split)
         rows = evaluate_cases(foundation.model.eval(), ds, self.split["test"], mapping,
                               foundation.preprocessing, foundation.classes)
         return float(mean_dice(rows))
