@@ -56,6 +56,16 @@ def test_svd_keeps_a_trainable_A_when_no_site_moved_B_and_pairs_conv_sites():
     assert torch.allclose(row_norms, a.reshape(2, -1).norm(dim=1).mean().expand(2), rtol=1e-4)
 
 
+def test_svd_keeps_a_rank_above_the_layer_size_exact_and_trainable():
+    g = torch.Generator().manual_seed(0)
+    pairs = [(torch.randn(16, 12, generator=g), torch.randn(36, 16, generator=g)) for _ in range(2)]
+    out = aggregate_states([{"q.lora_A": a, "q.lora_B": b} for a, b in pairs], [1.0, 3.0])
+    target = 0.25 * lora_update(*pairs[0]) + 0.75 * lora_update(*pairs[1])
+    assert out["q.lora_A"].shape == (16, 12) and out["q.lora_B"].shape == (36, 16)
+    assert torch.allclose(lora_update(out["q.lora_A"], out["q.lora_B"]), target, atol=1e-4)
+    assert out["q.lora_A"][12:].abs().min() > 0  # the surplus ranks keep a trainable A
+
+
 def _faulty_app(cfg: FedConfig, bad: int) -> ClientApp:
     """Sites as usual, except partition ``bad``: crashes in round 1, sends a mis-shaped tensor
     in round 2."""

@@ -15,7 +15,7 @@ def federate_command(
                                         "flower-supernode processes instead of the simulation"),
         rounds: Optional[int] = typer.Option(None, help="override the YAML's rounds"),
         plan: Optional[str] = typer.Option(None, help="override the YAML's plan: encoder-lora+head"
-                                           " | lora-everywhere | decoder | full"),
+                                           " | lora-everywhere | decoder | full | sea-peft"),
         out: Optional[Path] = typer.Option(None, help="override the YAML's run folder")) -> None:
     """Sites adapt on their own volumes; only adapter tensors travel; bytes are counted."""
     try:

@@ -6,7 +6,9 @@
   separately gives (sum w_i B_i)(sum w_i A_i), which has cross terms and is not that average.
   The re-factorisation is exact whenever rank(dW) <= r. The new A is orthonormal rows times the
   sites' mean row norm of A (B absorbs the singular values), so that a pair whose dW is still zero
-  keeps a trainable A of its usual scale instead of collapsing to A = B = 0.
+  keeps a trainable A of its usual scale instead of collapsing to A = B = 0. A rank above the
+  layer's size (r16 on a 12-wide layer) keeps its surplus ranks as the sites' mean A rows with
+  zero B columns: the product is still exact and the ranks stay trainable.
 """
 from __future__ import annotations
 
@@ -46,12 +48,12 @@ def aggregate_lora(pairs: list[tuple[torch.Tensor, torch.Tensor]], weights: list
     rank = a0.shape[0]
     delta = sum(w * lora_update(a, b) for (a, b), w in zip(pairs, weights))
     u, s, vh = torch.linalg.svd(delta, full_matrices=False)
-    if rank > s.numel():
-        raise ValueError(f"LoRA rank {rank} exceeds the layer's size {tuple(delta.shape)}")
+    k = min(rank, s.numel())  # a rank above the layer's size: the extra ranks carry no update
     scale = sum(w * _flat(a.double(), b)[0].norm(dim=1).mean() for (a, b), w in zip(pairs, weights))
     scale = float(scale) if scale > 0 else 1.0
-    a = scale * vh[:rank]
-    b = u[:, :rank] * (s[:rank] / scale)
+    a = torch.cat([scale * vh[:k],  # extra A rows: the sites' mean, with zero B columns
+                   sum(w * _flat(p.double(), q)[0][k:] for (p, q), w in zip(pairs, weights))])
+    b = torch.cat([u[:, :k] * (s[:k] / scale), delta.new_zeros(delta.shape[0], rank - k)], dim=1)
     return a.reshape(a0.shape).to(a0.dtype), b.reshape(b0.shape).to(b0.dtype)
 
 

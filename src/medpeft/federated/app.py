@@ -11,6 +11,7 @@ any way of getting the config (the simulation passes the object itself).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -18,13 +19,17 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from medpeft.federated.config import FedConfig, load_fed_config, site_name
+from medpeft.federated.config import FedConfig, fed_sea_config, load_fed_config, site_name
+from medpeft.federated.sea_server import UTILITY
+from medpeft.federated.sea_site import sea_evaluate, sea_train
 from medpeft.federated.server import run_federation
 from medpeft.federated.site import Site
 from medpeft.federated.strategy import WEIGHT, to_arrays, to_state
+from medpeft.methods import SEA
 
 ConfigSource = Callable[[Context], FedConfig]
 KEPT = "kept"
+MEMORY = "sea-memory"  # a sea-peft site's smoother and last active set, between rounds
 
 
 def site_for(cfg: FedConfig, context: Context) -> Site:
@@ -51,16 +56,30 @@ def site_train(msg: Message, context: Context, cfg: FedConfig) -> Message:
     """Local training from the global tensors; the reply carries only the shared tensors."""
     site = site_for(cfg, context)
     server_round = int(msg.content["config"]["server-round"])
+    if cfg.plan == SEA:
+        return _sea_site_train(msg, context, site, server_round)
     shared, kept, metrics = site.train(to_state(msg.content["arrays"]), _kept(context), server_round)
     if kept:
         context.state[KEPT] = to_arrays(kept)
     return _reply(msg, site, {WEIGHT: site.n_support, **metrics}, to_arrays(shared))
 
 
+def _sea_site_train(msg: Message, context: Context, site: Site, server_round: int) -> Message:
+    """Federated SEA-PEFT: train the active set, send it with every candidate's smoothed utility."""
+    memory = json.loads(context.state[MEMORY]["json"]) \
+        if MEMORY in context.state.config_records else {}
+    shared, utilities, memory, metrics = sea_train(site, to_state(msg.content["arrays"]), memory,
+                                                   server_round, fed_sea_config(site.cfg.sea))
+    context.state[MEMORY] = ConfigRecord({"json": json.dumps(memory)})
+    return _reply(msg, site, {WEIGHT: site.n_support, UTILITY: utilities, **metrics},
+                  to_arrays(shared))
+
+
 def site_evaluate(msg: Message, context: Context, cfg: FedConfig) -> Message:
     """Dice of the global tensors (with this site's kept tensors) on the site's test volumes."""
     site = site_for(cfg, context)
-    dice = site.evaluate(to_state(msg.content["arrays"]), _kept(context))
+    tensors = to_state(msg.content["arrays"])
+    dice = sea_evaluate(site, tensors) if cfg.plan == SEA else site.evaluate(tensors, _kept(context))
     return _reply(msg, site, {"dice": dice, WEIGHT: len(site.split["test"])})
 
 

@@ -16,6 +16,24 @@ from medpeft.data.fewshot import TEST_SPLIT_SEED, write_manifest
 from medpeft.data.msd import load_msd
 from medpeft.federated.aggregation import MODES
 from medpeft.federated.plans import plan_named
+from medpeft.methods import SEA
+from medpeft.methods.sea.loop import SeaConfig
+
+# Few audits (one a round) call for a shorter memory than the central search's.
+FEDERATED_SEA = {"decay": 0.5, "window": 3, "votes": 2, "guard": 1, "audit_sites": 8}
+
+
+def fed_sea_config(overrides: dict | None = None) -> SeaConfig:
+    """Federated SEA-PEFT settings: ``budget``, smoother and controller (the central search's
+    step schedule does not apply: sites audit once a round)."""
+    unknown = sorted(set(overrides or {}) - {f.name for f in fields(SeaConfig)})
+    if unknown:
+        raise ValueError(f"sea: unknown settings {unknown}; known: {sorted(FEDERATED_SEA)} "
+                         "and budget, lam")
+    cfg = replace(SeaConfig(), **{**FEDERATED_SEA, **(overrides or {})})
+    if cfg.budget <= 0 or cfg.votes < 1 or cfg.audit_sites < 1:
+        raise ValueError(f"federated sea-peft: budget, votes and audit_sites must be positive ({cfg})")
+    return cfg
 
 
 @dataclass
@@ -30,6 +48,7 @@ class FedConfig:
     aggregation: str = "svd"
     seed: int = 0
     baseline: bool = True  # also train each site alone for rounds x local_steps (the gain)
+    sea: dict = field(default_factory=dict)  # plan sea-peft: budget, decay, votes, guard, ...
 
     def check(self) -> "FedConfig":
         plan_named(self.plan)
@@ -45,6 +64,13 @@ class FedConfig:
             part, n = site.get("part", (0, 1))
             if not 0 <= part < n:
                 raise ValueError(f"site {site_name(site, i)}: part {part} of {n} does not exist")
+        if self.plan == SEA:
+            fed_sea_config(self.sea)
+            if self.local:
+                raise ValueError("plan sea-peft shares one active set: 'local' tensors are not "
+                                 "supported with it")
+        elif self.sea:
+            raise ValueError(f"'sea' settings apply to plan {SEA}, not {self.plan}")
         names = [site_name(s, i) for i, s in enumerate(self.sites)]
         if len(set(names)) != len(names):
             raise ValueError(f"site names must differ: {names}")

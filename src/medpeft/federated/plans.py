@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
 from medpeft.adapters.kinds import SWIN
+from medpeft.methods import SEA
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ PLANS: dict[str, Plan] = {
                             "LoRA on every linear and convolution layer, plus the head"),
     "decoder": Plan("decoder", {}, "fine-tune the decoder and the head"),
     "full": Plan("full", {}, "fine-tune every weight (the communication baseline)"),
+    SEA: Plan(SEA, {}, "SEA-PEFT: one global active set, re-chosen each round from the sites' "
+                       "audits under the budget (settings: the federation's `sea`)"),
 }
 
 

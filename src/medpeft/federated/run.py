@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
 from medpeft.federated.accounting import human
 from medpeft.federated.config import FedConfig, write_site_manifests
 from medpeft.federated.site import Site, initial_state
 from medpeft.io import write_json, write_text, write_yaml
+from medpeft.methods import SEA
 
 OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0",
                "RAY_DEDUP_LOGS": "0"}
@@ -40,7 +42,12 @@ def simulate(cfg: FedConfig, client_app=None) -> None:
 
 
 def local_only(cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
-    """Each site's Dice after training alone for ``rounds x local_steps`` from the same start."""
+    """Each site's Dice after training alone for ``rounds x local_steps`` from the same start
+    (sea-peft: the same rounds of train, audit and allocate, alone)."""
+    if cfg.plan == SEA:
+        from medpeft.federated.sea_server import search_alone
+        return {site.name: search_alone(site, cfg.rounds)
+                for site in (Site(cfg, m) for m in manifests)}
     shared, kept = initial_state(cfg)
     scores = {}
     for manifest in manifests:
@@ -92,8 +99,26 @@ def report_markdown(cfg: FedConfig, report: dict) -> str:
               "| round | site | down | up | full FT (down + up) |", "|---:|---|---:|---:|---:|"]
     lines += [f"| {r['round']} | {r['site']} | {human(r['down'])} | {human(r['up'])} | "
               f"{human(r['full_ft'])} |" for r in report["bytes_per_round"]]
+    if "sea" in report:
+        lines += sea_markdown(report["sea"])
     if report["excluded"]:
         lines += ["", "Left out of aggregation:", ""]
         lines += [f"- round {e['round']} ({e['phase']}): **{e['site']}**: {e['reason']}"
                   for e in report["excluded"]]
     return "\n".join(lines) + "\n"
+
+
+def sea_markdown(sea: dict) -> list[str]:
+    """The global active set after each round of federated SEA-PEFT."""
+    lines = ["", f"SEA-PEFT: {sea['candidates']} candidates, budget {sea['budget']:,} parameters "
+             f"(head {sea['head_parameters']:,}); active set after each round:", "",
+             "| round | active | by kind | parameters used | calibration |",
+             "|---:|---:|---|---:|---:|"]
+    for r in sea["rounds"]:
+        kinds = Counter(name.split(":", 1)[1] for name in r["active"])
+        lines.append(f"| {r['round']} | {len(r['active'])} | "
+                     f"{', '.join(f'{k} {n}' for k, n in sorted(kinds.items()))} | "
+                     f"{r['used']:,} / {r['budget']:,} | {r['calibration']:.2f} |")
+    changes = [t for t in sea["transitions"] if not t["reason"].endswith("initial")]
+    lines += ["", f"{len(changes)} changes after the first allocation."]
+    return lines

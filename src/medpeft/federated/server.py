@@ -14,9 +14,11 @@ from flwr.serverapp import Grid
 from medpeft.adapters.io import save_adapter
 from medpeft.federated.accounting import Ledger, arrays_bytes
 from medpeft.federated.config import FedConfig
+from medpeft.federated.sea_server import save_sea_adapter, sea_strategy
 from medpeft.federated.site import build_model, initial_state, load_tensors
 from medpeft.federated.strategy import AdapterFedAvg, to_arrays, to_state
 from medpeft.io import write_json
+from medpeft.methods import SEA
 from medpeft.models.weights import load_foundation
 
 TIMEOUT_S = 3600.0
@@ -31,11 +33,15 @@ def full_model_bytes(cfg: FedConfig) -> int:
 def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     """Evaluate the starting adapter at every site, run ``cfg.rounds`` rounds, save the result."""
     out = Path(cfg.out)
-    shared, _ = initial_state(cfg)
-    strategy = AdapterFedAvg(shared, Ledger(full_model_bytes(cfg)), cfg.aggregation,
-                             fraction_train=1.0, fraction_evaluate=1.0,
-                             min_available_nodes=len(cfg.sites), min_train_nodes=len(cfg.sites),
-                             min_evaluate_nodes=len(cfg.sites))
+    ledger = Ledger(full_model_bytes(cfg))
+    nodes = dict(fraction_train=1.0, fraction_evaluate=1.0, min_available_nodes=len(cfg.sites),
+                 min_train_nodes=len(cfg.sites), min_evaluate_nodes=len(cfg.sites))
+    if cfg.plan == SEA:
+        strategy = sea_strategy(cfg, ledger, **nodes)
+        shared = strategy.allocator.wire()
+    else:
+        shared, _ = initial_state(cfg)
+        strategy = AdapterFedAvg(shared, ledger, cfg.aggregation, **nodes)
     arrays = to_arrays(shared)
     t0 = time.perf_counter()
     before = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid),
@@ -45,8 +51,6 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
                             timeout=TIMEOUT_S)
     final = to_state(result.arrays) if result.arrays is not None else shared
     strategy.ledger.name_sites(strategy.sites)
-    foundation, state = build_model(cfg)
-    load_tensors(foundation.model, final, "global adapter")
     summary = {"rounds": cfg.rounds, "plan": cfg.plan, "aggregation": cfg.aggregation,
                "sites": sorted(strategy.sites.values()), "seconds": time.perf_counter() - t0,
                "dice": {str(r): d for r, d in strategy.dice.items()},
@@ -55,9 +59,14 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
                "bytes_per_round": strategy.ledger.per_round(),
                "bytes_total": strategy.ledger.totals(),
                "shared_tensors": sorted(shared), "wire_tensors": sorted(strategy.wire_names)}
-    save_adapter(out / "global", foundation.model, state, foundation,
-                 extra={"federation": {k: summary[k] for k in ("rounds", "plan", "aggregation",
-                                                              "sites")},
-                        "local_patterns": cfg.local})
+    extra = {"federation": {k: summary[k] for k in ("rounds", "plan", "aggregation", "sites")}}
+    if cfg.plan == SEA:
+        summary["sea"] = strategy.allocator.summary()
+        save_sea_adapter(out / "global", cfg, strategy.allocator, extra)
+    else:
+        foundation, state = build_model(cfg)
+        load_tensors(foundation.model, final, "global adapter")
+        save_adapter(out / "global", foundation.model, state, foundation,
+                     extra={**extra, "local_patterns": cfg.local})
     write_json(out / "server.json", summary)
     return summary

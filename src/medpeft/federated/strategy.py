@@ -35,6 +35,11 @@ def to_arrays(state: dict[str, torch.Tensor]) -> ArrayRecord:
     return ArrayRecord({k: Array(v.detach().cpu().numpy()) for k, v in state.items()})
 
 
+def metrics_of(msg: Message) -> MetricRecord:
+    """The (first) metric record of a reply."""
+    return next(iter(msg.content.metric_records.values()))
+
+
 class AdapterFedAvg(FedAvg):
     """FedAvg over adapter tensors with per-reply checks, LoRA-exact averaging and a ledger."""
 
@@ -129,14 +134,18 @@ class AdapterFedAvg(FedAvg):
         if not good:
             log.warning("round %s: no usable update; the global adapter is unchanged", server_round)
             return None, None
-        weights = [float(next(iter(m.content.metric_records.values()))[WEIGHT]) for m in good]
+        return self.merge(server_round, good)
+
+    def merge(self, server_round: int, good: list[Message]) -> tuple[ArrayRecord, MetricRecord]:
+        """The weighted aggregate of usable train replies and their mean training loss."""
+        weights = [float(metrics_of(m)[WEIGHT]) for m in good]
         states = [to_state(next(iter(m.content.array_records.values()))) for m in good]
         merged = aggregate_states(states, weights, self.mode)
         self.train_metrics[server_round] = {
-            self.site(m.metadata.src_node_id): dict(next(iter(m.content.metric_records.values())))
-            for m in good}
+            self.site(m.metadata.src_node_id): {k: v for k, v in metrics_of(m).items()
+                                                 if not isinstance(v, list)} for m in good}
         total = sum(weights)
-        loss = sum(w * float(next(iter(m.content.metric_records.values())).get("train-loss", 0.0))
+        loss = sum(w * float(metrics_of(m).get("train-loss", 0.0))
                    for w, m in zip(weights, good)) / total
         return to_arrays(merged), MetricRecord({"train-loss": loss, "sites": len(good)})
 
@@ -148,8 +157,7 @@ class AdapterFedAvg(FedAvg):
     def record_dice(self, server_round: int, good: list[Message]) -> MetricRecord | None:
         if not good:
             return None
-        scores = {self.site(m.metadata.src_node_id): float(
-            next(iter(m.content.metric_records.values()))["dice"]) for m in good}
+        scores = {self.site(m.metadata.src_node_id): float(metrics_of(m)["dice"]) for m in good}
         self.dice[server_round] = scores
         finite = [d for d in scores.values() if not math.isnan(d)]
         return MetricRecord({"dice": sum(finite) / len(finite) if finite else float("nan")})

@@ -61,3 +61,15 @@ class UtilitySmoother:
 
     def forget(self, name: str) -> None:
         self.tracks.pop(name, None)
+
+    def to_dict(self) -> dict:
+        """The tracks as plain lists (to keep a smoother between federated rounds)."""
+        return {n: {"raw": list(t.raw), "ema_values": list(t.ema_values), "ema": t.ema}
+                for n, t in self.tracks.items()}
+
+    def load_dict(self, tracks: dict) -> "UtilitySmoother":
+        """Restore tracks written by ``to_dict``; returns self."""
+        self.tracks = {n: _Track(deque(t["raw"], maxlen=self.window),
+                                 deque(t["ema_values"], maxlen=self.window), t["ema"])
+                       for n, t in tracks.items()}
+        return self

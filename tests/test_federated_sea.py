@@ -1,0 +1,90 @@
+"""Federated SEA-PEFT: sites audit locally, the server pools and allocates one global active set."""
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+from safetensors.torch import load_file
+
+from medpeft.adapters.io import load_adapter
+from medpeft.federated.config import FedConfig, fed_sea_config
+from medpeft.federated.run import federate
+from medpeft.federated.sea_server import SeaAllocator, pool
+from medpeft.methods.sea.smoothing import UtilitySmoother
+from medpeft.models.weights import load_foundation, shipped_foundation
+
+
+def _qkv_pair(allocator: SeaAllocator) -> tuple[str, str]:
+    """LoRA r4 and r16 on the same attention layer (one may replace the other)."""
+    r4 = next(c for c in allocator.candidates if c.name.endswith(":lora[r4]") and "qkv" in c.name)
+    r16 = next(c for c in allocator.candidates if c.name == r4.name.replace("[r4]", "[r16]"))
+    return r4.name, r16.name
+
+
+def test_allocator_takes_the_first_proposal_then_changes_only_on_consistent_votes():
+    allocator = SeaAllocator(0, str(shipped_foundation()), fed_sea_config({"votes": 2, "guard": 1}))
+    names = [c.name for c in allocator.candidates]
+    r4, r16 = _qkv_pair(allocator)
+    zero = dict.fromkeys(names, 0.0)
+    allocator.allocate({**zero, r4: 0.5}, 1)  # only r4 is worth anything: taken at once
+    assert allocator.active == {r4}
+    trained = {n: t + 1.0 for n, t in allocator.wire().items()}
+    allocator.update(trained)  # the sites trained r4 in round 2 and measured it lower
+    measured = {**zero, r4: 0.1, r16: 1.0}
+    allocator.allocate(measured, 2)  # calibration 0.1 / 0.5: r16's estimate counts 0.2 > 0.1
+    assert allocator.factor() == 0.1 / 0.5
+    assert allocator.active == {r4}  # one vote is not enough
+    allocator.allocate(measured, 3)
+    assert allocator.active == {r16}  # two consistent votes: r16 replaces r4 on the layer
+    assert allocator.used() <= allocator.budget
+    owned = {n for n, o in allocator.owner.items() if o == r4}
+    assert all(torch.equal(allocator.values[n], allocator.fresh[n]) for n in owned)  # reset
+    wire = set(allocator.wire())
+    assert not wire & owned and {n for n, o in allocator.owner.items() if o == r16} <= wire
+    assert all(n.startswith("out.") for n in wire if n not in allocator.owner)  # and the head
+    assert [t["to"] for t in allocator.ctrl.transitions] == ["active", "inactive", "active"]
+
+
+def test_pool_weights_sites_and_skips_unmeasured_candidates():
+    pooled = pool([[1.0, math.nan, 2.0], [3.0, math.nan, math.nan]], [1.0, 3.0], ["a", "b", "c"])
+    assert pooled["a"] == 2.5 and math.isnan(pooled["b"]) and pooled["c"] == 2.0
+
+
+def test_smoother_survives_a_round_trip_between_rounds():
+    smoother = UtilitySmoother(0.5, 3, 0.25)
+    for u in (0.1, 0.4, -0.2, 0.3):
+        smoother.update("x", u)
+    back = UtilitySmoother(0.5, 3, 0.25).load_dict(json.loads(json.dumps(smoother.to_dict())))
+    assert back.score("x") == smoother.score("x")
+    back.update("x", 0.2), smoother.update("x", 0.2)
+    assert back.score("x") == smoother.score("x")
+
+
+def test_federated_sea_sends_exactly_the_allocated_sets_and_saves_a_loadable_adapter(
+        collection, tmp_path):
+    target = collection / "Task10_NewSite"
+    sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
+    cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, out=str(tmp_path / "sea"),
+                    plan="sea-peft", rounds=2, local_steps=2, baseline=False)
+    report = federate(cfg)
+    sea = report["sea"]
+    assert [r["round"] for r in sea["rounds"]] == [1, 2] and sea["rounds"][0]["active"]
+    assert all(r["used"] <= r["budget"] for r in sea["rounds"])
+    # what travelled is the head plus the candidates the server made active, nothing else
+    allocated = {n for r in sea["rounds"] for n in r["active"]}
+    owner = SeaAllocator(cfg.seed, cfg.foundation, fed_sea_config()).owner
+    assert {owner[n] for n in report["wire_tensors"] if n in owner} == allocated
+    head = {n for n, _ in load_foundation(cfg.foundation).model.out.named_parameters()}
+    assert {n for n in report["wire_tensors"] if n not in owner} == {f"out.{n}" for n in head}
+    assert report["bytes_total"]["ratio"] >= 40
+    for site in ("site0", "site1"):
+        assert report["dice"]["2"][site] >= report["dice"]["0"][site] - 0.05
+    # the global adapter is a plain sea-peft artefact with the final active set
+    config = json.loads((tmp_path / "sea" / "global" / "adapter_config.json").read_text())
+    assert config["method"] == "sea-peft"
+    assert {s["name"] for s in config["sites"]} == set(sea["rounds"][-1]["active"])
+    saved = load_file(str(tmp_path / "sea" / "global" / "adapter.safetensors"))
+    assert any(t.abs().sum() > 0 for n, t in saved.items() if "lora_B" in n or "affine" in n)
+    model = load_adapter(tmp_path / "sea" / "global", load_foundation(cfg.foundation))
+    assert model(torch.zeros(1, 1, 64, 64, 64)).shape[1] == len(config["classes"]) + 1
