@@ -138,11 +138,16 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     target = collection / "Task10_NewSite"
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
     cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, out=str(tmp_path / "dep"),
-                    rounds=1, local_steps=2, baseline=False)
+                    rounds=1, local_steps=2, baseline=False, local=["out.*"])
     report = federate(cfg, deployment=True)
     assert set(report["train"]["1"]) == {"site0", "site1"}  # both SuperNodes trained
     assert report["bytes_total"]["ratio"] >= 40
     assert (tmp_path / "dep" / "global" / "adapter.safetensors").is_file()
+    # the head is personalised: it never travels, and each site saved its own
+    assert report["wire_tensors"] and not any(n.startswith("out.") for n in report["wire_tensors"])
+    heads = [load_file(str(tmp_path / "dep" / "sites" / s / "adapter.safetensors"))
+             for s in ("site0", "site1")]
+    assert not torch.equal(heads[0]["out.conv.conv.weight"], heads[1]["out.conv.conv.weight"])
     assert marked_processes(str((tmp_path / "dep" / "flwr-home").resolve())) == []
 
 

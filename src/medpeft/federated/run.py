@@ -99,6 +99,9 @@ def report_markdown(cfg: FedConfig, report: dict) -> str:
               "| round | site | down | up | full FT (down + up) |", "|---:|---|---:|---:|---:|"]
     lines += [f"| {r['round']} | {r['site']} | {human(r['down'])} | {human(r['up'])} | "
               f"{human(r['full_ft'])} |" for r in report["bytes_per_round"]]
+    if cfg.local:
+        lines += ["", f"Kept at each site (never sent): tensors matching {cfg.local}; each site's "
+                  f"personalised adapter is in {Path(cfg.out) / 'sites'}/<site>/."]
     if "sea" in report:
         lines += sea_markdown(report["sea"])
     if report["excluded"]:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from medpeft.adapters.io import save_adapter
 from medpeft.data.fewshot import read_manifest
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice
 from medpeft.federated.config import FedConfig
@@ -83,9 +84,19 @@ class Site:
         return out, kept, {"train-loss": float(summary.get("loss", float("nan"))),
                            "seconds": float(summary["seconds"])}
 
+    @property
+    def personal_dir(self) -> Path:
+        """Where the site keeps its personalised adapter (global tensors + its kept ones)."""
+        return Path(self.cfg.out) / "sites" / self.name
+
     def evaluate(self, shared: dict, kept: dict) -> float:
-        """Mean Dice of the model with these tensors on the site's own test volumes."""
-        foundation, _ = self._model(shared, kept)
+        """Mean Dice of the model with these tensors on the site's own test volumes. A site
+        with kept tensors also saves that model as its personalised adapter (each time, so the
+        last round's is what stays)."""
+        foundation, state = self._model(shared, kept)
+        if kept:
+            save_adapter(self.personal_dir, foundation.model, state, foundation,
+                         extra={"site": self.name, "local_patterns": self.cfg.local})
         return self.dice(foundation)
 
     def dice(self, foundation: Foundation) -> float:
