@@ -51,18 +51,25 @@ def pretrain(source: list[Path] = typer.Option(..., help="source MSD folder (rep
              backbone: str = typer.Option("swin-fast", help="swin-fast | swin-small | swin-base"),
              steps: int = typer.Option(400), lr: float = typer.Option(2e-3),
              seed: int = typer.Option(0),
+             checkpoint_every: int = typer.Option(50, help="steps between checkpoints (a crash "
+                                                  "loses at most this many)"),
              resume: bool = typer.Option(False, help="continue from the last checkpoint")) -> None:
-    """Supervised pre-training with the partial-label (marginal) loss."""
+    """Supervised pre-training with the partial-label (marginal) loss. Several processes:
+    torchrun --nproc-per-node N $(which medpeft) pretrain ... (DDP; gloo on CPU, NCCL on GPUs)."""
     from medpeft.demo import progress_bar
     from medpeft.train.loop import LoopConfig
     from medpeft.train.pretrain import pretrain as run
+    from medpeft.train import distributed
     try:
-        with progress_bar() as progress:
-            run(source, out, backbone, loop=LoopConfig(steps=steps, lr=lr, seed=seed),
+        with distributed.process_group(), progress_bar() as progress:
+            run(source, out, backbone, loop=LoopConfig(steps=steps, lr=lr, seed=seed,
+                                                       checkpoint_every=checkpoint_every,
+                                                       log_every=min(10, checkpoint_every)),
                 resume=resume, progress=progress)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
-    console.print(f"foundation model: {out}")
+    if distributed.is_main():
+        console.print(f"foundation model: {out}")
 
 
 @app.command()
@@ -164,11 +171,15 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                          "are cached once): use --method blackbox-spatial or blackbox-linear"))
     from medpeft.demo import progress_bar
     from medpeft.methods import SEA
+    from medpeft.train import distributed
     from medpeft.train.adapt import adapt as run
+    if distributed.launched() and (kind or method == SEA):
+        _fail(ValueError(f"{method} trains in one process (its search or feature cache is not "
+                         "sharded): run it without torchrun"))
     options = method_options(rank, alpha, targets, bottleneck, scale, kernel)
     try:
         rates = parse_rates(lr)
-        with progress_bar() as progress:
+        with distributed.process_group(), progress_bar() as progress:
             if method == SEA:
                 from medpeft.data.fewshot import read_manifest
                 from medpeft.methods.sea.adapt import sea_adapt
@@ -198,7 +209,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                               resume, tuple(organ or ()), head_init, patience, progress)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
-    console.print(f"adapter: {out}  ({summary['seconds']:.1f} s)")
+    if distributed.is_main():
+        console.print(f"adapter: {out}  ({summary['seconds']:.1f} s)")
 
 
 @app.command()
@@ -262,15 +274,19 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
              "blackbox-linear, blackbox-spatial); 'all' for every preset"),
          shots: Optional[list[int]] = typer.Option(None, help="K values (repeatable; default 1 and 5)"),
          seed: int = typer.Option(0),
-         retrain: bool = typer.Option(False, help="pre-train even if the shipped model matches")) -> None:
-    """The main job on the embedded phantom: pre-train, adapt at K=1 and K=5, report Dice."""
+         retrain: bool = typer.Option(False, help="pre-train even if the shipped model matches"),
+         federated_rounds: int = typer.Option(3, help="rounds of the federated section (3 phantom "
+                                              "hospitals on Flower); 0 leaves it out")) -> None:
+    """The main job on the embedded phantom: pre-train, adapt at K=1 and K=5, report Dice; then
+    three phantom hospitals adapt together on Flower (only adapters travel)."""
     from medpeft.demo import DEMO_METHODS, DemoConfig, run_demo
     from medpeft.methods import PRESETS
     methods = tuple(PRESETS) if method == ["all"] else tuple(method or DEMO_METHODS)
     try:
         run_demo(out, cache, DemoConfig(pretrain_steps=pretrain_steps, adapt_steps=adapt_steps,
                                         methods=methods, shots=tuple(shots or (1, 5)), seed=seed,
-                                        retrain=retrain), console)
+                                        retrain=retrain, federated_rounds=federated_rounds),
+                 console)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
 

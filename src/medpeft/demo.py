@@ -22,7 +22,7 @@ from medpeft.data.ontology import class_mapping
 from medpeft.data.phantom.collection import write_collection
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice, organ_means
 from medpeft.evaluate.report import overlay_png, results_table, write_csv, write_report
-from medpeft.io import write_json
+from medpeft.io import write_json, write_text
 from medpeft.methods import METHODS, check_method
 from medpeft.methods.blackbox.adapt import adapter_config, blackbox_adapt, open_adapter
 from medpeft.methods.blackbox.heads import blackbox_kind
@@ -50,6 +50,8 @@ class DemoConfig:
     methods: tuple[str, ...] = DEMO_METHODS
     n_test: int = 6
     options: dict = field(default_factory=lambda: {"lora": {"rank": 4}})
+    federated_rounds: int = 3  # the federated section (3 phantom hospitals); 0 leaves it out
+    federated_steps: int = 10
 
 
 def progress_bar() -> Progress:
@@ -194,5 +196,22 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
         "foundation": str(fdir), "target": f"{target.root} ({cfg.n_test} held-out test volumes)",
         "wall time (s)": f"{time.perf_counter() - t_start:.0f}"}, overlay.name)
     console.print(results_table(records, "medpeft demo: mean Dice on held-out volumes"))
+    if cfg.federated_rounds:
+        _federated_section(out, setting, cfg, console)
     console.print(f"report: {out / 'report.md'}  overlay: {overlay}")
     return records
+
+
+def _federated_section(out: Path, setting: PhantomSetting, cfg: DemoConfig,
+                       console: Console) -> None:
+    """Three phantom hospitals federate; the table is printed and added to ``report.md``."""
+    from medpeft.federated.demo import demo_federation, demo_federation_config, federation_table
+    fed_cfg = demo_federation_config(Path(setting.target.root), setting.foundation_dir,
+                                     out / "federated", cfg.federated_rounds, cfg.federated_steps,
+                                     cfg.seed)
+    console.print(f"federated section: {len(fed_cfg.sites)} hospitals on Flower's simulation "
+                  f"runtime ({fed_cfg.out})")
+    report = demo_federation(fed_cfg)
+    console.print(federation_table(report, fed_cfg))
+    section = (Path(fed_cfg.out) / "report.md").read_text().replace("# Federation", "## Federation", 1)
+    write_text(out / "report.md", (out / "report.md").read_text() + "\n" + section)

@@ -45,10 +45,10 @@ class SeaAllocator:
     """The global state of a federated search: every candidate's tensors, the active set."""
 
     def __init__(self, cfg_seed: int, foundation: str, sea: SeaConfig):
-        found, sites, n_model = candidate_model(cfg_seed, foundation)
-        self.candidates = [Candidate(s.name, s.location, s.n_params, describe(s)) for s in sites]
-        self.owner = {f"{s.name}.{n}": s.name for s in sites for n in own_parameters(s)}
-        self.fresh = wire_state(found.model, sites, names={s.name for s in sites})
+        found, candidates, n_model = candidate_model(cfg_seed, foundation)
+        self.candidates = [Candidate(s.name, s.location, s.n_params, describe(s)) for s in candidates]
+        self.owner = {f"{s.name}.{n}": s.name for s in candidates for n in own_parameters(s)}
+        self.fresh = wire_state(found.model, candidates, names={s.name for s in candidates})
         self.values = dict(self.fresh)
         head_cost = sum(p.numel() for p in found.model.out.parameters())
         self.budget = sea.budget_params(n_model)

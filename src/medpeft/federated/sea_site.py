@@ -46,20 +46,20 @@ def candidate_model(seed: int, foundation_dir: str) -> tuple[Foundation, list[Ad
     n_model = count_parameters(model)
     freeze(model)
     torch.manual_seed(seed)
-    sites = insert_space(model, SWIN_SPACE)
-    for site in sites:
+    candidates = insert_space(model, SWIN_SPACE)
+    for site in candidates:
         site.enabled = False
     train_head(model, {})
-    return foundation, sites, n_model
+    return foundation, candidates, n_model
 
 
 def own_parameters(site: AdapterSite) -> dict[str, torch.nn.Parameter]:
     return {n: p for n, p in site.named_parameters() if not n.startswith("base.")}
 
 
-def wire_state(model: torch.nn.Module, sites: list[AdapterSite], names=None) -> dict:
+def wire_state(model: torch.nn.Module, candidates: list[AdapterSite], names=None) -> dict:
     """Head tensors and the tensors of candidates ``names`` (default: the enabled ones)."""
-    chosen = [s for s in sites if (s.enabled if names is None else s.name in names)]
+    chosen = [s for s in candidates if (s.enabled if names is None else s.name in names)]
     state = {f"out.{n}": p.detach().clone() for n, p in model.out.named_parameters()}
     for site in chosen:
         state.update({f"{site.name}.{n}": p.detach().clone()
@@ -67,13 +67,13 @@ def wire_state(model: torch.nn.Module, sites: list[AdapterSite], names=None) -> 
     return state
 
 
-def load_wire(model: torch.nn.Module, sites: list[AdapterSite], tensors: dict) -> list[AdapterSite]:
+def load_wire(model: torch.nn.Module, candidates: list[AdapterSite], tensors: dict) -> list[AdapterSite]:
     """Load a message's tensors; the candidates it carries are switched on (and trainable), the
     others off. Returns the active candidates. Unknown names or shapes fail by name."""
     targets = {f"out.{n}": p for n, p in model.out.named_parameters()}
-    by_name = {s.name: s for s in sites}
+    by_name = {s.name: s for s in candidates}
     active = []
-    for site in sites:
+    for site in candidates:
         params = own_parameters(site)
         present = [f"{site.name}.{n}" in tensors for n in params]
         site.enabled = all(present)
@@ -113,9 +113,9 @@ def sea_train(site: Site, tensors: dict, memory: dict, server_round: int, sea: S
     """
     cfg = site.cfg
     steps = steps or cfg.local_steps
-    foundation, sites, _ = candidate_model(cfg.seed, cfg.foundation)
+    foundation, candidates, _ = candidate_model(cfg.seed, cfg.foundation)
     model = foundation.model
-    active = load_wire(model, sites, tensors)
+    active = load_wire(model, candidates, tensors)
     ds, mapping = load_support(foundation, site.split)
     data = crop_dataset(foundation, ds, mapping, site.split["support"])
     loop = LoopConfig(steps=steps, warmup=max(1, steps // 10), log_every=steps,
@@ -128,14 +128,14 @@ def sea_train(site: Site, tensors: dict, memory: dict, server_round: int, sea: S
     score = SoftDiceScore([crop])
     smoother = UtilitySmoother(sea.decay, sea.window, sea.lam).load_dict(memory.get("tracks", {}))
     was_active = set(memory.get("active", []))
-    for s in sites:
+    for s in candidates:
         if (s.name in was_active) != s.enabled:
             smoother.forget(s.name)
     model.eval()
     base = measure(model, score)
     utilities = toggle_off(model, score, audit_order(active, smoother, server_round,
                                                      sea.audit_sites), base)
-    fresh = [s for s in sites if not s.enabled]
+    fresh = [s for s in candidates if not s.enabled]
     for s in fresh:
         for p in own_parameters(s).values():
             p.requires_grad_(True)
@@ -143,11 +143,11 @@ def sea_train(site: Site, tensors: dict, memory: dict, server_round: int, sea: S
     utilities.update(first_order(model, score, fresh, horizon))
     for name, u in utilities.items():
         smoother.update(name, u)
-    smoothed = [smoother.score(s.name) for s in sites]
+    smoothed = [smoother.score(s.name) for s in candidates]
     memory = {"tracks": smoother.to_dict(), "active": [s.name for s in active]}
     metrics = {"train-loss": float(summary.get("loss", math.nan)),
                "seconds": float(summary["seconds"]), "audit-dice": base}
-    return (wire_state(model, sites),
+    return (wire_state(model, candidates),
             [math.nan if v is None else float(v) for v in smoothed], memory, metrics)
 
 
@@ -163,6 +163,6 @@ def audit_order(active: list[AdapterSite], smoother: UtilitySmoother, server_rou
 
 def sea_evaluate(site: Site, tensors: dict) -> float:
     """Mean Dice at the site's test volumes with the message's active set."""
-    foundation, sites, _ = candidate_model(site.cfg.seed, site.cfg.foundation)
-    load_wire(foundation.model, sites, tensors)
+    foundation, candidates, _ = candidate_model(site.cfg.seed, site.cfg.foundation)
+    load_wire(foundation.model, candidates, tensors)
     return site.dice(foundation)

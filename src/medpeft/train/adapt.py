@@ -17,6 +17,7 @@ from medpeft.io import write_yaml
 from medpeft.methods import apply_method, group_rates, param_groups
 from medpeft.methods.novel_organs import INITS, prototype_rows, set_head_classes, task_classes
 from medpeft.models.weights import Foundation, load_foundation
+from medpeft.train import distributed
 from medpeft.train.losses import MarginalDiceCELoss
 from medpeft.train.loop import LoopConfig, batches, train_loop
 
@@ -61,10 +62,12 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
     loop = LoopConfig(steps=steps, lr=max(rates.values()), warmup=max(1, steps // 10),
                       seed=seed, checkpoint_every=max(10, steps // 4), patience=patience)
     out_dir = Path(out_dir)
-    write_yaml(out_dir / "config.yaml", {
-        "command": "adapt", "foundation": str(foundation_dir), "manifest": str(manifest),
-        "method": method, "options": options or {}, "loop": loop.to_dict(), "lr": rates,
-        "classes": list(foundation.classes), "head_init": head_init})
+    if distributed.is_main():
+        write_yaml(out_dir / "config.yaml", {
+            "command": "adapt", "foundation": str(foundation_dir), "manifest": str(manifest),
+            "method": method, "options": options or {}, "loop": loop.to_dict(), "lr": rates,
+            "classes": list(foundation.classes), "head_init": head_init,
+            "ranks": distributed.world_size()})
     data = crop_dataset(foundation, ds, mapping, split["support"])
     novel = [c for c, o in enumerate(foundation.classes, 1) if o not in known]
     missing = [o for c, o in enumerate(foundation.classes, 1)
@@ -81,6 +84,8 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
                          groups=param_groups(foundation.model, state, rates), resume=resume,
                          progress=progress, desc=f"adapt {method} K={len(split['support'])}")
     summary["seconds"] = time.perf_counter() - t0
+    if not distributed.is_main():  # every rank holds the same adapter; rank 0 saves it
+        return summary
     save_adapter(out_dir, foundation.model, state, foundation,
                  extra={"manifest": split, "train": summary})
     return summary

@@ -18,9 +18,11 @@ from typing import Callable, Iterator
 
 import torch
 from monai.data import DataLoader, list_data_collate
+from torch.utils.data.distributed import DistributedSampler
 from safetensors.torch import load_file
 
-from medpeft.device import resolve_device, to_device
+from medpeft.device import to_device
+from medpeft.train import distributed
 from medpeft.io import append_jsonl, write_json
 from medpeft.models.weights import save_state
 
@@ -45,13 +47,24 @@ class LoopConfig:
         return asdict(self)
 
 
-def batches(dataset, batch_size: int, seed: int) -> Iterator[dict]:
-    """An endless stream of collated batches, reshuffled every epoch by ``seed``."""
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
+def batches(dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> Iterator[dict]:
+    """An endless stream of collated batches, reshuffled every epoch by ``seed``. With several
+    ranks, each draws from its own shard of the volumes (``DistributedSampler``) and its own
+    random crops."""
+    generator = torch.Generator().manual_seed(seed + 7_777 * rank)
+    if world == 1:
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
+                            collate_fn=list_data_collate, generator=generator)
+        while True:
+            yield from loader
+    sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0,
                         collate_fn=list_data_collate, generator=generator)
+    epoch = 0
     while True:
+        sampler.set_epoch(epoch)
         yield from loader
+        epoch += 1
 
 
 def _schedule(cfg: LoopConfig) -> Callable[[int], float]:
@@ -133,7 +146,8 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     The model is moved to ``device`` (see ``medpeft.device``) and stays there.
     """
     run_dir = Path(run_dir)
-    device = resolve_device(device)
+    device = distributed.rank_device(device)
+    main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
     model.to(device)
     ckpt_dir = run_dir / "checkpoints"
     params = [p for p in model.parameters() if p.requires_grad]
@@ -144,10 +158,12 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
     start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if resume else 0
-    if not resume:
+    if not resume and main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    torch.manual_seed(cfg.seed + start)
-    stream = batches(dataset, cfg.batch_size, cfg.seed + start)
+    net = distributed.wrap(model, device)  # several ranks: gradients averaged over them
+    torch.manual_seed(cfg.seed + start + rank)
+    stream = batches(dataset, cfg.batch_size, cfg.seed + start, rank, world)
+    progress = progress if main else None
     task = progress.add_task(desc, total=cfg.steps, completed=start) if progress else None
     model.train()
     t0, running, logged = time.perf_counter(), [], math.nan
@@ -158,29 +174,33 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
             return {"steps": step, "stopped": True}
         batch = to_device(next(stream), device)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model(batch["image"]), batch["label"], batch["channel_to_local"])
+        loss = loss_fn(net(batch["image"]), batch["label"], batch["channel_to_local"])
         loss.backward()
         optimizer.step()
         scheduler.step()
-        running.append(loss.item())
-        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+        value = distributed.mean_over_ranks(loss.item(), device)  # the same on every rank
+        running.append(value)
+        if main and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             logged = sum(running) / len(running)
             append_jsonl(run_dir / "metrics.jsonl", {
                 "step": step + 1, "loss": logged,
                 "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
                 "seconds": time.perf_counter() - t0})
             running = []
-        if (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+        if main and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler)
         if progress:
-            progress.update(task, advance=1, description=f"{desc} loss {loss.item():.3f}")
-        if plateau.update(loss.item()) and step + 1 >= cfg.warmup:
+            progress.update(task, advance=1, description=f"{desc} loss {value:.3f}")
+        if plateau.update(value) and step + 1 >= cfg.warmup:
             done = step + 1
             break
     model.eval()
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    distributed.barrier()
+    if main:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     summary = {"steps": done, "seconds": time.perf_counter() - t0, "resumed_from": start,
-               "device": str(device), "loss": logged if not running else sum(running) / len(running)}
+               "device": str(device), "ranks": world,
+               "loss": logged if not running else sum(running) / len(running)}
     if done < cfg.steps:
         summary["stopped_early"] = f"loss EMA {plateau.best:.4f} flat for {cfg.patience} steps"
     return summary

@@ -10,6 +10,7 @@ from medpeft.data.transforms import Preprocessing, cached_dataset, case_dicts
 from medpeft.io import write_yaml
 from medpeft.models.backbones import PRESETS, build_backbone
 from medpeft.models.weights import save_foundation
+from medpeft.train import distributed
 from medpeft.train.losses import MarginalDiceCELoss
 from medpeft.train.loop import LoopConfig, train_loop
 
@@ -23,7 +24,8 @@ def source_classes(label_maps: list[dict[int, str]]) -> tuple[str, ...]:
 def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
              pp: Preprocessing = Preprocessing(), loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
              resume: bool = False, progress=None, recipe: dict | None = None) -> Path:
-    """Train a foundation model on ``sources`` (MSD folders) and save it to ``out_dir``."""
+    """Train a foundation model on ``sources`` (MSD folders) and save it to ``out_dir``. Under
+    torchrun every rank trains on its shard (DDP); rank 0 writes."""
     datasets = [read_dataset(s, label_files=True) for s in sources]
     for ds in datasets:
         check_dataset(ds)
@@ -31,14 +33,18 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     mappings = {ds.name: class_mapping(ds.labels, classes) for ds in datasets}
     items = [item for ds in datasets for item in case_dicts(ds, mappings[ds.name])]
     out_dir = Path(out_dir)
-    write_yaml(out_dir / "config.yaml", {
-        "command": "pretrain", "sources": [str(s) for s in sources], "backbone": backbone,
-        "classes": classes, "preprocessing": pp.to_dict(), "loop": loop.to_dict()})
+    if distributed.is_main():
+        write_yaml(out_dir / "config.yaml", {
+            "command": "pretrain", "sources": [str(s) for s in sources], "backbone": backbone,
+            "classes": classes, "preprocessing": pp.to_dict(), "loop": loop.to_dict(),
+            "ranks": distributed.world_size()})
     data = cached_dataset(items, pp, mappings, train=True)
     cfg = PRESETS[backbone]
     model = build_backbone(cfg, len(classes) + 1)
     summary = train_loop(model, data, MarginalDiceCELoss(), loop, out_dir, resume=resume,
                          progress=progress, desc="pre-training")
+    if not distributed.is_main():  # every rank holds the same weights; rank 0 saves them
+        return out_dir
     return save_foundation(out_dir, model, cfg, classes, pp,
                            extra={"sources": [ds.name for ds in datasets], "train": summary,
                                   "recipe": recipe or {}})

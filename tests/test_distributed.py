@@ -1,0 +1,127 @@
+"""Two CPU ranks on gloo train one model (DDP); the checkpoint resumes on a single process."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+
+from medpeft.data.msd import load_msd
+from medpeft.data.ontology import class_mapping
+from medpeft.data.transforms import Preprocessing, cached_dataset, case_dicts
+from medpeft.methods import apply_method, trainable_state
+from medpeft.models.backbones import PRESETS, build_backbone
+from medpeft.models.weights import save_state
+from medpeft.train import distributed
+from medpeft.train.losses import MarginalDiceCELoss
+from medpeft.train.loop import LoopConfig, batches, load_checkpoint, train_loop
+
+LOOP = LoopConfig(steps=6, lr=1e-2, checkpoint_every=3, log_every=1, warmup=1)
+
+
+def _setting(data_root: Path):
+    ds = load_msd(data_root)
+    mapping = class_mapping(ds.labels, ("liver",))
+    data = cached_dataset(case_dicts(ds, mapping), Preprocessing(), {ds.name: mapping})
+    torch.manual_seed(0)
+    model = build_backbone(PRESETS["swin-fast"], 2)
+    apply_method(model, "decoder")
+    return data, model
+
+
+def _rank(rank: int, world: int, port: int, data_root: str, run_dir: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    with distributed.process_group("cpu"):
+        data, model = _setting(Path(data_root))
+        if rank == 1:  # a different start on rank 1: DDP must broadcast rank 0's weights
+            torch.nn.init.normal_(model.out.conv.conv.weight)
+        out = train_loop(model, data, MarginalDiceCELoss(), LOOP, Path(run_dir), stop_after=3,
+                         device="cpu")
+        assert out["stopped"]
+        first = next(batches(data, 1, 0, distributed.rank(), distributed.world_size()))
+        save_state(Path(run_dir) / f"rank{rank}.safetensors",
+                   {**trainable_state(model), "first_image": torch.as_tensor(first["image"]).contiguous()})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_gloo_ranks_agree_and_their_checkpoint_resumes_on_one_process(collection, tmp_path):
+    data_root = collection / "Task02_Liver"
+    mp.spawn(_rank, args=(2, _free_port(), str(data_root), str(tmp_path)), nprocs=2, join=True)
+    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    images = [r.pop("first_image") for r in ranks]
+    assert not torch.equal(images[0], images[1])  # each rank draws its own crops
+    assert ranks[0].keys() == ranks[1].keys() and len(ranks[0]) > 2
+    assert all(torch.equal(ranks[0][n], ranks[1][n]) for n in ranks[0])  # identical weights
+    # only rank 0 wrote: one log line per step, one checkpoint (step 3)
+    steps = [json.loads(x)["step"] for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]
+    data, model = _setting(data_root)
+    assert load_checkpoint(tmp_path / "checkpoints", model) == 3
+    assert all(torch.equal(t, ranks[0][n]) for n, t in trainable_state(model).items())
+    resumed = train_loop(model, data, MarginalDiceCELoss(), LOOP, tmp_path, resume=True,
+                         device="cpu")
+    assert resumed["resumed_from"] == 3 and resumed["steps"] == 6 and resumed["ranks"] == 1
+    assert any(not torch.equal(t, ranks[0][n]) for n, t in trainable_state(model).items())
+
+
+def _processes_marked(mark: bytes) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and mark in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def test_torchrun_pretraining_killed_mid_run_resumes_on_one_process(collection, tmp_path):
+    """`medpeft pretrain` on 2 gloo ranks under torchrun is killed (SIGKILL, every process, as
+    in a power cut) after its first checkpoint; `--resume` on a single process loses at most one interval."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    medpeft = str(Path(sys.executable).with_name("medpeft"))
+    out = tmp_path / "foundation"
+    args = ["pretrain", "--source", str(collection / "Task02_Liver"), "--source",
+            str(collection / "Task04_Spleen"), "--out", str(out), "--steps", "6",
+            "--checkpoint-every", "2"]
+    mark = f"MEDPEFT_TEST_RUN={tmp_path}".encode()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", "MEDPEFT_TEST_RUN": str(tmp_path)}
+    run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                            "--nproc-per-node", "2", medpeft, *args], env=env,
+                           start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    latest = out / "checkpoints" / "latest.json"
+    deadline = time.monotonic() + 240
+    while not latest.exists() and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert latest.exists(), f"no checkpoint before the kill: {run.poll()} {run.stderr.read()[-2000:]}"
+    for pid in _processes_marked(mark):  # torchrun and its ranks (in their own sessions)
+        os.kill(pid, signal.SIGKILL)
+    run.wait(timeout=30)
+    time.sleep(0.5)
+    assert _processes_marked(mark) == []
+    saved = json.loads(latest.read_text())["step"]
+    logged = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert saved >= 2 and max(logged) - saved <= 2  # logged every 2 steps: at most one interval lost
+    assert not (out / "foundation.json").exists()
+    done = subprocess.run([medpeft, *args, "--resume"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    train = json.loads((out / "foundation.json").read_text())["train"]
+    assert train["resumed_from"] == saved and train["steps"] == 6 and train["ranks"] == 1
+    logged = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert set(logged) == {2, 4, 6}  # every interval trained and logged, none lost
