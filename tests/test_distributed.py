@@ -125,3 +125,21 @@ def test_torchrun_pretraining_killed_mid_run_resumes_on_one_process(collection, 
     assert train["resumed_from"] == saved and train["steps"] == 6 and train["ranks"] == 1
     logged = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert set(logged) == {2, 4, 6}  # every interval trained and logged, none lost
+
+
+def test_gradient_checkpointing_gives_the_same_gradients_and_is_switched_off_after():
+    from medpeft.models.backbones import set_gradient_checkpointing
+    torch.manual_seed(0)
+    model = build_backbone(PRESETS["swin-fast"], 2)
+    x = torch.randn(1, 1, 64, 64, 64)
+
+    def grads() -> dict:
+        model.zero_grad()
+        model(x).square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if n.startswith("swinViT")}
+    plain = grads()
+    assert set_gradient_checkpointing(model) == 8  # every Swin block
+    checkpointed = grads()
+    assert all(torch.allclose(plain[n], checkpointed[n], atol=1e-6) for n in plain)
+    set_gradient_checkpointing(model, False)
+    assert not any(getattr(m, "use_checkpoint", False) for m in model.modules())

@@ -53,6 +53,10 @@ def pretrain(source: list[Path] = typer.Option(..., help="source MSD folder (rep
              seed: int = typer.Option(0),
              checkpoint_every: int = typer.Option(50, help="steps between checkpoints (a crash "
                                                   "loses at most this many)"),
+             bf16: bool = typer.Option(False, help="bf16 autocast (where the device runs it "
+                                       "natively: bf16 GPUs, AVX512-bf16/AMX CPUs)"),
+             grad_checkpoint: bool = typer.Option(False, help="recompute the Swin blocks in "
+                                                  "backward: less memory, more time"),
              resume: bool = typer.Option(False, help="continue from the last checkpoint")) -> None:
     """Supervised pre-training with the partial-label (marginal) loss. Several processes:
     torchrun --nproc-per-node N $(which medpeft) pretrain ... (DDP; gloo on CPU, NCCL on GPUs)."""
@@ -64,7 +68,8 @@ def pretrain(source: list[Path] = typer.Option(..., help="source MSD folder (rep
         with distributed.process_group(), progress_bar() as progress:
             run(source, out, backbone, loop=LoopConfig(steps=steps, lr=lr, seed=seed,
                                                        checkpoint_every=checkpoint_every,
-                                                       log_every=min(10, checkpoint_every)),
+                                                       log_every=min(10, checkpoint_every),
+                                                       bf16=bf16, grad_checkpoint=grad_checkpoint),
                 resume=resume, progress=progress)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
@@ -156,8 +161,12 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           gamma: float = typer.Option(0.2, help="--transductive: size band [(1-g) S, (1+g) S]"),
           patience: int = typer.Option(0, help="stop early once the training loss's moving "
                                        "average has been flat this many steps (0: never)"),
-          seed: int = typer.Option(0), resume: bool = typer.Option(False)) -> None:
-    """Few-shot adaptation; writes only the trained tensors (the delta) and their config."""
+          seed: int = typer.Option(0), resume: bool = typer.Option(False),
+          bf16: bool = typer.Option(False, help="bf16 autocast where the device runs it natively"),
+          grad_checkpoint: bool = typer.Option(False, help="recompute the Swin blocks in backward"),
+          ) -> None:
+    """Few-shot adaptation; writes only the trained tensors (the delta) and their config.
+    White-box methods also run under torchrun (DDP over the support volumes)."""
     if organ and method == "sea-peft":
         _fail(ValueError("--organ is not available with sea-peft yet: its search ranks the "
                          "foundation's own classes; use a fixed method (decoder, head, lora, ...)"))
@@ -206,7 +215,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                                          progress=progress)
             else:
                 summary = run(foundation, manifest, method, out, options, steps, rates, seed,
-                              resume, tuple(organ or ()), head_init, patience, progress)
+                              resume, tuple(organ or ()), head_init, patience, progress,
+                              bf16=bf16, grad_checkpoint=grad_checkpoint)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
     if distributed.is_main():

@@ -57,6 +57,16 @@ def build_backbone(cfg: BackboneConfig, out_channels: int) -> torch.nn.Module:
                      window_size=cfg.window_size, depths=cfg.depths, num_heads=cfg.num_heads)
 
 
+def set_gradient_checkpointing(model: torch.nn.Module, enabled: bool = True) -> int:
+    """Recompute the Swin blocks' activations in the backward pass instead of storing them
+    (MONAI's ``use_checkpoint`` switch, flipped on a built model); returns the blocks switched."""
+    blocks = [m for m in model.modules() if hasattr(m, "use_checkpoint")
+              and type(m).__name__ == "SwinTransformerBlock"]
+    for block in blocks:
+        block.use_checkpoint = enabled
+    return len(blocks)
+
+
 def part_of(param_name: str) -> str:
     """Which part ("encoder", "decoder", "head") a parameter or module name belongs to."""
     for part, prefixes in PARTS.items():

@@ -40,7 +40,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
           options: dict | None = None, steps: int = 80,
           lr: float | dict[str, float] | None = None, seed: int = 0, resume: bool = False,
           organs: tuple[str, ...] = (), head_init: str = "prototype", patience: int = 0,
-          progress=None) -> dict:
+          progress=None, *, bf16: bool = False, grad_checkpoint: bool = False) -> dict:
     """Adapt with ``method`` on the manifest's support volumes; writes the adapter to ``out_dir``.
 
     ``lr``: one rate for every parameter group, or ``{group: rate}`` over the defaults.
@@ -48,6 +48,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
     stands for the foundation's); the head keeps the rows of organs it knows, and a novel organ's
     row starts as ``head_init`` says (random | prototype, :mod:`medpeft.methods.novel_organs`).
     ``patience``: stop early when the training loss's moving average is flat that many steps.
+    ``bf16`` / ``grad_checkpoint``: see ``LoopConfig``.
     """
     if head_init not in INITS:
         raise ValueError(f"unknown head initialisation {head_init!r}: {' or '.join(INITS)}")
@@ -60,7 +61,8 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
     ds, mapping = load_support(foundation, split)
     rates = group_rates(method, lr)
     loop = LoopConfig(steps=steps, lr=max(rates.values()), warmup=max(1, steps // 10),
-                      seed=seed, checkpoint_every=max(10, steps // 4), patience=patience)
+                      seed=seed, checkpoint_every=max(10, steps // 4), patience=patience,
+                      bf16=bf16, grad_checkpoint=grad_checkpoint)
     out_dir = Path(out_dir)
     if distributed.is_main():
         write_yaml(out_dir / "config.yaml", {

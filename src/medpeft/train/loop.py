@@ -21,7 +21,8 @@ from monai.data import DataLoader, list_data_collate
 from torch.utils.data.distributed import DistributedSampler
 from safetensors.torch import load_file
 
-from medpeft.device import to_device
+from medpeft.device import mixed_precision, to_device
+from medpeft.models.backbones import set_gradient_checkpointing
 from medpeft.train import distributed
 from medpeft.io import append_jsonl, write_json
 from medpeft.models.weights import save_state
@@ -42,6 +43,8 @@ class LoopConfig:
     # ``patience`` steps after warm-up; 0 turns it off.
     patience: int = 0
     ema_decay: float = 0.9
+    bf16: bool = False  # bf16 autocast where the device runs it natively (see medpeft.device)
+    grad_checkpoint: bool = False  # recompute Swin block activations in backward (less memory)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -160,6 +163,8 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if resume else 0
     if not resume and main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+    if cfg.grad_checkpoint:
+        set_gradient_checkpointing(model)
     net = distributed.wrap(model, device)  # several ranks: gradients averaged over them
     torch.manual_seed(cfg.seed + start + rank)
     stream = batches(dataset, cfg.batch_size, cfg.seed + start, rank, world)
@@ -174,7 +179,9 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
             return {"steps": step, "stopped": True}
         batch = to_device(next(stream), device)
         optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(net(batch["image"]), batch["label"], batch["channel_to_local"])
+        with mixed_precision(device, cfg.bf16):
+            logits = net(batch["image"])
+        loss = loss_fn(logits.float(), batch["label"], batch["channel_to_local"])
         loss.backward()
         optimizer.step()
         scheduler.step()
@@ -195,6 +202,8 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
             done = step + 1
             break
     model.eval()
+    if cfg.grad_checkpoint:
+        set_gradient_checkpointing(model, False)
     distributed.barrier()
     if main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
