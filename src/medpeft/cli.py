@@ -57,6 +57,10 @@ def pretrain(source: list[Path] = typer.Option(..., help="source MSD folder (rep
                                        "natively: bf16 GPUs, AVX512-bf16/AMX CPUs)"),
              grad_checkpoint: bool = typer.Option(False, help="recompute the Swin blocks in "
                                                   "backward: less memory, more time"),
+             cache_dir: Optional[Path] = typer.Option(None, help="keep preprocessed volumes on "
+                                                      "disk here, keyed by the preprocessing "
+                                                      "(default: in memory)"),
+             workers: int = typer.Option(0, help="data-loading worker processes"),
              resume: bool = typer.Option(False, help="continue from the last checkpoint")) -> None:
     """Supervised pre-training with the partial-label (marginal) loss. Several processes:
     torchrun --nproc-per-node N $(which medpeft) pretrain ... (DDP; gloo on CPU, NCCL on GPUs)."""
@@ -69,8 +73,9 @@ def pretrain(source: list[Path] = typer.Option(..., help="source MSD folder (rep
             run(source, out, backbone, loop=LoopConfig(steps=steps, lr=lr, seed=seed,
                                                        checkpoint_every=checkpoint_every,
                                                        log_every=min(10, checkpoint_every),
-                                                       bf16=bf16, grad_checkpoint=grad_checkpoint),
-                resume=resume, progress=progress)
+                                                       bf16=bf16, grad_checkpoint=grad_checkpoint,
+                                                       workers=workers),
+                resume=resume, progress=progress, cache_dir=cache_dir)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
     if distributed.is_main():
@@ -310,7 +315,9 @@ def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
             blackbox: Optional[Path] = typer.Option(None, help="black-box adapters: the features "
                                                     "model they were trained on"),
             largest_component: bool = typer.Option(False, help="keep each organ's largest "
-                                                   "connected component")) -> None:
+                                                   "connected component"),
+            bf16: bool = typer.Option(False, help="bf16 autocast where the device runs it "
+                                      "natively (see benchmarks/scaling.py)")) -> None:
     """Segment CT volumes; each label map keeps its input's affine and shape (canonical organ ids)."""
     from medpeft.demo import progress_bar
     from medpeft.infer.predict import nifti_inputs, predict_files
@@ -324,7 +331,7 @@ def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
         _fail(err)
     with progress_bar() as progress:
         written, failures = predict_files(model, inputs, out, f.preprocessing, classes,
-                                          overwrite, progress, largest_component)
+                                          overwrite, progress, largest_component, bf16)
     console.print(f"{len(written)} label maps in {out} (organ ids: {out / 'labels.json'})")
     if failures:
         console.print(f"[bold red]{len(failures)} input(s) failed:[/]")

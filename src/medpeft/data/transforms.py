@@ -5,10 +5,13 @@ The deterministic part is cached by :func:`cached_dataset`, so later epochs redo
 """
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
-from monai.data import CacheDataset
+from monai.data import CacheDataset, PersistentDataset
 from monai.transforms import (
     Compose,
     CropForegroundd,
@@ -119,9 +122,20 @@ def case_dicts(ds: MSDDataset, mapping: ClassMapping, names: list[str] | None = 
              "channel_to_local": c2l} for c in chosen]
 
 
+def cache_key(pp: Preprocessing, mapping: ClassMapping) -> str:
+    """What determines a preprocessed volume besides its files: the preprocessing and label map."""
+    spec = json.dumps({"preprocessing": pp.to_dict(), "values": sorted(mapping.value_to_local.items()),
+                       "local": list(mapping.local_names)}, sort_keys=True, default=list)
+    return hashlib.sha256(spec.encode()).hexdigest()[:12]
+
+
 def cached_dataset(items: list[dict], pp: Preprocessing, mapping_of: dict[str, ClassMapping],
-                   train: bool = True) -> CacheDataset:
-    """Load and preprocess every case once (in memory); random crops are drawn per epoch."""
+                   train: bool = True, cache_dir: str | Path | None = None
+                   ) -> CacheDataset | PersistentDataset:
+    """Load and preprocess every case once; random crops are drawn per epoch. The preprocessed
+    volumes are held in memory, or with ``cache_dir`` written there once (MONAI
+    ``PersistentDataset``, in a folder keyed by ``cache_key``) and read back by later runs, so a
+    collection larger than memory is preprocessed once and later runs do no preprocessing."""
     groups = {}
     for item in items:
         groups.setdefault(item["dataset"], []).append(item)
@@ -135,6 +149,10 @@ def cached_dataset(items: list[dict], pp: Preprocessing, mapping_of: dict[str, C
             deterministic, random = train_transforms(pp, mapping_of[name].n_local)
             steps += deterministic + random
         transform = Compose(steps)
-        datasets.append(CacheDataset(group, transform=transform, cache_rate=1.0, num_workers=0,
-                                     progress=False, copy_cache=train))
+        if cache_dir is not None:
+            folder = Path(cache_dir) / f"{name}-{cache_key(pp, mapping_of[name])}"
+            datasets.append(PersistentDataset(group, transform=transform, cache_dir=folder))
+        else:
+            datasets.append(CacheDataset(group, transform=transform, cache_rate=1.0,
+                                         num_workers=0, progress=False, copy_cache=train))
     return datasets[0] if len(datasets) == 1 else torch.utils.data.ConcatDataset(datasets)

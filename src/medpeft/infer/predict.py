@@ -12,26 +12,28 @@ from scipy import ndimage
 
 from medpeft.data.ontology import label_ids
 from medpeft.data.transforms import Preprocessing, load_transforms
-from medpeft.device import resolve_device
+from medpeft.device import mixed_precision, resolve_device
 from medpeft.io import save_nifti, write_json
 
 
 @torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing,
-                          overlap: float = 0.25, device: str | torch.device | None = None
-                          ) -> np.ndarray:
+                          overlap: float = 0.25, device: str | torch.device | None = None,
+                          bf16: bool = False) -> np.ndarray:
     """Class probabilities (C, X, Y, Z) on the input file's own voxel grid.
 
     The model runs on ``device`` (moved there); the volume and the blended output stay on the CPU,
-    so a whole CT never has to fit in GPU memory.
+    so a whole CT never has to fit in GPU memory. ``bf16``: the model runs under bf16 autocast
+    where the device supports it natively (blending stays float32).
     """
     pre = load_transforms(pp, None, with_label=False)
     data = pre({"image": str(image_path)})
     device = resolve_device(device)
     model.to(device).eval()
-    logits = sliding_window_inference(data["image"][None], roi_size=pp.patch, sw_batch_size=2,
-                                      predictor=model, overlap=overlap, mode="gaussian",
-                                      sw_device=device, device="cpu")
+    with mixed_precision(device, bf16):
+        logits = sliding_window_inference(data["image"][None], roi_size=pp.patch, sw_batch_size=2,
+                                          predictor=lambda x: model(x).float(), overlap=overlap,
+                                          mode="gaussian", sw_device=device, device="cpu")
     data["pred"] = torch.softmax(logits[0], dim=0)
     inverted = Invertd(keys="pred", transform=pre, orig_keys="image", nearest_interp=False)(data)
     return np.asarray(inverted["pred"].detach().cpu(), dtype=np.float32)
@@ -57,11 +59,11 @@ def keep_largest_components(channels: np.ndarray) -> np.ndarray:
 
 
 def predict_labels(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing,
-                   device: str | torch.device | None = None, largest_component: bool = False
-                   ) -> np.ndarray:
+                   device: str | torch.device | None = None, largest_component: bool = False,
+                   bf16: bool = False) -> np.ndarray:
     """Model channel index per voxel (0 = background), on the input's voxel grid;
     ``largest_component`` keeps only each organ's largest connected component."""
-    probs = predict_probabilities(model, image_path, pp, device=device)
+    probs = predict_probabilities(model, image_path, pp, device=device, bf16=bf16)
     shape = nib.load(str(image_path)).shape[:3]
     if probs.shape[1:] != shape:
         raise RuntimeError(f"{image_path}: inverted prediction {probs.shape[1:]} != input {shape}")
@@ -91,7 +93,8 @@ def nifti_inputs(source: str | Path) -> list[Path]:
 
 def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Path,
                   pp: Preprocessing, classes: tuple[str, ...], overwrite: bool = False,
-                  progress=None, largest_component: bool = False) -> tuple[list[Path], dict[str, str]]:
+                  progress=None, largest_component: bool = False, bf16: bool = False
+                  ) -> tuple[list[Path], dict[str, str]]:
     """One label NIfTI per input, in the input's exact geometry; returns (written, failures).
 
     A file that cannot be read or predicted is reported in ``failures`` and the rest go on;
@@ -107,7 +110,8 @@ def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Pat
         try:
             if overwrite or not target.exists():
                 save_prediction(target, predict_labels(model, path, pp,
-                                                       largest_component=largest_component),
+                                                       largest_component=largest_component,
+                                                       bf16=bf16),
                                 path, classes)
             written.append(target)
         except Exception as err:  # noqa: BLE001  (one bad file must not stop the others)

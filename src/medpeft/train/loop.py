@@ -43,6 +43,7 @@ class LoopConfig:
     # ``patience`` steps after warm-up; 0 turns it off.
     patience: int = 0
     ema_decay: float = 0.9
+    workers: int = 0  # data-loading worker processes (0: load in the training process)
     bf16: bool = False  # bf16 autocast where the device runs it natively (see medpeft.device)
     grad_checkpoint: bool = False  # recompute Swin block activations in backward (less memory)
 
@@ -50,19 +51,21 @@ class LoopConfig:
         return asdict(self)
 
 
-def batches(dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1) -> Iterator[dict]:
+def batches(dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+            workers: int = 0) -> Iterator[dict]:
     """An endless stream of collated batches, reshuffled every epoch by ``seed``. With several
     ranks, each draws from its own shard of the volumes (``DistributedSampler``) and its own
-    random crops."""
+    random crops; ``workers`` processes load and crop ahead of the training step."""
     generator = torch.Generator().manual_seed(seed + 7_777 * rank)
+    extra = {"persistent_workers": True, "prefetch_factor": 4} if workers else {}
     if world == 1:
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0,
-                            collate_fn=list_data_collate, generator=generator)
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
+                            collate_fn=list_data_collate, generator=generator, **extra)
         while True:
             yield from loader
     sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=0,
-                        collate_fn=list_data_collate, generator=generator)
+    loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                        collate_fn=list_data_collate, generator=generator, **extra)
     epoch = 0
     while True:
         sampler.set_epoch(epoch)
@@ -167,7 +170,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
         set_gradient_checkpointing(model)
     net = distributed.wrap(model, device)  # several ranks: gradients averaged over them
     torch.manual_seed(cfg.seed + start + rank)
-    stream = batches(dataset, cfg.batch_size, cfg.seed + start, rank, world)
+    stream = batches(dataset, cfg.batch_size, cfg.seed + start, rank, world, cfg.workers)
     progress = progress if main else None
     task = progress.add_task(desc, total=cfg.steps, completed=start) if progress else None
     model.train()

@@ -23,9 +23,11 @@ def source_classes(label_maps: list[dict[int, str]]) -> tuple[str, ...]:
 
 def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
              pp: Preprocessing = Preprocessing(), loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
-             resume: bool = False, progress=None, recipe: dict | None = None) -> Path:
+             resume: bool = False, progress=None, recipe: dict | None = None,
+             cache_dir: str | Path | None = None) -> Path:
     """Train a foundation model on ``sources`` (MSD folders) and save it to ``out_dir``. Under
-    torchrun every rank trains on its shard (DDP); rank 0 writes."""
+    torchrun every rank trains on its shard (DDP); rank 0 writes. ``cache_dir``: keep the
+    preprocessed volumes on disk there (reused by later runs) instead of in memory."""
     datasets = [read_dataset(s, label_files=True) for s in sources]
     for ds in datasets:
         check_dataset(ds)
@@ -38,7 +40,7 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
             "command": "pretrain", "sources": [str(s) for s in sources], "backbone": backbone,
             "classes": classes, "preprocessing": pp.to_dict(), "loop": loop.to_dict(),
             "ranks": distributed.world_size()})
-    data = cached_dataset(items, pp, mappings, train=True)
+    data = cached_dataset(items, pp, mappings, train=True, cache_dir=cache_dir)
     cfg = PRESETS[backbone]
     model = build_backbone(cfg, len(classes) + 1)
     summary = train_loop(model, data, MarginalDiceCELoss(), loop, out_dir, resume=resume,
