@@ -1,4 +1,4 @@
-"""The demo's federated section: three phantom hospitals adapt one encoder-LoRA + head together.
+"""The demo's federated section: three phantom hospitals adapt one LoRA adapter together.
 
 Each hospital holds a disjoint third of the new site's volumes (K labelled + test volumes each).
 A finished federation (same settings) is reused, so a re-run of the demo does not redo it.
@@ -22,7 +22,7 @@ def demo_federation_config(target: Path, foundation: Path, out: Path, rounds: in
     sites = [{"dataset": str(target), "k": k, "n_test": n_test, "part": [i, HOSPITALS],
               "name": f"hospital-{i + 1}"} for i in range(HOSPITALS)]
     return FedConfig(foundation=str(foundation), sites=sites, out=str(out), rounds=rounds,
-                     local_steps=steps, seed=seed).check().resolved()
+                     local_steps=steps, seed=seed, plan="lora-everywhere").check().resolved()
 
 
 def demo_federation(cfg: FedConfig) -> dict:

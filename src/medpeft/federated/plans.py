@@ -25,7 +25,7 @@ PLANS: dict[str, Plan] = {
                               "LoRA on the Swin encoder's attention, plus the head"),
     "lora-everywhere": Plan("lora", {"targets": ["swinViT.*", "encoder*", "decoder*"], "rank": 4},
                             "LoRA r4 on every linear and convolution layer, plus the head "
-                            "(4% of the phantom foundation: ~48x fewer bytes than full FT)"),
+                            "(4% of the phantom foundation: 24x fewer bytes than full FT)"),
     "decoder": Plan("decoder", {}, "fine-tune the decoder and the head"),
     "full": Plan("full", {}, "fine-tune every weight (the communication baseline)"),
     SEA: Plan(SEA, {}, "SEA-PEFT: one global active set, re-chosen each round from the sites' "
