@@ -143,3 +143,17 @@ def test_gradient_checkpointing_gives_the_same_gradients_and_is_switched_off_aft
     assert all(torch.allclose(plain[n], checkpointed[n], atol=1e-6) for n in plain)
     set_gradient_checkpointing(model, False)
     assert not any(getattr(m, "use_checkpoint", False) for m in model.modules())
+
+
+def test_each_rank_takes_the_gpu_of_its_local_rank_and_nccl(monkeypatch):
+    """The CUDA path's choices, checked without a GPU (none is available to the test machines)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert distributed.rank_device("cuda") == torch.device("cuda", 1)
+    assert distributed.rank_device("cuda:0") == torch.device("cuda", 0)  # an explicit choice wins
+    assert distributed.rank_device("cpu") == torch.device("cpu")
+    assert distributed.backend_for(torch.device("cuda", 1)) == "nccl"
+    assert distributed.backend_for(torch.device("cpu")) == "gloo"
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    assert distributed.rank_device("cuda") == torch.device("cuda")

@@ -56,9 +56,13 @@ def setup(device: str | torch.device | None = None, timeout_s: float = 600.0) ->
     where = rank_device(device)
     if where.type == "cuda":
         torch.cuda.set_device(where)
-    dist.init_process_group("nccl" if where.type == "cuda" else "gloo",
-                            timeout=timedelta(seconds=timeout_s))
+    dist.init_process_group(backend_for(where), timeout=timedelta(seconds=timeout_s))
     return True
+
+
+def backend_for(device: torch.device) -> str:
+    """NCCL between GPUs, gloo between CPU processes."""
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def teardown() -> None:

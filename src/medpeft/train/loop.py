@@ -4,7 +4,8 @@ Step-based AdamW with linear warm-up and cosine decay over the trainable paramet
 optionally stopped early when the training loss's moving average stops improving.
 Checkpoints are whole folders (trainable tensors, optimizer tensors, step and RNG) made visible
 by atomically rewriting ``latest.json`` last, so a crash mid-write never yields a loadable
-half-checkpoint; ``resume=True`` continues from the newest complete one.
+half-checkpoint; ``resume=True`` continues from the newest complete one. Under torchrun the
+loop trains DDP replicas (see ``medpeft.train.distributed``); rank 0 alone writes.
 """
 from __future__ import annotations
 
@@ -18,14 +19,14 @@ from typing import Callable, Iterator
 
 import torch
 from monai.data import DataLoader, list_data_collate
-from torch.utils.data.distributed import DistributedSampler
 from safetensors.torch import load_file
+from torch.utils.data.distributed import DistributedSampler
 
 from medpeft.device import mixed_precision, to_device
-from medpeft.models.backbones import set_gradient_checkpointing
-from medpeft.train import distributed
 from medpeft.io import append_jsonl, write_json
+from medpeft.models.backbones import set_gradient_checkpointing
 from medpeft.models.weights import save_state
+from medpeft.train import distributed
 
 
 @dataclass
