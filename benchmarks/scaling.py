@@ -1,7 +1,7 @@
 """Scale and speed, measured in one run: training, data loading, inference, 2 processes vs 1.
 
 1. Training steps/s and peak memory per backbone and method, float32 against bf16 autocast (also
-   with channels-last 3D tensors) and against gradient checkpointing of the Swin blocks (each arm in a fresh process; peak memory:
+   with channels-last 3D tensors), gradient checkpointing of the Swin blocks and torch.compile (each arm in a fresh process; peak memory:
    CUDA max allocated, or on CPU the process's peak RSS above what it held before the first step).
 2. Data-loader throughput (cached phantom volumes -> random class-balanced 64^3 crops) against
    the training throughput of the same crops: the loop is I/O bound if the ratio is below 1.
@@ -35,7 +35,7 @@ from medpeft.train.losses import MarginalDiceCELoss
 
 PATCH = (64, 64, 64)
 CLASSES = 11
-VARIANTS = ("fp32", "bf16", "bf16+channels-last", "grad-checkpoint")
+VARIANTS = ("fp32", "bf16", "bf16+channels-last", "grad-checkpoint", "compile")
 
 
 def _peak_mb(device: torch.device, before_kb: int) -> float:
@@ -57,6 +57,7 @@ def train_arm(backbone: str, method: str, variant: str, steps: int) -> dict:
     model.to(memory_format=layout)
     optimizer = torch.optim.AdamW(param_groups(model, state), lr=1e-4)
     loss_fn = MarginalDiceCELoss()
+    net = torch.compile(model) if variant == "compile" else model
     x = torch.randn(1, 1, *PATCH, device=device).contiguous(memory_format=layout)
     y = torch.randint(0, CLASSES + 1, (1, 1, *PATCH), device=device)
     c2l = torch.arange(CLASSES + 1, device=device)[None]
@@ -67,10 +68,12 @@ def train_arm(backbone: str, method: str, variant: str, steps: int) -> dict:
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         with mixed_precision(device, variant.startswith("bf16")):
-            logits = model(x)
+            logits = net(x)
         loss_fn(logits.float(), y, c2l).backward()
         optimizer.step()
-    step()  # warm-up (allocator, kernels)
+    t0 = time.perf_counter()
+    step()  # warm-up (allocator, kernels; torch.compile compiles here)
+    warmup_s = time.perf_counter() - t0
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     t0 = time.perf_counter()
@@ -78,7 +81,8 @@ def train_arm(backbone: str, method: str, variant: str, steps: int) -> dict:
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return {"steps_per_s": steps / (time.perf_counter() - t0), "peak_mb": _peak_mb(device, before)}
+    return {"steps_per_s": steps / (time.perf_counter() - t0), "peak_mb": _peak_mb(device, before),
+            "first_step_s": warmup_s}
 
 
 def loader_arm(cache: str, steps: int) -> dict:
@@ -209,14 +213,15 @@ def main() -> None:
           f"device {device}, bf16 native: {supports_bf16(device)}, torch {torch.__version__}")
     print(f"\n1. training, random {PATCH[0]}^3 crops, batch 1, {args.steps} steps after 1 warm-up")
     print(f"{'backbone':<11}{'method':<9}{'fp32 steps/s':>13}{'peak MB':>9}"
-          + "".join(f"{v[:8] + ' x':>8}{'MB':>9}" for v in VARIANTS[1:]))
+          + "".join(f"{v[:8] + ' x':>8}{'MB':>9}" for v in VARIANTS[1:]) + f"{'compile s':>12}")
     for backbone in args.backbones:
         for method in args.methods:
             arms = {v: _child("train", backbone, method, v) for v in VARIANTS}
             base = arms["fp32"]
             print(f"{backbone:<11}{method:<9}{base['steps_per_s']:>13.3f}{base['peak_mb']:>9.0f}"
                   + "".join(f"{arms[v]['steps_per_s'] / base['steps_per_s']:>8.2f}"
-                            f"{arms[v]['peak_mb']:>9.0f}" for v in VARIANTS[1:]))
+                            f"{arms[v]['peak_mb']:>9.0f}" for v in VARIANTS[1:])
+                  + f"{arms['compile']['first_step_s']:>12.0f}")
     loader = _child("loader")
     print(f"\n2. data: {loader['crops_per_s']:.1f} crops/s loaded vs {loader['steps_per_s']:.2f} "
           f"training steps/s (swin-fast decoder): the loader is "

@@ -157,3 +157,14 @@ def test_each_rank_takes_the_gpu_of_its_local_rank_and_nccl(monkeypatch):
     assert distributed.backend_for(torch.device("cpu")) == "gloo"
     monkeypatch.setenv("WORLD_SIZE", "1")
     assert distributed.rank_device("cuda") == torch.device("cuda")
+
+
+def test_channels_last_bf16_training_runs_and_leaves_a_plain_model(collection, tmp_path):
+    data, model = _setting(collection / "Task02_Liver")
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    cfg = LoopConfig(steps=2, lr=1e-2, warmup=1, bf16=True, channels_last=True)
+    out = train_loop(model, data, MarginalDiceCELoss(), cfg, tmp_path, device="cpu")
+    assert out["steps"] == 2 and torch.isfinite(torch.tensor(out["loss"]))
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
+    conv = model.decoder1.conv_block.conv1.conv.weight  # 3x3x3: channels-last differs
+    assert conv.is_contiguous() and not conv.is_contiguous(memory_format=torch.channels_last_3d)

@@ -57,6 +57,9 @@ def pretrain(source: list[Path] = typer.Option(..., help="source MSD folder (rep
                                        "natively: bf16 GPUs, AVX512-bf16/AMX CPUs)"),
              grad_checkpoint: bool = typer.Option(False, help="recompute the Swin blocks in "
                                                   "backward: less memory, more time"),
+             channels_last: bool = typer.Option(False, help="channels-last 3D weights and crops "
+                                                "(with --bf16: 1.36x for full training on an "
+                                                "AVX512-bf16 CPU)"),
              cache_dir: Optional[Path] = typer.Option(None, help="keep preprocessed volumes on "
                                                       "disk here, keyed by the preprocessing "
                                                       "(default: in memory)"),
@@ -74,6 +77,7 @@ def pretrain(source: list[Path] = typer.Option(..., help="source MSD folder (rep
                                                        checkpoint_every=checkpoint_every,
                                                        log_every=min(10, checkpoint_every),
                                                        bf16=bf16, grad_checkpoint=grad_checkpoint,
+                                                       channels_last=channels_last,
                                                        workers=workers),
                 resume=resume, progress=progress, cache_dir=cache_dir)
     except (ValueError, FileNotFoundError) as err:

@@ -47,6 +47,7 @@ class LoopConfig:
     workers: int = 0  # data-loading worker processes (0: load in the training process)
     bf16: bool = False  # bf16 autocast where the device runs it natively (see medpeft.device)
     grad_checkpoint: bool = False  # recompute Swin block activations in backward (less memory)
+    channels_last: bool = False  # channels-last 3D weights and crops (pays with bf16 for full FT)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -169,6 +170,8 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
         shutil.rmtree(ckpt_dir, ignore_errors=True)
     if cfg.grad_checkpoint:
         set_gradient_checkpointing(model)
+    layout = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
     net = distributed.wrap(model, device)  # several ranks: gradients averaged over them
     torch.manual_seed(cfg.seed + start + rank)
     stream = batches(dataset, cfg.batch_size, cfg.seed + start, rank, world, cfg.workers)
@@ -184,7 +187,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
         batch = to_device(next(stream), device)
         optimizer.zero_grad(set_to_none=True)
         with mixed_precision(device, cfg.bf16):
-            logits = net(batch["image"])
+            logits = net(batch["image"].contiguous(memory_format=layout))
         loss = loss_fn(logits.float(), batch["label"], batch["channel_to_local"])
         loss.backward()
         optimizer.step()
@@ -208,6 +211,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     model.eval()
     if cfg.grad_checkpoint:
         set_gradient_checkpointing(model, False)
+    model.to(memory_format=torch.contiguous_format)
     distributed.barrier()
     if main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
