@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from medpeft.data.ontology import resolve
+from medpeft.methods.prototypes import class_means, voxel_features
 
 INITS = ("random", "prototype")
 MARGIN = 2.0
@@ -102,17 +103,16 @@ def prototype_rows(model: nn.Module, crops, channels: dict[int, int]) -> None:
     """
     feats, labels = [], []
     for batch in crops:
-        feats.append(head_inputs(model, batch["image"].float()).movedim(1, -1)
-                     .reshape(-1, head_conv(model).in_channels))
-        labels.append(batch["label"].reshape(-1).long())
-    feats, labels = torch.cat(feats), torch.cat(labels)
+        feats.append(voxel_features(head_inputs(model, batch["image"].float())))
+        labels.append(batch["label"].reshape(-1))
+    means = class_means(torch.cat(feats), torch.cat(labels))
     conv = head_conv(model)
-    mu_b = feats[labels == 0].mean(0)
+    mu_b = means[0]
     for channel, cls in channels.items():
-        if not (labels == cls).any():
+        if cls not in means:
             raise ValueError(f"no support voxel of head channel {channel}: a novel organ needs "
                              "labelled support volumes for its prototype")
-        mu_o = feats[labels == cls].mean(0)
+        mu_o = means[cls]
         s = 2 * MARGIN / float((mu_o - mu_b).pow(2).sum().clamp_min(1e-8))
         conv.weight[channel] = conv.weight[0] + s * (mu_o - mu_b).view(-1, 1, 1, 1)
         conv.bias[channel] = conv.bias[0] - s * float(mu_o @ mu_o - mu_b @ mu_b) / 2

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from medpeft.device import mixed_precision
+from medpeft.methods.prototypes import class_means, voxel_features
 
 KINDS = ("linear", "spatial", "spatial1")
 PREFIX = "blackbox-"
@@ -73,11 +74,8 @@ def prototype_init(head: BlackBoxHead, features: torch.Tensor, local: torch.Tens
     A channel takes the prototype of the local class it falls into (unlabelled organs fall into
     background there, so they start as background).
     """
-    feats = features.float().movedim(1, -1).reshape(-1, features.shape[1])
-    labels = local.reshape(-1).long()
-    protos = {}
-    for cls in labels.unique().tolist():
-        protos[cls] = feats[labels == cls].mean(0)
+    feats = voxel_features(features)
+    protos = class_means(feats, local)
     fallback = protos.get(0, feats.mean(0))
     means = torch.stack(list(protos.values()))
     gaps = torch.cdist(means, means).pow(2)[torch.triu_indices(len(means), len(means), 1).unbind()]
