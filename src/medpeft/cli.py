@@ -11,6 +11,7 @@ import typer
 from medpeft.cli_common import console, fail as _fail, method_options
 from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
+from medpeft.cli_pretrain import pretrain_command
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Few-shot, parameter-efficient adaptation of 3D CT segmentation models.")
@@ -43,47 +44,6 @@ def phantom(out: Path = typer.Argument(..., help="folder to write the collection
         _fail(err)
     for d in json.loads(index.read_text())["datasets"]:
         console.print(f"{d['role']:>15}  {out / d['name']}  ({d['site']})")
-
-
-@app.command()
-def pretrain(source: list[Path] = typer.Option(..., help="source MSD folder (repeat the option)"),
-             out: Path = typer.Option(..., help="foundation checkpoint folder"),
-             backbone: str = typer.Option("swin-fast", help="swin-fast | swin-small | swin-base"),
-             steps: int = typer.Option(400), lr: float = typer.Option(2e-3),
-             seed: int = typer.Option(0),
-             checkpoint_every: int = typer.Option(50, help="steps between checkpoints (a crash "
-                                                  "loses at most this many)"),
-             bf16: bool = typer.Option(False, help="bf16 autocast (where the device runs it "
-                                       "natively: bf16 GPUs, AVX512-bf16/AMX CPUs)"),
-             grad_checkpoint: bool = typer.Option(False, help="recompute the Swin blocks in "
-                                                  "backward: less memory, more time"),
-             channels_last: bool = typer.Option(False, help="channels-last 3D weights and crops "
-                                                "(with --bf16: 1.36x for full training on an "
-                                                "AVX512-bf16 CPU)"),
-             cache_dir: Optional[Path] = typer.Option(None, help="keep preprocessed volumes on "
-                                                      "disk here, keyed by the preprocessing "
-                                                      "(default: in memory)"),
-             workers: int = typer.Option(0, help="data-loading worker processes"),
-             resume: bool = typer.Option(False, help="continue from the last checkpoint")) -> None:
-    """Supervised pre-training with the partial-label (marginal) loss. Several processes:
-    torchrun --nproc-per-node N $(which medpeft) pretrain ... (DDP; gloo on CPU, NCCL on GPUs)."""
-    from medpeft.demo import progress_bar
-    from medpeft.train.loop import LoopConfig
-    from medpeft.train.pretrain import pretrain as run
-    from medpeft.train import distributed
-    try:
-        with distributed.process_group(), progress_bar() as progress:
-            run(source, out, backbone, loop=LoopConfig(steps=steps, lr=lr, seed=seed,
-                                                       checkpoint_every=checkpoint_every,
-                                                       log_every=min(10, checkpoint_every),
-                                                       bf16=bf16, grad_checkpoint=grad_checkpoint,
-                                                       channels_last=channels_last,
-                                                       workers=workers),
-                resume=resume, progress=progress, cache_dir=cache_dir)
-    except (ValueError, FileNotFoundError) as err:
-        _fail(err)
-    if distributed.is_main():
-        console.print(f"foundation model: {out}")
 
 
 @app.command()
@@ -401,6 +361,7 @@ def convert(folder: Path = typer.Argument(..., help="dataset folder, any support
     console.print(f"{len(ds.cases)} cases of {ds.name} written to {out}")
 
 
+app.command("pretrain")(pretrain_command)
 app.command("federate")(federate_command)
 
 if __name__ == "__main__":
