@@ -11,6 +11,7 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from medpeft.data.msd import load_msd
+from medpeft.federated.deployment import marked_processes
 from medpeft.data.ontology import class_mapping
 from medpeft.data.transforms import Preprocessing, cached_dataset, case_dicts
 from medpeft.methods import apply_method, trainable_state
@@ -75,17 +76,6 @@ def test_two_gloo_ranks_agree_and_their_checkpoint_resumes_on_one_process(collec
     assert any(not torch.equal(t, ranks[0][n]) for n, t in trainable_state(model).items())
 
 
-def _processes_marked(mark: bytes) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and mark in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
-        except OSError:
-            continue
-    return found
-
-
 def test_torchrun_pretraining_killed_mid_run_resumes_on_one_process(collection, tmp_path):
     """`medpeft pretrain` on 2 gloo ranks under torchrun is killed (SIGKILL, every process, as
     in a power cut) after its first checkpoint; `--resume` on a single process loses at most one interval."""
@@ -98,7 +88,6 @@ def test_torchrun_pretraining_killed_mid_run_resumes_on_one_process(collection, 
     args = ["pretrain", "--source", str(collection / "Task02_Liver"), "--source",
             str(collection / "Task04_Spleen"), "--out", str(out), "--steps", "6",
             "--checkpoint-every", "2"]
-    mark = f"MEDPEFT_TEST_RUN={tmp_path}".encode()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200", "MEDPEFT_TEST_RUN": str(tmp_path)}
     run = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
                             "--nproc-per-node", "2", medpeft, *args], env=env,
@@ -109,11 +98,11 @@ def test_torchrun_pretraining_killed_mid_run_resumes_on_one_process(collection, 
     while not latest.exists() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert latest.exists(), f"no checkpoint before the kill: {run.poll()} {run.stderr.read()[-2000:]}"
-    for pid in _processes_marked(mark):  # torchrun and its ranks (in their own sessions)
+    for pid in marked_processes(str(tmp_path), "MEDPEFT_TEST_RUN"):  # torchrun and its ranks (in their own sessions)
         os.kill(pid, signal.SIGKILL)
     run.wait(timeout=30)
     time.sleep(0.5)
-    assert _processes_marked(mark) == []
+    assert marked_processes(str(tmp_path), "MEDPEFT_TEST_RUN") == []
     saved = json.loads(latest.read_text())["step"]
     logged = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert saved >= 2 and max(logged) - saved <= 2  # logged every 2 steps: at most one interval lost

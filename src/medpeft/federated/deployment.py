@@ -131,10 +131,11 @@ class Processes:
         stop_marked(self.env["FLWR_HOME"])
 
 
-def marked_processes(flwr_home: str) -> list[int]:
-    """Live processes (Linux /proc) whose environment carries this run's ``FLWR_HOME``: Flower
-    starts its ServerApp / ClientApp processes in sessions of their own, out of our groups."""
-    marker, pids = f"FLWR_HOME={flwr_home}".encode(), []
+def marked_processes(flwr_home: str, variable: str = "FLWR_HOME") -> list[int]:
+    """Live processes (Linux /proc) whose environment carries this run's ``FLWR_HOME`` (or
+    ``variable``): Flower starts its ServerApp / ClientApp processes in sessions of their own,
+    out of our groups (and torchrun its ranks)."""
+    marker, pids = f"{variable}={flwr_home}".encode(), []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             if proc.name == str(os.getpid()) or \
