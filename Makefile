@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TESTED := $(VENV)/.installed-test
 
 .PHONY: demo test bench clean
 
@@ -10,16 +11,24 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	# the pinned CPU wheel first, so that no multi-GB CUDA build is pulled in
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev,fed]'
+	$(BIN)/pip install -q -e '.[fed]' torch==2.13.0
 	touch $(STAMP)
+
+# the tests also check nnU-Net v2 (extra `peers`, the benchmark's peer) and HF peft. nnU-Net pulls
+# torchvision through timm; PyPI's build does not load against the CPU torch and then breaks
+# the transformers/peft import, and nothing medpeft or nnU-Net runs needs it: removed.
+$(TESTED): $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,fed,peers]' torch==2.13.0
+	$(BIN)/pip uninstall -q -y torchvision
+	touch $(TESTED)
 
 demo: $(STAMP)
 	$(BIN)/medpeft demo
 
-test: $(STAMP)
+test: $(TESTED)
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+bench: $(TESTED)
 	$(BIN)/python benchmarks/backbone_speed.py
 	$(BIN)/python benchmarks/adapter_overhead.py
 

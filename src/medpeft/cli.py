@@ -249,8 +249,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          cache: Path = typer.Option(Path("runs/cache"), help="reused phantom data and foundation"),
          pretrain_steps: int = typer.Option(1600), adapt_steps: int = typer.Option(80),
          method: Optional[list[str]] = typer.Option(
-             None, help="methods to compare (repeatable; default full, decoder, head, lora, "
-             "blackbox-linear, blackbox-spatial); 'all' for every preset"),
+             None, help="methods to compare (repeatable; default full, decoder, lora, "
+             "blackbox-spatial; the from-scratch peer runs at K=5); 'all' for every preset"),
          shots: Optional[list[int]] = typer.Option(None, help="K values (repeatable; default 1 and 5)"),
          seed: int = typer.Option(0),
          retrain: bool = typer.Option(False, help="pre-train even if the shipped model matches"),
@@ -310,10 +310,12 @@ def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"
     from medpeft.demo import progress_bar
     from medpeft.evaluate.benchmark import load_grid, paired, run_grid, write_rows
     from medpeft.evaluate.grid_report import write_grid_report
+    from rich.markup import escape
     try:
         cfg = load_grid(config)
+        failures: list[str] = []
         with progress_bar() as progress:
-            rows, datasets = run_grid(cfg, progress)
+            rows, datasets = run_grid(cfg, progress, failures)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
     out = Path(cfg.out)
@@ -322,6 +324,10 @@ def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"
         write_rows(out / "paired.csv", pairs, tuple(pairs[0]))
     report = write_grid_report(out, rows, pairs, datasets, f"medpeft benchmark {config}")
     console.print(f"{len(rows)} rows in {out / 'results.csv'}; report: {report}")
+    for failure in failures:
+        console.print(f"[bold red]not run:[/] {escape(failure)}", soft_wrap=True)
+    if failures:
+        raise typer.Exit(code=1)
 
 
 @app.command("import-weights")

@@ -25,14 +25,17 @@ from scipy.stats import wilcoxon
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.layouts import read_dataset
 from medpeft.data.ontology import class_mapping
-from medpeft.evaluate.metrics import evaluate_cases
+from medpeft.evaluate.metrics import evaluate_cases, score_label_files
 from medpeft.io import atomic_path, write_json
 from medpeft.methods import SEA, check_method
 from medpeft.methods.blackbox.heads import blackbox_kind
 from medpeft.methods.novel_organs import INITS, set_head_classes, task_classes
 from medpeft.models.weights import load_foundation
+from medpeft.peers import PeerError
+from medpeft.peers.nnunet import NnUNetBudget, run_nnunet
 
 ZERO_SHOT = "zero-shot"
+NNUNET = "nnunet"  # the nnU-Net v2 peer (extra `peers`), trained from scratch on the support set
 COLUMNS = ("dataset", "task", "method", "k", "seed", "case", "organ", "dice", "hd95", "nsd", "trainable",
            "seconds")
 
@@ -52,6 +55,8 @@ class GridConfig:
     tasks: list = field(default_factory=lambda: ["all"])  # "all", an organ, or a list of organs
     patience: int = 0  # early stopping on the training loss's moving average (0: off)
     options: dict = field(default_factory=dict)  # method -> its options
+    # method -> {steps, patience} over the grid's (the scratch peer gets 5x the steps)
+    schedules: dict = field(default_factory=dict)
     out: str = "runs/benchmark"
 
 
@@ -75,7 +80,7 @@ def load_grid(path: str | Path) -> GridConfig:
         if init not in INITS:
             raise ValueError(f"{path}: method {method!r}: initialisation after '@' is one of "
                              f"{', '.join(INITS)}")
-        if name not in (ZERO_SHOT, SEA) and blackbox_kind(name) is None:
+        if name not in (ZERO_SHOT, SEA, NNUNET) and blackbox_kind(name) is None:
             check_method(name)
     for task in cfg.tasks:
         try:
@@ -85,6 +90,10 @@ def load_grid(path: str | Path) -> GridConfig:
     for i, d in enumerate(cfg.datasets):
         if "path" not in d:
             raise ValueError(f"{path}: datasets[{i}] has no 'path'")
+    for method, schedule in cfg.schedules.items():
+        if method not in cfg.methods or not set(schedule) <= {"steps", "patience"}:
+            raise ValueError(f"{path}: schedules[{method!r}] must name a method of the grid and "
+                             f"only 'steps' / 'patience'")
     if cfg.reference and cfg.reference not in cfg.methods:
         raise ValueError(f"{path}: reference {cfg.reference!r} is not one of the methods")
     return cfg
@@ -106,6 +115,8 @@ def task_name(task) -> str:
 
 def _adapt_cell(cfg: GridConfig, method: str, organs: tuple[str, ...], manifest: Path,
                 cell: Path, seed: int, progress) -> dict:
+    schedule = cfg.schedules.get(method, {})
+    steps, patience = schedule.get("steps", cfg.steps), schedule.get("patience", cfg.patience)
     method, init = split_method(method)
     if method == SEA:
         if organs != ("all",):
@@ -114,17 +125,17 @@ def _adapt_cell(cfg: GridConfig, method: str, organs: tuple[str, ...], manifest:
         from medpeft.methods.sea.loop import sea_config
         k = len(json.loads(manifest.read_text())["support"])
         return sea_adapt(Path(cfg.foundation), manifest, cell,
-                         sea_config(k, seed=seed, **cfg.options.get(SEA, {})), cfg.steps,
+                         sea_config(k, seed=seed, **cfg.options.get(SEA, {})), steps,
                          resume=True, progress=progress)
     if blackbox_kind(method):
         from medpeft.methods.blackbox.adapt import blackbox_adapt
         return blackbox_adapt(Path(cfg.foundation), manifest, cell, blackbox_kind(method), init,
-                              organs, cfg.steps, seed, patience=cfg.patience, resume=True,
+                              organs, steps, seed, patience=patience, resume=True,
                               progress=progress)
     from medpeft.train.adapt import adapt
     return adapt(Path(cfg.foundation), manifest, method, cell, options=cfg.options.get(method),
-                 steps=cfg.steps, seed=seed, resume=True, organs=organs, head_init=init,
-                 patience=cfg.patience, progress=progress)
+                 steps=steps, seed=seed, resume=True, organs=organs, head_init=init,
+                 patience=patience, progress=progress)
 
 
 def run_cell(cfg: GridConfig, ds, name: str, method: str, k: int, seed: int, n_test: int,
@@ -141,10 +152,24 @@ def run_cell(cfg: GridConfig, ds, name: str, method: str, k: int, seed: int, n_t
     split = make_split(ds, max(k, 1), seed, n_test)
     foundation = load_foundation(cfg.foundation)
     classes = task_classes(foundation.classes, task_organs(task))
+    if method == NNUNET:
+        rows, trainable, seconds = _nnunet_cell(cfg, ds, split, classes, cell)
+    else:
+        if method == ZERO_SHOT and set(classes) - set(foundation.classes):
+            return []
+        rows, trainable, seconds = _model_cell(cfg, ds, name, method, k, seed, split, foundation,
+                                               classes, out, cell, progress, task)
+    rows = [{"dataset": name, "task": task_name(task), "method": method, "k": k, "seed": seed,
+             **r, "trainable": trainable, "seconds": seconds} for r in rows]
+    write_json(scores, rows)
+    return rows
+
+
+def _model_cell(cfg, ds, name, method, k, seed, split, foundation, classes, out, cell, progress,
+                task) -> tuple[list[dict], int, float]:
+    """Adapt (unless zero-shot) and score medpeft's model: rows, trainable parameters, seconds."""
     model, trainable, seconds = foundation.model, 0, 0.0
     if method == ZERO_SHOT:
-        if set(classes) - set(foundation.classes):
-            return []
         set_head_classes(model, foundation.classes, classes)
     else:
         manifest = write_manifest(out / f"k{k}-s{seed}" / "manifest.json", split)
@@ -157,15 +182,24 @@ def run_cell(cfg: GridConfig, ds, name: str, method: str, k: int, seed: int, n_t
                           foundation.preprocessing, classes, cell / "predictions",
                           progress, f"{name} {method} K={k} seed {seed}", cfg.surface,
                           cfg.tolerance_mm, cfg.largest_component)
-    rows = [{"dataset": name, "task": task_name(task), "method": method, "k": k, "seed": seed,
-             **r, "trainable": trainable, "seconds": seconds} for r in rows]
-    write_json(scores, rows)
-    return rows
+    return rows, trainable, seconds
 
 
-def run_grid(cfg: GridConfig, progress=None) -> tuple[list[dict], dict]:
+def _nnunet_cell(cfg, ds, split, classes, cell) -> tuple[list[dict], int, float]:
+    """nnU-Net v2 trained on the support volumes, its label maps scored by medpeft's metrics."""
+    mapping = class_mapping(ds.labels, classes)
+    summary = run_nnunet(ds, mapping, split["support"], split["test"], cell,
+                         NnUNetBudget(**cfg.options.get(NNUNET, {})))
+    rows = score_label_files(ds, summary["predictions"], mapping, cfg.surface, cfg.tolerance_mm)
+    return rows, summary["trainable_parameters"], summary["seconds"]
+
+
+def run_grid(cfg: GridConfig, progress=None, failures: list[str] | None = None
+             ) -> tuple[list[dict], dict]:
     """Every cell of the grid, K-major within each dataset; writes ``results.csv`` as it goes.
-    Returns the rows and the datasets by name."""
+    Returns the rows and the datasets by name. A peer that cannot run (``PeerError``: not
+    installed, crashed, out of time) is added to ``failures`` and the other cells go on; without
+    ``failures`` it raises."""
     rows: list[dict] = []
     datasets = {}
     for d in cfg.datasets:
@@ -179,8 +213,13 @@ def run_grid(cfg: GridConfig, progress=None) -> tuple[list[dict], dict]:
                         if method == ZERO_SHOT and (k, seed) != (cfg.shots[0], cfg.seeds[0]):
                             continue  # the fixed test set: zero-shot is scored once per task
                         kk = 0 if method == ZERO_SHOT else k
-                        rows += run_cell(cfg, ds, name, method, kk, seed, d.get("n_test", 6),
-                                         progress, task)
+                        try:
+                            rows += run_cell(cfg, ds, name, method, kk, seed,
+                                             d.get("n_test", 6), progress, task)
+                        except PeerError as err:
+                            if failures is None:
+                                raise
+                            failures.append(f"{method} K={kk} seed {seed}: {err}")
                         write_rows(Path(cfg.out) / "results.csv", rows)
     return rows, datasets
 

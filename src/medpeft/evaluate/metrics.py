@@ -54,29 +54,51 @@ def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], map
     cases = [ds.case(n) for n in names]
     check_dataset(ds, cases)
     c2l = np.array(mapping.channel_to_local, dtype=np.uint8)
-    v2l = np.zeros(max(mapping.value_to_local) + 1, dtype=np.uint8)
-    for value, local in mapping.value_to_local.items():
-        v2l[value] = local
     task = progress.add_task(desc, total=len(cases)) if progress else None
     rows = []
     for case in cases:
         channels = predict_labels(model, case.image, pp, largest_component=largest_component)
         if pred_dir is not None:
             save_prediction(Path(pred_dir) / f"{case.name}.nii.gz", channels, case.image, classes)
-        label = nib.load(str(case.label))
-        truth = v2l[np.asarray(label.dataobj).astype(np.int64)]
-        pred = c2l[channels]
-        scores = dice_per_class(pred, truth, mapping.n_local)
-        extra = [{} for _ in scores]
-        if surface:
-            zooms = tuple(float(z) for z in label.header.get_zooms()[:3])
-            hd, nsd = surface_scores(pred, truth, mapping.n_local, zooms,
-                                     tolerance_mm)
-            extra = [{"hd95": h, "nsd": n} for h, n in zip(hd, nsd)]
-        for organ, score, more in zip(mapping.local_names[1:], scores, extra):
-            rows.append({"case": case.name, "organ": organ, "dice": score, **more})
+        rows += score_case(case.name, c2l[channels], case.label, mapping, surface, tolerance_mm)
         if progress:
             progress.advance(task)
+    return rows
+
+
+def score_case(name: str, pred: np.ndarray, label_path: str | Path, mapping: ClassMapping,
+               surface: bool = False, tolerance_mm: float = 2.0) -> list[dict]:
+    """Per-organ rows of one case: ``pred`` holds ``mapping``'s local classes in the label's
+    own geometry; the label file's values are mapped to the same classes."""
+    v2l = np.zeros(max(mapping.value_to_local) + 1, dtype=np.uint8)
+    for value, local in mapping.value_to_local.items():
+        v2l[value] = local
+    label = nib.load(str(label_path))
+    truth = v2l[np.asarray(label.dataobj).astype(np.int64)]
+    if pred.shape != truth.shape:
+        raise ValueError(f"{name}: prediction shape {pred.shape} is not the label's {truth.shape}")
+    scores = dice_per_class(pred, truth, mapping.n_local)
+    extra = [{} for _ in scores]
+    if surface:
+        zooms = tuple(float(z) for z in label.header.get_zooms()[:3])
+        hd, nsd = surface_scores(pred, truth, mapping.n_local, zooms, tolerance_mm)
+        extra = [{"hd95": h, "nsd": n} for h, n in zip(hd, nsd)]
+    return [{"case": name, "organ": organ, "dice": score, **more}
+            for organ, score, more in zip(mapping.local_names[1:], scores, extra)]
+
+
+def score_label_files(ds: MSDDataset, predictions: dict[str, str | Path], mapping: ClassMapping,
+                      surface: bool = False, tolerance_mm: float = 2.0) -> list[dict]:
+    """Score label maps written by another tool (a peer) exactly as ``evaluate_cases`` scores
+    medpeft's own: ``predictions`` maps case names to files of ``mapping``'s local classes."""
+    rows = []
+    for name, path in predictions.items():
+        img = nib.load(str(path))
+        label = nib.load(str(ds.case(name).label))
+        if not np.allclose(img.affine, label.affine, atol=1e-3):
+            raise ValueError(f"{path}: not in the geometry of {ds.case(name).label}")
+        pred = np.asarray(img.dataobj).astype(np.uint8)
+        rows += score_case(name, pred, ds.case(name).label, mapping, surface, tolerance_mm)
     return rows
 
 

@@ -12,16 +12,16 @@ from torch import nn
 
 from medpeft.adapters.base import AdapterSite
 from medpeft.adapters.kinds import KINDS
-from medpeft.methods.finetune import PARTS_TRAINED, unfreeze_parts
+from medpeft.methods.finetune import PARTS_TRAINED, SCRATCH, unfreeze_parts
 from medpeft.methods.peft import add_peft, add_searched, peft_kinds
 
 PRESETS = ("full", "decoder", "head", "lora", "bitfit", "affine", "adaptformer", "adapter", "ssf",
            "ia3", "lora+affine")
 METHODS = ("full", "decoder", "head", "lora")  # the demo's comparison
 SEA = "sea-peft"  # searched topology: the sites are chosen by medpeft.methods.sea
-# Rates that suit each part in the few-shot regime (swept on the phantom target site at K=5:
+# Rates that suit each part (``scratch``: the foundation's own pre-training rate) in the few-shot regime (swept on the phantom target site at K=5:
 # benchmarks/lr_sweep.py). A PEFT method trains each adapter kind and the head as their own groups.
-DEFAULT_LR = {"full": 1e-3, "decoder": 3e-3, "head": 1e-2, "lora": 3e-3, "bitfit": 1e-2,
+DEFAULT_LR = {"scratch": 2e-3, "full": 1e-3, "decoder": 3e-3, "head": 1e-2, "lora": 3e-3, "bitfit": 1e-2,
               "affine": 1e-2, "adaptformer": 3e-3, "adapter": 3e-3, "conv-adapter": 3e-3,
               "ssf": 1e-2, "ia3": 1e-2}
 
@@ -49,7 +49,8 @@ def check_method(name: str) -> None:
     try:
         peft_kinds(name)
     except ValueError:
-        raise ValueError(f"unknown method {name!r}; choose from {', '.join(PRESETS)}, {SEA}, or join "
+        raise ValueError(f"unknown method {name!r}; choose from {', '.join(PRESETS)}, {SEA}, {SCRATCH} (a "
+                         f"peer: the same network from random weights), or join "
                          f"adapter kinds with '+' ({', '.join(KINDS)})") from None
 
 

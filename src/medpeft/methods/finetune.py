@@ -1,4 +1,9 @@
-"""Fine-tuning methods that unfreeze parts of the backbone: full, decoder-only, head-only."""
+"""Fine-tuning methods that unfreeze parts of the backbone: full, decoder-only, head-only.
+
+``scratch`` is the peer every adaptation must beat, not an adaptation: the same network with
+every part trained, started from random weights instead of the foundation's (``adapt``
+re-initialises it), so that its artefact loads like a full fine-tuning one.
+"""
 from __future__ import annotations
 
 from torch import nn
@@ -6,7 +11,8 @@ from torch import nn
 from medpeft.models.backbones import part_of
 
 PARTS_TRAINED = {"full": ("encoder", "decoder", "head"), "decoder": ("decoder", "head"),
-                 "head": ("head",)}
+                 "head": ("head",), "scratch": ("encoder", "decoder", "head")}
+SCRATCH = "scratch"
 
 
 def unfreeze_parts(model: nn.Module, method: str) -> None:

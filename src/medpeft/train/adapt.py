@@ -14,8 +14,9 @@ from medpeft.data.msd import MSDDataset, check_dataset
 from medpeft.data.ontology import ClassMapping, class_mapping
 from medpeft.data.transforms import cached_dataset, case_dicts
 from medpeft.io import write_yaml
-from medpeft.methods import apply_method, group_rates, param_groups
+from medpeft.methods import SCRATCH, apply_method, group_rates, param_groups
 from medpeft.methods.novel_organs import INITS, prototype_rows, set_head_classes, task_classes
+from medpeft.models.backbones import build_backbone
 from medpeft.models.weights import Foundation, load_foundation
 from medpeft.train import distributed
 from medpeft.train.losses import MarginalDiceCELoss
@@ -76,10 +77,13 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
                if (organs or c in novel) and not mapping.channel_to_local[c]]
     if missing:  # a partially labelled dataset is fine for the default task (marginal loss)
         raise ValueError(f"{ds.root}: does not label {', '.join(missing)}, which the task segments")
-    if novel and head_init == "prototype":
+    if novel and head_init == "prototype" and method != SCRATCH:
         crops = islice(batches(data, 1, seed + 7919), 4 * len(split["support"]))
         prototype_rows(foundation.model, crops, {c: mapping.channel_to_local[c] for c in novel})
     torch.manual_seed(seed)  # adapter initialisation depends on the seed alone, not on earlier runs
+    if method == SCRATCH:  # the peer: the same network, none of the foundation's weights
+        fresh = build_backbone(foundation.backbone, len(foundation.classes) + 1)
+        foundation.model.load_state_dict(fresh.state_dict())
     state = apply_method(foundation.model, method, options)
     t0 = time.perf_counter()
     summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, out_dir,

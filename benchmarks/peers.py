@@ -1,0 +1,85 @@
+"""Peers in one benchmark: is adapting the foundation better than training on the K scans alone?
+
+Runs the grid of ``configs/peers-phantom.yaml`` (zero-shot; lora, medpeft adapt's default;
+decoder, sea-peft, blackbox-spatial, full fine-tuning; the same network from scratch; nnU-Net v2
+from scratch) seed by seed, so that an interrupted run has whole seeds first, and writes
+``peers.md`` (the whole table, per-organ Dice, paired Wilcoxon tests against the best peer),
+``peers.png`` (Dice vs K) and ``results.csv`` into the grid's ``out``. Finished cells are read
+back, never retrained; a row that cannot run (nnU-Net not installed, crashed, out of time) is
+named with its log and the other rows are still written.
+
+Usage: python benchmarks/peers.py [CONFIG] [--seeds 0 1 2] [--shots 1 5 10] [--skip nnunet]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+
+from medpeft.demo import progress_bar
+from medpeft.evaluate.benchmark import NNUNET, load_grid, run_grid, write_rows
+from medpeft.evaluate.peers_report import write_peers_report
+from medpeft.evaluate.report import machine
+from medpeft.peers.nnunet import NnUNetBudget
+
+
+def finished_rows(cfg) -> list[dict]:
+    """The rows of every finished cell of the grid's methods, K and seeds."""
+    rows = []
+    for path in sorted(Path(cfg.out).glob("*/**/scores.json")):
+        rows += [r for r in json.loads(path.read_text()) if r["method"] in cfg.methods
+                 and (r["method"] == "zero-shot" or (r["k"] in cfg.shots and r["seed"] in cfg.seeds))]
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("config", nargs="?", default="configs/peers-phantom.yaml")
+    parser.add_argument("--seeds", type=int, nargs="+")
+    parser.add_argument("--shots", type=int, nargs="+")
+    parser.add_argument("--skip", nargs="+", default=[], help="rows to leave out")
+    parser.add_argument("--report-only", action="store_true",
+                        help="report the finished cells; train nothing (safe beside a run)")
+    args = parser.parse_args()
+    cfg = load_grid(args.config)
+    methods = [m for m in cfg.methods if m not in args.skip]
+    cfg = replace(cfg, methods=methods, shots=args.shots or cfg.shots,
+                  seeds=args.seeds or cfg.seeds)
+    console, failures, rows = Console(), [], []
+    t0 = time.perf_counter()
+    if args.report_only:
+        rows = finished_rows(cfg)
+    else:
+        with progress_bar() as progress:
+            for seed in cfg.seeds:  # seed-major: a partial run has every K of its first seeds
+                seed_rows, _ = run_grid(replace(cfg, seeds=[seed]), progress, failures)
+                rows += [r for r in seed_rows
+                         if r["method"] != "zero-shot" or seed == cfg.seeds[0]]
+    out = Path(cfg.out)
+    write_rows(out / "results.csv", rows)
+    budget = NnUNetBudget(**cfg.options.get(NNUNET, {}))
+    schedule = ", ".join(f"{m}: {s}" for m, s in cfg.schedules.items()) or "none"
+    header = {"command": f"python benchmarks/peers.py {args.config}" +
+              (f" --seeds {' '.join(map(str, cfg.seeds))}" if args.seeds else ""),
+              "machine": machine(), "dataset": ", ".join(d["path"] for d in cfg.datasets),
+              "adaptation steps": f"{cfg.steps} (per-row schedules: {schedule})",
+              "nnU-Net": f"{budget.epochs} epochs x {budget.iterations} iterations, its planner "
+                         f"at {budget.target_spacing} mm with a {budget.memory_target_gb} GB "
+                         f"memory target, fold all, CPU, no test-time mirroring",
+              "wall time of this invocation (s)": f"{time.perf_counter() - t0:.0f}"}
+    report, table, _ = write_peers_report(out, rows, methods, header, failures)
+    for t in table:
+        console.print(f"{t['method']:>18} K={t['k']:>2}  Dice {t['dice']:.3f}  "
+                      f"({t['seeds']} seeds)  {t['seconds']:.0f} s  {t['trainable']:,} trainable")
+    for f in failures:
+        console.print(f"[bold red]not run:[/] {escape(f)}", soft_wrap=True)
+    console.print(f"report: {report}")
+
+
+if __name__ == "__main__":
+    main()

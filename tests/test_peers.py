@@ -1,0 +1,154 @@
+"""The peers: the same network from scratch learns; nnU-Net's dataset passes nnU-Net's own check;
+peer label maps are scored by medpeft's metrics; a missing or failing peer is named and the other
+rows are written; finished rows are never retrained."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from medpeft.cli import app
+from medpeft.data.fewshot import make_split, write_manifest
+from medpeft.data.layouts import read_dataset
+from medpeft.data.ontology import class_mapping
+from medpeft.evaluate import benchmark
+from medpeft.evaluate.metrics import evaluate_cases, mean_dice, score_label_files
+from medpeft.io import save_nifti
+from medpeft.methods.blackbox.adapt import open_adapter
+from medpeft.models.backbones import build_backbone
+from medpeft.models.weights import load_foundation
+from medpeft.peers import PeerError
+from medpeft.peers import nnunet
+from medpeft.train.adapt import adapt
+
+
+@pytest.fixture(scope="module")
+def target(collection):
+    return read_dataset(collection / "Task10_NewSite", label_files=True)
+
+
+def test_scratch_peer_learns_from_random_weights(foundation_dir, target, tmp_path):
+    split = make_split(target, 3, 0, 2)
+    manifest = write_manifest(tmp_path / "k3.json", split)
+    f = load_foundation(foundation_dir)
+    mapping = class_mapping(target.labels, f.classes)
+    torch.manual_seed(0)
+    untrained = build_backbone(f.backbone, len(f.classes) + 1).eval()
+    before = mean_dice(evaluate_cases(untrained, target, split["test"], mapping, f.preprocessing,
+                                      f.classes))
+    adapt(foundation_dir, manifest, "scratch", tmp_path / "scratch", steps=120, seed=0)
+    model, classes = open_adapter(tmp_path / "scratch", load_foundation(foundation_dir))
+    config = json.loads((tmp_path / "scratch" / "adapter_config.json").read_text())
+    assert config["trainable_parameters"] == sum(p.numel() for p in untrained.parameters())
+    after = evaluate_cases(model, target, split["test"], mapping, f.preprocessing, classes)
+    liver = np.nanmean([r["dice"] for r in after if r["organ"] == "liver"])
+    assert mean_dice(after) > before + 0.05 and liver > 0.5, (before, mean_dice(after), liver)
+
+
+def test_scratch_starts_from_no_foundation_weight(foundation_dir, target, tmp_path):
+    """Zero steps are refused, so one step at a tiny rate: the weights stay ~ the random init."""
+    split = make_split(target, 1, 0, 2)
+    manifest = write_manifest(tmp_path / "k1.json", split)
+    adapt(foundation_dir, manifest, "scratch", tmp_path / "s", steps=1, seed=3, lr=1e-12)
+    f = load_foundation(foundation_dir)
+    base = {n: p.clone() for n, p in f.model.named_parameters()}
+    model, _ = open_adapter(tmp_path / "s", f)
+    torch.manual_seed(3)
+    fresh = dict(build_backbone(f.backbone, len(f.classes) + 1).named_parameters())
+    name = "swinViT.layers1.0.blocks.0.attn.qkv.weight"
+    weight = dict(model.named_parameters())[name]
+    assert torch.allclose(weight, fresh[name], atol=1e-6)
+    assert not torch.allclose(weight, base[name], atol=1e-3)
+
+
+def test_nnunet_dataset_passes_nnunets_integrity_check(target, tmp_path):
+    pytest.importorskip("nnunetv2")
+    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
+    f = load_foundation_meta()
+    mapping = class_mapping(target.labels, f.classes)
+    support = make_split(target, 2, 0, 2)["support"]
+    folder = nnunet.write_raw_dataset(target, mapping, support, tmp_path / "raw", "tiny")
+    verify_dataset_integrity(str(folder), num_processes=1)  # raises on any problem
+    meta = json.loads((folder / "dataset.json").read_text())
+    assert meta["numTraining"] == 2 and meta["labels"]["background"] == 0
+    assert sorted(meta["labels"], key=meta["labels"].get)[1:] == list(mapping.local_names[1:])
+    for name in support:
+        image = folder / "imagesTr" / f"{name}_0000.nii.gz"
+        assert image.resolve() == target.case(name).image.resolve()
+        written = nib.load(str(folder / "labelsTr" / f"{name}.nii.gz"))
+        source = nib.load(str(target.case(name).label))
+        expected = np.vectorize(mapping.value_to_local.get)(np.asarray(source.dataobj))
+        assert np.array_equal(np.asarray(written.dataobj), expected)
+        assert np.allclose(written.affine, source.affine)
+
+
+def load_foundation_meta():
+    from medpeft.models.weights import describe_foundation, shipped_foundation
+    return describe_foundation(shipped_foundation())
+
+
+def test_peer_label_maps_are_scored_in_their_geometry(target, tmp_path):
+    f = load_foundation_meta()
+    mapping = class_mapping(target.labels, f.classes)
+    names = make_split(target, 1, 0, 2)["test"]
+    lut = np.vectorize(lambda v: mapping.value_to_local.get(int(v), 0))
+    files = {}
+    for name in names:
+        label = nib.load(str(target.case(name).label))
+        files[name] = tmp_path / f"{name}.nii.gz"
+        save_nifti(files[name], lut(np.asarray(label.dataobj)).astype(np.uint8), label.affine)
+    rows = score_label_files(target, files, mapping)
+    assert rows and all(r["dice"] == 1.0 or np.isnan(r["dice"]) for r in rows)
+    label = nib.load(str(target.case(names[0]).label))
+    save_nifti(files[names[0]], np.zeros(label.shape, np.uint8), label.affine * 2)
+    with pytest.raises(ValueError, match="not in the geometry"):
+        score_label_files(target, files, mapping)
+
+
+def _grid(tmp_path, collection, foundation_dir, methods) -> str:
+    cfg = {"foundation": str(foundation_dir),
+           "datasets": [{"path": str(collection / "Task10_NewSite"), "n_test": 2}],
+           "methods": methods, "shots": [1], "seeds": [0], "steps": 2, "surface": False,
+           "schedules": {"scratch": {"steps": 10, "patience": 5}}, "out": str(tmp_path / "g")}
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return str(path)
+
+
+def test_missing_nnunet_is_named_and_other_rows_written(collection, foundation_dir, tmp_path,
+                                                        monkeypatch):
+    real = nnunet.importlib.util.find_spec
+    monkeypatch.setattr(nnunet.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "nnunetv2" else real(name, *a))
+    config = _grid(tmp_path, collection, foundation_dir, ["scratch", "nnunet"])
+    result = CliRunner().invoke(app, ["benchmark", config], env={"COLUMNS": "250"})
+    assert result.exit_code == 1
+    assert "nnunet K=1 seed 0" in result.output and "pip install -e '.[peers]'" in result.output
+    rows = list(csv.DictReader(open(tmp_path / "g" / "results.csv")))
+    assert rows and {r["method"] for r in rows} == {"scratch"}
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished cell was trained again")
+    monkeypatch.setattr(benchmark, "_adapt_cell", no_training)
+    again = CliRunner().invoke(app, ["benchmark", config], env={"COLUMNS": "250"})
+    assert again.exit_code == 1 and "a finished cell" not in again.output
+    assert list(csv.DictReader(open(tmp_path / "g" / "results.csv"))) == rows
+
+
+def test_a_failing_nnunet_names_itself_and_its_log(target, tmp_path):
+    pytest.importorskip("nnunetv2")
+    f = load_foundation_meta()
+    mapping = class_mapping(target.labels, f.classes)
+    split = make_split(target, 1, 0, 2)
+    budget = nnunet.NnUNetBudget(timeout_s=1)
+    with pytest.raises(PeerError, match=r"nnU-Net .* ran past 1 s; its log: .*nnunet\.log"):
+        nnunet.run_nnunet(target, mapping, split["support"], split["test"], tmp_path, budget)
+    assert (tmp_path / "nnunet" / "nnunet.log").read_text().count("$ ") == 1
+    assert os.path.isdir(tmp_path / "nnunet" / "raw")
