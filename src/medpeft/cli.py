@@ -12,6 +12,7 @@ from medpeft.cli_common import console, fail as _fail, method_options
 from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
 from medpeft.cli_pretrain import pretrain_command
+from medpeft.methods import DEFAULT_METHOD
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Few-shot, parameter-efficient adaptation of 3D CT segmentation models.")
@@ -79,7 +80,7 @@ def parse_rates(text: Optional[str]) -> float | dict[str, float] | None:
 @app.command()
 def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folder"),
           manifest: Path = typer.Option(..., help="few-shot manifest (medpeft split)"),
-          method: str = typer.Option("lora", help="full | decoder | head | lora | bitfit | affine | "
+          method: str = typer.Option(DEFAULT_METHOD, help="full | decoder | head | lora | bitfit | affine | "
                                      "adaptformer | adapter | conv-adapter | ssf | ia3, kinds "
                                      "joined by + (lora+affine), sea-peft (searched), or "
                                      "blackbox-linear | blackbox-spatial | blackbox-spatial1"),

@@ -16,10 +16,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 from scipy.stats import wilcoxon  # noqa: E402
 
 from medpeft.io import atomic_path, write_text  # noqa: E402
+from medpeft.methods import DEFAULT_METHOD  # noqa: E402
 
 PEERS = ("scratch", "nnunet")  # trained on the K support volumes alone
 LABELS = {"zero-shot": "zero-shot (foundation as is)", "scratch": "same network from scratch",
-          "nnunet": "nnU-Net v2 from scratch", "full": "full fine-tuning"}
+          "nnunet": "nnU-Net v2 from scratch", "full": "full fine-tuning",
+          DEFAULT_METHOD: f"{DEFAULT_METHOD} (`medpeft adapt`'s default)"}
 
 
 def _mean(values) -> float:

@@ -17,12 +17,13 @@ from medpeft.methods.peft import add_peft, add_searched, peft_kinds
 
 PRESETS = ("full", "decoder", "head", "lora", "bitfit", "affine", "adaptformer", "adapter", "ssf",
            "ia3", "lora+affine")
-METHODS = ("full", "decoder", "head", "lora")  # the demo's comparison
+DEFAULT_METHOD = "lora"  # of `medpeft adapt`
 SEA = "sea-peft"  # searched topology: the sites are chosen by medpeft.methods.sea
-# Rates that suit each part (``scratch``: the foundation's own pre-training rate) in the few-shot regime (swept on the phantom target site at K=5:
-# benchmarks/lr_sweep.py). A PEFT method trains each adapter kind and the head as their own groups.
-DEFAULT_LR = {"scratch": 2e-3, "full": 1e-3, "decoder": 3e-3, "head": 1e-2, "lora": 3e-3, "bitfit": 1e-2,
-              "affine": 1e-2, "adaptformer": 3e-3, "adapter": 3e-3, "conv-adapter": 3e-3,
+# Rates that suit each part in the few-shot regime (swept on the phantom target site at K=5:
+# benchmarks/lr_sweep.py); ``scratch`` takes the foundation's own pre-training rate. A PEFT method
+# trains each adapter kind and the head as their own groups.
+DEFAULT_LR = {"scratch": 2e-3, "full": 1e-3, "decoder": 3e-3, "head": 1e-2, "lora": 3e-3,
+              "bitfit": 1e-2, "affine": 1e-2, "adaptformer": 3e-3, "adapter": 3e-3, "conv-adapter": 3e-3,
               "ssf": 1e-2, "ia3": 1e-2}
 
 
