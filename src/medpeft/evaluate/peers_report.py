@@ -21,7 +21,7 @@ from medpeft.methods import DEFAULT_METHOD  # noqa: E402
 PEERS = ("scratch", "nnunet")  # trained on the K support volumes alone
 LABELS = {"zero-shot": "zero-shot (foundation as is)", "scratch": "same network from scratch",
           "nnunet": "nnU-Net v2 from scratch", "full": "full fine-tuning",
-          DEFAULT_METHOD: f"{DEFAULT_METHOD} (`medpeft adapt`'s default)"}
+          DEFAULT_METHOD: f"{DEFAULT_METHOD} (medpeft adapt's default)"}
 
 
 def _mean(values) -> float:
