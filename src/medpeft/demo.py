@@ -54,9 +54,11 @@ class DemoConfig:
     options: dict = field(default_factory=lambda: {"lora": {"rank": 4}})
     federated_rounds: int = 3  # the federated section (3 phantom hospitals); 0 leaves it out
     # Methods that run only at some K, to keep the demo within 10 minutes on 2 cores: full
-    # fine-tuning (its K=1 row taught nothing its K=5 row does not) and the peer, the same network
-    # from random weights on the same K volumes (benchmarks/peers.py has every K and nnU-Net)
-    only_at: dict = field(default_factory=lambda: {"full": (5,), SCRATCH: (5,)})
+    # fine-tuning, LoRA and the Spatial Adapter (their K=1 rows taught nothing their K=5 rows do
+    # not: README "Results") and the peer, the same network from random weights on the same K
+    # volumes (benchmarks/peers.py has every K, 3 seeds and nnU-Net)
+    only_at: dict = field(default_factory=lambda: {"full": (5,), "lora": (5,),
+                                                   "blackbox-spatial": (5,), SCRATCH: (5,)})
     scratch_steps: int = 400  # 5x the adaptation steps, stopped on a plateau of the training loss
     scratch_patience: int = 40
     federated_steps: int = 10
