@@ -152,3 +152,33 @@ def test_a_failing_nnunet_names_itself_and_its_log(target, tmp_path):
         nnunet.run_nnunet(target, mapping, split["support"], split["test"], tmp_path, budget)
     assert (tmp_path / "nnunet" / "nnunet.log").read_text().count("$ ") == 1
     assert os.path.isdir(tmp_path / "nnunet" / "raw")
+
+
+def _rows(method, k, seed, dice_by_case, organs=("liver", "spleen")):
+    return [{"method": method, "k": k, "seed": seed, "case": case, "organ": organ, "dice": d,
+             "trainable": 10, "seconds": 1.0} for case, d in dice_by_case.items() for organ in organs]
+
+
+def test_peers_table_pairs_cases_against_the_best_peer(tmp_path):
+    from medpeft.evaluate.peers_report import write_peers_report
+    cases = [f"c{i}" for i in range(6)]
+    rows = _rows("zero-shot", 0, 0, {c: 0.1 for c in cases})
+    for seed in (0, 1):
+        rows += _rows("decoder", 5, seed, {c: 0.6 + 0.1 * seed for c in cases})
+        rows += _rows("scratch", 5, seed, {c: 0.4 for c in cases})
+        rows += _rows("nnunet", 5, seed, {c: 0.5 - 0.01 * i for i, c in enumerate(cases)})
+    report, table, tests = write_peers_report(tmp_path, rows, ["zero-shot", "decoder", "scratch",
+                                                               "nnunet"], {"command": "x"}, ["f"])
+    decoder = next(t for t in table if t["method"] == "decoder")
+    assert decoder["dice"] == pytest.approx(0.65) and decoder["sd"] == pytest.approx(0.0707, 1e-3)
+    assert decoder["seeds"] == 2 and decoder["organs"] == {"liver": pytest.approx(0.65),
+                                                           "spleen": pytest.approx(0.65)}
+    by_method = {t["method"]: t for t in tests}
+    assert set(by_method) == {"zero-shot", "decoder", "scratch"}  # nnunet is the best peer
+    assert by_method["decoder"]["best_peer"] == "nnunet"
+    assert by_method["decoder"]["pairs"] == 12 and by_method["decoder"]["wins"] == 12
+    assert by_method["decoder"]["p_value"] < 0.001
+    assert by_method["zero-shot"]["pairs"] == 12 and by_method["zero-shot"]["wins"] == 0
+    text = report.read_text()
+    assert "| nnU-Net v2 from scratch | 10 |" in text and "## Rows that could not run" in text
+    assert (tmp_path / "peers.png").stat().st_size > 1000
