@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 ORGANS: tuple[str, ...] = (
     "liver",
     "spleen",
@@ -94,6 +96,13 @@ class ClassMapping:
     @property
     def n_local(self) -> int:
         return len(self.local_names)
+
+    def value_lut(self) -> np.ndarray:
+        """Lookup table from raw label values to local classes (``lut[label_array]``)."""
+        lut = np.zeros(max(self.value_to_local) + 1, dtype=np.uint8)
+        for value, local in self.value_to_local.items():
+            lut[value] = local
+        return lut
 
     @property
     def fully_labelled(self) -> bool:

@@ -30,7 +30,7 @@ from medpeft.io import atomic_path, write_json
 from medpeft.methods import SEA, check_method
 from medpeft.methods.blackbox.heads import blackbox_kind
 from medpeft.methods.novel_organs import INITS, set_head_classes, task_classes
-from medpeft.models.weights import load_foundation
+from medpeft.models.weights import describe_foundation, load_foundation
 from medpeft.peers import PeerError
 from medpeft.peers.nnunet import NnUNetBudget, run_nnunet
 
@@ -150,11 +150,12 @@ def run_cell(cfg: GridConfig, ds, name: str, method: str, k: int, seed: int, n_t
     if scores.exists():
         return json.loads(scores.read_text())
     split = make_split(ds, max(k, 1), seed, n_test)
-    foundation = load_foundation(cfg.foundation)
-    classes = task_classes(foundation.classes, task_organs(task))
-    if method == NNUNET:
+    if method == NNUNET:  # a peer: the foundation's classes, none of its weights
+        classes = task_classes(describe_foundation(cfg.foundation).classes, task_organs(task))
         rows, trainable, seconds = _nnunet_cell(cfg, ds, split, classes, cell)
     else:
+        foundation = load_foundation(cfg.foundation)
+        classes = task_classes(foundation.classes, task_organs(task))
         if method == ZERO_SHOT and set(classes) - set(foundation.classes):
             return []
         rows, trainable, seconds = _model_cell(cfg, ds, name, method, k, seed, split, foundation,

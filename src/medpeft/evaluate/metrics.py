@@ -70,11 +70,8 @@ def score_case(name: str, pred: np.ndarray, label_path: str | Path, mapping: Cla
                surface: bool = False, tolerance_mm: float = 2.0) -> list[dict]:
     """Per-organ rows of one case: ``pred`` holds ``mapping``'s local classes in the label's
     own geometry; the label file's values are mapped to the same classes."""
-    v2l = np.zeros(max(mapping.value_to_local) + 1, dtype=np.uint8)
-    for value, local in mapping.value_to_local.items():
-        v2l[value] = local
     label = nib.load(str(label_path))
-    truth = v2l[np.asarray(label.dataobj).astype(np.int64)]
+    truth = mapping.value_lut()[np.asarray(label.dataobj).astype(np.int64)]
     if pred.shape != truth.shape:
         raise ValueError(f"{name}: prediction shape {pred.shape} is not the label's {truth.shape}")
     scores = dice_per_class(pred, truth, mapping.n_local)

@@ -72,9 +72,7 @@ def write_raw_dataset(ds: MSDDataset, mapping: ClassMapping, support: list[str],
     """The support volumes as an nnU-Net v2 raw dataset; labels are ``mapping``'s local classes."""
     folder = Path(raw) / dataset_name(name)
     shutil.rmtree(folder, ignore_errors=True)
-    lut = np.zeros(max(mapping.value_to_local) + 1, dtype=np.uint8)
-    for value, local in mapping.value_to_local.items():
-        lut[value] = local
+    lut = mapping.value_lut()
     for case_name in support:
         case = ds.case(case_name)
         image = folder / "imagesTr" / f"{case_name}_0000.nii.gz"
