@@ -32,6 +32,15 @@ def _dice(model, ds, names, f, pred_dir=None):
     return mean_dice(rows)
 
 
+def test_shipped_foundation_was_made_by_the_demo_recipe(shipped):
+    """`make demo` uses the shipped weights only when its recipe made them; otherwise it
+    pre-trains from scratch, far past its 10-minute budget."""
+    from medpeft.data.phantom.collection import source_hash
+    from medpeft.demo import DemoConfig, pretrain_recipe
+    meta = json.loads((shipped / "foundation.json").read_text())
+    assert meta["recipe"] == pretrain_recipe(source_hash("demo", 0), DemoConfig())
+
+
 def test_zero_shot_target_dice_is_clearly_below_source(collection, shipped):
     f = load_foundation(shipped)
     holdout, target = load_msd(collection / "Task06_SourceHoldout"), load_msd(collection / "Task10_NewSite")

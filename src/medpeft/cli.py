@@ -12,7 +12,7 @@ from medpeft.cli_common import console, fail as _fail, method_options
 from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
 from medpeft.cli_pretrain import pretrain_command
-from medpeft.methods import DEFAULT_METHOD
+from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Few-shot, parameter-efficient adaptation of 3D CT segmentation models.")
@@ -85,7 +85,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                                      "joined by + (lora+affine), sea-peft (searched), or "
                                      "blackbox-linear | blackbox-spatial | blackbox-spatial1"),
           out: Path = typer.Option(..., help="adapter output folder"),
-          steps: int = typer.Option(80),
+          steps: int = typer.Option(ADAPT_STEPS),
           lr: Optional[str] = typer.Option(
               None, help="one rate for all groups, or group=rate pairs (lora=0.03,head=0.01); "
               "default: each adapter kind and the head at its own rate"),

@@ -27,6 +27,12 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
                                                       "disk here, keyed by the preprocessing "
                                                       "(default: in memory)"),
              workers: int = typer.Option(0, help="data-loading worker processes"),
+             augment: str = typer.Option("light", help="intensity augmentation: light (scale "
+                                         "and shift) | phase (also per-organ contrast, "
+                                         "intensity curve, noise, blur)"),
+             sampling: str = typer.Option("uniform", help="uniform | organ-balanced (every organ "
+                                          "the same share of the draws, however few datasets "
+                                          "label it)"),
              resume: bool = typer.Option(False, help="continue from the last checkpoint")) -> None:
     """Supervised pre-training with the partial-label (marginal) loss. Several processes:
     torchrun --nproc-per-node N $(which medpeft) pretrain ... (DDP; gloo on CPU, NCCL on GPUs)."""
@@ -42,7 +48,8 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
                                                        bf16=bf16, grad_checkpoint=grad_checkpoint,
                                                        channels_last=channels_last,
                                                        workers=workers),
-                resume=resume, progress=progress, cache_dir=cache_dir)
+                resume=resume, progress=progress, cache_dir=cache_dir, augment=augment,
+                sampling=sampling)
     except (ValueError, FileNotFoundError) as err:
         fail(err)
     if distributed.is_main():

@@ -46,6 +46,7 @@ class DemoConfig:
     backbone: str = "swin-fast"
     pretrain_steps: int = 1600
     pretrain_lr: float = 2e-3
+    pretrain_augment: str = "light"  # medpeft.data.augment
     retrain: bool = False
     adapt_steps: int = 80
     shots: tuple[int, ...] = (1, 5)
@@ -72,7 +73,7 @@ def progress_bar() -> Progress:
 def pretrain_recipe(sources_hash: str, cfg: DemoConfig) -> dict:
     """Everything that determines the demo's foundation model (the source datasets, not the target)."""
     return {"sources": sources_hash, "backbone": cfg.backbone, "steps": cfg.pretrain_steps,
-            "lr": cfg.pretrain_lr, "seed": cfg.seed}
+            "lr": cfg.pretrain_lr, "seed": cfg.seed, "augment": cfg.pretrain_augment}
 
 
 def _foundation_dir(cache: Path, recipe: dict) -> Path:
@@ -93,7 +94,7 @@ def _provide_foundation(fdir: Path, recipe: dict, sources: list[Path], cfg: Demo
         return
     pretrain(sources, fdir, cfg.backbone,
              loop=LoopConfig(steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed),
-             resume=True, progress=progress, recipe=recipe)
+             resume=True, progress=progress, recipe=recipe, augment=cfg.pretrain_augment)
 
 
 def _evaluate(model, ds, names, foundation, pred_dir, progress, desc,

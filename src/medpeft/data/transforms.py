@@ -23,13 +23,12 @@ from monai.transforms import (
     ClassesToIndicesd,
     DeleteItemsd,
     RandCropByLabelClassesd,
-    RandScaleIntensityd,
-    RandShiftIntensityd,
     ScaleIntensityRanged,
     Spacingd,
     SpatialPadd,
 )
 
+from medpeft.data.augment import intensity_augmentation
 from medpeft.data.msd import MSDDataset
 from medpeft.data.ontology import ClassMapping
 
@@ -95,9 +94,10 @@ def class_balanced_ratios(n_local: int) -> list[float]:
     return [organs / 2.0] + [1.0] * organs
 
 
-def train_transforms(pp: Preprocessing, n_local: int) -> tuple[list, list]:
+def train_transforms(pp: Preprocessing, n_local: int, augment: str = "light") -> tuple[list, list]:
     """(deterministic, random) training steps after loading: pad to the patch and index each
-    class's voxels once (cached); then draw a class-balanced patch and jitter its intensity."""
+    class's voxels once (cached); then draw a class-balanced patch and augment its intensity
+    (``augment``: see :mod:`medpeft.data.augment`)."""
     deterministic = [
         SpatialPadd(keys=["image", "label"], spatial_size=pp.patch),
         ClassesToIndicesd(keys="label", num_classes=n_local, indices_postfix="_classes"),
@@ -107,8 +107,7 @@ def train_transforms(pp: Preprocessing, n_local: int) -> tuple[list, list]:
                                 num_classes=n_local, ratios=class_balanced_ratios(n_local),
                                 indices_key="label_classes", num_samples=1, warn=False),
         DeleteItemsd(keys="label_classes"),
-        RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
-        RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5),
+        *intensity_augmentation(augment),
         EnsureTyped(keys=["image", "label"], track_meta=False),
     ]
     return deterministic, random
@@ -130,8 +129,8 @@ def cache_key(pp: Preprocessing, mapping: ClassMapping) -> str:
 
 
 def cached_dataset(items: list[dict], pp: Preprocessing, mapping_of: dict[str, ClassMapping],
-                   train: bool = True, cache_dir: str | Path | None = None
-                   ) -> CacheDataset | PersistentDataset:
+                   train: bool = True, cache_dir: str | Path | None = None,
+                   augment: str = "light") -> CacheDataset | PersistentDataset:
     """Load and preprocess every case once; random crops are drawn per epoch. The preprocessed
     volumes are held in memory, or with ``cache_dir`` written there once (MONAI
     ``PersistentDataset``, in a folder keyed by ``cache_key``) and read back by later runs, so a
@@ -146,7 +145,7 @@ def cached_dataset(items: list[dict], pp: Preprocessing, mapping_of: dict[str, C
         # Compose counts as random, which would silently disable the cache
         steps = list(pre.transforms)
         if train:
-            deterministic, random = train_transforms(pp, mapping_of[name].n_local)
+            deterministic, random = train_transforms(pp, mapping_of[name].n_local, augment)
             steps += deterministic + random
         transform = Compose(steps)
         if cache_dir is not None:

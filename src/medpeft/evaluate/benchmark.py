@@ -27,7 +27,7 @@ from medpeft.data.layouts import read_dataset
 from medpeft.data.ontology import class_mapping
 from medpeft.evaluate.metrics import evaluate_cases, score_label_files
 from medpeft.io import atomic_path, write_json
-from medpeft.methods import SEA, check_method
+from medpeft.methods import ADAPT_STEPS, SEA, check_method
 from medpeft.methods.blackbox.heads import blackbox_kind
 from medpeft.methods.novel_organs import INITS, set_head_classes, task_classes
 from medpeft.models.weights import describe_foundation, load_foundation
@@ -47,7 +47,7 @@ class GridConfig:
     methods: list[str]
     shots: list[int] = field(default_factory=lambda: [1, 5, 10])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    steps: int = 80
+    steps: int = ADAPT_STEPS
     reference: str | None = None  # of the paired comparison (default: the first method)
     surface: bool = True
     tolerance_mm: float = 2.0

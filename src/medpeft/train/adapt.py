@@ -14,7 +14,7 @@ from medpeft.data.msd import MSDDataset, check_dataset
 from medpeft.data.ontology import ClassMapping, class_mapping
 from medpeft.data.transforms import cached_dataset, case_dicts
 from medpeft.io import write_yaml
-from medpeft.methods import SCRATCH, apply_method, group_rates, param_groups
+from medpeft.methods import ADAPT_STEPS, SCRATCH, apply_method, group_rates, param_groups
 from medpeft.methods.novel_organs import INITS, prototype_rows, set_head_classes, task_classes
 from medpeft.models.backbones import build_backbone
 from medpeft.models.weights import Foundation, load_foundation
@@ -31,17 +31,18 @@ def load_support(foundation: Foundation, split: dict) -> tuple[MSDDataset, Class
 
 
 def crop_dataset(foundation: Foundation, ds: MSDDataset, mapping: ClassMapping,
-                 names: list[str]):
+                 names: list[str], augment: str = "light"):
     """Cached volumes ``names`` of ``ds`` that yield random class-balanced training crops."""
     return cached_dataset(case_dicts(ds, mapping, names), foundation.preprocessing,
-                          {ds.name: mapping}, train=True)
+                          {ds.name: mapping}, train=True, augment=augment)
 
 
 def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
-          options: dict | None = None, steps: int = 80,
+          options: dict | None = None, steps: int = ADAPT_STEPS,
           lr: float | dict[str, float] | None = None, seed: int = 0, resume: bool = False,
           organs: tuple[str, ...] = (), head_init: str = "prototype", patience: int = 0,
-          progress=None, *, bf16: bool = False, grad_checkpoint: bool = False) -> dict:
+          progress=None, *, bf16: bool = False, grad_checkpoint: bool = False,
+          augment: str = "light") -> dict:
     """Adapt with ``method`` on the manifest's support volumes; writes the adapter to ``out_dir``.
 
     ``lr``: one rate for every parameter group, or ``{group: rate}`` over the defaults.
@@ -49,7 +50,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
     stands for the foundation's); the head keeps the rows of organs it knows, and a novel organ's
     row starts as ``head_init`` says (random | prototype, :mod:`medpeft.methods.novel_organs`).
     ``patience``: stop early when the training loss's moving average is flat that many steps.
-    ``bf16`` / ``grad_checkpoint``: see ``LoopConfig``.
+    ``bf16`` / ``grad_checkpoint``: see ``LoopConfig``; ``augment``: :mod:`medpeft.data.augment`.
     """
     if head_init not in INITS:
         raise ValueError(f"unknown head initialisation {head_init!r}: {' or '.join(INITS)}")
@@ -69,9 +70,9 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
         write_yaml(out_dir / "config.yaml", {
             "command": "adapt", "foundation": str(foundation_dir), "manifest": str(manifest),
             "method": method, "options": options or {}, "loop": loop.to_dict(), "lr": rates,
-            "classes": list(foundation.classes), "head_init": head_init,
+            "classes": list(foundation.classes), "head_init": head_init, "augment": augment,
             "ranks": distributed.world_size()})
-    data = crop_dataset(foundation, ds, mapping, split["support"])
+    data = crop_dataset(foundation, ds, mapping, split["support"], augment)
     novel = [c for c, o in enumerate(foundation.classes, 1) if o not in known]
     missing = [o for c, o in enumerate(foundation.classes, 1)
                if (organs or c in novel) and not mapping.channel_to_local[c]]

@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import torch
 from monai.data import DataLoader, list_data_collate
 from safetensors.torch import load_file
+from torch.utils.data import WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from medpeft.device import mixed_precision, to_device
@@ -54,12 +55,23 @@ class LoopConfig:
 
 
 def batches(dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1,
-            workers: int = 0) -> Iterator[dict]:
+            workers: int = 0, weights: list[float] | None = None) -> Iterator[dict]:
     """An endless stream of collated batches, reshuffled every epoch by ``seed``. With several
     ranks, each draws from its own shard of the volumes (``DistributedSampler``) and its own
-    random crops; ``workers`` processes load and crop ahead of the training step."""
+    random crops; ``workers`` processes load and crop ahead of the training step. ``weights``
+    (one per volume): draw volumes with replacement in proportion to them instead (every rank
+    with its own generator)."""
     generator = torch.Generator().manual_seed(seed + 7_777 * rank)
     extra = {"persistent_workers": True, "prefetch_factor": 4} if workers else {}
+    if weights is not None:
+        if len(weights) != len(dataset):
+            raise ValueError(f"{len(weights)} sampling weights for {len(dataset)} volumes")
+        sampler = WeightedRandomSampler(weights, len(dataset), replacement=True,
+                                        generator=generator)
+        loader = DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
+                            collate_fn=list_data_collate, **extra)
+        while True:
+            yield from loader
     if world == 1:
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                             collate_fn=list_data_collate, generator=generator, **extra)
@@ -146,12 +158,14 @@ def check_groups(model: torch.nn.Module, groups: list[dict]) -> None:
 def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConfig, run_dir: Path,
                groups: list[dict] | None = None, resume: bool = False, progress=None,
                desc: str = "training", stop_after: int | None = None,
-               device: str | torch.device | None = None) -> dict:
+               device: str | torch.device | None = None,
+               weights: list[float] | None = None) -> dict:
     """Train ``model``'s trainable parameters for ``cfg.steps`` steps; returns a summary.
 
     ``groups`` are optimizer parameter groups with their own ``lr`` (default: one group at
     ``cfg.lr``). ``stop_after`` ends the run early after that many steps (simulates a crash).
-    The model is moved to ``device`` (see ``medpeft.device``) and stays there.
+    The model is moved to ``device`` (see ``medpeft.device``) and stays there. ``weights``: draw
+    the volumes in proportion to these (see ``batches``).
     """
     run_dir = Path(run_dir)
     device = distributed.rank_device(device)
@@ -174,7 +188,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     model.to(memory_format=layout)
     net = distributed.wrap(model, device)  # several ranks: gradients averaged over them
     torch.manual_seed(cfg.seed + start + rank)
-    stream = batches(dataset, cfg.batch_size, cfg.seed + start, rank, world, cfg.workers)
+    stream = batches(dataset, cfg.batch_size, cfg.seed + start, rank, world, cfg.workers, weights)
     progress = progress if main else None
     task = progress.add_task(desc, total=cfg.steps, completed=start) if progress else None
     model.train()

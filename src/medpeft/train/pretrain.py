@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from medpeft.data.balance import SAMPLINGS, organ_balanced_weights
 from medpeft.data.layouts import read_dataset
 from medpeft.data.msd import check_dataset
 from medpeft.data.ontology import ORGANS, class_mapping, resolve
@@ -24,10 +25,15 @@ def source_classes(label_maps: list[dict[int, str]]) -> tuple[str, ...]:
 def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
              pp: Preprocessing = Preprocessing(), loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
              resume: bool = False, progress=None, recipe: dict | None = None,
-             cache_dir: str | Path | None = None) -> Path:
+             cache_dir: str | Path | None = None, augment: str = "light",
+             sampling: str = "uniform") -> Path:
     """Train a foundation model on ``sources`` (MSD folders) and save it to ``out_dir``. Under
     torchrun every rank trains on its shard (DDP); rank 0 writes. ``cache_dir``: keep the
-    preprocessed volumes on disk there (reused by later runs) instead of in memory."""
+    preprocessed volumes on disk there (reused by later runs) instead of in memory.
+    ``augment``: the intensity augmentation (:mod:`medpeft.data.augment`); ``sampling``: every
+    volume equally often, or ``organ-balanced`` (:mod:`medpeft.data.balance`)."""
+    if sampling not in SAMPLINGS:
+        raise ValueError(f"unknown sampling {sampling!r}; choose from {SAMPLINGS}")
     datasets = [read_dataset(s, label_files=True) for s in sources]
     for ds in datasets:
         check_dataset(ds)
@@ -39,12 +45,14 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
         write_yaml(out_dir / "config.yaml", {
             "command": "pretrain", "sources": [str(s) for s in sources], "backbone": backbone,
             "classes": classes, "preprocessing": pp.to_dict(), "loop": loop.to_dict(),
-            "ranks": distributed.world_size()})
-    data = cached_dataset(items, pp, mappings, train=True, cache_dir=cache_dir)
+            "augment": augment, "sampling": sampling, "ranks": distributed.world_size()})
+    data = cached_dataset(items, pp, mappings, train=True, cache_dir=cache_dir,
+                          augment=augment)
     cfg = PRESETS[backbone]
     model = build_backbone(cfg, len(classes) + 1)
+    weights = organ_balanced_weights(items, mappings) if sampling == "organ-balanced" else None
     summary = train_loop(model, data, MarginalDiceCELoss(), loop, out_dir, resume=resume,
-                         progress=progress, desc="pre-training")
+                         progress=progress, desc="pre-training", weights=weights)
     if not distributed.is_main():  # every rank holds the same weights; rank 0 saves them
         return out_dir
     return save_foundation(out_dir, model, cfg, classes, pp,

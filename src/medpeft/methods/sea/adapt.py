@@ -21,7 +21,7 @@ import torch
 from medpeft.data.fewshot import read_manifest
 from medpeft.device import resolve_device, to_device
 from medpeft.io import write_json
-from medpeft.methods import DEFAULT_LR, SEA
+from medpeft.methods import ADAPT_STEPS, DEFAULT_LR, SEA
 from medpeft.methods.peft import freeze, train_head
 from medpeft.methods.sea.audit import SoftDiceScore
 from medpeft.methods.sea.loop import SeaConfig, search
@@ -44,7 +44,7 @@ def _audit_names(ds, split: dict, audit_volume: str | None) -> list[str]:
 
 
 def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfig,
-              steps: int = 80, audit_crops: int | None = None, audit_volume: str | None = None,
+              steps: int = ADAPT_STEPS, audit_crops: int | None = None, audit_volume: str | None = None,
               resume: bool = False, progress=None) -> dict:
     """Search, then refine for ``steps`` steps; writes the adapter and ``report.md`` to ``out_dir``."""
     out_dir = Path(out_dir)

@@ -1,0 +1,134 @@
+"""Adaptation recipe grid on the phantom's new site: how `medpeft adapt`'s defaults were chosen.
+
+Every cell adapts one foundation model on the same K support volumes with the same seed, and is
+scored on the same held-out volumes of the new site. Cells vary the method, the step budget (with
+optional plateau stopping) and the intensity augmentation. Two reference rows come first: the
+foundation at its own held-out source site, and zero-shot at the new site. Finished cells are read
+back, so a killed grid resumes where it stopped.
+
+Usage: python benchmarks/adapt_recipe.py --foundation DIR --method decoder --steps 80 --steps 300
+       --augment light --augment phase --shots 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from medpeft.data.fewshot import make_split, write_manifest
+from medpeft.data.msd import load_msd
+from medpeft.data.phantom.collection import write_collection
+from medpeft.demo import (DemoConfig, PhantomSetting, _evaluate, evaluate_adapter, phantom_setting,
+                          progress_bar)
+from medpeft.io import atomic_path
+from medpeft.models.weights import load_foundation
+from medpeft.train.adapt import adapt
+
+
+def _cached(path: Path, compute) -> dict:
+    """The JSON result at ``path``, computed (and written atomically) when missing."""
+    if not path.exists():
+        result = compute()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(path) as tmp:
+            Path(tmp).write_text(json.dumps(result))
+    return json.loads(path.read_text())
+
+
+def given_setting(args, cfg: DemoConfig, progress) -> PhantomSetting:
+    """The demo's phantom collection with the foundation in ``args.foundation`` (none is made)."""
+    root = write_collection(args.cache / f"phantom-{cfg.size}-s{cfg.seed}", cfg.size, cfg.seed,
+                            progress=progress).parent
+    return PhantomSetting(args.foundation, load_msd(root / "Task06_SourceHoldout"),
+                          load_msd(root / "Task10_NewSite"))
+
+
+def reference_rows(setting, test: list[str], out: Path, progress) -> list[dict]:
+    """The foundation at its own held-out source site, and zero-shot at the new site."""
+    foundation = load_foundation(setting.foundation_dir)
+    rows = []
+    for name, ds, names in (("foundation @ source holdout", setting.holdout,
+                             [c.name for c in setting.holdout.cases]),
+                            ("zero-shot @ new site", setting.target, test)):
+        def compute(ds=ds, names=names, name=name):
+            dice, organs, _ = _evaluate(foundation.model, ds, names, foundation, None, progress, name)
+            return {"dice": dice, "organs": organs, "seconds": 0.0}
+        rows.append({"row": name, "k": "-", **_cached(out / f"{name.split()[0]}.json", compute)})
+    return rows
+
+
+def recipe_cell(setting, manifest: Path, test: list[str], cell: Path, *, method: str,
+                steps: int, patience: int, augment: str, seed: int, progress) -> dict:
+    """Adapt one recipe and score it on the test volumes (read back when already done)."""
+    def compute() -> dict:
+        t0 = time.perf_counter()
+        summary = adapt(setting.foundation_dir, manifest, method, cell, steps=steps, seed=seed,
+                        patience=patience, progress=progress, augment=augment)
+        seconds = time.perf_counter() - t0
+        dice, organs = evaluate_adapter(cell, setting, test, progress, f"evaluate {cell.name}")
+        return {"dice": dice, "organs": organs, "seconds": seconds, "steps_run": summary["steps"]}
+    return _cached(cell / "recipe.json", compute)
+
+
+def markdown(rows: list[dict], args, organs: list[str]) -> str:
+    lines = ["# Adaptation recipe on the phantom's new site", "",
+             f"- command: python benchmarks/adapt_recipe.py {' '.join(args.argv)}",
+             f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, "
+             f"torch {torch.__version__}",
+             f"- foundation: {args.foundation or 'the demo foundation'}; seed {args.seed}", "",
+             "| row | K | mean Dice | min organ | s | " + " | ".join(organs) + " |",
+             "|---|---:|---:|---:|---:|" + "---:|" * len(organs)]
+    for r in rows:
+        per = [r["organs"].get(o, float("nan")) for o in organs]
+        lines.append(f"| {r['row']} | {r['k']} | {r['dice']:.3f} | {min(per):.2f} | "
+                     f"{r['seconds']:.0f} | " + " | ".join(f"{v:.2f}" for v in per) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--foundation", type=Path, default=None, help="default: the demo's")
+    ap.add_argument("--method", action="append", required=True)
+    ap.add_argument("--steps", action="append", type=int, required=True)
+    ap.add_argument("--augment", action="append", default=None)
+    ap.add_argument("--patience", type=int, default=0)
+    ap.add_argument("--shots", action="append", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("runs/adapt-recipe"))
+    ap.add_argument("--cache", type=Path, default=Path("runs/cache"))
+    import sys
+    args = ap.parse_args()
+    args.argv = sys.argv[1:]
+    console = Console()
+    cfg = DemoConfig(seed=args.seed)
+    with progress_bar() as progress:
+        setting = given_setting(args, cfg, progress) if args.foundation \
+            else phantom_setting(args.cache, cfg, progress, console)
+        rows = []
+        for k in args.shots or [5]:
+            split = make_split(setting.target, k, args.seed, cfg.n_test)
+            manifest = write_manifest(args.out / f"k{k}" / "manifest.json", split)
+            if not rows:
+                rows += reference_rows(setting, split["test"], args.out, progress)
+            for method in args.method:
+                for steps in args.steps:
+                    for augment in args.augment or ["light"]:
+                        name = f"{method}-{steps}st-p{args.patience}-{augment}"
+                        r = recipe_cell(setting, manifest, split["test"], args.out / f"k{k}" / name,
+                                        method=method, steps=steps, patience=args.patience,
+                                        augment=augment, seed=args.seed, progress=progress)
+                        rows.append({"row": name, "k": k, **r})
+    organs = list(load_foundation(setting.foundation_dir).classes)
+    text = markdown(rows, args, organs)
+    with atomic_path(args.out / "adapt-recipe.md") as tmp:
+        Path(tmp).write_text(text)
+    console.print(text)
+
+
+if __name__ == "__main__":
+    main()

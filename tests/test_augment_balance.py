@@ -1,0 +1,70 @@
+"""Pre-training recipe pieces: contrast-phase augmentation and organ-balanced volume sampling."""
+from __future__ import annotations
+
+from collections import Counter
+from itertools import islice
+
+import pytest
+import torch
+
+from medpeft.data.augment import RandOrganIntensityd, intensity_augmentation
+from medpeft.data.balance import organ_balanced_weights
+from medpeft.data.ontology import class_mapping
+from medpeft.train.loop import batches
+
+CLASSES = ("liver", "spleen", "kidney_right", "kidney_left", "urinary_bladder")
+
+
+def test_organ_intensity_moves_each_organ_by_one_offset_and_leaves_background():
+    label = torch.zeros(1, 8, 8, 8)
+    label[:, :4] = 1
+    label[:, 4:6] = 2
+    image = torch.full((1, 8, 8, 8), 0.5)
+    aug = RandOrganIntensityd(keys="image", label_key="label", max_offset=0.25, prob=1.0)
+    aug.set_random_state(0)
+    out = aug({"image": image, "label": label})["image"]
+    shifts = {c: torch.unique(out[label == c] - 0.5) for c in (0, 1, 2)}
+    assert torch.equal(shifts[0], torch.tensor([0.0]))  # background untouched
+    assert len(shifts[1]) == len(shifts[2]) == 1  # one offset per organ
+    assert shifts[1] != shifts[2] and all(0 < abs(float(shifts[c])) <= 0.25 for c in (1, 2))
+    assert 0.0 <= out.min() and out.max() <= 1.0
+
+
+def test_unknown_augmentation_is_refused():
+    assert len(intensity_augmentation("phase")) > len(intensity_augmentation("light"))
+    with pytest.raises(ValueError, match="unknown augmentation"):
+        intensity_augmentation("heavy")
+
+
+def _collection():
+    """A multi-organ set of 2 volumes, a liver set of 6 and a bladder set of 1."""
+    sets = {"multi": ({1: "liver", 2: "spleen", 3: "kidney"}, 2), "liver": ({1: "liver"}, 6),
+            "bladder": ({1: "bladder"}, 1)}
+    mappings = {name: class_mapping({0: "background", **labels}, CLASSES)
+                for name, (labels, _) in sets.items()}
+    items = [{"dataset": name, "case": f"{name}{i}"} for name, (_, n) in sets.items()
+             for i in range(n)]
+    return items, mappings
+
+
+def test_organ_balanced_weights_give_every_organ_the_same_share():
+    items, mappings = _collection()
+    weights = organ_balanced_weights(items, mappings)
+    by_set = Counter()
+    for item, w in zip(items, weights):
+        by_set[item["dataset"]] += w
+    # liver: half to each of its 2 datasets; spleen and both kidneys: all to "multi";
+    # the bladder: all to its single volume, however few volumes label it
+    assert by_set["multi"] == pytest.approx(0.5 + 1 + 1 + 1)
+    assert by_set["liver"] == pytest.approx(0.5)
+    assert by_set["bladder"] == pytest.approx(1.0)
+    assert sum(weights) == pytest.approx(len(CLASSES))
+    assert weights[-1] > 6 * weights[2]  # the one bladder volume outweighs a liver volume
+
+
+def test_weighted_batches_draw_in_proportion_and_never_a_zero_weight_volume():
+    data = [{"i": torch.tensor([i])} for i in range(3)]
+    drawn = Counter(int(b["i"][0]) for b in islice(batches(data, 1, seed=0, weights=[0, 1, 3]), 400))
+    assert drawn[0] == 0 and drawn[2] > 2 * drawn[1] > 0
+    with pytest.raises(ValueError, match="sampling weights"):
+        next(batches(data, 1, seed=0, weights=[1, 1]))
