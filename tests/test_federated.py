@@ -89,7 +89,7 @@ def _faulty_app(cfg: FedConfig, bad: int) -> ClientApp:
     return app
 
 
-def test_simulation_sends_only_adapters_survives_a_faulty_site_and_learns(collection, tmp_path):
+def test_simulation_sends_only_adapters_survives_a_faulty_site_and_does_not_collapse(collection, tmp_path):
     target = collection / "Task10_NewSite"
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 3], "name": name}
              for i, name in enumerate(("north", "south", "faulty"))]

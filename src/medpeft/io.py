@@ -17,7 +17,9 @@ import yaml
 
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path`` (same suffixes); rename it onto ``path`` on success."""
+    """Yield a temporary path beside ``path`` (same suffixes); rename it onto ``path`` on success.
+    The file and then its folder are flushed to disk (fsync) around the rename, so that a power
+    loss leaves the old file or the new one, never an empty or partial one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     suffix = "".join(path.suffixes)
@@ -26,10 +28,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp creates 0600; outputs are meant to be shared
+        _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync(path: str | Path) -> None:
+    """Flush a file's or a folder's data to disk (folders: where the platform allows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # e.g. a folder on Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # a file system without fsync on folders
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | Path, text: str) -> None:

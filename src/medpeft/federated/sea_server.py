@@ -107,7 +107,8 @@ class SeaAllocator:
                 self._switch(name, True, server_round, "initial" if first else "in the proposed set")
                 if first:
                     self.ctrl.states[name].guard_left = 0
-        assert self.used() <= self.budget, f"budget exceeded: {self.used():,} > {self.budget:,}"
+        if self.used() > self.budget:  # not an assert: python -O must not strip the budget check
+            raise RuntimeError(f"budget exceeded: {self.used():,} > {self.budget:,}")
         self.rounds.append({"round": server_round, "active": sorted(self.active), "used": self.used(),
                             "budget": self.budget, "proposed": len(proposal),
                             "calibration": self.factor()})
