@@ -1,10 +1,9 @@
-"""The main job on phantom data: a real domain shift, and K=5 adaptation that fixes much of it."""
+"""The main job on phantom data: a real domain shift, the shipped recipe, LoRA round trips and seeding
+(K=5 adaptation at the new site: test_organ_floor)."""
 from __future__ import annotations
 
 import json
 
-import nibabel as nib
-import numpy as np
 import pytest
 import torch
 
@@ -15,9 +14,6 @@ from medpeft.data.ontology import class_mapping
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice
 from medpeft.models.weights import load_foundation, shipped_foundation
 from medpeft.train.adapt import adapt
-
-ADAPT_STEPS = 80
-
 
 @pytest.fixture(scope="module")
 def shipped():
@@ -48,26 +44,6 @@ def test_zero_shot_target_dice_is_clearly_below_source(collection, shipped):
     zero_shot = _dice(f.model, target, make_split(target, 5, seed=0, n_test=3)["test"], f)
     print(f"source hold-out {source_dice:.3f}, target zero-shot {zero_shot:.3f}")
     assert zero_shot < source_dice - 0.15
-
-
-def test_k5_adaptation_raises_target_dice(collection, shipped, tmp_path):
-    f = load_foundation(shipped)
-    target = load_msd(collection / "Task10_NewSite")
-    split = make_split(target, 5, seed=0, n_test=3)
-    zero_shot = _dice(f.model, target, split["test"], f, pred_dir=tmp_path / "zero")
-    print(f"target zero-shot {zero_shot:.3f}")
-    # predictions are written in the input's own geometry (LPS on disk, 3.6 x 3.6 x 5 mm)
-    case = target.case(split["test"][0])
-    pred = nib.load(tmp_path / "zero" / f"{case.name}.nii.gz")
-    image = nib.load(case.image)
-    assert pred.shape == image.shape and np.allclose(pred.affine, image.affine)
-
-    manifest = write_manifest(tmp_path / "k5.json", split)
-    adapt(shipped, manifest, "decoder", tmp_path / "decoder", steps=ADAPT_STEPS, seed=0)
-    adapted = _dice(load_adapter(tmp_path / "decoder", load_foundation(shipped)), target,
-                    split["test"], f)
-    print(f"decoder K=5: {adapted:.3f}")
-    assert adapted >= zero_shot + 0.10
 
 
 def test_lora_adapter_round_trip_and_base_check(collection, shipped, tmp_path):

@@ -248,10 +248,12 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          cache: Path = typer.Option(Path("runs/cache"), help="reused phantom data and foundation"),
-         pretrain_steps: int = typer.Option(1600), adapt_steps: int = typer.Option(80),
+         pretrain_steps: Optional[int] = typer.Option(None, help="default: the shipped "
+                                                      "foundation's recipe"),
+         adapt_steps: int = typer.Option(ADAPT_STEPS),
          method: Optional[list[str]] = typer.Option(
-             None, help="methods to compare (repeatable; default full, decoder, lora, "
-             "blackbox-spatial; the from-scratch peer runs at K=5); 'all' for every preset"),
+             None, help=f"methods to compare (repeatable; default {DEFAULT_METHOD}, adapt's "
+             "default; the from-scratch peer runs at K=5); 'all' for every preset"),
          shots: Optional[list[int]] = typer.Option(None, help="K values (repeatable; default 1 and 5)"),
          seed: int = typer.Option(0),
          retrain: bool = typer.Option(False, help="pre-train even if the shipped model matches"),
@@ -263,7 +265,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
     from medpeft.methods import PRESETS
     methods = tuple(PRESETS) if method == ["all"] else tuple(method or DEMO_METHODS)
     try:
-        run_demo(out, cache, DemoConfig(pretrain_steps=pretrain_steps, adapt_steps=adapt_steps,
+        steps = {"pretrain_steps": pretrain_steps} if pretrain_steps else {}
+        run_demo(out, cache, DemoConfig(**steps, adapt_steps=adapt_steps,
                                         methods=methods, shots=tuple(shots or (1, 5)), seed=seed,
                                         retrain=retrain, federated_rounds=federated_rounds),
                  console)

@@ -23,7 +23,7 @@ from medpeft.data.phantom.collection import write_collection
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice, organ_means
 from medpeft.evaluate.report import overlay_png, results_table, write_csv, write_report
 from medpeft.io import write_json, write_text
-from medpeft.methods import SCRATCH, check_method
+from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD, SCRATCH, check_method
 from medpeft.methods.blackbox.adapt import adapter_config, blackbox_adapt, open_adapter
 from medpeft.methods.blackbox.heads import blackbox_kind
 from medpeft.models.backbones import count_parameters
@@ -33,10 +33,10 @@ from medpeft.train.loop import LoopConfig
 from medpeft.train.pretrain import pretrain
 
 SOURCE_ROLE, HOLDOUT_ROLE, TARGET_ROLE = "source", "source-holdout", "target"
-# White-box adaptation, the black-box Spatial Adapter on the sealed foundation's features, and
-# full fine-tuning. Head-only and the black-box linear probe were dropped to make room for the
-# from-scratch peer: they scored like LoRA and below the Spatial Adapter (README "Results").
-DEMO_METHODS = ("full", "decoder", "lora", "blackbox-spatial")
+# `medpeft adapt`'s default method with its default recipe, beside the peer (the same network
+# from random weights on the same volumes). The other methods are compared in
+# benchmarks/adapt_recipe.py and benchmarks/peers.py; `--method` adds rows here.
+DEMO_METHODS = (DEFAULT_METHOD,)
 
 
 @dataclass
@@ -44,23 +44,23 @@ class DemoConfig:
     size: str = "demo"
     seed: int = 0
     backbone: str = "swin-fast"
-    pretrain_steps: int = 1600
+    # the shipped foundation's recipe (README "Why organs collapsed, and the recipe that fixed it")
+    pretrain_steps: int = 6400
     pretrain_lr: float = 2e-3
-    pretrain_augment: str = "light"  # medpeft.data.augment
+    pretrain_augment: str = "phase"  # medpeft.data.augment
+    pretrain_sampling: str = "organ-balanced"  # medpeft.data.balance
     retrain: bool = False
-    adapt_steps: int = 80
+    adapt_steps: int = ADAPT_STEPS
     shots: tuple[int, ...] = (1, 5)
     methods: tuple[str, ...] = DEMO_METHODS
     n_test: int = 6
     options: dict = field(default_factory=lambda: {"lora": {"rank": 4}})
     federated_rounds: int = 3  # the federated section (3 phantom hospitals); 0 leaves it out
-    # Methods that run only at some K, to keep the demo within 10 minutes on 2 cores: full
-    # fine-tuning, LoRA and the Spatial Adapter (their K=1 rows taught nothing their K=5 rows do
-    # not: README "Results") and the peer, the same network from random weights on the same K
-    # volumes (benchmarks/peers.py has every K, 3 seeds and nnU-Net)
-    only_at: dict = field(default_factory=lambda: {"full": (5,), "lora": (5,),
-                                                   "blackbox-spatial": (5,), SCRATCH: (5,)})
-    scratch_steps: int = 400  # 5x the adaptation steps, stopped on a plateau of the training loss
+    # Methods that run only at some K, to keep the demo within 10 minutes on 2 cores: the peer,
+    # the same network from random weights on the same K volumes, runs at K=5
+    # (benchmarks/peers.py has every K, 3 seeds, 5x the steps and nnU-Net)
+    only_at: dict = field(default_factory=lambda: {SCRATCH: (5,)})
+    scratch_steps: int = ADAPT_STEPS  # as many steps as adaptation, stopped on a loss plateau
     scratch_patience: int = 40
     federated_steps: int = 10
 
@@ -73,7 +73,8 @@ def progress_bar() -> Progress:
 def pretrain_recipe(sources_hash: str, cfg: DemoConfig) -> dict:
     """Everything that determines the demo's foundation model (the source datasets, not the target)."""
     return {"sources": sources_hash, "backbone": cfg.backbone, "steps": cfg.pretrain_steps,
-            "lr": cfg.pretrain_lr, "seed": cfg.seed, "augment": cfg.pretrain_augment}
+            "lr": cfg.pretrain_lr, "seed": cfg.seed, "augment": cfg.pretrain_augment,
+            "sampling": cfg.pretrain_sampling}
 
 
 def _foundation_dir(cache: Path, recipe: dict) -> Path:
@@ -94,7 +95,8 @@ def _provide_foundation(fdir: Path, recipe: dict, sources: list[Path], cfg: Demo
         return
     pretrain(sources, fdir, cfg.backbone,
              loop=LoopConfig(steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed),
-             resume=True, progress=progress, recipe=recipe, augment=cfg.pretrain_augment)
+             resume=True, progress=progress, recipe=recipe, augment=cfg.pretrain_augment,
+             sampling=cfg.pretrain_sampling)
 
 
 def _evaluate(model, ds, names, foundation, pred_dir, progress, desc,

@@ -17,7 +17,9 @@ from medpeft.methods.peft import add_peft, add_searched, peft_kinds
 
 PRESETS = ("full", "decoder", "head", "lora", "bitfit", "affine", "adaptformer", "adapter", "ssf",
            "ia3", "lora+affine")
-DEFAULT_METHOD = "lora"  # of `medpeft adapt`
+# `medpeft adapt`'s default: the measured best (benchmarks/adapt_recipe.py, K=5 on the phantom's
+# new site: decoder 0.703, lora+affine 0.671, affine 0.663, lora 0.555; README "Adaptation recipe")
+DEFAULT_METHOD = "decoder"
 # Steps of `medpeft adapt` (benchmarks/adapt_recipe.py at K=5 on the phantom's new site, decoder:
 # 240 steps 0.538 mean Dice against 0.445 at 80; README "Adaptation recipe").
 ADAPT_STEPS = 240
