@@ -1,5 +1,5 @@
-"""The main job on phantom data: a real domain shift, the shipped recipe, LoRA round trips and seeding
-(K=5 adaptation at the new site: test_organ_floor)."""
+"""The shipped foundation's recipe, LoRA adapter round trips and seeding (the domain shift and K=5
+adaptation at the new site: test_organ_floor)."""
 from __future__ import annotations
 
 import json
@@ -10,8 +10,6 @@ import torch
 from medpeft.adapters.io import export_merged, load_adapter
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.msd import load_msd
-from medpeft.data.ontology import class_mapping
-from medpeft.evaluate.metrics import evaluate_cases, mean_dice
 from medpeft.models.weights import load_foundation, shipped_foundation
 from medpeft.train.adapt import adapt
 
@@ -22,12 +20,6 @@ def shipped():
     return folder
 
 
-def _dice(model, ds, names, f, pred_dir=None):
-    rows = evaluate_cases(model, ds, names, class_mapping(ds.labels, f.classes), f.preprocessing,
-                          f.classes, pred_dir=pred_dir)
-    return mean_dice(rows)
-
-
 def test_shipped_foundation_was_made_by_the_demo_recipe(shipped):
     """`make demo` uses the shipped weights only when its recipe made them; otherwise it
     pre-trains from scratch, far past its 10-minute budget."""
@@ -35,15 +27,6 @@ def test_shipped_foundation_was_made_by_the_demo_recipe(shipped):
     from medpeft.demo import DemoConfig, pretrain_recipe
     meta = json.loads((shipped / "foundation.json").read_text())
     assert meta["recipe"] == pretrain_recipe(source_hash("demo", 0), DemoConfig())
-
-
-def test_zero_shot_target_dice_is_clearly_below_source(collection, shipped):
-    f = load_foundation(shipped)
-    holdout, target = load_msd(collection / "Task06_SourceHoldout"), load_msd(collection / "Task10_NewSite")
-    source_dice = _dice(f.model, holdout, [c.name for c in holdout.cases], f)
-    zero_shot = _dice(f.model, target, make_split(target, 5, seed=0, n_test=3)["test"], f)
-    print(f"source hold-out {source_dice:.3f}, target zero-shot {zero_shot:.3f}")
-    assert zero_shot < source_dice - 0.15
 
 
 def test_lora_adapter_round_trip_and_base_check(collection, shipped, tmp_path):

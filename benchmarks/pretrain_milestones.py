@@ -1,0 +1,73 @@
+"""Score pre-training checkpoints as they stand: per-organ Dice at the phantom's held-out source
+site and zero-shot at its new site (the fixed 6 test volumes). This is how the milestones of the
+shipped foundation were measured (README "Why organs collapsed, and the recipe that fixed it").
+
+A checkpoint is a `ckpt-*` folder of `medpeft pretrain --checkpoint-every N` (copy it aside while
+the run goes on: the loop keeps only the newest) or a finished foundation folder. `--save DIR`
+also writes the checkpoint as a foundation folder, for `benchmarks/adapt_recipe.py --foundation`.
+
+Usage: python benchmarks/pretrain_milestones.py 800=runs/pt/snap-800 6400=runs/pt/run \
+       --out milestones.json [--save 6400=runs/pt/f-6400]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from safetensors.torch import load_file
+
+from medpeft.data.fewshot import make_split
+from medpeft.data.msd import load_msd
+from medpeft.data.phantom.collection import write_collection
+from medpeft.demo import DemoConfig, _evaluate
+from medpeft.io import write_json
+from medpeft.models.backbones import PRESETS
+from medpeft.models.weights import load_foundation, save_foundation, shipped_foundation
+
+
+def load_checkpoint_weights(foundation, folder: Path) -> None:
+    """Put a loop checkpoint's (or a foundation folder's) weights into ``foundation.model``."""
+    for name in ("trainable.safetensors", "foundation.safetensors"):
+        if (folder / name).is_file():
+            missing, unexpected = foundation.model.load_state_dict(load_file(str(folder / name)),
+                                                                   strict=False)
+            if unexpected or any("relative_position_index" not in k for k in missing):
+                raise ValueError(f"{folder}: weights do not fit the foundation ({unexpected or missing})")
+            return
+    raise FileNotFoundError(f"{folder}: no trainable.safetensors or foundation.safetensors")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("checkpoints", nargs="+", help="STEP=FOLDER")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--save", action="append", default=[], help="STEP=FOLDER: also save it")
+    ap.add_argument("--cache", type=Path, default=Path("runs/cache"))
+    args = ap.parse_args()
+    cfg = DemoConfig()
+    root = write_collection(args.cache / f"phantom-{cfg.size}-s{cfg.seed}", cfg.size,
+                            cfg.seed).parent
+    holdout, target = load_msd(root / "Task06_SourceHoldout"), load_msd(root / "Task10_NewSite")
+    test = make_split(target, 5, cfg.seed, cfg.n_test)["test"]
+    saves = dict(s.split("=", 1) for s in args.save)
+    result = json.loads(args.out.read_text()) if args.out.exists() else {}
+    for item in args.checkpoints:
+        step, folder = item.split("=", 1)
+        foundation = load_foundation(shipped_foundation())  # the architecture and classes
+        load_checkpoint_weights(foundation, Path(folder))
+        scores = {}
+        for site, ds, names in (("holdout", holdout, [c.name for c in holdout.cases]),
+                                ("zeroshot", target, test)):
+            dice, organs, _ = _evaluate(foundation.model, ds, names, foundation, None, None, site)
+            scores[site] = {"dice": dice, "organs": organs}
+        result[step] = scores
+        print(step, {s: round(v["dice"], 3) for s, v in scores.items()})
+        if step in saves:
+            save_foundation(saves[step], foundation.model, PRESETS["swin-fast"], foundation.classes,
+                            foundation.preprocessing, extra={"checkpoint": folder})
+    write_json(args.out, dict(sorted(result.items(), key=lambda kv: int(kv[0]))))
+
+
+if __name__ == "__main__":
+    main()
