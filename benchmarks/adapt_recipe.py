@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 import time
 from pathlib import Path
 
@@ -21,11 +22,8 @@ import torch
 from rich.console import Console
 
 from medpeft.data.fewshot import make_split, write_manifest
-from medpeft.data.msd import load_msd
-from medpeft.data.phantom.collection import write_collection
-from medpeft.demo import (DemoConfig, PhantomSetting, _evaluate, evaluate_adapter, phantom_setting,
-                          progress_bar)
-from medpeft.io import atomic_path
+from medpeft.demo import DemoConfig, _evaluate, evaluate_adapter, phantom_setting, progress_bar
+from medpeft.io import write_json, write_text
 from medpeft.models.weights import load_foundation
 from medpeft.train.adapt import adapt
 
@@ -33,19 +31,8 @@ from medpeft.train.adapt import adapt
 def _cached(path: Path, compute) -> dict:
     """The JSON result at ``path``, computed (and written atomically) when missing."""
     if not path.exists():
-        result = compute()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            Path(tmp).write_text(json.dumps(result))
+        write_json(path, compute())
     return json.loads(path.read_text())
-
-
-def given_setting(args, cfg: DemoConfig, progress) -> PhantomSetting:
-    """The demo's phantom collection with the foundation in ``args.foundation`` (none is made)."""
-    root = write_collection(args.cache / f"phantom-{cfg.size}-s{cfg.seed}", cfg.size, cfg.seed,
-                            progress=progress).parent
-    return PhantomSetting(args.foundation, load_msd(root / "Task06_SourceHoldout"),
-                          load_msd(root / "Task10_NewSite"))
 
 
 def reference_rows(setting, test: list[str], out: Path, progress) -> list[dict]:
@@ -101,14 +88,12 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("runs/adapt-recipe"))
     ap.add_argument("--cache", type=Path, default=Path("runs/cache"))
-    import sys
     args = ap.parse_args()
     args.argv = sys.argv[1:]
     console = Console()
     cfg = DemoConfig(seed=args.seed)
     with progress_bar() as progress:
-        setting = given_setting(args, cfg, progress) if args.foundation \
-            else phantom_setting(args.cache, cfg, progress, console)
+        setting = phantom_setting(args.cache, cfg, progress, console, args.foundation)
         rows = []
         for k in args.shots or [5]:
             split = make_split(setting.target, k, args.seed, cfg.n_test)
@@ -125,8 +110,7 @@ def main() -> None:
                         rows.append({"row": name, "k": k, **r})
     organs = list(load_foundation(setting.foundation_dir).classes)
     text = markdown(rows, args, organs)
-    with atomic_path(args.out / "adapt-recipe.md") as tmp:
-        Path(tmp).write_text(text)
+    write_text(args.out / "adapt-recipe.md", text)
     console.print(text)
 
 

@@ -15,12 +15,11 @@ import argparse
 import json
 from pathlib import Path
 
+from rich.console import Console
 from safetensors.torch import load_file
 
 from medpeft.data.fewshot import make_split
-from medpeft.data.msd import load_msd
-from medpeft.data.phantom.collection import write_collection
-from medpeft.demo import DemoConfig, _evaluate
+from medpeft.demo import DemoConfig, _evaluate, phantom_setting
 from medpeft.io import write_json
 from medpeft.models.backbones import PRESETS
 from medpeft.models.weights import load_foundation, save_foundation, shipped_foundation
@@ -46,9 +45,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("runs/cache"))
     args = ap.parse_args()
     cfg = DemoConfig()
-    root = write_collection(args.cache / f"phantom-{cfg.size}-s{cfg.seed}", cfg.size,
-                            cfg.seed).parent
-    holdout, target = load_msd(root / "Task06_SourceHoldout"), load_msd(root / "Task10_NewSite")
+    setting = phantom_setting(args.cache, cfg, None, Console(), shipped_foundation())
+    holdout, target = setting.holdout, setting.target
     test = make_split(target, 5, cfg.seed, cfg.n_test)["test"]
     saves = dict(s.split("=", 1) for s in args.save)
     result = json.loads(args.out.read_text()) if args.out.exists() else {}

@@ -60,7 +60,7 @@ class DemoConfig:
     # the same network from random weights on the same K volumes, runs at K=5
     # (benchmarks/peers.py has every K, 3 seeds, 5x the steps and nnU-Net)
     only_at: dict = field(default_factory=lambda: {SCRATCH: (5,)})
-    scratch_steps: int = ADAPT_STEPS  # as many steps as adaptation, stopped on a loss plateau
+    scratch_steps: int | None = None  # None: as many as adaptation; stopped on a loss plateau
     scratch_patience: int = 40
     federated_steps: int = 10
 
@@ -117,17 +117,21 @@ class PhantomSetting:
     target: object  # MSDDataset of the new site
 
 
-def phantom_setting(cache: Path, cfg: DemoConfig, progress, console: Console) -> PhantomSetting:
-    """Write (or reuse) the phantom collection and provide the foundation model for ``cfg``."""
+def phantom_setting(cache: Path, cfg: DemoConfig, progress, console: Console,
+                    foundation_dir: Path | None = None) -> PhantomSetting:
+    """Write (or reuse) the phantom collection and provide the foundation model for ``cfg``
+    (or use the one in ``foundation_dir``: benchmarks of other foundations)."""
     index_path = write_collection(cache / f"phantom-{cfg.size}-s{cfg.seed}", cfg.size, cfg.seed,
                                   progress=progress)
     index = json.loads(index_path.read_text())
     root = index_path.parent
     by_role = lambda role: [root / d["name"] for d in index["datasets"] if d["role"] == role]  # noqa: E731
-    recipe = pretrain_recipe(index["source_hash"], cfg)
-    fdir = _foundation_dir(cache, recipe)
-    _provide_foundation(fdir, recipe, by_role(SOURCE_ROLE), cfg, progress, console)
-    return PhantomSetting(fdir, load_msd(by_role(HOLDOUT_ROLE)[0]), load_msd(by_role(TARGET_ROLE)[0]))
+    fdir = foundation_dir
+    if fdir is None:
+        recipe = pretrain_recipe(index["source_hash"], cfg)
+        fdir = _foundation_dir(cache, recipe)
+        _provide_foundation(fdir, recipe, by_role(SOURCE_ROLE), cfg, progress, console)
+    return PhantomSetting(Path(fdir), load_msd(by_role(HOLDOUT_ROLE)[0]), load_msd(by_role(TARGET_ROLE)[0]))
 
 
 def evaluate_adapter(cell: Path, setting: PhantomSetting, test: list[str], progress,
@@ -152,7 +156,8 @@ def _adapt_demo_cell(fdir: Path, manifest: Path, method: str, cell: Path, cfg: D
     if blackbox_kind(method):
         return blackbox_adapt(fdir, manifest, cell, blackbox_kind(method), steps=cfg.adapt_steps,
                               seed=cfg.seed, resume=True, progress=progress)
-    steps, patience = (cfg.scratch_steps, cfg.scratch_patience) if method == SCRATCH \
+    steps, patience = (cfg.scratch_steps or cfg.adapt_steps, cfg.scratch_patience) \
+        if method == SCRATCH \
         else (cfg.adapt_steps, 0)
     return adapt(fdir, manifest, method, cell, options=cfg.options.get(method), steps=steps,
                  seed=cfg.seed, resume=True, patience=patience, progress=progress)
