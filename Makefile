@@ -25,8 +25,11 @@ $(TESTED): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/medpeft demo
 
+# one test worker per core of the CI machine (2); each module stays on one worker (its fixtures
+# are built once) and each worker trains on one thread (tests/conftest.py)
+TEST_WORKERS ?= 2
 test: $(TESTED)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(TESTED)
 	$(BIN)/python benchmarks/backbone_speed.py

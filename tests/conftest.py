@@ -8,7 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Under pytest-xdist (`make test` runs one worker per core) each worker trains on one thread:
+# two one-thread processes do about twice the work of one two-thread process on these small 3D
+# networks; run alone, the suite takes up to two threads.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+else:
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 # Enough pre-training for the tiny foundation to segment its source sites (see test_end_to_end).
 TINY_PRETRAIN_STEPS = int(os.environ.get("MEDPEFT_TEST_PRETRAIN_STEPS", "100"))

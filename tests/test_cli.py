@@ -36,9 +36,10 @@ def test_help_lists_the_commands():
         assert command in result.output
 
 
-def test_inspect_sites_and_model():
-    result = runner.invoke(app, ["inspect", "sites", "--kind", "lora", "--rank", "2"],
-                           env={"COLUMNS": "200"})
+def test_inspect_sites_and_model(monkeypatch):
+    from medpeft.cli_common import console  # sized when first imported: widen it for the names
+    monkeypatch.setattr(console, "width", 200)
+    result = runner.invoke(app, ["inspect", "sites", "--kind", "lora", "--rank", "2"])
     assert result.exit_code == 0, result.output
     assert "attn.qkv" in result.output and "affine" not in result.output
     # 8 Swin blocks x (qkv 12..96 -> 3x, proj) at rank 2, as the library counts it

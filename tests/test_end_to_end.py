@@ -47,7 +47,7 @@ def test_lora_adapter_round_trip_and_base_check(collection, shipped, tmp_path):
     merged = load_foundation(export_merged(tmp_path / "lora", load_foundation(shipped),
                                            tmp_path / "merged"))
     with torch.no_grad():
-        assert torch.allclose(merged.model.eval()(x), a(x), atol=1e-5)
+        assert torch.allclose(merged.model.eval()(x), a(x), rtol=1e-4, atol=1e-4)
     other = load_foundation(shipped)
     other.sha256 = "0" * 64
     with pytest.raises(ValueError, match="base weights"):
