@@ -2,11 +2,17 @@
 should, and a wrong shape or an unexplained key is reported by name (never a silent strict=False)."""
 from __future__ import annotations
 
+import pickle
+
+import numpy as np
 import pytest
 import torch
 from monai.networks.nets import SwinUNETR
+from typer.testing import CliRunner
 
+from medpeft.cli import app
 from medpeft.models.backbones import part_of
+from medpeft.models.checkpoint_file import UnsafeCheckpointError, read_checkpoint
 from medpeft.models.published import CheckpointError, load_published
 
 
@@ -172,3 +178,53 @@ def test_universal_and_suprem_unet_load_encoder_and_decoder(name):
     state["module.backbone.down_tr128.ops.1.conv1.weight"] = torch.zeros(64, 64, 3, 3, 3)
     with pytest.raises(CheckpointError, match="shape of down_tr128.ops.1.conv1.weight"):
         load_published({"net": state}, name)
+
+
+class _Planted:
+    """Unpickling this creates the file ``marker``: the kind of code a hostile checkpoint runs."""
+
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (self.marker, "w")
+
+
+def test_btcv_release_layout_with_numpy_scalars_loads_as_weights_only(monai_keys, tmp_path):
+    """The MONAI BTCV release stores its best Dice as a numpy float64 beside the state dict."""
+    path = tmp_path / "model_btcv.pt"
+    torch.save({"epoch": np.int64(5000), "best_acc": np.float64(0.83),
+                "state_dict": monai_keys}, path)
+    with pytest.raises(pickle.UnpicklingError):  # torch alone refuses it
+        torch.load(str(path), weights_only=True)
+    assert float(read_checkpoint(path)["best_acc"]) == pytest.approx(0.83)
+    model, report = load_published(path, "btcv")
+    assert torch.equal(model.state_dict()["out.conv.conv.weight"], monai_keys["out.conv.conv.weight"])
+    result = CliRunner().invoke(app, ["inspect", "checkpoint", str(path), "--kind", "btcv"])
+    assert result.exit_code == 0, result.output
+    assert "encoder:" in result.output
+
+
+def test_a_checkpoint_that_would_run_code_is_refused_before_it_runs(monai_keys, tmp_path):
+    marker = tmp_path / "code-ran"
+    path = tmp_path / "hostile.pth"
+    torch.save({"state_dict": monai_keys, "extra": _Planted(str(marker))}, path)
+    with pytest.raises(UnsafeCheckpointError, match="hostile.pth"):
+        read_checkpoint(path)
+    result = CliRunner().invoke(app, ["import-weights", str(path), "--kind", "btcv",
+                                      "--out", str(tmp_path / "f")])
+    assert result.exit_code != 0 and "hostile.pth" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) <= 2
+    assert not marker.exists() and not (tmp_path / "f").exists()
+    # the marker mechanism is real: trusting the file runs its code
+    with pytest.warns(UserWarning, match="weights_only=False"):
+        read_checkpoint(path, trust=True)
+    assert marker.exists()
+
+
+def test_a_file_that_is_no_checkpoint_is_named_in_one_line(tmp_path):
+    path = tmp_path / "notes.pth"
+    path.write_text("# not a pickle\n")
+    result = CliRunner().invoke(app, ["inspect", "checkpoint", str(path), "--kind", "btcv"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "notes.pth: not a readable PyTorch checkpoint" in result.output

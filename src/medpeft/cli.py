@@ -8,7 +8,7 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import console, fail as _fail, method_options
+from medpeft.cli_common import console, fail as _fail, method_options, warn_if_trusted
 from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
 from medpeft.cli_pretrain import pretrain_command
@@ -340,14 +340,17 @@ def import_weights(path: Path = typer.Argument(..., help="published checkpoint (
                                      "universal-unet | suprem-unet"),
                    out: Path = typer.Option(..., help="foundation folder to write"),
                    classes: Optional[str] = typer.Option(
-                       None, help="organs of a new head, comma-separated (checkpoints without one)")
-                   ) -> None:
+                       None, help="organs of a new head, comma-separated (checkpoints without one)"),
+                   trust_checkpoint: bool = typer.Option(
+                       False, help="unpickle in full (weights_only=False): may run code")) -> None:
     """Turn a published checkpoint into a medpeft foundation folder (strict key check)."""
+    from medpeft.models.checkpoint_file import UnsafeCheckpointError
     from medpeft.models.published import CheckpointError, import_checkpoint
+    warn_if_trusted(trust_checkpoint, path)
     try:
         folder, report = import_checkpoint(path, kind, out, tuple(classes.split(",")) if classes
-                                           else None)
-    except (CheckpointError, FileNotFoundError, RuntimeError) as err:
+                                           else None, trust=trust_checkpoint)
+    except (CheckpointError, UnsafeCheckpointError, FileNotFoundError, RuntimeError) as err:
         _fail(err)
     console.print(f"foundation: {folder} ({len(report.loaded)} tensors loaded, "
                   f"{len(report.new)} new, {len(report.ignored)} ignored)")

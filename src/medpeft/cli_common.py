@@ -10,8 +10,15 @@ console = Console()
 
 
 def fail(err: Exception) -> None:
-    console.print(f"[bold red]error:[/] {err}")
+    console.print(f"[bold red]error:[/] {err}", soft_wrap=True)  # one line, however long
     raise typer.Exit(code=2)
+
+
+def warn_if_trusted(trust: bool, path) -> None:
+    """Say it out loud when a checkpoint is about to be unpickled in full."""
+    if trust:
+        console.print(f"[bold yellow]warning:[/] {path}: --trust-checkpoint unpickles the file in "
+                      "full (weights_only=False); it can run code while it loads")
 
 
 def method_options(rank: Optional[int], alpha: Optional[float], targets: Optional[list[str]],

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import console, fail as _fail, method_options
+from medpeft.cli_common import console, fail as _fail, method_options, warn_if_trusted
 
 inspect_app = typer.Typer(no_args_is_help=True,
                           help="Look inside a backbone, a dataset folder or a checkpoint.")
@@ -138,15 +138,19 @@ def inspect_data(folder: Path = typer.Argument(..., help="dataset folder, any su
 @inspect_app.command("checkpoint")
 def inspect_checkpoint(path: Path = typer.Argument(..., help="published checkpoint file (.pt/.pth)"),
                        kind: str = typer.Option(..., help="fseft | monai-ssl | btcv | universal | "
-                                                "suprem | universal-unet | suprem-unet")) -> None:
+                                                "suprem | universal-unet | suprem-unet"),
+                       trust_checkpoint: bool = typer.Option(
+                           False, help="unpickle in full (weights_only=False): may run code")) -> None:
     """Load a published checkpoint into the swin-base backbone and report every key's fate."""
     from collections import Counter
 
     from medpeft.models.backbones import part_of
+    from medpeft.models.checkpoint_file import UnsafeCheckpointError
     from medpeft.models.published import CheckpointError, load_published
+    warn_if_trusted(trust_checkpoint, path)
     try:
-        _, report = load_published(path, kind)
-    except (CheckpointError, FileNotFoundError, RuntimeError) as err:
+        _, report = load_published(path, kind, trust=trust_checkpoint)
+    except (CheckpointError, UnsafeCheckpointError, FileNotFoundError, RuntimeError) as err:
         _fail(err)
     loaded = Counter(part_of(k) for k in report.loaded)
     new = Counter(part_of(k) for k in report.new)

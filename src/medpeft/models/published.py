@@ -28,6 +28,7 @@ from typing import Callable
 import torch
 
 from medpeft.data.ontology import resolve
+from medpeft.models.checkpoint_file import read_checkpoint
 from medpeft.data.transforms import PRESETS as PREPROCESSING
 from medpeft.data.transforms import Preprocessing
 from medpeft.models.backbones import PRESETS, build_backbone, part_of
@@ -142,18 +143,19 @@ def _head_rows(spec: CheckpointSpec, state: dict[str, torch.Tensor]) -> dict[str
     return out
 
 
-def load_published(source: str | Path | dict, name: str, out_channels: int | None = None
-                   ) -> tuple[torch.nn.Module, LoadReport]:
+def load_published(source: str | Path | dict, name: str, out_channels: int | None = None, *,
+                   trust: bool = False) -> tuple[torch.nn.Module, LoadReport]:
     """The checkpoint's backbone with ``source`` (a path or a loaded object) in it.
 
-    ``out_channels``: head size for checkpoints without a usable head (default 2). Raises
+    ``out_channels``: head size for checkpoints without a usable head (default 2). A path is read
+    as weights only (``medpeft.models.checkpoint_file``) unless ``trust``. Raises
     :class:`CheckpointError` naming every missing, mis-shaped or unexplained key.
     """
     if name not in SPECS:
         raise CheckpointError(f"unknown checkpoint kind {name!r}; choose from {sorted(SPECS)}")
     spec = SPECS[name]
     if not isinstance(source, dict):
-        source = torch.load(str(source), map_location="cpu", weights_only=True)
+        source = read_checkpoint(source, trust=trust)
     if spec.classes is not None:
         out_channels = len(spec.classes) + 1
     model = build_backbone(PRESETS[spec.backbone], out_channels or 2)
@@ -190,7 +192,8 @@ def canonical_class(name: str) -> str:
 
 
 def import_checkpoint(source: str | Path | dict, kind: str, out_dir: str | Path,
-                      classes: tuple[str, ...] | None = None) -> tuple[Path, LoadReport]:
+                      classes: tuple[str, ...] | None = None, *, trust: bool = False
+                      ) -> tuple[Path, LoadReport]:
     """Write a published checkpoint as a medpeft foundation folder (weights, classes, its
     preprocessing). ``classes`` names the head's organs for checkpoints without a usable head."""
     spec = SPECS.get(kind)
@@ -200,7 +203,7 @@ def import_checkpoint(source: str | Path | dict, kind: str, out_dir: str | Path,
     if not names:
         raise CheckpointError(f"a {kind} checkpoint has no usable head: name the organs to "
                               "segment (--classes liver,spleen)")
-    model, report = load_published(source, kind, out_channels=len(names) + 1)
+    model, report = load_published(source, kind, out_channels=len(names) + 1, trust=trust)
     folder = save_foundation(out_dir, model, PRESETS[spec.backbone],
                              tuple(canonical_class(c) for c in names), spec.preprocessing,
                              extra={"imported": {"kind": kind, "source": str(source)
