@@ -8,7 +8,8 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import console, fail as _fail, method_options, warn_if_trusted
+from medpeft.cli_common import VERBOSE_HELP, console, fail as _fail, method_options, warn_if_trusted
+from medpeft.quiet import quiet_console
 from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
 from medpeft.cli_pretrain import pretrain_command
@@ -134,6 +135,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           seed: int = typer.Option(0), resume: bool = typer.Option(False),
           bf16: bool = typer.Option(False, help="bf16 autocast where the device runs it natively"),
           grad_checkpoint: bool = typer.Option(False, help="recompute the Swin blocks in backward"),
+          verbose: bool = typer.Option(False, help=VERBOSE_HELP),
           ) -> None:
     """Few-shot adaptation; writes only the trained tensors (the delta) and their config.
     White-box methods also run under torchrun (DDP over the support volumes)."""
@@ -158,7 +160,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
     options = method_options(rank, alpha, targets, bottleneck, scale, kernel)
     try:
         rates = parse_rates(lr)
-        with distributed.process_group(), progress_bar() as progress:
+        with quiet_console(out, console, verbose=verbose), distributed.process_group(), \
+                progress_bar() as progress:
             if method == SEA:
                 from medpeft.data.fewshot import read_manifest
                 from medpeft.methods.sea.adapt import sea_adapt
@@ -258,7 +261,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          seed: int = typer.Option(0),
          retrain: bool = typer.Option(False, help="pre-train even if the shipped model matches"),
          federated_rounds: int = typer.Option(3, help="rounds of the federated section (3 phantom "
-                                              "hospitals on Flower); 0 leaves it out")) -> None:
+                                              "hospitals on Flower); 0 leaves it out"),
+         verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
     """The main job on the embedded phantom: pre-train, adapt at K=1 and K=5, report Dice; then
     three phantom hospitals adapt together on Flower (only adapters travel)."""
     from medpeft.demo import DEMO_METHODS, DemoConfig, run_demo
@@ -266,10 +270,11 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
     methods = tuple(PRESETS) if method == ["all"] else tuple(method or DEMO_METHODS)
     try:
         steps = {"pretrain_steps": pretrain_steps} if pretrain_steps else {}
-        run_demo(out, cache, DemoConfig(**steps, adapt_steps=adapt_steps,
-                                        methods=methods, shots=tuple(shots or (1, 5)), seed=seed,
-                                        retrain=retrain, federated_rounds=federated_rounds),
-                 console)
+        with quiet_console(out, console, verbose=verbose):
+            run_demo(out, cache, DemoConfig(**steps, adapt_steps=adapt_steps, methods=methods,
+                                            shots=tuple(shots or (1, 5)), seed=seed,
+                                            retrain=retrain, federated_rounds=federated_rounds),
+                     console)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
 
@@ -285,7 +290,8 @@ def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
             largest_component: bool = typer.Option(False, help="keep each organ's largest "
                                                    "connected component"),
             bf16: bool = typer.Option(False, help="bf16 autocast where the device runs it "
-                                      "natively (see benchmarks/scaling.py)")) -> None:
+                                      "natively (see benchmarks/scaling.py)"),
+            verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
     """Segment CT volumes; each label map keeps its input's affine and shape (canonical organ ids)."""
     from medpeft.demo import progress_bar
     from medpeft.infer.predict import nifti_inputs, predict_files
@@ -297,7 +303,7 @@ def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
         inputs = nifti_inputs(inp)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
-    with progress_bar() as progress:
+    with quiet_console(out, console, verbose=verbose), progress_bar() as progress:
         written, failures = predict_files(model, inputs, out, f.preprocessing, classes,
                                           overwrite, progress, largest_component, bf16)
     console.print(f"{len(written)} label maps in {out} (organ ids: {out / 'labels.json'})")

@@ -4,14 +4,19 @@ from __future__ import annotations
 from typing import Optional
 
 import typer
-from rich.console import Console
+from rich import get_console
 
-console = Console()
+# rich's global console: progress bars (which default to it) and medpeft's own lines share one
+# console, which medpeft.quiet keeps on the terminal while library output goes to log.txt
+console = get_console()
 
 
 def fail(err: Exception) -> None:
     console.print(f"[bold red]error:[/] {err}", soft_wrap=True)  # one line, however long
     raise typer.Exit(code=2)
+
+
+VERBOSE_HELP = "also show library warnings and Flower's log lines (always in OUT/log.txt)"
 
 
 def warn_if_trusted(trust: bool, path) -> None:

@@ -6,7 +6,8 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import console, fail
+from medpeft.cli_common import VERBOSE_HELP, console, fail
+from medpeft.quiet import quiet_console
 
 
 def federate_command(
@@ -16,7 +17,8 @@ def federate_command(
         rounds: Optional[int] = typer.Option(None, help="override the YAML's rounds"),
         plan: Optional[str] = typer.Option(None, help="override the YAML's plan: encoder-lora+head"
                                            " | lora-everywhere | decoder | full | sea-peft"),
-        out: Optional[Path] = typer.Option(None, help="override the YAML's run folder")) -> None:
+        out: Optional[Path] = typer.Option(None, help="override the YAML's run folder"),
+        verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
     """Sites adapt on their own volumes; only adapter tensors travel; bytes are counted."""
     try:
         from medpeft.federated.config import load_fed_config
@@ -28,7 +30,8 @@ def federate_command(
         for key, value in (("rounds", rounds), ("plan", plan), ("out", out and str(out))):
             if value is not None:
                 setattr(cfg, key, value)
-        report = federate(cfg, deployment=deployment)
+        with quiet_console(cfg.out, console, verbose=verbose):
+            report = federate(cfg, deployment=deployment)
         out = Path(report["out"])
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         fail(err)

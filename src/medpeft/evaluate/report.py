@@ -26,10 +26,13 @@ def machine() -> str:
 
 
 def results_table(records: list[dict], title: str = "medpeft results") -> Table:
+    """Readable at 80 columns: short headers, method names never cut (the setting folds)."""
     table = Table(title=title)
-    for col, justify in zip(("setting", "method", "K", "mean Dice", "trainable params", "% of model",
-                             "seconds"), ("left", "left", "right", "right", "right", "right", "right")):
-        table.add_column(col, justify=justify)
+    table.add_column("setting", overflow="fold")
+    table.add_column("method", no_wrap=True, min_width=max([len(r["method"]) for r in records],
+                                                           default=6))
+    for col in ("K", "Dice", "trainable", "%", "s"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in records:
         table.add_row(r["setting"], r["method"], str(r["k"] or "-"), f"{r['mean_dice']:.3f}",
                       f"{r['trainable']:,}", f"{r['trainable_pct']:.3f}", f"{r['seconds']:.1f}")

@@ -72,7 +72,8 @@ def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
         simulate(cfg, client_app)
     server_path = out / "server.json"
     if not server_path.is_file():
-        raise RuntimeError(f"{server_path}: the server app wrote no result; see Flower's log above")
+        raise RuntimeError(f"{server_path}: the server app wrote no result; see Flower's lines "
+                           "in log.txt there (--verbose shows them)")
     server = json.loads(server_path.read_text())
     report = {**server, "out": str(out), "local_only": local_only(cfg, manifests) if cfg.baseline else {}}
     write_json(out / "report.json", report)
