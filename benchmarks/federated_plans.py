@@ -2,9 +2,10 @@
 
 Every plan runs the same federation (configs/federated-phantom.yaml unless --config: the same
 sites, support and test volumes, seed, rounds and local steps) on Flower's simulation runtime;
-each also trains every site alone for rounds x local steps from the same start (the local-only
-baseline). LoRA plans run with both aggregations (svd: exact average of the updates; fedavg: A
-and B averaged separately). Runs are cached in --out, so an interrupted comparison resumes.
+each also trains every site alone through the same rounds from the same start (the local-only
+baseline) and one model on all sites' support volumes pooled (the centralised bound). LoRA
+plans run with both aggregations (svd: exact average of the updates; fedavg: A and B averaged
+separately). Runs are cached in --out, so an interrupted comparison resumes.
 Run `make demo` first (it writes the phantom).
 
 Usage: python benchmarks/federated_plans.py [--rounds 4] [--local-steps 10]
@@ -20,6 +21,7 @@ import statistics
 from dataclasses import replace
 from pathlib import Path
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -27,6 +29,7 @@ from medpeft.federated.accounting import human
 from medpeft.federated.config import load_fed_config
 from medpeft.federated.plans import PLANS
 from medpeft.federated.run import federate
+from medpeft.io import write_text
 
 LORA_PLANS = ("encoder-lora+head", "lora-everywhere")
 
@@ -48,27 +51,46 @@ def main() -> None:
     args = parser.parse_args()
     base = replace(load_fed_config(args.config), rounds=args.rounds, local_steps=args.local_steps)
     arms = [(p, "svd") for p in args.plans] + [(p, "fedavg") for p in args.plans if p in LORA_PLANS]
-    table = Table(title=f"{len(base.sites)} sites, {args.rounds} rounds x {args.local_steps} local "
-                        f"steps, {platform.processor() or platform.machine()}, "
-                        f"{os.cpu_count()} cores")
-    for col in ("plan", "aggregation", "Dice before", "Dice federated", "Dice local-only",
-                "gain", "sites gaining", "bytes / round / site", "vs full FT", "seconds"):
-        table.add_column(col, justify="left" if col in ("plan", "aggregation") else "right")
+    title = (f"{len(base.sites)} sites, {args.rounds} rounds x {args.local_steps} local steps, "
+             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+             f"{torch.get_num_threads()} threads")
+    columns = ("plan", "aggregation", "Dice before", "Dice federated", "Dice local-only", "gain",
+               "sites gaining", "Dice pooled", "gap to pooled", "bytes / round / site",
+               "vs full FT", "seconds")
+    rows, pooled = [], {}
     for plan, mode in arms:
-        r = run(replace(base, plan=plan, aggregation=mode), Path(args.out) / f"{plan}-{mode}")
-        before = r["dice"]["0"]
-        fed = r["dice"][str(args.rounds)]
-        alone = r["local_only"]
-        mean = lambda d: statistics.mean(d.values())  # noqa: E731
-        gains = [fed[s] - alone[s] for s in fed]
-        rounds = [row for row in r["bytes_per_round"] if row["round"] > 0]
-        per_round = statistics.mean(row["down"] + row["up"] for row in rounds)
-        table.add_row(plan, mode, f"{mean(before):.3f}", f"{mean(fed):.3f}", f"{mean(alone):.3f}",
-                      f"{statistics.mean(gains):+.3f}", f"{sum(g > 0 for g in gains)}/{len(gains)}",
-                      human(per_round), f"{r['bytes_total']['ratio']:.0f}x", f"{r['seconds']:.0f}")
-    Console(width=200).print(table)
-    print(f"command: python benchmarks/federated_plans.py --rounds {args.rounds} "
-          f"--local-steps {args.local_steps} --plans {' '.join(args.plans)}")
+        # the pooled bound does not depend on the aggregation: trained once per plan
+        r = run(replace(base, plan=plan, aggregation=mode, pooled=plan not in pooled),
+                Path(args.out) / f"{plan}-{mode}")
+        pooled.setdefault(plan, r.get("pooled") or {})
+        rows.append(plan_row(plan, mode, r, pooled[plan], args.rounds))
+    table = Table(title=title)
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("plan", "aggregation") else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=220).print(table)
+    command = (f"python benchmarks/federated_plans.py --rounds {args.rounds} "
+               f"--local-steps {args.local_steps} --plans {' '.join(args.plans)}")
+    print(f"command: {command}")
+    lines = [f"# Federated plans: {title}", "", f"command: `{command}`", "",
+             "| " + " | ".join(columns) + " |", "|---|---|" + "---:|" * (len(columns) - 2)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    write_text(Path(args.out) / "federated-plans.md", "\n".join(lines) + "\n")
+
+
+def plan_row(plan: str, mode: str, r: dict, pooled: dict, rounds: int) -> list[str]:
+    """One table row: mean Dice over the sites, the gain over local-only, the gap to pooled."""
+    mean = lambda d: statistics.mean(d.values()) if d else float("nan")  # noqa: E731
+    before, fed, alone = r["dice"]["0"], r["dice"][str(rounds)], r["local_only"]
+    gains = [fed[s] - alone[s] for s in fed]
+    per_round = statistics.mean(row["down"] + row["up"] for row in r["bytes_per_round"]
+                                if row["round"] > 0)
+    return [plan, mode, f"{mean(before):.3f}", f"{mean(fed):.3f}", f"{mean(alone):.3f}",
+            f"{statistics.mean(gains):+.3f}", f"{sum(g > 0 for g in gains)}/{len(gains)}",
+            f"{mean(pooled):.3f}" if pooled else "-",
+            f"{mean(fed) - mean(pooled):+.3f}" if pooled else "-",
+            human(per_round), f"{r['bytes_total']['ratio']:.0f}x", f"{r['seconds']:.0f}"]
 
 
 if __name__ == "__main__":

@@ -94,7 +94,7 @@ def test_simulation_sends_only_adapters_survives_a_faulty_site_and_does_not_coll
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 3], "name": name}
              for i, name in enumerate(("north", "south", "faulty"))]
     cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, out=str(tmp_path / "fed"),
-                    rounds=2, local_steps=6, baseline=False)
+                    rounds=2, local_steps=6, baseline=False, pooled=False)
     report = federate(cfg, client_app=_faulty_app(cfg, bad=2))
     # the faulty site is named and left out; the others' work is kept in both rounds
     excluded = {(e["round"], e["site"]): e["reason"] for e in report["excluded"]}
@@ -138,7 +138,7 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     target = collection / "Task10_NewSite"
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
     cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, out=str(tmp_path / "dep"),
-                    rounds=1, local_steps=2, baseline=False, local=["out.*"])
+                    rounds=1, local_steps=2, baseline=False, pooled=False, local=["out.*"])
     report = federate(cfg, deployment=True)
     assert set(report["train"]["1"]) == {"site0", "site1"}  # both SuperNodes trained
     assert report["bytes_total"]["ratio"] >= 40
@@ -176,3 +176,40 @@ def test_config_checks_sites_and_resolves_paths(tmp_path, monkeypatch):
         FedConfig(foundation="f", sites=[{"dataset": "d", "part": [2, 2]}, {"dataset": "d"}]).check()
     cfg = FedConfig(foundation="f", sites=[{"dataset": "d1"}, {"dataset": "d2"}], out="o").resolved()
     assert cfg.out == str(tmp_path / "o") and cfg.sites[1]["dataset"] == str(tmp_path / "d2")
+
+
+def test_local_only_and_pooled_arms_take_the_federations_rounds(collection, tmp_path, monkeypatch):
+    """Both comparison arms run the same per-round Site.train the federation's sites run (a fresh
+    optimizer and schedule per call, the round's seed): local-only with local_steps per round,
+    the pooled bound with every site's steps per round on every site's volumes."""
+    from medpeft.federated import run as fed_run
+    from medpeft.federated.config import write_site_manifests
+    from medpeft.federated.site import PooledSites, Site
+    from medpeft.models.weights import load_foundation
+    target = collection / "Task10_NewSite"
+    sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2], "name": name}
+             for i, name in enumerate(("north", "south"))]
+    cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, out=str(tmp_path / "fed"),
+                    rounds=3, local_steps=4, local=["out.*"]).check().resolved()
+    calls, scored = [], []
+
+    def train(self, shared, kept, server_round, steps=None):
+        calls.append((self.name, server_round, steps or cfg.local_steps))
+        return shared, kept, {}
+
+    def evaluate(self, shared, kept, *, save_personal=True):
+        scored.append((self.name, save_personal))
+        return 0.5
+
+    monkeypatch.setattr(Site, "train", train)
+    monkeypatch.setattr(Site, "evaluate", evaluate)
+    manifests = write_site_manifests(cfg)
+    assert fed_run.local_only(cfg, manifests) == {"north": 0.5, "south": 0.5}
+    assert calls == [(s, r, 4) for s in ("north", "south") for r in (1, 2, 3)]
+    calls.clear()
+    assert fed_run.pooled_bound(cfg, manifests) == {"north": 0.5, "south": 0.5}
+    assert calls == [("pooled", r, 8) for r in (1, 2, 3)]
+    # neither arm overwrites a site's personalised adapter
+    assert all(not save for _, save in scored)
+    pool = PooledSites(cfg, [Site(cfg, m) for m in manifests])
+    assert len(pool.training_data(load_foundation(cfg.foundation))) == pool.n_support == 2

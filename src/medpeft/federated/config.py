@@ -47,7 +47,8 @@ class FedConfig:
     local_steps: int = 20
     aggregation: str = "svd"
     seed: int = 0
-    baseline: bool = True  # also train each site alone for rounds x local_steps (the gain)
+    baseline: bool = True  # also train each site alone through the same rounds (the gain)
+    pooled: bool = True  # also train one model on all sites' volumes pooled (the bound)
     sea: dict = field(default_factory=dict)  # plan sea-peft: budget, decay, votes, guard, ...
 
     def check(self) -> "FedConfig":

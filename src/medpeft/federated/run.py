@@ -1,8 +1,9 @@
 """``medpeft federate``: a federation on Flower's simulation runtime, then its report.
 
 Flower runs offline here: telemetry and Ray usage stats are off and ``FLWR_HOME`` is a folder of
-the run. After the rounds, each site also trains alone for as many steps (rounds x local steps)
-from the same start, so the report shows what collaboration gained over local-only training.
+the run. After the rounds, each site also trains alone through the same rounds of local steps from the
+same start (what collaboration gained over local-only training), and one model trains on all
+sites' support volumes pooled (the centralised bound the federation approaches).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from medpeft.federated.accounting import human
 from medpeft.federated.config import FedConfig, write_site_manifests
-from medpeft.federated.site import Site, initial_state
+from medpeft.federated.site import PooledSites, Site, initial_state
 from medpeft.io import write_json, write_text, write_yaml
 from medpeft.methods import SEA
 
@@ -42,19 +43,39 @@ def simulate(cfg: FedConfig, client_app=None) -> None:
 
 
 def local_only(cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
-    """Each site's Dice after training alone for ``rounds x local_steps`` from the same start
-    (sea-peft: the same rounds of train, audit and allocate, alone)."""
+    """Each site alone: the federation's rounds of ``Site.train`` (a fresh optimizer, warm-up and
+    cosine cycle each round, the same per-round seeds), without averaging (sea-peft: the same
+    rounds of train, audit and allocate, alone)."""
     if cfg.plan == SEA:
         from medpeft.federated.sea_server import search_alone
         return {site.name: search_alone(site, cfg.rounds)
                 for site in (Site(cfg, m) for m in manifests)}
-    shared, kept = initial_state(cfg)
+    start = initial_state(cfg)
     scores = {}
     for manifest in manifests:
         site = Site(cfg, manifest)
-        trained, own, _ = site.train(shared, kept, 1, steps=cfg.rounds * cfg.local_steps)
-        scores[site.name] = site.evaluate(trained, own)
+        shared, kept = _rounds(site, cfg, *start)
+        scores[site.name] = site.evaluate(shared, kept, save_personal=False)
     return scores
+
+
+def pooled_bound(cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
+    """The centralised bound: one model trained on all sites' support volumes together, in the
+    federation's rounds with as many steps per round as all sites take together (sites x local
+    steps), scored on each site's own test volumes. Not defined for sea-peft (empty)."""
+    if cfg.plan == SEA:
+        return {}
+    sites = [Site(cfg, m) for m in manifests]
+    shared, kept = _rounds(PooledSites(cfg, sites), cfg, *initial_state(cfg),
+                           steps=len(sites) * cfg.local_steps)
+    return {site.name: site.evaluate(shared, kept, save_personal=False) for site in sites}
+
+
+def _rounds(site: Site, cfg: FedConfig, shared: dict, kept: dict, steps: int | None = None
+            ) -> tuple[dict, dict]:
+    for server_round in range(1, cfg.rounds + 1):
+        shared, kept, _ = site.train(shared, kept, server_round, steps=steps)
+    return shared, kept
 
 
 def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
@@ -75,7 +96,9 @@ def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
         raise RuntimeError(f"{server_path}: the server app wrote no result; see Flower's lines "
                            "in log.txt there (--verbose shows them)")
     server = json.loads(server_path.read_text())
-    report = {**server, "out": str(out), "local_only": local_only(cfg, manifests) if cfg.baseline else {}}
+    report = {**server, "out": str(out),
+              "local_only": local_only(cfg, manifests) if cfg.baseline else {},
+              "pooled": pooled_bound(cfg, manifests) if cfg.pooled else {}}
     write_json(out / "report.json", report)
     write_text(out / "report.md", report_markdown(cfg, report))
     return report
@@ -86,13 +109,14 @@ def report_markdown(cfg: FedConfig, report: dict) -> str:
     dice, last = report["dice"], str(cfg.rounds)
     lines = [f"# Federation: {cfg.plan}, {cfg.rounds} rounds x {cfg.local_steps} local steps, "
              f"{len(cfg.sites)} sites, aggregation {cfg.aggregation}", "",
-             "| site | Dice before | Dice federated | Dice local-only | collaborative gain |",
-             "|---|---:|---:|---:|---:|"]
+             "| site | Dice before | Dice federated | Dice local-only | collaborative gain | "
+             "Dice pooled | gap to pooled |", "|---|---:|---:|---:|---:|---:|---:|"]
     for site in sorted(dice.get("0", {})):
         fed = dice.get(last, {}).get(site, float("nan"))
         alone = report["local_only"].get(site, float("nan"))
+        pooled = report.get("pooled", {}).get(site, float("nan"))
         lines.append(f"| {site} | {dice['0'][site]:.3f} | {fed:.3f} | {alone:.3f} | "
-                     f"{fed - alone:+.3f} |")
+                     f"{fed - alone:+.3f} | {pooled:.3f} | {fed - pooled:+.3f} |")
     totals = report["bytes_total"]
     lines += ["", f"Bytes on the wire: {human(totals['bytes'])} in {totals['messages']} messages; "
               f"full fine-tuning of the same backbone: {human(totals['full_ft_bytes'])} "

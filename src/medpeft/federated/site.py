@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from torch.utils.data import ConcatDataset
 
 from medpeft.adapters.io import save_adapter
 from medpeft.data.fewshot import read_manifest
@@ -68,12 +69,17 @@ class Site:
         load_tensors(foundation.model, kept, f"{self.name} local state")
         return foundation, state
 
+    def training_data(self, foundation: Foundation):
+        """Random training crops of the site's support volumes."""
+        ds, mapping = load_support(foundation, self.split)
+        return crop_dataset(foundation, ds, mapping, self.split["support"])
+
     def train(self, shared: dict, kept: dict, server_round: int, steps: int | None = None
               ) -> tuple[dict, dict, dict]:
-        """Train locally from the global tensors; returns (tensors to send, kept tensors, metrics)."""
+        """Train locally from the global tensors; returns (tensors to send, kept tensors, metrics).
+        Every call is one round: a fresh optimizer, warm-up and cosine cycle, the round's seed."""
         foundation, state = self._model(shared, kept)
-        ds, mapping = load_support(foundation, self.split)
-        data = crop_dataset(foundation, ds, mapping, self.split["support"])
+        data = self.training_data(foundation)
         steps = steps or self.cfg.local_steps
         loop = LoopConfig(steps=steps, warmup=max(1, steps // 10), log_every=max(1, steps),
                           checkpoint_every=10 ** 9, seed=self.cfg.seed + 1000 * server_round)
@@ -89,12 +95,12 @@ class Site:
         """Where the site keeps its personalised adapter (global tensors + its kept ones)."""
         return Path(self.cfg.out) / "sites" / self.name
 
-    def evaluate(self, shared: dict, kept: dict) -> float:
+    def evaluate(self, shared: dict, kept: dict, *, save_personal: bool = True) -> float:
         """Mean Dice of the model with these tensors on the site's own test volumes. A site
         with kept tensors also saves that model as its personalised adapter (each time, so the
-        last round's is what stays)."""
+        last round's is what stays) unless ``save_personal`` is off (the comparison arms)."""
         foundation, state = self._model(shared, kept)
-        if kept:
+        if kept and save_personal:
             save_adapter(self.personal_dir, foundation.model, state, foundation,
                          extra={"site": self.name, "local_patterns": self.cfg.local})
         return self.dice(foundation)
@@ -104,3 +110,17 @@ class Site:
         rows = evaluate_cases(foundation.model.eval(), ds, self.split["test"], mapping,
                               foundation.preprocessing, foundation.classes)
         return float(mean_dice(rows))
+
+
+class PooledSites(Site):
+    """Every site's support volumes in one place: the centralised bound a federation approaches."""
+
+    def __init__(self, cfg: FedConfig, sites: list[Site]):
+        self.cfg, self.sites, self.name = cfg, sites, "pooled"
+
+    @property
+    def n_support(self) -> int:
+        return sum(site.n_support for site in self.sites)
+
+    def training_data(self, foundation: Foundation):
+        return ConcatDataset([site.training_data(foundation) for site in self.sites])
