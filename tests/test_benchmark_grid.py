@@ -58,15 +58,25 @@ def test_grid_config_errors_name_the_file_and_entry(tmp_path, collection):
         load_grid(_grid(tmp_path, collection, methods=["zero-shot", "lora2"]))
 
 
-def test_paired_comparison_matches_cases_organs_and_seeds():
+def test_paired_comparison_pairs_cases_not_seeds():
+    """Two seeds re-scoring case a are one pair, not two: differences are averaged per case."""
     rows = [{"dataset": "d", "method": m, "k": k, "seed": s, "case": c, "organ": "liver", "dice": d}
             for m, k, s, c, d in [("zero-shot", 0, 0, "a", 0.5), ("zero-shot", 0, 0, "b", 0.4),
                                   ("lora", 1, 0, "a", 0.7), ("lora", 1, 0, "b", 0.3),
                                   ("lora", 1, 1, "a", 0.9)]]
     [p] = paired(rows, "zero-shot")
-    assert p["pairs"] == 3 and p["wins"] == 2
-    assert p["mean_difference"] == pytest.approx((0.2 - 0.1 + 0.4) / 3)
+    assert p["pairs"] == 2 and p["wins"] == 1  # case a: +0.3 (mean of +0.2, +0.4); b: -0.1
+    assert p["mean_difference"] == pytest.approx((0.3 - 0.1) / 2)
+    assert p["smallest_p"] == pytest.approx(0.5)
     json.dumps(p)
+
+
+def test_six_cases_cannot_reach_below_their_smallest_p():
+    from medpeft.evaluate.paired import case_paired_test
+    diffs = [(case, 0.1 + 0.01 * i) for i, case in enumerate("abcdef") for _ in range(3)]
+    test = case_paired_test(diffs)
+    assert test["pairs"] == 6 and test["wins"] == 6
+    assert test["p_value"] == pytest.approx(test["smallest_p"]) == pytest.approx(2 / 64)
 
 
 def test_grid_tasks_binary_novel_and_blackbox_cells(collection, tmp_path):

@@ -176,9 +176,10 @@ def test_peers_table_pairs_cases_against_the_best_peer(tmp_path):
     by_method = {t["method"]: t for t in tests}
     assert set(by_method) == {"zero-shot", "decoder", "scratch"}  # nnunet is the best peer
     assert by_method["decoder"]["best_peer"] == "nnunet"
-    assert by_method["decoder"]["pairs"] == 12 and by_method["decoder"]["wins"] == 12
-    assert by_method["decoder"]["p_value"] < 0.001
-    assert by_method["zero-shot"]["pairs"] == 12 and by_method["zero-shot"]["wins"] == 0
+    # two seeds re-score the same 6 cases: 6 pairs, and p no lower than 6 pairs allow
+    assert by_method["decoder"]["pairs"] == 6 and by_method["decoder"]["wins"] == 6
+    assert by_method["decoder"]["p_value"] == pytest.approx(2 / 2 ** 6)
+    assert by_method["zero-shot"]["pairs"] == 6 and by_method["zero-shot"]["wins"] == 0
     text = report.read_text()
     assert "| nnU-Net v2 from scratch | 10 |" in text and "## Rows that could not run" in text
     assert (tmp_path / "peers.png").stat().st_size > 1000

@@ -20,12 +20,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import yaml
-from scipy.stats import wilcoxon
 
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.layouts import read_dataset
 from medpeft.data.ontology import class_mapping
 from medpeft.evaluate.metrics import evaluate_cases, score_label_files
+from medpeft.evaluate.paired import case_paired_test
 from medpeft.io import atomic_path, write_json
 from medpeft.methods import ADAPT_STEPS, SEA, check_method
 from medpeft.methods.blackbox.heads import blackbox_kind
@@ -234,8 +234,8 @@ def write_rows(path: Path, rows: list[dict], columns: tuple[str, ...] = COLUMNS)
 
 
 def paired(rows: list[dict], reference: str, metric: str = "dice") -> list[dict]:
-    """Each method against ``reference`` on the (case, organ, seed) triples both have, per task
-    and K."""
+    """Each method against ``reference`` per task and K, one pair per test case (differences
+    averaged over the case's organs and seeds first; ``medpeft.evaluate.paired``)."""
     def key(r):
         return (r["dataset"], r.get("task", "all"), r["case"], r["organ"], r["seed"])
     ref = {}
@@ -253,11 +253,8 @@ def paired(rows: list[dict], reference: str, metric: str = "dice") -> list[dict]
                 continue
             base = zero.get(key(r)[:4]) if reference == ZERO_SHOT else ref.get(k, {}).get(key(r))
             if base is not None and not math.isnan(base):
-                diffs.append(r[metric] - base)
-        if not diffs:
-            continue
-        p = wilcoxon(diffs).pvalue if len(diffs) > 1 and any(diffs) else float("nan")
-        out.append({"task": task, "method": method, "k": k, "reference": reference, "pairs": len(diffs),
-                    "mean_difference": sum(diffs) / len(diffs),
-                    "wins": sum(d > 0 for d in diffs), "p_value": float(p)})
+                diffs.append(((r["dataset"], r["case"]), r[metric] - base))
+        if diffs:
+            out.append({"task": task, "method": method, "k": k, "reference": reference,
+                        **case_paired_test(diffs)})
     return out
