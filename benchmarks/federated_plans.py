@@ -4,8 +4,9 @@ Every plan runs the same federation (configs/federated-phantom.yaml unless --con
 sites, support and test volumes, seed, rounds and local steps) on Flower's simulation runtime;
 each also trains every site alone through the same rounds from the same start (the local-only
 baseline) and one model on all sites' support volumes pooled (the centralised bound). LoRA
-plans run with both aggregations (svd: exact average of the updates; fedavg: A and B averaged
-separately). Runs are cached in --out, so an interrupted comparison resumes.
+plans run with three aggregations (svd: the average of the updates, exact when its rank fits;
+fedavg: A and B averaged separately; ffa: FFA-LoRA, A frozen at the shared seed, B averaged).
+Runs are cached in --out, so an interrupted comparison resumes.
 Run `make demo` first (it writes the phantom).
 
 Usage: python benchmarks/federated_plans.py [--rounds 4] [--local-steps 10]
@@ -27,11 +28,9 @@ from rich.table import Table
 
 from medpeft.federated.accounting import human
 from medpeft.federated.config import load_fed_config
-from medpeft.federated.plans import PLANS
+from medpeft.federated.plans import LORA_PLANS, PLANS
 from medpeft.federated.run import federate
 from medpeft.io import write_text
-
-LORA_PLANS = ("encoder-lora+head", "lora-everywhere")
 
 
 def run(cfg, out: Path) -> dict:
@@ -50,7 +49,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/bench-federated-plans")
     args = parser.parse_args()
     base = replace(load_fed_config(args.config), rounds=args.rounds, local_steps=args.local_steps)
-    arms = [(p, "svd") for p in args.plans] + [(p, "fedavg") for p in args.plans if p in LORA_PLANS]
+    arms = [(p, "svd") for p in args.plans] + [(p, mode) for mode in ("fedavg", "ffa")
+                                               for p in args.plans if p in LORA_PLANS]
     title = (f"{len(base.sites)} sites, {args.rounds} rounds x {args.local_steps} local steps, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"{torch.get_num_threads()} threads")

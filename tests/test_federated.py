@@ -44,6 +44,49 @@ def test_svd_aggregation_is_the_average_update_where_fedavg_of_factors_is_not():
     assert svd["x.lora_A"].shape == a1.shape and svd["x.lora_B"].shape == b1.shape
 
 
+def test_svd_gives_the_best_rank_r_fit_when_the_summed_rank_exceeds_r():
+    """Three sites at rank 2 on independent directions: the average update has rank 6 > 2, so
+    no rank-2 pair equals it; svd returns the Eckart-Young optimum (the top-2 SVD truncation)."""
+    g = torch.Generator().manual_seed(3)
+    pairs = [(torch.randn(2, 8, generator=g), torch.randn(7, 2, generator=g)) for _ in range(3)]
+    weights = [0.5, 0.3, 0.2]
+    target = sum(w * lora_update(a, b) for (a, b), w in zip(pairs, weights))
+    assert torch.linalg.matrix_rank(target) == 6
+    states = [{"x.lora_A": a, "x.lora_B": b} for a, b in pairs]
+    out = aggregate_states(states, weights, "svd")
+    got = lora_update(out["x.lora_A"], out["x.lora_B"])
+    u, s, vh = torch.linalg.svd(target)
+    optimum = u[:, :2] @ torch.diag(s[:2]) @ vh[:2]
+    assert torch.allclose(got, optimum, atol=1e-4)
+    # the residual is exactly the discarded singular values, and not zero
+    assert float((target - got).norm()) == pytest.approx(float(s[2:].norm()), rel=1e-4)
+    assert float(s[2:].norm()) > 0.1
+
+
+def test_ffa_averages_b_exactly_and_sends_no_a(tmp_path):
+    """FFA-LoRA: A frozen at the shared seed, so FedAvg of B is the exact average update."""
+    g = torch.Generator().manual_seed(4)
+    a = torch.randn(4, 6, generator=g)
+    bs = [torch.randn(5, 4, generator=g) for _ in range(3)]
+    weights = [2.0, 1.0, 1.0]
+    out = aggregate_states([{"x.lora_B": b} for b in bs], weights, "ffa")
+    target = sum(w / 4 * lora_update(a, b) for b, w in zip(bs, weights))
+    assert torch.allclose(lora_update(a, out["x.lora_B"]), target, atol=1e-5)
+    with pytest.raises(ValueError, match="frozen"):
+        aggregate_states([{"x.lora_A": a, "x.lora_B": b} for b in bs], weights, "ffa")
+    sites = [{"dataset": "unused", "name": n} for n in ("a", "b")]
+    cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, plan="lora-everywhere",
+                    aggregation="ffa", out=str(tmp_path))
+    sent = trainable_state(build_model(cfg)[0].model)
+    saved = trainable_state(build_model(cfg, for_saving=True)[0].model)
+    plain = trainable_state(build_model(FedConfig(**{**cfg.__dict__, "aggregation": "svd"}))[0].model)
+    assert not any(".lora_A" in n for n in sent) and any(".lora_B" in n for n in sent)
+    assert set(saved) == set(plain) and set(sent) < set(saved)
+    assert all(torch.equal(saved[n], plain[n]) for n in saved if ".lora_A" in n)  # the shared A
+    with pytest.raises(ValueError, match="needs a LoRA plan"):
+        FedConfig(foundation="f", sites=sites, plan="decoder", aggregation="ffa").check()
+
+
 def test_svd_keeps_a_trainable_A_when_no_site_moved_B_and_pairs_conv_sites():
     names = ["l.lora_A", "l.lora_B", "c.lora_A.weight", "c.lora_B.weight", "c.base.bias"]
     assert lora_pairs(names) == {"l": ("l.lora_A", "l.lora_B"),

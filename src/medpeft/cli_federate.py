@@ -17,6 +17,8 @@ def federate_command(
         rounds: Optional[int] = typer.Option(None, help="override the YAML's rounds"),
         plan: Optional[str] = typer.Option(None, help="override the YAML's plan: encoder-lora+head"
                                            " | lora-everywhere | decoder | full | sea-peft"),
+        aggregation: Optional[str] = typer.Option(None, help="override the YAML's aggregation: "
+                                                  "svd | fedavg | ffa (FFA-LoRA)"),
         out: Optional[Path] = typer.Option(None, help="override the YAML's run folder"),
         verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
     """Sites adapt on their own volumes; only adapter tensors travel; bytes are counted."""
@@ -27,7 +29,8 @@ def federate_command(
         fail(ImportError(f"{err}: install the federated extra: pip install 'medpeft[fed]'"))
     try:
         cfg = load_fed_config(config)
-        for key, value in (("rounds", rounds), ("plan", plan), ("out", out and str(out))):
+        for key, value in (("rounds", rounds), ("plan", plan), ("aggregation", aggregation),
+                           ("out", out and str(out))):
             if value is not None:
                 setattr(cfg, key, value)
         with quiet_console(cfg.out, console, verbose=verbose):

@@ -8,13 +8,18 @@
   sites' mean row norm of A (B absorbs the singular values), so that a pair whose dW is still zero
   keeps a trainable A of its usual scale instead of collapsing to A = B = 0. A rank above the
   layer's size (r16 on a 12-wide layer) keeps its surplus ranks as the sites' mean A rows with
-  zero B columns: the product is still exact and the ranks stay trainable.
+  zero B columns: the product is still exact and the ranks stay trainable. When rank(dW) > r
+  (three sites at rank 4 can reach 12), the result is the best rank-r approximation of dW
+  (Eckart-Young), not dW itself.
+- ``ffa`` (FFA-LoRA): every site keeps A frozen at the federation's shared seed and trains and
+  sends B only, so sum_i w_i B_i A = (sum_i w_i B_i) A: plain FedAvg of B is exact at any rank,
+  and half of the LoRA bytes travel.
 """
 from __future__ import annotations
 
 import torch
 
-MODES = ("svd", "fedavg")
+MODES = ("svd", "fedavg", "ffa")
 
 
 def lora_pairs(names: list[str]) -> dict[str, tuple[str, str]]:
@@ -69,6 +74,9 @@ def aggregate_states(states: list[dict[str, torch.Tensor]], weights: list[float]
         raise ValueError(f"aggregation weights must be positive, got {weights}")
     weights = [w / total for w in weights]
     names = list(states[0])
+    if mode == "ffa" and lora_pairs(names):
+        raise ValueError("aggregation ffa: the sites sent LoRA A factors, which FFA-LoRA keeps "
+                         "frozen at the shared seed (only B travels)")
     out = {}
     if mode == "svd":
         for a_name, b_name in lora_pairs(names).values():

@@ -15,7 +15,7 @@ import yaml
 from medpeft.data.fewshot import TEST_SPLIT_SEED, write_manifest
 from medpeft.data.msd import load_msd
 from medpeft.federated.aggregation import MODES
-from medpeft.federated.plans import plan_named
+from medpeft.federated.plans import LORA_PLANS, plan_named
 from medpeft.methods import SEA
 from medpeft.methods.sea.loop import SeaConfig
 
@@ -55,6 +55,9 @@ class FedConfig:
         plan_named(self.plan)
         if self.aggregation not in MODES:
             raise ValueError(f"aggregation {self.aggregation!r}: choose from {', '.join(MODES)}")
+        if self.aggregation == "ffa" and self.plan not in LORA_PLANS:
+            raise ValueError(f"aggregation ffa (FFA-LoRA) needs a LoRA plan "
+                             f"({', '.join(LORA_PLANS)}), not {self.plan!r}")
         if len(self.sites) < 2:
             raise ValueError(f"a federation needs at least 2 sites, got {len(self.sites)}")
         if self.rounds < 1 or self.local_steps < 1:

@@ -32,6 +32,9 @@ PLANS: dict[str, Plan] = {
                        "audits under the budget (settings: the federation's `sea`)"),
 }
 
+# the plans whose adapters are LoRA pairs: the ones the svd / fedavg / ffa aggregations tell apart
+LORA_PLANS = tuple(name for name, plan in PLANS.items() if plan.method == "lora")
+
 
 def plan_named(name: str) -> Plan:
     if name not in PLANS:

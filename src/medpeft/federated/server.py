@@ -64,7 +64,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
         summary["sea"] = strategy.allocator.summary()
         save_sea_adapter(out / "global", cfg, strategy.allocator, extra)
     else:
-        foundation, state = build_model(cfg)
+        foundation, state = build_model(cfg, for_saving=True)
         load_tensors(foundation.model, final, "global adapter")
         save_adapter(out / "global", foundation.model, state, foundation,
                      extra={**extra, "local_patterns": cfg.local})

@@ -24,12 +24,18 @@ from medpeft.train.losses import MarginalDiceCELoss
 from medpeft.train.loop import LoopConfig, train_loop
 
 
-def build_model(cfg: FedConfig) -> tuple[Foundation, MethodState]:
-    """The foundation with the plan's method applied; adapter init depends on ``cfg.seed`` only."""
+def build_model(cfg: FedConfig, *, for_saving: bool = False) -> tuple[Foundation, MethodState]:
+    """The foundation with the plan's method applied; adapter init depends on ``cfg.seed`` only.
+    Under FFA-LoRA the LoRA A factors stay frozen at that shared init (neither trained nor sent),
+    except ``for_saving``: a saved adapter carries its A factors."""
     foundation = load_foundation(cfg.foundation)
     plan = plan_named(cfg.plan)
     torch.manual_seed(cfg.seed)
     state = apply_method(foundation.model, plan.method, plan.options)
+    if cfg.aggregation == "ffa" and not for_saving:
+        for name, param in foundation.model.named_parameters():
+            if ".lora_A" in name:
+                param.requires_grad_(False)
     return foundation, state
 
 
@@ -63,8 +69,9 @@ class Site:
     def n_support(self) -> int:
         return len(self.split["support"])
 
-    def _model(self, shared: dict, kept: dict) -> tuple[Foundation, MethodState]:
-        foundation, state = build_model(self.cfg)
+    def _model(self, shared: dict, kept: dict, for_saving: bool = False
+               ) -> tuple[Foundation, MethodState]:
+        foundation, state = build_model(self.cfg, for_saving=for_saving)
         load_tensors(foundation.model, shared, "global adapter")
         load_tensors(foundation.model, kept, f"{self.name} local state")
         return foundation, state
@@ -99,7 +106,7 @@ class Site:
         """Mean Dice of the model with these tensors on the site's own test volumes. A site
         with kept tensors also saves that model as its personalised adapter (each time, so the
         last round's is what stays) unless ``save_personal`` is off (the comparison arms)."""
-        foundation, state = self._model(shared, kept)
+        foundation, state = self._model(shared, kept, for_saving=bool(kept and save_personal))
         if kept and save_personal:
             save_adapter(self.personal_dir, foundation.model, state, foundation,
                          extra={"site": self.name, "local_patterns": self.cfg.local})
