@@ -47,6 +47,26 @@ def test_blackbox_never_touches_the_base_model_and_beats_zero_shot(collection, t
     assert config["trainable_parameters"] < 10_000
 
 
+def test_the_feature_service_exposes_only_its_call():
+    import copy
+    import pickle
+    f = load_foundation(shipped_foundation())
+    service = foundation_service(f.model)
+    x = torch.rand(1, 1, 64, 64, 32)
+    assert service(x).shape[1] == service.channels and service.name == "SwinUNETR"
+    for read in (lambda: service.model, lambda: service._call, lambda: service.parameters(),
+                 lambda: service.buffers(), lambda: service.state_dict(),
+                 lambda: service.out.conv.conv.weight, lambda: service.__dict__,
+                 lambda: service._FeatureService__call):
+        with pytest.raises(AttributeError, match="sealed"):
+            read()
+    with pytest.raises(AttributeError, match="sealed"):
+        service.channels = 3
+    for duplicate in (copy.deepcopy, copy.copy, pickle.dumps):
+        with pytest.raises(TypeError, match="sealed"):
+            duplicate(service)
+
+
 def test_spatial_adapter_starts_as_identity_and_prototypes_classify_their_means():
     head = BlackBoxHead(4, 3, "spatial")
     x = torch.randn(2, 4, 6, 6, 6)

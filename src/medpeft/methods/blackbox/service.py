@@ -15,17 +15,48 @@ from torch import nn
 
 
 class FeatureService:
-    """Features of a model that is only called. ``channels``: feature channels it returns."""
+    """Features of a model that is only called. ``channels``: feature channels it returns.
+
+    The service is a proxy whose only operations are the call and reading ``channels``, ``name``
+    and ``device``: any other attribute (the model, its parameters, buffers, state dict, the
+    wrapped callable) raises ``AttributeError``, and copying or pickling raises ``TypeError``.
+    This seals the interface the adapters are written against, within one Python process; it is
+    not a security boundary (code in the same interpreter can still find the model, e.g. via gc).
+    """
+
+    _PUBLIC = frozenset({"channels", "name", "device", "__call__", "__class__", "__repr__",
+                         "__reduce_ex__", "__reduce__"})
 
     def __init__(self, call: Callable[[torch.Tensor], torch.Tensor], channels: int, name: str,
                  device: str | torch.device = "cpu"):
-        self._call, self.channels, self.name = call, channels, name
-        self.device = torch.device(device)
+        object.__setattr__(self, "_call", call)
+        object.__setattr__(self, "channels", channels)
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "device", torch.device(device))
+
+    def __getattribute__(self, attr: str):
+        if attr not in FeatureService._PUBLIC:
+            raise AttributeError(f"the black-box feature service is sealed: {attr!r} cannot be "
+                                 "read; it can only be called")
+        return object.__getattribute__(self, attr)
+
+    def __setattr__(self, attr: str, value) -> None:
+        raise AttributeError(f"the black-box feature service is sealed: {attr!r} cannot be set")
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("the black-box feature service is sealed: it cannot be copied or pickled")
+
+    def __reduce__(self):
+        raise TypeError("the black-box feature service is sealed: it cannot be copied or pickled")
+
+    def __repr__(self) -> str:
+        return f"FeatureService({object.__getattribute__(self, 'name')!r}, sealed)"
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Features of ``x`` (B, 1, D, H, W), returned on ``x``'s device, detached."""
+        call = object.__getattribute__(self, "_call")
         with torch.no_grad():
-            out = self._call(x.to(self.device))
+            out = call(x.to(object.__getattribute__(self, "device")))
         return out.detach().to(x.device)
 
 
