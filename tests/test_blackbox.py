@@ -9,6 +9,8 @@ from medpeft.data.msd import load_msd
 from medpeft.data.ontology import class_mapping
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice
 from medpeft.methods.blackbox.adapt import blackbox_adapt, load_blackbox
+from medpeft import device as device_module
+from medpeft.device import supports_bf16
 from medpeft.methods.blackbox.heads import BlackBoxHead, prototype_init
 from medpeft.methods.blackbox.service import foundation_service
 from medpeft.models.weights import load_foundation, shipped_foundation
@@ -103,8 +105,13 @@ def test_cli_adapts_and_evaluates_against_a_torchscript_features_model(collectio
     assert "gallbladder" in result.output  # the novel organ has its own channel and score
 
 
-def test_fast_head_agrees_with_the_float32_head():
-    # channels-last + bf16 autocast (where native) must not change what the head predicts
+@pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=pytest.mark.skipif(
+    not supports_bf16(torch.device("cpu")),
+    reason="this CPU has no native bf16: the fast head would run float32, not what is tested"))])
+def test_fast_head_agrees_with_the_float32_head(bf16, monkeypatch):
+    """channels-last (and bf16 autocast, where native) must not change what the head predicts."""
+    if not bf16:
+        monkeypatch.setattr(device_module, "supports_bf16", lambda device: False)
     torch.manual_seed(0)
     fast = BlackBoxHead(6, 3, "spatial")
     torch.nn.init.normal_(fast.adapter[2].weight, std=0.05)

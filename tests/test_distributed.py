@@ -6,6 +6,7 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
 import torch
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
@@ -19,6 +20,7 @@ from medpeft.models.backbones import PRESETS, build_backbone
 from medpeft.models.weights import save_state
 from medpeft.train import distributed
 from medpeft.train.losses import MarginalDiceCELoss
+from medpeft.device import supports_bf16
 from medpeft.train.loop import LoopConfig, batches, load_checkpoint, train_loop
 
 LOOP = LoopConfig(steps=6, lr=1e-2, checkpoint_every=3, log_every=1, warmup=1)
@@ -148,6 +150,8 @@ def test_each_rank_takes_the_gpu_of_its_local_rank_and_nccl(monkeypatch):
     assert distributed.rank_device("cuda") == torch.device("cuda")
 
 
+@pytest.mark.skipif(not supports_bf16(torch.device("cpu")),
+                    reason="this CPU has no native bf16: the loop would train float32, not bf16")
 def test_channels_last_bf16_training_runs_and_leaves_a_plain_model(collection, tmp_path):
     data, model = _setting(collection / "Task02_Liver")
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
