@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from medpeft.data.msd import load_msd
@@ -36,3 +37,50 @@ def test_resume_continues_after_crash(collection, tmp_path):
     assert resumed["resumed_from"] == 4 and resumed["steps"] == 6
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 5, 6]  # steps 5.. redone once after the crash, none lost
+
+
+def test_a_crash_between_checkpoint_files_resumes_the_previous_one_with_its_adam_moments(
+        collection, tmp_path, monkeypatch):
+    """The writer dies after the step-4 weights, before its optimizer file: the step-2 checkpoint
+    stays the committed one and restores the exact Adam moments and schedule it was saved with."""
+    from medpeft.train import loop as loop_module
+    ds = load_msd(collection / "Task02_Liver")
+    mapping = class_mapping(ds.labels, ("liver",))
+    data = cached_dataset(case_dicts(ds, mapping), Preprocessing(), {ds.name: mapping})
+
+    def model():
+        torch.manual_seed(0)
+        m = build_backbone(PRESETS["swin-fast"], 2)
+        apply_method(m, "head")
+        return m
+
+    saved, real_save = {}, loop_module.save_state
+
+    def faulty_save(path, tensors):
+        if path.name == "optimizer.safetensors" and path.parent.name == "ckpt-0000004":
+            raise OSError("disk full (injected)")
+        if path.name == "optimizer.safetensors":
+            saved.update({k: v.clone() for k, v in tensors.items()})
+        return real_save(path, tensors)
+
+    monkeypatch.setattr(loop_module, "save_state", faulty_save)
+    cfg = LoopConfig(steps=6, lr=1e-2, checkpoint_every=2, log_every=1)
+    with pytest.raises(OSError, match="injected"):
+        train_loop(model(), data, MarginalDiceCELoss(), cfg, tmp_path)
+    monkeypatch.setattr(loop_module, "save_state", real_save)
+    ckpts = tmp_path / "checkpoints"
+    assert json.loads((ckpts / "latest.json").read_text())["step"] == 2
+    assert (ckpts / "ckpt-0000004" / "trainable.safetensors").is_file()  # the torn write
+
+    fresh = model()
+    params = [p for p in fresh.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    assert load_checkpoint(ckpts, fresh, optimizer, scheduler) == 2
+    state = optimizer.state_dict()["state"]
+    moments = [k for k in saved if k.endswith(("exp_avg", "exp_avg_sq"))]
+    assert moments and all(torch.equal(state[int(k.split(".")[0])][k.split(".", 1)[1]], saved[k])
+                           for k in moments)
+    assert all(float(state[i]["step"]) == 2 for i in state) and scheduler.last_epoch == 2
+    resumed = train_loop(fresh, data, MarginalDiceCELoss(), cfg, tmp_path, resume=True)
+    assert resumed["resumed_from"] == 2 and resumed["steps"] == 6
