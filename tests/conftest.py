@@ -16,7 +16,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 else:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
-# Enough pre-training for the tiny foundation to segment its source sites (see test_end_to_end).
+# The tiny foundation is a real pre-training run's checkpoint for the tests that need one, not a
+# segmenter: 100 steps teach it the vertebrae only (test_pretrain); quality floors use the
+# shipped foundation (test_organ_floor).
 TINY_PRETRAIN_STEPS = int(os.environ.get("MEDPEFT_TEST_PRETRAIN_STEPS", "100"))
 
 
