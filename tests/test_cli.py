@@ -47,7 +47,11 @@ def test_inspect_sites_and_model(monkeypatch):
     from medpeft.models.backbones import PRESETS, build_backbone
     rows = candidate_sites(build_backbone(PRESETS["swin-fast"], 2), ["lora"],
                            options={"lora": {"rank": 2}})
-    assert f"{rows[0]['n_params']:,}" in result.output
+    lines = {line.split("│")[2].strip(): line for line in result.output.splitlines()
+             if line.count("│") >= 5}
+    assert set(lines) == {r["location"] for r in rows}  # every site listed, nothing else
+    for r in rows:  # each on its own line with its own count
+        assert lines[r["location"]].split("│")[4].strip() == f"{r['n_params']:,}"
 
     result = runner.invoke(app, ["inspect", "model", "--method", "head"])
     assert result.exit_code == 0, result.output

@@ -172,11 +172,17 @@ def test_toggling_one_variant_leaves_the_other_on_the_same_layer():
     r2.enabled = False
     only_r1 = model(batch["x"])
     r2.enabled = True
-    u = toggle_off(model, lambda m: _dice(m, batch), [r1], float(_dice(model, batch).detach()))
+    r1.enabled = False
+    without_r1 = float(_dice(model, batch).detach())
+    r1.enabled = True
+    base = float(_dice(model, batch).detach())
+    u = toggle_off(model, lambda m: _dice(m, batch), [r1], base)
     assert r2.enabled and r1.enabled  # the audit restored r1 and never touched r2
     assert torch.equal(model(batch["x"]), both)
     assert not torch.equal(only_r1, both)
     assert set(u) == {r1.name}
+    # the utility is the Dice lost when r1 alone is off, and it is not trivially zero
+    assert u[r1.name] == pytest.approx(base - without_r1, abs=1e-6) and abs(u[r1.name]) > 1e-4
 
 
 def test_budget_below_the_head_is_refused(tmp_path):
