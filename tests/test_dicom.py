@@ -1,0 +1,85 @@
+"""DICOM in, DICOM-SEG out: a phantom volume exported as a CT series (shuffled file names) is
+found by its UID, read by ITK in position order and segmented exactly as its NIfTI twin; the SEG
+that highdicom reads back references the series, shares its frame of reference and codes every
+organ. Broken series are named by UID while the others are still written."""
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from typer.testing import CliRunner
+
+from dicom_series import write_ct_series
+from medpeft.cli import app
+from medpeft.data.dicom import find_series
+from medpeft.models.weights import shipped_foundation
+
+hd = pytest.importorskip("highdicom")
+runner = CliRunner()
+
+
+def _predict(inp, out, *extra):
+    return runner.invoke(app, ["predict", "--base", str(shipped_foundation()), "--in", str(inp),
+                               "--out", str(out), *extra], env={"COLUMNS": "200"})
+
+
+def _write_sr(folder):
+    """A structured report: DICOM, but no CT image series."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(folder / "report"), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.Modality = generate_uid(), generate_uid(), "SR"
+    folder.mkdir(parents=True, exist_ok=True)
+    ds.save_as(ds.filename, enforce_file_format=True)
+
+
+def test_dicom_series_segment_like_their_nifti_twin_and_round_trip_as_seg(collection, tmp_path):
+    volume = sorted((collection / "Task10_NewSite" / "imagesTr").glob("*.nii.gz"))[0]
+    good = write_ct_series(volume, tmp_path / "dicom" / "a", seed=1)
+    mr = write_ct_series(volume, tmp_path / "dicom" / "b", modality="MR", seed=2)
+    gap = write_ct_series(volume, tmp_path / "dicom" / "c", drop=5, seed=3)
+    (tmp_path / "dicom" / "notes.txt").write_text("not DICOM")
+    series = {s.uid: s for s in find_series(tmp_path / "dicom")}
+    assert set(series) == {good, mr, gap} and series[good].usable
+    assert "not CT" in series[mr].problems[0] and "missing slice" in series[gap].problems[0]
+
+    assert _predict(volume, tmp_path / "from-nifti").exit_code == 0
+    result = _predict(tmp_path / "dicom", tmp_path / "from-dicom")
+    assert result.exit_code == 1 and mr in result.output and gap in result.output
+    twin = np.asarray(nib.load(str(tmp_path / "from-nifti" / volume.name)).dataobj)
+    ours = nib.load(str(tmp_path / "from-dicom" / f"{good}.nii.gz"))
+    assert np.array_equal(np.asarray(ours.dataobj), twin)  # voxel for voxel
+    assert np.allclose(ours.affine, nib.load(str(volume)).affine, atol=1e-4)
+
+    result = _predict(tmp_path / "dicom", tmp_path / "seg", "--format", "dicom-seg")
+    assert result.exit_code == 1 and (tmp_path / "seg" / f"{good}.seg.dcm").is_file()
+    seg = hd.seg.segread(str(tmp_path / "seg" / f"{good}.seg.dcm"))
+    ct = [pydicom.dcmread(str(f)) for f in series[good].files]
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == good
+    assert seg.FrameOfReferenceUID == ct[0].FrameOfReferenceUID
+    labels = json.loads((tmp_path / "seg" / "labels.json").read_text())  # organ id -> organ
+    by_channel = sorted(labels.items(), key=lambda kv: int(kv[0]))  # ids ascend with channels
+    described = {d.segment_number: d.segment_label for d in seg.SegmentSequence}
+    assert list(described.values()) == [organ for _, organ in by_channel]
+    liver = next(d for d in seg.SegmentSequence if d.segment_label == "liver")
+    assert liver.SegmentedPropertyTypeCodeSequence[0].CodeValue == "10200004"
+    assert liver.SegmentationAlgorithmIdentificationSequence[0].AlgorithmName == "medpeft"
+    frames = seg.get_pixels_by_source_instance(
+        source_sop_instance_uids=[d.SOPInstanceUID for d in ct], combine_segments=True,
+        skip_overlap_checks=True)
+    ids = np.array([0] + [int(i) for i, _ in by_channel], dtype=np.int32)
+    assert np.array_equal(ids[np.transpose(frames, (2, 1, 0))], twin)
+
+
+def test_a_folder_without_ct_is_refused_by_name(tmp_path):
+    _write_sr(tmp_path / "sr-only")
+    result = _predict(tmp_path / "sr-only", tmp_path / "out")
+    assert result.exit_code != 0 and "no CT series (found: SR)" in result.output
