@@ -199,20 +199,29 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
 @app.command()
 def export(adapter: Path = typer.Argument(..., help="adapter folder (medpeft adapt)"),
            foundation: Path = typer.Option(..., help="the foundation checkpoint it was trained on"),
-           out: Path = typer.Option(..., help="folder for the exported checkpoint"),
-           merge: bool = typer.Option(False, "--merge", help="fold the adapter into the weights")) -> None:
+           out: Optional[Path] = typer.Option(None, help="folder for the merged checkpoint"),
+           merge: bool = typer.Option(False, "--merge", help="fold the adapter into the weights"),
+           bundle: Optional[Path] = typer.Option(
+               None, help="write a MONAI bundle here instead (merged weights, inference.json: "
+               "runs with python -m monai.bundle, MONAI Label, 3D Slicer)")) -> None:
     """Write a stand-alone checkpoint: --merge folds LoRA (and BitFit, SSF, IA3, LayerNorm affine)
-    into the base weights, giving a plain foundation checkpoint with the base model's keys."""
+    into the base weights, giving a plain foundation checkpoint with the base model's keys;
+    --bundle writes the same weights as a MONAI bundle."""
     from medpeft.adapters.io import export_merged
     from medpeft.models.weights import load_foundation
-    if not merge:
-        _fail(ValueError("export writes merged weights: pass --merge (an unmerged adapter is "
-                         "already portable: its folder plus the base checkpoint)"))
+    if bundle is None and not (merge and out):
+        _fail(ValueError("export writes merged weights: pass --merge --out DIR, or --bundle DIR "
+                         "(an unmerged adapter is already portable: its folder plus the base "
+                         "checkpoint)"))
     try:
-        export_merged(adapter, load_foundation(foundation), out)
+        if bundle is not None:
+            from medpeft.infer.bundle import write_bundle
+            write_bundle(adapter, load_foundation(foundation), bundle)
+        else:
+            export_merged(adapter, load_foundation(foundation), out)
     except (ValueError, FileNotFoundError, NotImplementedError) as err:
         _fail(err)
-    console.print(f"merged checkpoint: {out}")
+    console.print(f"MONAI bundle: {bundle}" if bundle is not None else f"merged checkpoint: {out}")
 
 
 @app.command()
