@@ -50,6 +50,10 @@ def test_dicom_series_segment_like_their_nifti_twin_and_round_trip_as_seg(collec
     series = {s.uid: s for s in find_series(tmp_path / "dicom")}
     assert set(series) == {good, mr, gap} and series[good].usable
     assert "not CT" in series[mr].problems[0] and "missing slice" in series[gap].problems[0]
+    listed = runner.invoke(app, ["inspect", "data", str(tmp_path / "dicom")],
+                           env={"COLUMNS": "200"})
+    assert listed.exit_code == 1 and all(uid in listed.output for uid in (good, mr, gap))
+    assert "missing slice" in listed.output and "modality MR" in listed.output
 
     assert _predict(volume, tmp_path / "from-nifti").exit_code == 0
     result = _predict(tmp_path / "dicom", tmp_path / "from-dicom")

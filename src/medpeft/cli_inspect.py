@@ -101,10 +101,15 @@ def inspect_data(folder: Path = typer.Argument(..., help="dataset folder, any su
                                                       "kits19 | totalsegmentator (default: detect)"),
                  quick: bool = typer.Option(False, help="headers only: skip reading label voxels")
                  ) -> None:
-    """Layout, volumes, spacing and shape ranges, organs, label coverage and every problem found."""
+    """Layout, volumes, spacing and shape ranges, organs, label coverage and every problem found.
+    A folder of DICOM files: its series by UID, with every series' problems."""
     from rich.table import Table
 
+    from medpeft.data.dicom import is_dicom_folder
     from medpeft.data.layouts import read_dataset
+    if is_dicom_folder(folder):
+        _inspect_dicom(folder)
+        return
     from medpeft.data.msd import DataError
     from medpeft.data.survey import survey
     from medpeft.demo import progress_bar
@@ -161,3 +166,26 @@ def inspect_checkpoint(path: Path = typer.Argument(..., help="published checkpoi
     if report.ignored:
         console.print(f"ignored (not part of the backbone): {', '.join(report.ignored)}",
                       soft_wrap=True)
+
+
+def _inspect_dicom(folder: Path) -> None:
+    """Every series of a DICOM folder by UID; missing slices, uneven spacing, mixed orientations
+    and non-CT series are listed by UID and the rest are still shown."""
+    from rich.table import Table
+
+    from medpeft.data.dicom import find_series
+    series = find_series(folder)
+    table = Table(title=f"DICOM series in {folder}")
+    for col in ("SeriesInstanceUID", "modality", "slices", "description", "status"):
+        table.add_column(col, overflow="fold")
+    for s in series:
+        table.add_row(s.uid, s.modality, str(len(s.files)), s.description,
+                      "ok" if s.usable else "[red]problem[/]")
+    console.print(table)
+    problems = [p for s in series for p in s.problems]
+    if problems:
+        console.print(f"[bold red]{len(problems)} problem(s):[/]")
+        for problem in problems:
+            console.print(f"  - {problem}", soft_wrap=True)
+        raise typer.Exit(code=1)
+    console.print("[green]no problems found[/]")
