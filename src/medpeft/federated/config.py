@@ -16,6 +16,7 @@ from medpeft.data.fewshot import TEST_SPLIT_SEED, write_manifest
 from medpeft.data.msd import load_msd
 from medpeft.federated.aggregation import MODES
 from medpeft.federated.plans import LORA_PLANS, plan_named
+from medpeft.federated.privacy import DPSettings
 from medpeft.methods import SEA
 from medpeft.methods.sea.loop import SeaConfig
 
@@ -50,6 +51,7 @@ class FedConfig:
     baseline: bool = True  # also train each site alone through the same rounds (the gain)
     pooled: bool = True  # also train one model on all sites' volumes pooled (the bound)
     sea: dict = field(default_factory=dict)  # plan sea-peft: budget, decay, votes, guard, ...
+    dp: dict = field(default_factory=dict)  # clipping_norm, noise_multiplier, delta (privacy.py)
 
     def check(self) -> "FedConfig":
         plan_named(self.plan)
@@ -60,6 +62,12 @@ class FedConfig:
                              f"({', '.join(LORA_PLANS)}), not {self.plan!r}")
         if len(self.sites) < 2:
             raise ValueError(f"a federation needs at least 2 sites, got {len(self.sites)}")
+        if self.dp:
+            DPSettings.from_dict(self.dp)
+            if self.aggregation == "svd" or self.plan == SEA:
+                raise ValueError("dp: the noise is calibrated to a weighted mean of clipped "
+                                 "updates: use aggregation fedavg or ffa, and a fixed plan "
+                                 f"(got aggregation {self.aggregation}, plan {self.plan})")
         if self.rounds < 1 or self.local_steps < 1:
             raise ValueError("rounds and local_steps must be >= 1")
         for i, site in enumerate(self.sites):

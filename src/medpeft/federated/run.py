@@ -124,6 +124,12 @@ def report_markdown(cfg: FedConfig, report: dict) -> str:
               "| round | site | down | up | full FT (down + up) |", "|---:|---|---:|---:|---:|"]
     lines += [f"| {r['round']} | {r['site']} | {human(r['down'])} | {human(r['up'])} | "
               f"{human(r['full_ft'])} |" for r in report["bytes_per_round"]]
+    if "dp" in report:
+        dp = report["dp"]
+        lines += ["", f"Differential privacy: updates clipped to L2 norm {dp['clipping_norm']} at "
+                  f"each site, Gaussian noise multiplier {dp['noise_multiplier']} on every "
+                  f"aggregate: **epsilon = {dp['epsilon']:.2f}** at delta = {dp['delta']:g} "
+                  f"over {cfg.rounds} rounds ({dp['accountant']})."]
     if cfg.local:
         lines += ["", f"Kept at each site (never sent): tensors matching {cfg.local}; each site's "
                   f"personalised adapter is in {Path(cfg.out) / 'sites'}/<site>/."]

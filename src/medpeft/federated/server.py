@@ -15,6 +15,7 @@ from medpeft.adapters.io import save_adapter
 from medpeft.federated.accounting import Ledger, arrays_bytes
 from medpeft.federated.config import FedConfig
 from medpeft.federated.sea_server import save_sea_adapter, sea_strategy
+from medpeft.federated.privacy import ACCOUNTANT, DPSettings, epsilon
 from medpeft.federated.site import build_model, initial_state, load_tensors
 from medpeft.federated.strategy import AdapterFedAvg, to_arrays, to_state
 from medpeft.io import write_json
@@ -41,7 +42,8 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
         shared = strategy.allocator.wire()
     else:
         shared, _ = initial_state(cfg)
-        strategy = AdapterFedAvg(shared, ledger, cfg.aggregation, **nodes)
+        dp = DPSettings.from_dict(cfg.dp) if cfg.dp else None
+        strategy = AdapterFedAvg(shared, ledger, cfg.aggregation, dp=dp, seed=cfg.seed, **nodes)
     arrays = to_arrays(shared)
     t0 = time.perf_counter()
     before = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid),
@@ -59,6 +61,10 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
                "bytes_per_round": strategy.ledger.per_round(),
                "bytes_total": strategy.ledger.totals(),
                "shared_tensors": sorted(shared), "wire_tensors": sorted(strategy.wire_names)}
+    if cfg.dp:
+        dp = DPSettings.from_dict(cfg.dp)
+        summary["dp"] = {**cfg.dp, "delta": dp.delta, "accountant": ACCOUNTANT,
+                         "epsilon": epsilon(dp, cfg.rounds, len(cfg.sites))}
     extra = {"federation": {k: summary[k] for k in ("rounds", "plan", "aggregation", "sites")}}
     if cfg.plan == SEA:
         summary["sea"] = strategy.allocator.summary()

@@ -17,6 +17,7 @@ from medpeft.data.fewshot import read_manifest
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice
 from medpeft.federated.config import FedConfig
 from medpeft.federated.plans import plan_named, split_state
+from medpeft.federated.privacy import DPSettings, clip_update
 from medpeft.methods import MethodState, apply_method, param_groups, trainable_state
 from medpeft.models.weights import Foundation, load_foundation
 from medpeft.train.adapt import crop_dataset, load_support
@@ -94,6 +95,8 @@ class Site:
             summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, Path(tmp),
                                  groups=param_groups(foundation.model, state))
         out, kept = split_state(trainable_state(foundation.model), self.cfg.local)
+        if self.cfg.dp:  # the update leaves the site clipped to the DP bound
+            out = clip_update(out, shared, DPSettings.from_dict(self.cfg.dp).clipping_norm)
         return out, kept, {"train-loss": float(summary.get("loss", float("nan"))),
                            "seconds": float(summary["seconds"])}
 

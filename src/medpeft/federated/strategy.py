@@ -22,6 +22,7 @@ from flwr.serverapp.strategy import FedAvg
 
 from medpeft.federated.accounting import Ledger
 from medpeft.federated.aggregation import aggregate_states
+from medpeft.federated.privacy import DPSettings, add_noise, noise_std
 
 log = logging.getLogger("medpeft.federated")
 WEIGHT = "num-examples"
@@ -44,10 +45,11 @@ class AdapterFedAvg(FedAvg):
     """FedAvg over adapter tensors with per-reply checks, LoRA-exact averaging and a ledger."""
 
     def __init__(self, reference: dict[str, torch.Tensor], ledger: Ledger, mode: str = "svd",
-                 **kwargs):
+                 dp: DPSettings | None = None, seed: int = 0, **kwargs):
         super().__init__(weighted_by_key=WEIGHT, **kwargs)
         self.shapes = {k: tuple(v.shape) for k, v in reference.items()}
         self.ledger, self.mode = ledger, mode
+        self.dp, self.seed = dp, seed  # dp: Gaussian noise on every aggregate (privacy.py)
         self.sites: dict[int, str] = {}  # node id -> site name
         self.excluded: list[dict] = []
         self.dice: dict[int, dict[str, float]] = {}  # round -> site -> Dice
@@ -141,6 +143,8 @@ class AdapterFedAvg(FedAvg):
         weights = [float(metrics_of(m)[WEIGHT]) for m in good]
         states = [to_state(next(iter(m.content.array_records.values()))) for m in good]
         merged = aggregate_states(states, weights, self.mode)
+        if self.dp is not None:
+            merged = add_noise(merged, noise_std(self.dp, weights), self.seed * 1000 + server_round)
         self.train_metrics[server_round] = {
             self.site(m.metadata.src_node_id): {k: v for k, v in metrics_of(m).items()
                                                  if not isinstance(v, list)} for m in good}
