@@ -256,3 +256,25 @@ def test_local_only_and_pooled_arms_take_the_federations_rounds(collection, tmp_
     assert all(not save for _, save in scored)
     pool = PooledSites(cfg, [Site(cfg, m) for m in manifests])
     assert len(pool.training_data(load_foundation(cfg.foundation))) == pool.n_support == 2
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_reply_with_non_finite_tensors_is_left_out_by_name(bad):
+    from types import SimpleNamespace
+
+    from flwr.app import ArrayRecord, MetricRecord, RecordDict
+
+    from medpeft.federated.accounting import Ledger
+    from medpeft.federated.strategy import WEIGHT, AdapterFedAvg, to_arrays
+    reference = {"x.lora_B": torch.zeros(5, 4), "out.bias": torch.zeros(3)}
+    strategy = AdapterFedAvg(reference, Ledger(1000), "fedavg")
+
+    def reply(state):  # what problem() reads of a site's reply (a Message needs a live run)
+        return SimpleNamespace(has_error=lambda: False, content=RecordDict(
+            {"arrays": to_arrays(state), "metrics": MetricRecord({WEIGHT: 2})}))
+
+    fine = {"x.lora_B": torch.ones(5, 4), "out.bias": torch.ones(3)}
+    broken = {"x.lora_B": torch.ones(5, 4), "out.bias": torch.tensor([0.0, bad, 1.0])}
+    assert strategy.problem(reply(fine), with_arrays=True) is None
+    assert strategy.problem(reply(broken), with_arrays=True) == "out.bias holds NaN or infinite values"
+    assert isinstance(to_arrays(fine), ArrayRecord)
