@@ -2,7 +2,8 @@
 new site, for K = 1 / 5 / 10 support volumes and several seeds.
 
 Every method gets the same support volumes (chosen by the seed), the same training seed, the same
-80 refinement / training steps and the same held-out test volumes. Methods with a size knob
+refinement / training steps (`medpeft adapt`'s default, ADAPT_STEPS = 240; SEA-PEFT searches for
+120 / 160 / 200 steps first) and the same held-out test volumes. Methods with a size knob
 (LoRA rank, adapter bottleneck) are grown to the largest size within the budget; the others
 (BitFit, norm affine, SSF, IA3, head-only) are what they are and stay below it. Decoder
 fine-tuning (30% of the weights) can be added as an over-budget reference with --method decoder.
