@@ -26,11 +26,12 @@ $(TESTED): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/medpeft demo
 
-# one test worker per core of the CI machine (2); each module stays on one worker (its fixtures
-# are built once) and each worker trains on one thread (tests/conftest.py)
+# one test worker per core of the CI machine (2), each training on one thread (tests/conftest.py);
+# work stealing evens out the long tests (session fixtures are built once per worker); ruff first
 TEST_WORKERS ?= 2
 test: $(TESTED)
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(TESTED)
 	$(BIN)/python benchmarks/backbone_speed.py

@@ -1,7 +1,8 @@
 """Scale and speed, measured in one run: training, data loading, inference, 2 processes vs 1.
 
 1. Training steps/s and peak memory per backbone and method, float32 against bf16 autocast (also
-   with channels-last 3D tensors), gradient checkpointing of the Swin blocks and torch.compile (each arm in a fresh process; peak memory:
+   with channels-last 3D tensors), gradient checkpointing of the Swin blocks and torch.compile
+   (each arm in a fresh process; peak memory:
    CUDA max allocated, or on CPU the process's peak RSS above what it held before the first step).
 2. Data-loader throughput (cached phantom volumes -> random class-balanced 64^3 crops) against
    the training throughput of the same crops: the loop is I/O bound if the ratio is below 1.

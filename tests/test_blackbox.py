@@ -4,13 +4,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medpeft import device as device_module
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.msd import load_msd
 from medpeft.data.ontology import class_mapping
+from medpeft.device import supports_bf16
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice
 from medpeft.methods.blackbox.adapt import blackbox_adapt, load_blackbox
-from medpeft import device as device_module
-from medpeft.device import supports_bf16
 from medpeft.methods.blackbox.heads import BlackBoxHead, prototype_init
 from medpeft.methods.blackbox.service import foundation_service
 from medpeft.models.weights import load_foundation, shipped_foundation
@@ -22,7 +22,7 @@ def _seal(model: torch.nn.Module) -> None:
         raise AssertionError("the black-box path read the base model")
     for m in model.modules():
         m.parameters = m.named_parameters = m.state_dict = refuse
-    for name, p in torch.nn.Module.named_parameters(model):
+    for _, p in torch.nn.Module.named_parameters(model):
         p.requires_grad_(True)
         p.register_hook(refuse)
 

@@ -10,11 +10,11 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from dicom_series import write_ct_series
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from typer.testing import CliRunner
 
-from dicom_series import write_ct_series
 from medpeft.cli import app
 from medpeft.data.dicom import find_series
 from medpeft.models.weights import shipped_foundation

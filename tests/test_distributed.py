@@ -12,16 +12,16 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from medpeft.data.msd import load_msd
-from medpeft.federated.deployment import marked_processes
 from medpeft.data.ontology import class_mapping
 from medpeft.data.transforms import Preprocessing, cached_dataset, case_dicts
+from medpeft.device import supports_bf16
+from medpeft.federated.deployment import marked_processes
 from medpeft.methods import apply_method, trainable_state
 from medpeft.models.backbones import PRESETS, build_backbone
 from medpeft.models.weights import save_state
 from medpeft.train import distributed
-from medpeft.train.losses import MarginalDiceCELoss
-from medpeft.device import supports_bf16
 from medpeft.train.loop import LoopConfig, batches, load_checkpoint, train_loop
+from medpeft.train.losses import MarginalDiceCELoss
 
 LOOP = LoopConfig(steps=6, lr=1e-2, checkpoint_every=3, log_every=1, warmup=1)
 
@@ -100,7 +100,8 @@ def test_torchrun_pretraining_killed_mid_run_resumes_on_one_process(collection, 
     while not latest.exists() and run.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     assert latest.exists(), f"no checkpoint before the kill: {run.poll()} {run.stderr.read()[-2000:]}"
-    for pid in marked_processes(str(tmp_path), "MEDPEFT_TEST_RUN"):  # torchrun and its ranks (in their own sessions)
+    # torchrun and its ranks (in their own sessions)
+    for pid in marked_processes(str(tmp_path), "MEDPEFT_TEST_RUN"):
         os.kill(pid, signal.SIGKILL)
     run.wait(timeout=30)
     time.sleep(0.5)

@@ -13,6 +13,7 @@ from medpeft.data.msd import load_msd
 from medpeft.models.weights import load_foundation, shipped_foundation
 from medpeft.train.adapt import adapt
 
+
 @pytest.fixture(scope="module")
 def shipped():
     folder = shipped_foundation()

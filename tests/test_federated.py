@@ -8,6 +8,7 @@ import pytest
 import torch
 from flwr.app import Array, Context, Message
 from flwr.clientapp import ClientApp
+from safetensors.torch import load_file
 
 from medpeft.federated.aggregation import aggregate_states, lora_pairs, lora_update
 from medpeft.federated.app import site_evaluate, site_train
@@ -18,7 +19,6 @@ from medpeft.federated.site import build_model
 from medpeft.federated.strategy import to_state
 from medpeft.methods import trainable_state
 from medpeft.models.weights import shipped_foundation
-from safetensors.torch import load_file
 
 
 def _pair(rank: int, used: slice, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from medpeft.federated.config import FedConfig, write_site_manifests
-from medpeft.federated.privacy import (DPSettings, add_noise, epsilon, noise_for_epsilon,
-                                       noise_std)
+from medpeft.federated.privacy import DPSettings, add_noise, epsilon, noise_for_epsilon, noise_std
 from medpeft.federated.site import Site, initial_state
 from medpeft.models.weights import shipped_foundation
 

@@ -11,8 +11,8 @@ from medpeft.data.ontology import class_mapping
 from medpeft.data.transforms import Preprocessing, cached_dataset, case_dicts
 from medpeft.methods import apply_method
 from medpeft.models.backbones import PRESETS, build_backbone
-from medpeft.train.losses import MarginalDiceCELoss
 from medpeft.train.loop import LoopConfig, load_checkpoint, train_loop
+from medpeft.train.losses import MarginalDiceCELoss
 
 
 def test_resume_continues_after_crash(collection, tmp_path):

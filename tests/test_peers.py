@@ -24,8 +24,7 @@ from medpeft.io import save_nifti
 from medpeft.methods.blackbox.adapt import open_adapter
 from medpeft.models.backbones import build_backbone
 from medpeft.models.weights import load_foundation
-from medpeft.peers import PeerError
-from medpeft.peers import nnunet
+from medpeft.peers import PeerError, nnunet
 from medpeft.train.adapt import adapt
 
 

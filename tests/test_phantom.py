@@ -9,9 +9,15 @@ import pytest
 
 from medpeft.data.msd import check_dataset, load_msd
 from medpeft.data.ontology import ORGAN_ID
-from medpeft.data.phantom.collection import (HOSPITAL_A, HOSPITAL_B, NEW_SITE, PHANTOM_ORGANS,
-                                             _write_case,
-                                             collection_specs, write_collection)
+from medpeft.data.phantom.collection import (
+    HOSPITAL_A,
+    HOSPITAL_B,
+    NEW_SITE,
+    PHANTOM_ORGANS,
+    _write_case,
+    collection_specs,
+    write_collection,
+)
 from medpeft.data.phantom.scanner import Site, acquire
 
 

@@ -93,7 +93,8 @@ class Chunks(nn.Module):
 
 SPACE = (Variant("lora", ("layers.*",), {"rank": 1}, "r1"),
          Variant("lora", ("layers.*",), {"rank": 2}, "r2"))
-DIRECTIONS = torch.nn.functional.normalize(torch.randn(6, 4, generator=torch.Generator().manual_seed(3)), dim=1)
+DIRECTIONS = torch.nn.functional.normalize(
+    torch.randn(6, 4, generator=torch.Generator().manual_seed(3)), dim=1)
 
 
 def _toy_model() -> Chunks:

@@ -39,4 +39,6 @@ def test_second_epoch_does_no_io(collection, tmp_path):
     second = [data[i][0] for i in range(len(data))]
     assert [s["image"].shape for s in second] == first == [(1, 64, 64, 32)] * len(data)
     assert all(set(torch.unique(s["label"]).tolist()) <= {0.0, 1.0} for s in second)
-    assert any(s["label"].max() == 1 for s in second)  # the class-balanced crop finds the spleen
+    # the class-balanced crop finds the spleen: centres land on it 2 times in 3, so 8 draws per
+    # volume all missing it has probability (1/3)^16
+    assert any(data[i][0]["label"].max() == 1 for i in range(len(data)) for _ in range(8))

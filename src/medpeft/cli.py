@@ -8,12 +8,13 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import VERBOSE_HELP, console, fail as _fail, method_options, warn_if_trusted
-from medpeft.quiet import quiet_console
+from medpeft.cli_common import VERBOSE_HELP, console, method_options, warn_if_trusted
+from medpeft.cli_common import fail as _fail
 from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
 from medpeft.cli_pretrain import pretrain_command
 from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD
+from medpeft.quiet import quiet_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Few-shot, parameter-efficient adaptation of 3D CT segmentation models.")
@@ -339,10 +340,11 @@ def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
 @app.command()
 def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)")) -> None:
     """Datasets x methods x K x seeds; resumable; results.csv, paired.csv, report.md with plots."""
+    from rich.markup import escape
+
     from medpeft.demo import progress_bar
     from medpeft.evaluate.benchmark import load_grid, paired, run_grid, write_rows
     from medpeft.evaluate.grid_report import write_grid_report
-    from rich.markup import escape
     try:
         cfg = load_grid(config)
         failures: list[str] = []

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import console, fail as _fail, method_options, warn_if_trusted
+from medpeft.cli_common import console, method_options, warn_if_trusted
+from medpeft.cli_common import fail as _fail
 
 inspect_app = typer.Typer(no_args_is_help=True,
                           help="Look inside a backbone, a dataset folder or a checkpoint.")
@@ -24,7 +25,8 @@ def _model_for_inspection(foundation: Optional[Path], backbone: str):
 
 
 @inspect_app.command("sites")
-def inspect_sites(foundation: Optional[Path] = typer.Option(None, help="checkpoint (default: a fresh backbone)"),
+def inspect_sites(foundation: Optional[Path] = typer.Option(
+                      None, help="checkpoint (default: a fresh backbone)"),
                   backbone: str = typer.Option("swin-fast"),
                   kind: Optional[list[str]] = typer.Option(None, help="adapter kind (repeatable)"),
                   rank: Optional[int] = typer.Option(None), bottleneck: Optional[int] = typer.Option(None),
@@ -61,10 +63,12 @@ def inspect_sites(foundation: Optional[Path] = typer.Option(None, help="checkpoi
 
 
 @inspect_app.command("model")
-def inspect_model(foundation: Optional[Path] = typer.Option(None, help="checkpoint (default: a fresh backbone)"),
+def inspect_model(foundation: Optional[Path] = typer.Option(
+                      None, help="checkpoint (default: a fresh backbone)"),
                   backbone: str = typer.Option("swin-fast"),
                   method: str = typer.Option("full", help="method whose trainable set to count"),
-                  rank: Optional[int] = typer.Option(None), bottleneck: Optional[int] = typer.Option(None)) -> None:
+                  rank: Optional[int] = typer.Option(None),
+                  bottleneck: Optional[int] = typer.Option(None)) -> None:
     """Trainable vs frozen parameters of each part (encoder, decoder, head, adapter sites)."""
     from rich.table import Table
 

@@ -37,9 +37,9 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
     """Supervised pre-training with the partial-label (marginal) loss. Several processes:
     torchrun --nproc-per-node N $(which medpeft) pretrain ... (DDP; gloo on CPU, NCCL on GPUs)."""
     from medpeft.demo import progress_bar
+    from medpeft.train import distributed
     from medpeft.train.loop import LoopConfig
     from medpeft.train.pretrain import pretrain as run
-    from medpeft.train import distributed
     try:
         with distributed.process_group(), progress_bar() as progress:
             run(source, out, backbone, loop=LoopConfig(steps=steps, lr=lr, seed=seed,

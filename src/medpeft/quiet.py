@@ -13,9 +13,10 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from rich.console import Console
 

@@ -7,8 +7,8 @@ switch.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from fnmatch import fnmatchcase
-from typing import Callable
 
 from torch import nn
 

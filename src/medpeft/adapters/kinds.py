@@ -5,8 +5,8 @@ would cost, without changing the model (``medpeft inspect sites``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from torch import nn
 

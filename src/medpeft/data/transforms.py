@@ -13,15 +13,15 @@ from pathlib import Path
 import torch
 from monai.data import CacheDataset, PersistentDataset
 from monai.transforms import (
+    ClassesToIndicesd,
     Compose,
     CropForegroundd,
+    DeleteItemsd,
     EnsureChannelFirstd,
     EnsureTyped,
     LoadImaged,
     MapLabelValued,
     Orientationd,
-    ClassesToIndicesd,
-    DeleteItemsd,
     RandCropByLabelClassesd,
     ScaleIntensityRanged,
     Spacingd,
@@ -45,7 +45,7 @@ class Preprocessing:
         return {k: list(v) for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Preprocessing":
+    def from_dict(cls, d: dict) -> Preprocessing:
         return cls(**{k: tuple(v) for k, v in d.items()})
 
 

@@ -4,7 +4,8 @@ A task is the organs segmented: "all" (the foundation's classes), one organ (a b
 FSEFT's protocol) or a list; a task's organ the foundation never saw is *novel* (a new head row;
 its zero-shot cell is skipped). A method may name its novel rows' initialisation after an ``@``
 (``head@random``, ``decoder@prototype``); ``blackbox-*`` methods train on the sealed foundation's
-features. Each cell (dataset, task, K, seed, method) adapts on the seed's K support volumes and scores every test
+features. Each cell (dataset, task, K, seed, method) adapts on the seed's K support volumes and
+scores every test
 volume and organ (Dice, and HD95 / surface Dice when ``surface``); its rows are saved in the
 cell's ``scores.json`` when it finishes, so a re-run skips finished cells and redoes at most the
 one in progress (whose adaptation resumes from its checkpoint). ``zero-shot`` is the foundation

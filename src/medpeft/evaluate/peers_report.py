@@ -13,8 +13,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from medpeft.evaluate.paired import case_paired_test  # noqa: E402
 
+from medpeft.evaluate.paired import case_paired_test  # noqa: E402
 from medpeft.io import atomic_path, write_text  # noqa: E402
 from medpeft.methods import DEFAULT_METHOD  # noqa: E402
 

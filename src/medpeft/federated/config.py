@@ -53,7 +53,7 @@ class FedConfig:
     sea: dict = field(default_factory=dict)  # plan sea-peft: budget, decay, votes, guard, ...
     dp: dict = field(default_factory=dict)  # clipping_norm, noise_multiplier, delta (privacy.py)
 
-    def check(self) -> "FedConfig":
+    def check(self) -> FedConfig:
         plan_named(self.plan)
         if self.aggregation not in MODES:
             raise ValueError(f"aggregation {self.aggregation!r}: choose from {', '.join(MODES)}")
@@ -88,7 +88,7 @@ class FedConfig:
             raise ValueError(f"site names must differ: {names}")
         return self
 
-    def resolved(self) -> "FedConfig":
+    def resolved(self) -> FedConfig:
         """The same federation with absolute paths (Flower's processes run elsewhere)."""
         absolute = lambda p: str(Path(p).expanduser().resolve())  # noqa: E731
         return replace(self, foundation=absolute(self.foundation), out=absolute(self.out),

@@ -122,7 +122,7 @@ class Processes:
         self.procs.append(proc)
         return proc
 
-    def __enter__(self) -> "Processes":
+    def __enter__(self) -> Processes:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -30,7 +30,7 @@ class DPSettings:
     delta: float = 1e-5
 
     @classmethod
-    def from_dict(cls, raw: dict) -> "DPSettings":
+    def from_dict(cls, raw: dict) -> DPSettings:
         """The ``dp:`` section of a federation; a missing or bad setting is named."""
         unknown = set(raw) - {"clipping_norm", "noise_multiplier", "delta"}
         if unknown:
@@ -83,8 +83,12 @@ def add_noise(merged: dict[str, torch.Tensor], std: float, seed: int) -> dict[st
 
 def epsilon(settings: DPSettings, rounds: int, sites: int) -> float:
     """The run's epsilon at ``settings.delta`` after ``rounds`` Gaussian releases."""
-    from flwr.supercore.privacy_accounting import (GaussianPrivacyEvent, NeighboringRelation,
-                                                   PrivacyConfig, SamplingMethod)
+    from flwr.supercore.privacy_accounting import (
+        GaussianPrivacyEvent,
+        NeighboringRelation,
+        PrivacyConfig,
+        SamplingMethod,
+    )
     from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
     accountant = RdpAccountant(PrivacyConfig(
         target_delta=settings.delta, population_size=sites,

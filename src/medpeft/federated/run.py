@@ -34,7 +34,8 @@ def simulate(cfg: FedConfig, client_app=None) -> None:
 
     from medpeft.federated.app import client_app_for, server_app_for
     os.environ.update(offline_env(Path(cfg.out)))
-    run_simulation(server_app=server_app_for(lambda _: cfg), client_app=client_app or client_app_for(lambda _: cfg),
+    run_simulation(server_app=server_app_for(lambda _: cfg),
+                   client_app=client_app or client_app_for(lambda _: cfg),
                    num_supernodes=len(cfg.sites),
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": max(1, min(len(cfg.sites),

@@ -38,6 +38,7 @@ from medpeft.train.adapt import crop_dataset, load_support
 from medpeft.train.loop import LoopConfig, batches, train_loop
 from medpeft.train.losses import MarginalDiceCELoss
 
+
 def candidate_model(seed: int, foundation_dir: str) -> tuple[Foundation, list[AdapterSite], int]:
     """The frozen foundation with every candidate inserted and off, the head trainable; returns
     (foundation, candidates, the base model's parameter count)."""

@@ -14,8 +14,8 @@ from flwr.serverapp import Grid
 from medpeft.adapters.io import save_adapter
 from medpeft.federated.accounting import Ledger, arrays_bytes
 from medpeft.federated.config import FedConfig
-from medpeft.federated.sea_server import save_sea_adapter, sea_strategy
 from medpeft.federated.privacy import ACCOUNTANT, DPSettings, epsilon
+from medpeft.federated.sea_server import save_sea_adapter, sea_strategy
 from medpeft.federated.site import build_model, initial_state, load_tensors
 from medpeft.federated.strategy import AdapterFedAvg, to_arrays, to_state
 from medpeft.io import write_json

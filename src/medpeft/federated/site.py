@@ -21,8 +21,8 @@ from medpeft.federated.privacy import DPSettings, clip_update
 from medpeft.methods import MethodState, apply_method, param_groups, trainable_state
 from medpeft.models.weights import Foundation, load_foundation
 from medpeft.train.adapt import crop_dataset, load_support
-from medpeft.train.losses import MarginalDiceCELoss
 from medpeft.train.loop import LoopConfig, train_loop
+from medpeft.train.losses import MarginalDiceCELoss
 
 
 def build_model(cfg: FedConfig, *, for_saving: bool = False) -> tuple[Foundation, MethodState]:

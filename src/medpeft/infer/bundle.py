@@ -17,8 +17,8 @@ from pathlib import Path
 import monai
 import torch
 
-from medpeft.adapters.io import load_adapter
 from medpeft.adapters.inject import unwrap
+from medpeft.adapters.io import load_adapter
 from medpeft.data.ontology import label_ids
 from medpeft.io import atomic_path, write_json, write_text
 from medpeft.models.weights import Foundation

@@ -26,7 +26,7 @@ class BackboneConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
     @classmethod
-    def from_dict(cls, d: dict) -> "BackboneConfig":
+    def from_dict(cls, d: dict) -> BackboneConfig:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 

@@ -14,24 +14,24 @@ Nothing is loaded with a silent ``strict=False``.
 | ``btcv`` | MONAI research BTCV Swin UNETR | all | 14 softmax classes (``out``) |
 | ``universal`` | CLIP-driven Universal Model, Swin UNETR | encoder + decoder | new |
 | ``suprem`` | SuPreM Swin UNETR | encoder + decoder | new |
-| ``universal-unet``, ``suprem-unet`` | their U-Nets (``module.backbone.down_tr64...``) | encoder + decoder | new |
+| ``universal-unet``, ``suprem-unet`` | their U-Nets (``down_tr64...``) | encoder + decoder | new |
 
 A sigmoid head of C classes becomes a softmax head of 1 + C channels with a zero background row:
 for any one organ, softmax([0, z]) = sigmoid(z), so binary per-organ predictions are unchanged.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from medpeft.data.ontology import resolve
-from medpeft.models.checkpoint_file import read_checkpoint
 from medpeft.data.transforms import PRESETS as PREPROCESSING
 from medpeft.data.transforms import Preprocessing
 from medpeft.models.backbones import PRESETS, build_backbone, part_of
+from medpeft.models.checkpoint_file import read_checkpoint
 from medpeft.models.weights import save_foundation
 
 FSEFT_CLASSES = ("spleen", "rkidney", "lkidney", "gall", "esophagus", "liver", "stomach", "aorta",

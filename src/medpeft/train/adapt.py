@@ -19,8 +19,8 @@ from medpeft.methods.novel_organs import INITS, prototype_rows, set_head_classes
 from medpeft.models.backbones import build_backbone
 from medpeft.models.weights import Foundation, load_foundation
 from medpeft.train import distributed
-from medpeft.train.losses import MarginalDiceCELoss
 from medpeft.train.loop import LoopConfig, batches, train_loop
+from medpeft.train.losses import MarginalDiceCELoss
 
 
 def load_support(foundation: Foundation, split: dict) -> tuple[MSDDataset, ClassMapping]:

@@ -13,9 +13,9 @@ import json
 import math
 import shutil
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from monai.data import DataLoader, list_data_collate

@@ -12,8 +12,8 @@ from medpeft.io import write_yaml
 from medpeft.models.backbones import PRESETS, build_backbone
 from medpeft.models.weights import save_foundation
 from medpeft.train import distributed
-from medpeft.train.losses import MarginalDiceCELoss
 from medpeft.train.loop import LoopConfig, train_loop
+from medpeft.train.losses import MarginalDiceCELoss
 
 
 def source_classes(label_maps: list[dict[int, str]]) -> tuple[str, ...]:

@@ -122,7 +122,7 @@ def render_subject(rng: np.random.Generator, g: Grid) -> tuple[np.ndarray, np.nd
     disc = level < 7.0
     posterior = ((g.x - sx) / (10 * s)) ** 2 + ((g.y - spine_y + 30 * s) / (15 * s)) ** 2 < 1
     bone = ((vb < 1) | posterior) & (g.z > -150)
-    shell = bone & ~(((vb < 0.78) | (posterior & (np.abs(g.x - sx) < 6))))
+    shell = bone & ~((vb < 0.78) | (posterior & (np.abs(g.x - sx) < 6)))
     tissue[bone] = T["cancellous_bone"]
     tissue[shell] = T["cortical_bone"]
     tissue[(vb < 1) & disc & (g.z > -150)] = T["disc"]

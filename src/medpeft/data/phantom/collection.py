@@ -143,7 +143,8 @@ def write_collection(root: str | Path, size: str = "demo", seed: int = 0, worker
             "medpeft": {"site": spec.site.to_dict(), "role": spec.role, "seed": seed},
         })
     write_json(index_path, {
-        "hash": digest, "source_hash": source_hash(size, seed), "seed": seed, "size": size, "generator_version": GENERATOR_VERSION,
+        "hash": digest, "source_hash": source_hash(size, seed), "seed": seed, "size": size,
+        "generator_version": GENERATOR_VERSION,
         "datasets": [{"name": s.name, "role": s.role, "site": s.site.name} for s in specs],
     })
     return index_path

@@ -27,8 +27,8 @@ from medpeft.methods.blackbox.service import FeatureService, foundation_service,
 from medpeft.methods.novel_organs import task_classes
 from medpeft.models.weights import Foundation, describe_foundation, load_foundation, save_state
 from medpeft.train.adapt import crop_dataset, load_support
-from medpeft.train.losses import MarginalDiceCELoss
 from medpeft.train.loop import LoopConfig, train_loop
+from medpeft.train.losses import MarginalDiceCELoss
 
 WEIGHTS, CONFIG = "blackbox.safetensors", "blackbox_config.json"
 RATES = {"adapter": 3e-3, "head": 1e-2}

@@ -7,8 +7,8 @@ TorchScript file or an ONNX file that returns features (``--blackbox``).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn

@@ -91,7 +91,8 @@ def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
     stream = (to_device(b, device) for b in batches(train, 1, cfg.seed))
     outcome = search(model, sites, stream,
                      lambda m, b: loss(m(b["image"]), b["label"], b["channel_to_local"]),
-                     [SoftDiceScore([c]) for c in crops], cfg, run_dir, rates, head, cfg.budget_params(n_model),
+                     [SoftDiceScore([c]) for c in crops], cfg, run_dir, rates, head,
+                     cfg.budget_params(n_model),
                      progress=progress)
     return {"sites": [describe(s) | {"n_params": s.n_params} for s in outcome.chosen],
             "budget": outcome.budget, "used": outcome.used, "model_parameters": n_model,

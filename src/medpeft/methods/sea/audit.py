@@ -12,7 +12,7 @@ Toggling flips only the one site's own ``enabled`` switch; no other site's state
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torch import nn

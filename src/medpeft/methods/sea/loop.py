@@ -10,9 +10,9 @@ budget (adapter sites plus the always-trained head) is asserted after every chan
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from torch import nn

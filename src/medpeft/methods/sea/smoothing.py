@@ -67,7 +67,7 @@ class UtilitySmoother:
         return {n: {"raw": list(t.raw), "ema_values": list(t.ema_values), "ema": t.ema}
                 for n, t in self.tracks.items()}
 
-    def load_dict(self, tracks: dict) -> "UtilitySmoother":
+    def load_dict(self, tracks: dict) -> UtilitySmoother:
         """Restore tracks written by ``to_dict``; returns self."""
         self.tracks = {n: _Track(deque(t["raw"], maxlen=self.window),
                                  deque(t["ema_values"], maxlen=self.window), t["ema"])
