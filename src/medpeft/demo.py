@@ -20,6 +20,7 @@ from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.msd import load_msd
 from medpeft.data.ontology import class_mapping
 from medpeft.data.phantom.collection import write_collection
+from medpeft.evaluate.html_report import scroller, write_html_report
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice, organ_means
 from medpeft.evaluate.report import overlay_png, results_table, write_csv, write_report
 from medpeft.io import write_json, write_text
@@ -213,21 +214,27 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
     case = split_any["test"][0]
     k_max = max(cfg.shots)
     overlay = out / "overlay.png"
+    predictions = {"zero-shot": zero_dir / "predictions" / f"{case}.nii.gz",
+                   **{f"{m} K={k_max}": out / f"k{k_max}" / m / "predictions" / f"{case}.nii.gz"
+                      for m in demo_rows(cfg, k_max)}}
     overlay_png(overlay, target.case(case).image, target.case(case).label, target.labels,
-                {"zero-shot": zero_dir / "predictions" / f"{case}.nii.gz",
-                 **{f"{m} K={k_max}": out / f"k{k_max}" / m / "predictions" / f"{case}.nii.gz"
-                    for m in demo_rows(cfg, k_max)}})
+                predictions)
     write_json(out / "results.json", records)
     write_csv(out / "results.csv", records)
-    write_report(out / "report.md", records, {
-        "title": "medpeft demo: few-shot adaptation to a new CT site (phantom)",
-        "command": "medpeft demo", "backbone": f"{cfg.backbone} ({n_total:,} parameters)",
-        "foundation": str(fdir), "target": f"{target.root} ({cfg.n_test} held-out test volumes)",
-        "wall time (s)": f"{time.perf_counter() - t_start:.0f}"}, overlay.name)
+    facts = {"title": "medpeft demo: few-shot adaptation to a new CT site (phantom)",
+             "command": "medpeft demo", "backbone": f"{cfg.backbone} ({n_total:,} parameters)",
+             "foundation": str(fdir),
+             "target": f"{target.root} ({cfg.n_test} held-out test volumes)",
+             "wall time (s)": f"{time.perf_counter() - t_start:.0f}"}
+    write_report(out / "report.md", records, facts, overlay.name)
+    write_html_report(out / "report.html", title=facts["title"],
+                      facts={k: v for k, v in facts.items() if k != "title"}, records=records,
+                      cases=[scroller(target.case(case).image, target.case(case).label,
+                                      target.labels, predictions)])
     console.print(results_table(records, "medpeft demo: mean Dice on held-out volumes"))
     if cfg.federated_rounds:
         _federated_section(out, setting, cfg, console)
-    console.print(f"report: {out / 'report.md'}  overlay: {overlay}")
+    console.print(f"report: {out / 'report.md'} (and report.html)  overlay: {overlay}")
     return records
 
 
