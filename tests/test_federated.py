@@ -278,3 +278,28 @@ def test_a_reply_with_non_finite_tensors_is_left_out_by_name(bad):
     assert strategy.problem(reply(fine), with_arrays=True) is None
     assert strategy.problem(reply(broken), with_arrays=True) == "out.bias holds NaN or infinite values"
     assert isinstance(to_arrays(fine), ArrayRecord)
+
+
+def test_federate_cli_runs_a_yaml_federation_quietly(collection, tmp_path):
+    """`medpeft federate CONFIG`: the report on the console, Flower's lines in log.txt, the
+    global adapter saved; a YAML with an unknown key is refused by name."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from medpeft.cli import app
+    sites = [{"dataset": str(collection / "Task10_NewSite"), "k": 1, "n_test": 1,
+              "part": [i, 2], "name": name} for i, name in enumerate(("east", "west"))]
+    config = {"foundation": str(shipped_foundation()), "sites": sites, "out": str(tmp_path / "fed"),
+              "plan": "encoder-lora+head", "rounds": 1, "local_steps": 1, "baseline": False,
+              "pooled": False}
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["federate", str(tmp_path / "fed.yaml")],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "# Federation: encoder-lora+head, 1 rounds" in result.output
+    assert "| east |" in result.output and "| west |" in result.output
+    assert (tmp_path / "fed" / "global" / "adapter_config.json").is_file()
+    assert (tmp_path / "fed" / "log.txt").is_file()
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "roundz": 2}))
+    bad = CliRunner().invoke(app, ["federate", str(tmp_path / "bad.yaml")])
+    assert bad.exit_code != 0 and "unknown keys ['roundz']" in bad.output
