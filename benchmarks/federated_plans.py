@@ -47,6 +47,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--local-steps", type=int, default=10)
     parser.add_argument("--out", default="runs/bench-federated-plans")
+    parser.add_argument("--report-only", action="store_true",
+                        help="tabulate the finished arms; run nothing (safe beside a run)")
     args = parser.parse_args()
     base = replace(load_fed_config(args.config), rounds=args.rounds, local_steps=args.local_steps)
     arms = [(p, "svd") for p in args.plans] + [(p, mode) for mode in ("fedavg", "ffa")
@@ -59,9 +61,11 @@ def main() -> None:
                "vs full FT", "seconds")
     rows, pooled = [], {}
     for plan, mode in arms:
+        folder = Path(args.out) / f"{plan}-{mode}"
+        if args.report_only and not (folder / "report.json").exists():
+            continue
         # the pooled bound does not depend on the aggregation: trained once per plan
-        r = run(replace(base, plan=plan, aggregation=mode, pooled=plan not in pooled),
-                Path(args.out) / f"{plan}-{mode}")
+        r = run(replace(base, plan=plan, aggregation=mode, pooled=plan not in pooled), folder)
         pooled.setdefault(plan, r.get("pooled") or {})
         rows.append(plan_row(plan, mode, r, pooled[plan], args.rounds))
     table = Table(title=title)
