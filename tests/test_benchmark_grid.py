@@ -42,6 +42,8 @@ def test_grid_runs_resumes_and_reports(collection, tmp_path, monkeypatch):
     assert "| bitfit | 1 | zero-shot |" in report
     for png in ("dice_vs_k.png", "dice_vs_parameters.png", "overlay_best.png", "overlay_worst.png"):
         assert (out / png).stat().st_size > 1000, png
+    page = (out / "report.html").read_text()  # rendered in tests/test_html_report.py
+    assert "bitfit" in page and page.count('id="slider-') == 2  # the best and the worst case
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")

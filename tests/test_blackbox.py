@@ -103,6 +103,7 @@ def test_cli_adapts_and_evaluates_against_a_torchscript_features_model(collectio
                                  str(tmp_path / "eval")], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "gallbladder" in result.output  # the novel organ has its own channel and score
+    assert 'id="slider-0"' in (tmp_path / "eval" / "report.html").read_text()
 
 
 @pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=pytest.mark.skipif(

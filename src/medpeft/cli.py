@@ -253,9 +253,17 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
     record = {"setting": ds.name, "method": str(adapter or "zero-shot"), "k": len(split_["support"]),
               "mean_dice": dice, "organs": organs, "trainable": 0, "trainable_pct": 0.0, "seconds": 0.0}
     write_csv(out / "results.csv", [record])
+    from medpeft.evaluate.html_report import scroller, write_html_report
+    case = ds.case(split_["test"][0])
+    write_html_report(out / "report.html", title=f"medpeft evaluate: {ds.name}",
+                      facts={"foundation": foundation, "adapter": adapter or "none (zero-shot)",
+                             "manifest": manifest}, records=[record],
+                      cases=[scroller(case.image, case.label, ds.labels, {
+                          record["method"]: out / "predictions" / f"{case.name}.nii.gz"})])
     console.print(results_table([record]))
     for organ, value in organs.items():
         console.print(f"  {organ:<20} {value:.3f}")
+    console.print(f"report: {out / 'report.html'}")
 
 
 @app.command()

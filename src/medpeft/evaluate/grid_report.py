@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from medpeft.evaluate.html_report import scroller, write_html_report  # noqa: E402
 from medpeft.evaluate.report import machine, overlay_png  # noqa: E402
 from medpeft.io import atomic_path, write_text  # noqa: E402
 
@@ -72,33 +73,57 @@ def _plot(path: Path, table: list[dict], x_of, xlabel: str, log: bool = False) -
     plt.close(fig)
 
 
-def _overlays(out: Path, rows: list[dict], datasets: dict) -> list[str]:
-    """Best and worst test case (mean Dice of the best method at the largest K), as overlays."""
+def _extreme_cases(out: Path, rows: list[dict], datasets: dict) -> list[tuple]:
+    """(tag, dataset, case, {label: prediction}) for the worst and best test case of the best
+    method at the largest K (its first seed)."""
     adapted = [r for r in rows if r["k"] > 0 and not math.isnan(r["dice"])]
     if not adapted:
         return []
     k = max(r["k"] for r in adapted)
     at_k = [r for r in adapted if r["k"] == k]
-    best = max({(r.get("task", "all"), r["method"]) for r in at_k},
-               key=lambda tm: _mean(r["dice"] for r in at_k
-                                    if (r.get("task", "all"), r["method"]) == tm))
-    task, best = best
+    task, best = max({(r.get("task", "all"), r["method"]) for r in at_k},
+                     key=lambda tm: _mean(r["dice"] for r in at_k
+                                          if (r.get("task", "all"), r["method"]) == tm))
     first_seed = min(r["seed"] for r in at_k)
     per_case = defaultdict(list)
     for r in at_k:
         if (r.get("task", "all"), r["method"]) == (task, best) and r["seed"] == first_seed:
             per_case[(r["dataset"], r["case"], r["seed"])].append(r["dice"])
     ranked = sorted(per_case, key=lambda c: _mean(per_case[c]))
-    names = []
+    cases = []
     for tag, (dataset, case, seed) in (("worst", ranked[0]), ("best", ranked[-1])):
-        ds = datasets[dataset]
         cell = out / dataset if task == "all" else out / dataset / task
         pred = cell / f"k{k}-s{seed}" / best / "predictions" / f"{case}.nii.gz"
+        label = f"{best} K={k} ({_mean(per_case[(dataset, case, seed)]):.2f})"
+        cases.append((tag, datasets[dataset], case, {label: pred}))
+    return cases
+
+
+def _overlays(out: Path, cases: list[tuple]) -> list[str]:
+    """Best and worst test case as slice overlays."""
+    names = []
+    for tag, ds, case, predictions in cases:
         name = f"overlay_{tag}.png"
-        overlay_png(out / name, ds.case(case).image, ds.case(case).label, ds.labels,
-                    {f"{best} K={k} ({_mean(per_case[(dataset, case, seed)]):.2f})": pred})
+        overlay_png(out / name, ds.case(case).image, ds.case(case).label, ds.labels, predictions)
         names.append(name)
     return names
+
+
+def _html(out: Path, table: list[dict], cases: list[tuple], command: str) -> Path:
+    """``report.html``: one record per (dataset, task, method, K) and the two cases' slices."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in table:
+        groups[(r["dataset"], r["task"], r["method"], r["k"])].append(r)
+    records = [{"setting": f"{d} [{t}]" if t != "all" else d, "method": m, "k": k,
+                "mean_dice": _mean(r["dice"] for r in rs),
+                "organs": {r["organ"]: r["dice"] for r in rs}, "trainable": rs[0]["trainable"],
+                "trainable_pct": math.nan, "seconds": math.nan}
+               for (d, t, m, k), rs in groups.items()]
+    return write_html_report(
+        out / "report.html", title="medpeft benchmark grid",
+        facts={"command": command, "machine": machine()}, records=records,
+        cases=[scroller(ds.case(case).image, ds.case(case).label, ds.labels, predictions)
+               for _, ds, case, predictions in cases])
 
 
 def write_grid_report(out: Path, rows: list[dict], pairs: list[dict], datasets: dict,
@@ -129,7 +154,9 @@ def write_grid_report(out: Path, rows: list[dict], pairs: list[dict], datasets: 
               f"{p['mean_difference']:+.3f} | {p['wins']} | {_fmt(p['p_value'], 4)} | "
               f"{_fmt(p['smallest_p'], 4)} |" for p in pairs]
     lines += ["", "![Dice vs K](dice_vs_k.png) ![Dice vs parameters](dice_vs_parameters.png)", ""]
-    for name in _overlays(out, rows, datasets):
+    cases = _extreme_cases(out, rows, datasets)
+    for name in _overlays(out, cases):
         lines += [f"![{name}]({name})", ""]
     write_text(out / "report.md", "\n".join(lines))
+    _html(out, table, cases, command)
     return out / "report.md"
