@@ -280,7 +280,7 @@ def test_a_reply_with_non_finite_tensors_is_left_out_by_name(bad):
     assert isinstance(to_arrays(fine), ArrayRecord)
 
 
-def test_federate_cli_runs_a_yaml_federation_quietly(collection, tmp_path):
+def test_federate_cli_runs_a_yaml_federation_quietly(collection, tmp_path, monkeypatch):
     """`medpeft federate CONFIG`: the report on the console, Flower's lines in log.txt, the
     global adapter saved; a YAML with an unknown key is refused by name."""
     import yaml
@@ -293,11 +293,16 @@ def test_federate_cli_runs_a_yaml_federation_quietly(collection, tmp_path):
               "plan": "encoder-lora+head", "rounds": 1, "local_steps": 1, "baseline": False,
               "pooled": False}
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(config))
-    result = CliRunner().invoke(app, ["federate", str(tmp_path / "fed.yaml")],
-                                env={"COLUMNS": "200"})
+    from medpeft.cli_common import console
+    monkeypatch.setattr(console, "width", 80)  # the table reads at 80 columns
+    result = CliRunner().invoke(app, ["federate", str(tmp_path / "fed.yaml")])
     assert result.exit_code == 0, result.output
-    assert "# Federation: encoder-lora+head, 1 rounds" in result.output
-    assert "| east |" in result.output and "| west |" in result.output
+    assert "federated encoder-lora+head (svd)" in result.output
+    lines = result.output.splitlines()
+    assert any("east" in line for line in lines) and any("west" in line for line in lines)
+    table = [line for line in lines if "│" in line or "┃" in line]
+    assert table and all(len(line) <= 80 for line in table)
+    assert "# Federation: encoder-lora+head" in (tmp_path / "fed" / "report.md").read_text()
     assert (tmp_path / "fed" / "global" / "adapter_config.json").is_file()
     assert (tmp_path / "fed" / "log.txt").is_file()
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "roundz": 2}))

@@ -38,6 +38,8 @@ def federate_command(
         out = Path(report["out"])
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         fail(err)
-    console.print((out / "report.md").read_text(), markup=False)
+    from medpeft.federated.demo import federation_table
+    console.print(federation_table(report, cfg))
+    console.print(f"report (per-round bytes, excluded replies): {out / 'report.md'}")
     if report["excluded"]:
-        console.print(f"[yellow]{len(report['excluded'])} site replies were left out (see above)[/]")
+        console.print(f"[yellow]{len(report['excluded'])} site replies were left out (see report.md)[/]")
