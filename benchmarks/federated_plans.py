@@ -10,7 +10,9 @@ Runs are cached in --out, so an interrupted comparison resumes.
 Run `make demo` first (it writes the phantom).
 
 Usage: python benchmarks/federated_plans.py [--rounds 4] [--local-steps 10]
-         [--plans encoder-lora+head lora-everywhere decoder full sea-peft]
+         [--plans encoder-lora+head lora-everywhere decoder full sea-peft] [--seed 1]
+         [--aggregations svd fedavg ffa] [--report-only]
+(3 seeds of the LoRA aggregations: --plans lora-everywhere --seed S --out runs/fed-s{S})
 """
 from __future__ import annotations
 
@@ -47,12 +49,20 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--local-steps", type=int, default=10)
     parser.add_argument("--out", default="runs/bench-federated-plans")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="the federation's seed (support volumes, adapter init); default: the "
+                        "config's")
+    parser.add_argument("--aggregations", nargs="+", default=["svd", "fedavg", "ffa"],
+                        help="for the LoRA plans (the others always average)")
     parser.add_argument("--report-only", action="store_true",
                         help="tabulate the finished arms; run nothing (safe beside a run)")
     args = parser.parse_args()
     base = replace(load_fed_config(args.config), rounds=args.rounds, local_steps=args.local_steps)
-    arms = [(p, "svd") for p in args.plans] + [(p, mode) for mode in ("fedavg", "ffa")
-                                               for p in args.plans if p in LORA_PLANS]
+    if args.seed is not None:
+        base = replace(base, seed=args.seed)
+    lora_modes = [m for m in args.aggregations if m != "svd"]
+    arms = [(p, "svd") for p in args.plans if p not in LORA_PLANS or "svd" in args.aggregations]
+    arms += [(p, mode) for mode in lora_modes for p in args.plans if p in LORA_PLANS]
     title = (f"{len(base.sites)} sites, {args.rounds} rounds x {args.local_steps} local steps, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"{torch.get_num_threads()} threads")
