@@ -144,6 +144,8 @@ def test_simulation_sends_only_adapters_survives_a_faulty_site_and_does_not_coll
     assert "disk full" in excluded[(1, "faulty")]
     assert "shape" in excluded[(2, "faulty")]
     assert set(report["train"]["1"]) == set(report["train"]["2"]) == {"north", "south"}
+    text = (tmp_path / "fed" / "report.md").read_text()
+    assert "| 1 | north, south | faulty |" in text and "| 2 | north, south | faulty |" in text
     # only trained adapter tensors travelled, never a frozen foundation weight
     foundation, _ = build_model(cfg)
     trainable = set(trainable_state(foundation.model))

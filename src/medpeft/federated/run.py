@@ -125,6 +125,15 @@ def report_markdown(cfg: FedConfig, report: dict) -> str:
               "| round | site | down | up | full FT (down + up) |", "|---:|---|---:|---:|---:|"]
     lines += [f"| {r['round']} | {r['site']} | {human(r['down'])} | {human(r['up'])} | "
               f"{human(r['full_ft'])} |" for r in report["bytes_per_round"]]
+    if report.get("train"):
+        lines += ["", "Sites whose update each round averaged (a site that failed, sent a bad reply "
+                  "or dropped out is left out of that round only):", "",
+                  "| round | contributed | left out |", "|---:|---|---|"]
+        for rnd in sorted(report["train"], key=int):
+            out_of = sorted({e["site"] for e in report["excluded"]
+                             if str(e["round"]) == rnd and e["phase"] == "train"})
+            lines.append(f"| {rnd} | {', '.join(sorted(report['train'][rnd]))} | "
+                         f"{', '.join(out_of) or '-'} |")
     if "dp" in report:
         dp = report["dp"]
         lines += ["", f"Differential privacy: updates clipped to L2 norm {dp['clipping_norm']} at "
