@@ -86,31 +86,35 @@ def scroller(image: Path, truth: Path, truth_labels: dict[int, str],
     return {"case": image.name.split(".")[0], "frames": frames}
 
 
-def _table(header: list[str], rows: list[list], best: dict[int, int] | None = None) -> str:
-    """An HTML table; ``best`` maps a column to the row index to mark."""
+def _table(header: list[str], rows: list[list], best: dict[int, set[int]] | None = None) -> str:
+    """An HTML table; ``best`` maps a column to the row indices to mark."""
     out = ["<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>"]
     for i, row in enumerate(rows):
         cells = []
         for j, value in enumerate(row):
-            mark = ' class="best"' if best and best.get(j) == i else ""
+            mark = ' class="best"' if best and i in best.get(j, ()) else ""
             cells.append(f"<td{mark}>{html.escape(str(value))}</td>")
         out.append("<tr>" + "".join(cells) + "</tr>")
     return "\n".join(out) + "</table>"
 
 
 def organ_table(records: list[dict]) -> str:
-    """Per-organ Dice, each organ's best row marked."""
+    """Per-organ Dice; within each setting of several rows, each organ's best row is marked."""
     organs = [o for o in ORGANS if any(o in r.get("organs", {}) for r in records)]
     rows, best = [], {}
     for r in records:
         rows.append([r["setting"], r["method"], r["k"] or "-"]
                     + [f"{r['organs'][o]:.3f}" if o in r.get("organs", {}) else "-"
                        for o in organs])
-    for j, organ in enumerate(organs, start=3):
-        scores = [(r.get("organs", {}).get(organ, math.nan), i) for i, r in enumerate(records)]
-        scores = [(s, i) for s, i in scores if not math.isnan(s)]
-        if scores:
-            best[j] = max(scores)[1]
+    settings = defaultdict(list)
+    for i, r in enumerate(records):
+        settings[r["setting"]].append(i)
+    for members in (m for m in settings.values() if len(m) > 1):
+        for j, organ in enumerate(organs, start=3):
+            scores = [(records[i].get("organs", {}).get(organ, math.nan), i) for i in members]
+            scores = [(v, i) for v, i in scores if not math.isnan(v)]
+            if scores:
+                best.setdefault(j, set()).add(max(scores)[1])
     return _table(["setting", "method", "K", *organs], rows, best)
 
 
