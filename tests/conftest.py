@@ -17,8 +17,9 @@ else:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 # The tiny foundation is a real pre-training run's checkpoint for the tests that need one, not a
-# segmenter: 100 steps teach it the vertebrae only (test_pretrain); quality floors use the
-# shipped foundation (test_organ_floor).
+# segmenter: after 100 steps its best organ at the held-out source site varied from 0.13 to 0.36
+# Dice between runs, and untrained networks reach up to 0.20 on one organ by chance, so no floor
+# is asserted on it; the per-organ floors run on the shipped foundation (test_organ_floor).
 TINY_PRETRAIN_STEPS = int(os.environ.get("MEDPEFT_TEST_PRETRAIN_STEPS", "100"))
 
 

@@ -41,7 +41,8 @@ def _write_sr(folder):
     ds.save_as(ds.filename, enforce_file_format=True)
 
 
-def test_dicom_series_segment_like_their_nifti_twin_and_round_trip_as_seg(collection, tmp_path):
+def test_dicom_series_segment_like_their_nifti_twin_and_round_trip_as_seg(collection, tmp_path,
+                                                                         monkeypatch):
     volume = sorted((collection / "Task10_NewSite" / "imagesTr").glob("*.nii.gz"))[0]
     good = write_ct_series(volume, tmp_path / "dicom" / "a", seed=1)
     mr = write_ct_series(volume, tmp_path / "dicom" / "b", modality="MR", seed=2)
@@ -50,8 +51,9 @@ def test_dicom_series_segment_like_their_nifti_twin_and_round_trip_as_seg(collec
     series = {s.uid: s for s in find_series(tmp_path / "dicom")}
     assert set(series) == {good, mr, gap} and series[good].usable
     assert "not CT" in series[mr].problems[0] and "missing slice" in series[gap].problems[0]
-    listed = runner.invoke(app, ["inspect", "data", str(tmp_path / "dicom")],
-                           env={"COLUMNS": "200"})
+    from medpeft.cli_common import console
+    monkeypatch.setattr(console, "width", 240)  # whole UIDs in the table's cells
+    listed = runner.invoke(app, ["inspect", "data", str(tmp_path / "dicom")])
     assert listed.exit_code == 1 and all(uid in listed.output for uid in (good, mr, gap))
     assert "missing slice" in listed.output and "modality MR" in listed.output
 

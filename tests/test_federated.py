@@ -179,12 +179,29 @@ def test_arrays_round_trip_keeps_values():
     assert all(torch.equal(state[k], back[k]) for k in state)
 
 
-def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tmp_path):
+def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tmp_path,
+                                                                 monkeypatch):
+    """`medpeft federate CONFIG --deployment`: local SuperLink and SuperNodes, a table that reads
+    at 80 columns on the console, Flower's lines in log.txt, no process left behind."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from medpeft.cli import app
+    from medpeft.cli_common import console
     target = collection / "Task10_NewSite"
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
-    cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, out=str(tmp_path / "dep"),
-                    rounds=1, local_steps=2, baseline=False, pooled=False, local=["out.*"])
-    report = federate(cfg, deployment=True)
+    config = {"foundation": str(shipped_foundation()), "sites": sites, "out": str(tmp_path / "dep"),
+              "plan": "encoder-lora+head", "rounds": 1, "local_steps": 2, "baseline": False,
+              "pooled": False, "local": ["out.*"]}
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setattr(console, "width", 80)
+    result = CliRunner().invoke(app, ["federate", str(tmp_path / "fed.yaml"), "--deployment"])
+    assert result.exit_code == 0, result.output
+    table = [line for line in result.output.splitlines() if "│" in line or "┃" in line]
+    assert table and all(len(line) <= 80 for line in table)
+    assert any("site0" in line for line in table) and any("site1" in line for line in table)
+    assert (tmp_path / "dep" / "log.txt").is_file()
+    report = json.loads((tmp_path / "dep" / "report.json").read_text())
     assert set(report["train"]["1"]) == {"site0", "site1"}  # both SuperNodes trained
     assert report["bytes_total"]["ratio"] >= 40
     assert (tmp_path / "dep" / "global" / "adapter.safetensors").is_file()
@@ -194,6 +211,9 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
              for s in ("site0", "site1")]
     assert not torch.equal(heads[0]["out.conv.conv.weight"], heads[1]["out.conv.conv.weight"])
     assert marked_processes(str((tmp_path / "dep" / "flwr-home").resolve())) == []
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "roundz": 2}))
+    bad = CliRunner().invoke(app, ["federate", str(tmp_path / "bad.yaml")])
+    assert bad.exit_code != 0 and "unknown keys ['roundz']" in bad.output
 
 
 def test_stop_marked_finds_and_ends_processes_of_this_run_only(tmp_path):
@@ -281,32 +301,3 @@ def test_a_reply_with_non_finite_tensors_is_left_out_by_name(bad):
     assert strategy.problem(reply(broken), with_arrays=True) == "out.bias holds NaN or infinite values"
     assert isinstance(to_arrays(fine), ArrayRecord)
 
-
-def test_federate_cli_runs_a_yaml_federation_quietly(collection, tmp_path, monkeypatch):
-    """`medpeft federate CONFIG`: the report on the console, Flower's lines in log.txt, the
-    global adapter saved; a YAML with an unknown key is refused by name."""
-    import yaml
-    from typer.testing import CliRunner
-
-    from medpeft.cli import app
-    sites = [{"dataset": str(collection / "Task10_NewSite"), "k": 1, "n_test": 1,
-              "part": [i, 2], "name": name} for i, name in enumerate(("east", "west"))]
-    config = {"foundation": str(shipped_foundation()), "sites": sites, "out": str(tmp_path / "fed"),
-              "plan": "encoder-lora+head", "rounds": 1, "local_steps": 1, "baseline": False,
-              "pooled": False}
-    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(config))
-    from medpeft.cli_common import console
-    monkeypatch.setattr(console, "width", 80)  # the table reads at 80 columns
-    result = CliRunner().invoke(app, ["federate", str(tmp_path / "fed.yaml")])
-    assert result.exit_code == 0, result.output
-    assert "federated encoder-lora+head (svd)" in result.output
-    lines = result.output.splitlines()
-    assert any("east" in line for line in lines) and any("west" in line for line in lines)
-    table = [line for line in lines if "│" in line or "┃" in line]
-    assert table and all(len(line) <= 80 for line in table)
-    assert "# Federation: encoder-lora+head" in (tmp_path / "fed" / "report.md").read_text()
-    assert (tmp_path / "fed" / "global" / "adapter_config.json").is_file()
-    assert (tmp_path / "fed" / "log.txt").is_file()
-    (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "roundz": 2}))
-    bad = CliRunner().invoke(app, ["federate", str(tmp_path / "bad.yaml")])
-    assert bad.exit_code != 0 and "unknown keys ['roundz']" in bad.output
