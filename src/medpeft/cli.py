@@ -12,6 +12,7 @@ from medpeft.cli_common import VERBOSE_HELP, console, method_options, warn_if_tr
 from medpeft.cli_common import fail as _fail
 from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
+from medpeft.cli_predict import predict_command
 from medpeft.cli_pretrain import pretrain_command
 from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD
 from medpeft.quiet import quiet_console
@@ -298,54 +299,6 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
 
 
 @app.command()
-def predict(base: Path = typer.Option(..., help="foundation checkpoint folder"),
-            adapter: Optional[Path] = typer.Option(None, help="adapter folder (none: the base model)"),
-            inp: Path = typer.Option(..., "--in", help="a NIfTI file, a folder of them, or a folder "
-                                     "of DICOM CT series (any names; found by SeriesInstanceUID)"),
-            out: Path = typer.Option(..., help="folder for one label map per input"),
-            fmt: str = typer.Option("nifti", "--format", help="nifti | dicom-seg (DICOM input: "
-                                    "a DICOM Segmentation over each series)"),
-            overwrite: bool = typer.Option(False, help="redo outputs that already exist"),
-            blackbox: Optional[Path] = typer.Option(None, help="black-box adapters: the features "
-                                                    "model they were trained on"),
-            largest_component: bool = typer.Option(False, help="keep each organ's largest "
-                                                   "connected component"),
-            bf16: bool = typer.Option(False, help="bf16 autocast where the device runs it "
-                                      "natively (see benchmarks/scaling.py)"),
-            verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
-    """Segment CT volumes; each label map keeps its input's geometry (canonical organ ids)."""
-    from medpeft.data.dicom import is_dicom_folder
-    from medpeft.demo import progress_bar
-    from medpeft.infer.predict import nifti_inputs, predict_files
-    from medpeft.methods.blackbox.adapt import open_adapter
-    from medpeft.models.weights import load_foundation
-    try:
-        dicom = is_dicom_folder(inp)
-        if fmt == "dicom-seg" and not dicom:
-            raise ValueError(f"--format dicom-seg needs DICOM input; {inp} holds NIfTI or nothing")
-        f = load_foundation(base)
-        model, classes = open_adapter(adapter, f, blackbox) if adapter else (f.model, f.classes)
-        inputs = None if dicom else nifti_inputs(inp)
-        with quiet_console(out, console, verbose=verbose), progress_bar() as progress:
-            if dicom:
-                from medpeft.infer.dicom_predict import predict_series
-                written, failures = predict_series(
-                    model, inp, out, f.preprocessing, classes, fmt=fmt, overwrite=overwrite,
-                    progress=progress, largest_component=largest_component, bf16=bf16)
-            else:
-                written, failures = predict_files(model, inputs, out, f.preprocessing, classes,
-                                                  overwrite, progress, largest_component, bf16)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        _fail(err)
-    console.print(f"{len(written)} label maps in {out} (organ ids: {out / 'labels.json'})")
-    if failures:
-        console.print(f"[bold red]{len(failures)} input(s) failed:[/]")
-        for path, why in failures.items():
-            console.print(f"  - {path}: {why}", soft_wrap=True)
-        raise typer.Exit(code=1)
-
-
-@app.command()
 def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)")) -> None:
     """Datasets x methods x K x seeds; resumable; results.csv, paired.csv, report.md with plots."""
     from rich.markup import escape
@@ -414,6 +367,7 @@ def convert(folder: Path = typer.Argument(..., help="dataset folder, any support
 
 app.command("pretrain")(pretrain_command)
 app.command("federate")(federate_command)
+app.command("predict")(predict_command)
 
 if __name__ == "__main__":
     app()

@@ -7,10 +7,8 @@ from pathlib import Path
 import torch
 
 from medpeft.data.dicom import find_series, series_to_nifti
-from medpeft.data.ontology import label_ids
 from medpeft.data.transforms import Preprocessing
-from medpeft.infer.predict import predict_labels, save_prediction
-from medpeft.io import write_json
+from medpeft.infer.predict import predict_labels, prepare_output, save_prediction
 
 FORMATS = ("nifti", "dicom-seg")
 
@@ -32,9 +30,7 @@ def predict_series(model: torch.nn.Module, folder: str | Path, out_dir: str | Pa
     if not any(s.modality == "CT" for s in series):
         found = ", ".join(sorted({s.modality for s in series}))
         raise ValueError(f"{folder}: no CT series (found: {found})")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "labels.json", {str(i): c for i, c in zip(label_ids(classes), classes)})
+    out_dir = prepare_output(out_dir, classes)
     written, failures = [], {}
     task = progress.add_task("predicting series", total=len(series)) if progress else None
     for item in series:

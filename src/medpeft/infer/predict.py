@@ -91,6 +91,14 @@ def nifti_inputs(source: str | Path) -> list[Path]:
     return files
 
 
+def prepare_output(out_dir: str | Path, classes: tuple[str, ...]) -> Path:
+    """The output folder, created, with ``labels.json`` (organ id -> organ) written in it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json(out_dir / "labels.json", {str(i): c for i, c in zip(label_ids(classes), classes)})
+    return out_dir
+
+
 def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Path,
                   pp: Preprocessing, classes: tuple[str, ...], overwrite: bool = False,
                   progress=None, largest_component: bool = False, bf16: bool = False
@@ -100,9 +108,7 @@ def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Pat
     A file that cannot be read or predicted is reported in ``failures`` and the rest go on;
     outputs that already exist are kept unless ``overwrite`` (so a re-run resumes).
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_json(out_dir / "labels.json", {str(i): c for i, c in zip(label_ids(classes), classes)})
+    out_dir = prepare_output(out_dir, classes)
     written, failures = [], {}
     task = progress.add_task("predicting", total=len(inputs)) if progress else None
     for path in inputs:
