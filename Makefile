@@ -27,10 +27,12 @@ demo: $(STAMP)
 	$(BIN)/medpeft demo
 
 # one test worker per core of the CI machine (2), each training on one thread (tests/conftest.py);
-# work stealing evens out the long tests (session fixtures are built once per worker); ruff first
+# work stealing evens out the long tests (session fixtures are built once per worker); ruff and
+# the layer contract (lint-imports, pyproject.toml) first
 TEST_WORKERS ?= 2
 test: $(TESTED)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/lint-imports
 	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 bench: $(TESTED)

@@ -12,7 +12,6 @@ Usage: python benchmarks/adapt_recipe.py --foundation DIR --method decoder --ste
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -22,17 +21,13 @@ import torch
 from rich.console import Console
 
 from medpeft.data.fewshot import make_split, write_manifest
-from medpeft.demo import DemoConfig, _evaluate, evaluate_adapter, phantom_setting, progress_bar
-from medpeft.io import write_json, write_text
+from medpeft.evaluate.metrics import score_model
+from medpeft.experiments.cell import cached
+from medpeft.experiments.demo import DemoConfig, evaluate_adapter, phantom_setting
+from medpeft.io import write_text
 from medpeft.models.weights import load_foundation
-from medpeft.train.adapt import adapt
-
-
-def _cached(path: Path, compute) -> dict:
-    """The JSON result at ``path``, computed (and written atomically) when missing."""
-    if not path.exists():
-        write_json(path, compute())
-    return json.loads(path.read_text())
+from medpeft.pipelines import AdaptRequest, adapt
+from medpeft.progress import progress_bar
 
 
 def reference_rows(setting, test: list[str], out: Path, progress) -> list[dict]:
@@ -43,9 +38,10 @@ def reference_rows(setting, test: list[str], out: Path, progress) -> list[dict]:
                              [c.name for c in setting.holdout.cases]),
                             ("zero-shot @ new site", setting.target, test)):
         def compute(ds=ds, names=names, name=name):
-            dice, organs, _ = _evaluate(foundation.model, ds, names, foundation, None, progress, name)
+            dice, organs, _ = score_model(foundation.model, ds, names, foundation, pred_dir=None,
+                                          progress=progress, desc=name)
             return {"dice": dice, "organs": organs, "seconds": 0.0}
-        rows.append({"row": name, "k": "-", **_cached(out / f"{name.split()[0]}.json", compute)})
+        rows.append({"row": name, "k": "-", **cached(out / f"{name.split()[0]}.json", compute)})
     return rows
 
 
@@ -54,12 +50,12 @@ def recipe_cell(setting, manifest: Path, test: list[str], cell: Path, *, method:
     """Adapt one recipe and score it on the test volumes (read back when already done)."""
     def compute() -> dict:
         t0 = time.perf_counter()
-        summary = adapt(setting.foundation_dir, manifest, method, cell, steps=steps, seed=seed,
-                        patience=patience, progress=progress, augment=augment)
+        summary = adapt(AdaptRequest(setting.foundation_dir, manifest, method, cell, steps=steps,
+                                     seed=seed, patience=patience, augment=augment), progress)
         seconds = time.perf_counter() - t0
         dice, organs = evaluate_adapter(cell, setting, test, progress, f"evaluate {cell.name}")
         return {"dice": dice, "organs": organs, "seconds": seconds, "steps_run": summary["steps"]}
-    return _cached(cell / "recipe.json", compute)
+    return cached(cell / "recipe.json", compute)
 
 
 def markdown(rows: list[dict], args, organs: list[str]) -> str:

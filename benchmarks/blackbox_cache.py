@@ -20,12 +20,13 @@ from rich.console import Console
 from rich.table import Table
 
 from medpeft.data.fewshot import make_split
-from medpeft.demo import DemoConfig, phantom_setting, progress_bar
+from medpeft.experiments.demo import DemoConfig, phantom_setting
 from medpeft.methods.blackbox.cache import build_cache
 from medpeft.methods.blackbox.heads import BlackBoxHead
 from medpeft.methods.blackbox.service import foundation_service
 from medpeft.models.weights import describe_foundation, load_foundation
-from medpeft.train.adapt import crop_dataset, load_support
+from medpeft.pipelines.tune import crop_dataset, load_support
+from medpeft.progress import progress_bar
 from medpeft.train.losses import MarginalDiceCELoss
 
 

@@ -10,7 +10,6 @@ Usage: python benchmarks/lr_sweep.py --method lora --method adaptformer --rate 3
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -18,9 +17,11 @@ from rich.console import Console
 from rich.table import Table
 
 from medpeft.data.fewshot import make_split, write_manifest
-from medpeft.demo import DemoConfig, evaluate_adapter, phantom_setting, progress_bar
+from medpeft.experiments.cell import cached
+from medpeft.experiments.demo import DemoConfig, evaluate_adapter, phantom_setting
 from medpeft.methods import lr_plan
-from medpeft.train.adapt import adapt
+from medpeft.pipelines import AdaptRequest, adapt
+from medpeft.progress import progress_bar
 
 
 def main() -> None:
@@ -44,16 +45,18 @@ def main() -> None:
             groups = [g for g in lr_plan(method) if g != "head" or method == "head"]
             for rate in args.rate:
                 cell = args.out / f"k{args.shots}" / f"{method}-lr{rate:g}"
-                result = cell / "sweep.json"
-                if not result.exists():
+                request = AdaptRequest(setting.foundation_dir, manifest, method, cell,
+                                       steps=args.steps, lr={g: rate for g in groups},
+                                       seed=args.seed)
+
+                def compute(request=request, method=method, rate=rate) -> dict:
                     t0 = time.perf_counter()
-                    adapt(setting.foundation_dir, manifest, method, cell, steps=args.steps,
-                          lr={g: rate for g in groups}, seed=args.seed, progress=progress)
+                    adapt(request, progress)
                     seconds = time.perf_counter() - t0
-                    dice, _ = evaluate_adapter(cell, setting, split["test"], progress,
+                    dice, _ = evaluate_adapter(request.out, setting, split["test"], progress,
                                                f"evaluate {method} lr {rate:g}")
-                    result.write_text(json.dumps({"dice": dice, "seconds": seconds}))
-                rows.append((method, rate, json.loads(result.read_text())))
+                    return {"dice": dice, "seconds": seconds}
+                rows.append((method, rate, cached(cell / "sweep.json", compute)))
     table = Table(title=f"mean Dice at K={args.shots}, {args.steps} steps, seed {args.seed}")
     for col in ("method", "rate", "Dice", "s"):
         table.add_column(col, justify="left" if col == "method" else "right")

@@ -21,11 +21,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from medpeft.demo import progress_bar
-from medpeft.evaluate.benchmark import NNUNET, load_grid, run_grid, write_rows
 from medpeft.evaluate.peers_report import write_peers_report
 from medpeft.evaluate.report import machine
+from medpeft.experiments.grid import NNUNET, load_grid, run_grid, write_rows
 from medpeft.peers.nnunet import NnUNetBudget
+from medpeft.progress import progress_bar
 
 
 def finished_rows(cfg) -> list[dict]:

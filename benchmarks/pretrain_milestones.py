@@ -19,7 +19,8 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from medpeft.data.fewshot import make_split
-from medpeft.demo import DemoConfig, _evaluate, phantom_setting
+from medpeft.evaluate.metrics import score_model
+from medpeft.experiments.demo import DemoConfig, phantom_setting
 from medpeft.io import write_json
 from medpeft.models.backbones import PRESETS
 from medpeft.models.weights import load_foundation, save_foundation, shipped_foundation
@@ -57,7 +58,8 @@ def main() -> None:
         scores = {}
         for site, ds, names in (("holdout", holdout, [c.name for c in holdout.cases]),
                                 ("zeroshot", target, test)):
-            dice, organs, _ = _evaluate(foundation.model, ds, names, foundation, None, None, site)
+            dice, organs, _ = score_model(foundation.model, ds, names, foundation, pred_dir=None,
+                                          desc=site)
             scores[site] = {"dice": dice, "organs": organs}
         result[step] = scores
         print(step, {s: round(v["dice"], 3) for s, v in scores.items()})

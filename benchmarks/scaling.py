@@ -91,9 +91,10 @@ def loader_arm(cache: str, steps: int) -> dict:
     from rich.console import Console
 
     from medpeft.data.fewshot import make_split
-    from medpeft.demo import DemoConfig, phantom_setting, progress_bar
+    from medpeft.experiments.demo import DemoConfig, phantom_setting
     from medpeft.models.weights import load_foundation
-    from medpeft.train.adapt import crop_dataset, load_support
+    from medpeft.pipelines.tune import crop_dataset, load_support
+    from medpeft.progress import progress_bar
     from medpeft.train.loop import batches
     with progress_bar() as progress:
         setting = phantom_setting(Path(cache), DemoConfig(), progress, Console())
@@ -121,9 +122,10 @@ def loader_arm(cache: str, steps: int) -> dict:
 def inference_arm(cache: str, variant: str, volumes: int) -> dict:
     from rich.console import Console
 
-    from medpeft.demo import DemoConfig, phantom_setting, progress_bar
+    from medpeft.experiments.demo import DemoConfig, phantom_setting
     from medpeft.infer.predict import predict_probabilities
     from medpeft.models.weights import load_foundation
+    from medpeft.progress import progress_bar
     with progress_bar() as progress:
         setting = phantom_setting(Path(cache), DemoConfig(), progress, Console())
     foundation = load_foundation(setting.foundation_dir)

@@ -14,7 +14,6 @@ Usage: python benchmarks/sea_comparison.py [--shots 1 5 10] [--seeds 0 1 2] [--b
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -24,13 +23,16 @@ from rich.console import Console
 from rich.table import Table
 
 from medpeft.data.fewshot import make_split, write_manifest
-from medpeft.demo import DemoConfig, evaluate_adapter, phantom_setting, progress_bar
+from medpeft.evaluate.metrics import score_model
+from medpeft.experiments.cell import adapt_and_open, cached
+from medpeft.experiments.demo import DemoConfig, phantom_setting
+from medpeft.io import write_json
 from medpeft.methods import SEA, apply_method
-from medpeft.methods.sea.adapt import sea_adapt
 from medpeft.methods.sea.loop import sea_config
 from medpeft.models.backbones import build_backbone, count_parameters
 from medpeft.models.weights import load_foundation
-from medpeft.train.adapt import adapt
+from medpeft.pipelines import AdaptRequest
+from medpeft.progress import progress_bar
 
 FIXED = ("lora", "adaptformer", "adapter", "conv-adapter", "lora+affine", "bitfit", "affine",
          "ssf", "ia3", "head")
@@ -61,27 +63,23 @@ def fit_to_budget(foundation_dir: Path, method: str, budget: int) -> dict:
 
 def run_cell(cell: Path, method: str, setting, manifest: Path, split: dict, budget: float,
              options: dict, progress, audit_sites: int | None = None) -> dict:
-    result = cell / "result.json"
-    if result.exists():
-        return json.loads(result.read_text())
-    if method == SEA:
-        summary = sea_adapt(setting.foundation_dir, manifest, cell,
-                            sea_config(split["k"], budget=budget, seed=split["seed"],
-                                       audit_sites=audit_sites),
-                            resume=True, progress=progress)
-    else:
-        summary = adapt(setting.foundation_dir, manifest, method, cell, options=options,
-                        seed=split["seed"], resume=True, progress=progress)
-    dice, _ = evaluate_adapter(cell, setting, split["test"], progress,
-                               f"evaluate {method} K={split['k']} seed {split['seed']}")
-    config = json.loads((cell / "adapter_config.json").read_text())
-    record = {"method": method, "k": split["k"], "seed": split["seed"], "dice": dice,
-              "trainable": config["trainable_parameters"], "options": options,
-              "seconds": summary["seconds"],
-              "audit_share": summary["audit_seconds"] / summary["seconds"] if method == SEA
-              else None}
-    result.write_text(json.dumps(record))
-    return record
+    """Adapt and score one (K, seed, method) cell, or read its record back."""
+    def compute() -> dict:
+        search = {"budget": budget, "audit_sites": audit_sites} if method == SEA else {}
+        adapted = adapt_and_open(AdaptRequest(
+            setting.foundation_dir, manifest, method, cell, seed=split["seed"], resume=True,
+            options=options if method != SEA else None,
+            sea={k: v for k, v in search.items() if v is not None}), progress)
+        dice, _, _ = score_model(adapted.model, setting.target, split["test"], adapted.foundation,
+                                 pred_dir=cell / "predictions", progress=progress,
+                                 desc=f"evaluate {method} K={split['k']} seed {split['seed']}",
+                                 classes=adapted.classes)
+        summary = adapted.summary
+        return {"method": method, "k": split["k"], "seed": split["seed"], "dice": dice,
+                "trainable": adapted.trainable, "options": options, "seconds": adapted.seconds,
+                "audit_share": summary["audit_seconds"] / summary["seconds"] if method == SEA
+                else None}
+    return cached(cell / "result.json", compute)
 
 
 def table(records: list[dict], n_model: int, budget: int) -> Table:
@@ -121,7 +119,7 @@ def main() -> None:
     with progress_bar() as progress:
         setting = phantom_setting(args.cache, DemoConfig(), progress, console)
         n_model = count_parameters(load_foundation(setting.foundation_dir).model)
-        budget = int(args.budget * n_model) if args.budget < 1 else int(args.budget)
+        budget = sea_config(1, budget=args.budget).budget_params(n_model)
         options = {m: fit_to_budget(setting.foundation_dir, m, budget) for m in methods if m != SEA}
         for seed in args.seeds:  # seed-major: a partial run still covers every K
             for k in args.shots:
@@ -131,7 +129,7 @@ def main() -> None:
                     records.append(run_cell(args.out / f"k{k}-s{seed}" / method, method, setting,
                                             manifest, split, args.budget, options.get(method, {}),
                                             progress, args.audit_sites))
-                    (args.out / "results.json").write_text(json.dumps(records, indent=1))
+                    write_json(args.out / "results.json", records)
     console.print(table(records, n_model, budget))
     console.print(f"{platform.node()}: {platform.processor() or platform.machine()}, "
                   f"{time.perf_counter() - t0:.0f} s; python benchmarks/sea_comparison.py "

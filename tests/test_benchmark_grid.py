@@ -9,8 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from medpeft.cli import app
-from medpeft.evaluate import benchmark
-from medpeft.evaluate.benchmark import load_grid, paired
+from medpeft.experiments import grid
+from medpeft.experiments.grid import load_grid, paired
 from medpeft.models.weights import shipped_foundation
 
 
@@ -47,7 +47,7 @@ def test_grid_runs_resumes_and_reports(collection, tmp_path, monkeypatch):
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
-    monkeypatch.setattr(benchmark, "_adapt_cell", no_training)
+    monkeypatch.setattr(grid, "adapt_and_open", no_training)
     again = CliRunner().invoke(app, ["benchmark", config], env={"COLUMNS": "200"})
     assert again.exit_code == 0, again.output
     assert list(csv.DictReader(open(out / "results.csv"))) == rows

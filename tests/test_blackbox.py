@@ -10,10 +10,11 @@ from medpeft.data.msd import load_msd
 from medpeft.data.ontology import class_mapping
 from medpeft.device import supports_bf16
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice
-from medpeft.methods.blackbox.adapt import blackbox_adapt, load_blackbox
 from medpeft.methods.blackbox.heads import BlackBoxHead, prototype_init
+from medpeft.methods.blackbox.predictor import load_blackbox
 from medpeft.methods.blackbox.service import foundation_service
 from medpeft.models.weights import load_foundation, shipped_foundation
+from medpeft.pipelines.blackbox import blackbox_adapt
 
 
 def _seal(model: torch.nn.Module) -> None:
@@ -39,7 +40,7 @@ def test_blackbox_never_touches_the_base_model_and_beats_zero_shot(collection, t
     with pytest.raises(AssertionError, match="read the base model"):
         f.model.parameters()  # the seal holds
     manifest = write_manifest(tmp_path / "k5.json", split)
-    blackbox_adapt(shipped_foundation(), manifest, tmp_path / "bb", "spatial", "prototype",
+    blackbox_adapt(shipped_foundation(), manifest, tmp_path / "bb", kind="spatial", init="prototype",
                    steps=150, service=service)
     predictor, config = load_blackbox(tmp_path / "bb", service)
     adapted = mean_dice(evaluate_cases(predictor, target, split["test"], mapping, f.preprocessing,

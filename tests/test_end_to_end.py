@@ -2,16 +2,17 @@
 adaptation at the new site: test_organ_floor)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from medpeft.adapters.io import export_merged, load_adapter
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.msd import load_msd
+from medpeft.methods.adapter_io import export_merged, load_adapter
 from medpeft.models.weights import load_foundation, shipped_foundation
-from medpeft.train.adapt import adapt
+from medpeft.pipelines.tune import adapt
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def test_shipped_foundation_was_made_by_the_demo_recipe(shipped):
     """`make demo` uses the shipped weights only when its recipe made them; otherwise it
     pre-trains from scratch, far past its 10-minute budget."""
     from medpeft.data.phantom.collection import source_hash
-    from medpeft.demo import DemoConfig, pretrain_recipe
+    from medpeft.experiments.demo import DemoConfig, pretrain_recipe
     meta = json.loads((shipped / "foundation.json").read_text())
     assert meta["recipe"] == pretrain_recipe(source_hash("demo", 0), DemoConfig())
 
@@ -49,8 +50,7 @@ def test_lora_adapter_round_trip_and_base_check(collection, shipped, tmp_path):
                                            tmp_path / "merged"))
     with torch.no_grad():
         assert torch.allclose(merged.model.eval()(x), a(x), rtol=1e-4, atol=1e-4)
-    other = load_foundation(shipped)
-    other.sha256 = "0" * 64
+    other = dataclasses.replace(load_foundation(shipped), sha256="0" * 64)
     with pytest.raises(ValueError, match="base weights"):
         load_adapter(tmp_path / "lora", other)
 

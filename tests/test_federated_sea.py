@@ -7,10 +7,10 @@ import math
 import torch
 from safetensors.torch import load_file
 
-from medpeft.adapters.io import load_adapter
 from medpeft.federated.config import FedConfig, fed_sea_config
 from medpeft.federated.run import federate
 from medpeft.federated.sea_server import SeaAllocator, pool
+from medpeft.methods.adapter_io import load_adapter
 from medpeft.methods.sea.smoothing import UtilitySmoother
 from medpeft.models.weights import load_foundation, shipped_foundation
 

@@ -9,10 +9,10 @@ from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.msd import load_msd
 from medpeft.data.ontology import class_mapping
 from medpeft.evaluate.metrics import evaluate_cases, organ_means
-from medpeft.methods.blackbox.adapt import open_adapter
+from medpeft.methods.adapter_io import open_adapter
 from medpeft.methods.novel_organs import head_conv, prototype_rows, set_head_classes, task_classes
 from medpeft.models.weights import load_foundation, shipped_foundation
-from medpeft.train.adapt import adapt
+from medpeft.pipelines.tune import adapt
 from medpeft.train.loop import LossPlateau
 
 

@@ -15,9 +15,9 @@ from medpeft.data.msd import load_msd
 from medpeft.data.ontology import class_mapping
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice, organ_means
 from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD
-from medpeft.methods.blackbox.adapt import open_adapter
+from medpeft.methods.adapter_io import open_adapter
 from medpeft.models.weights import load_foundation, shipped_foundation
-from medpeft.train.adapt import adapt
+from medpeft.pipelines.tune import adapt
 
 SOURCE_FLOOR = 0.40  # the shipped foundation, every organ, at its own held-out source site
 NEW_SITE_FLOOR = 0.35  # `medpeft adapt`'s default method at K=5, every organ, at the new site

@@ -18,14 +18,14 @@ from medpeft.cli import app
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.layouts import read_dataset
 from medpeft.data.ontology import class_mapping
-from medpeft.evaluate import benchmark
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice, score_label_files
+from medpeft.experiments import grid
 from medpeft.io import save_nifti
-from medpeft.methods.blackbox.adapt import open_adapter
+from medpeft.methods.adapter_io import open_adapter
 from medpeft.models.backbones import build_backbone
 from medpeft.models.weights import load_foundation
 from medpeft.peers import PeerError, nnunet
-from medpeft.train.adapt import adapt
+from medpeft.pipelines.tune import adapt
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_missing_nnunet_is_named_and_other_rows_written(collection, foundation_d
 
     def no_training(*args, **kwargs):
         raise AssertionError("a finished cell was trained again")
-    monkeypatch.setattr(benchmark, "_adapt_cell", no_training)
+    monkeypatch.setattr(grid, "adapt_and_open", no_training)
     again = CliRunner().invoke(app, ["benchmark", config], env={"COLUMNS": "250"})
     assert again.exit_code == 1 and "a finished cell" not in again.output
     assert list(csv.DictReader(open(tmp_path / "g" / "results.csv"))) == rows

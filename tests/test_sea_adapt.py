@@ -6,13 +6,20 @@ import json
 
 from typer.testing import CliRunner
 
-from medpeft.adapters.io import load_adapter
 from medpeft.cli import app
+from medpeft.methods.adapter_io import load_adapter
 from medpeft.models.weights import load_foundation
 
 runner = CliRunner()
-SCHEDULE = ["--search-steps", "6", "--search-warmup", "2", "--audit-every", "2",
-            "--allocate-every", "2", "--votes", "1", "--guard", "1", "--steps", "3"]
+# a short search, in the YAML that --sea-config reads; --budget on the command line overrides its
+# budget (0.5 here, 0.005 given)
+SETTINGS = "budget: 0.5\nsteps: 6\nwarmup: 2\naudit_every: 2\nallocate_every: 2\nvotes: 1\nguard: 1\n"
+
+
+def _schedule(tmp_path) -> list[str]:
+    path = tmp_path / "sea.yaml"
+    path.write_text(SETTINGS)
+    return ["--sea-config", str(path), "--steps", "3"]
 
 
 def _split(collection, tmp_path) -> tuple:
@@ -28,7 +35,7 @@ def test_sea_peft_search_refine_and_report(collection, foundation_dir, tmp_path)
     out = tmp_path / "sea"
     result = runner.invoke(app, ["adapt", "--foundation", str(foundation_dir), "--manifest",
                                  str(manifest), "--method", "sea-peft", "--budget", "0.005",
-                                 "--out", str(out), *SCHEDULE], env={"COLUMNS": "200"})
+                                 "--out", str(out), *_schedule(tmp_path)], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     config = json.loads((out / "adapter_config.json").read_text())
     budget = int(0.005 * config["base_parameters"])
@@ -55,5 +62,24 @@ def test_sea_peft_audit_volume_must_be_extra(collection, foundation_dir, tmp_pat
     result = runner.invoke(app, ["adapt", "--foundation", str(foundation_dir), "--manifest",
                                  str(manifest), "--method", "sea-peft", "--out",
                                  str(tmp_path / "x"), "--audit-volume", split["support"][0],
-                                 *SCHEDULE])
+                                 *_schedule(tmp_path)])
     assert result.exit_code == 2 and "support or test volume" in result.output
+
+
+def test_sea_settings_file_errors_name_the_file(tmp_path):
+    from medpeft.methods.sea.loop import read_sea_settings
+    path = tmp_path / "sea.yaml"
+    path.write_text("budget: 0.01\nvote: 2\n")
+    try:
+        read_sea_settings(path)
+    except ValueError as err:
+        assert str(path) in str(err) and "['vote']" in str(err) and "votes" in str(err)
+    else:
+        raise AssertionError("a misspelt setting was accepted")
+    path.write_text("steps: many\n")
+    try:
+        read_sea_settings(path)
+    except ValueError as err:
+        assert "steps must be a number" in str(err)
+    else:
+        raise AssertionError("a non-number was accepted")

@@ -66,9 +66,10 @@ def test_size_prior_trims_an_over_segmenting_probe_and_improves_dice(collection,
     from medpeft.data.msd import load_msd
     from medpeft.data.ontology import class_mapping
     from medpeft.evaluate.metrics import evaluate_cases, mean_dice
-    from medpeft.methods.blackbox.adapt import blackbox_adapt, load_blackbox, volume_features
+    from medpeft.methods.blackbox.predictor import load_blackbox, volume_features
     from medpeft.methods.blackbox.service import foundation_service
     from medpeft.models.weights import load_foundation, shipped_foundation
+    from medpeft.pipelines.blackbox import blackbox_adapt
     target = load_msd(collection / "Task10_NewSite")
     split = make_split(target, 5, seed=0, n_test=3)
     manifest = write_manifest(tmp_path / "k5.json", split)
@@ -79,7 +80,7 @@ def test_size_prior_trims_an_over_segmenting_probe_and_improves_dice(collection,
     voxel_ml = float(np.prod(f.preprocessing.spacing)) / 1000
     result = {}
     for name, scans in (("plain", ()), ("transductive", unlabelled)):
-        summary = blackbox_adapt(shipped_foundation(), manifest, tmp_path / name, "linear",
+        summary = blackbox_adapt(shipped_foundation(), manifest, tmp_path / name, kind="linear",
                                  organs=("spleen",), steps=100, service=service, unlabelled=scans)
         predictor, config = load_blackbox(tmp_path / name, service)
         with torch.no_grad():

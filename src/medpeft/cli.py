@@ -1,5 +1,10 @@
 """The ``medpeft`` command line: phantom, pretrain, split, adapt, evaluate, predict, export, inspect,
-convert, demo."""
+convert, demo.
+
+Each command imports its machinery inside its own body (start-up time): ``medpeft --help`` and a
+command that needs no network answer in a second, without loading torch, MONAI and Flower for
+the other commands.
+"""
 from __future__ import annotations
 
 import json
@@ -15,6 +20,7 @@ from medpeft.cli_inspect import inspect_app
 from medpeft.cli_predict import predict_command
 from medpeft.cli_pretrain import pretrain_command
 from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD
+from medpeft.progress import progress_bar
 from medpeft.quiet import quiet_console
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -40,7 +46,6 @@ def phantom(out: Path = typer.Argument(..., help="folder to write the collection
             seed: int = typer.Option(0, help="same seed -> identical files")) -> None:
     """Write the embedded phantom CT collection (MSD folders, partially labelled sources)."""
     from medpeft.data.phantom.collection import write_collection
-    from medpeft.demo import progress_bar
     try:
         with progress_bar() as progress:
             index = write_collection(out, size, seed, progress=progress)
@@ -101,20 +106,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           kernel: Optional[int] = typer.Option(None, help="conv-adapter kernel, 1 or 3 (default 3)"),
           budget: Optional[float] = typer.Option(
               None, help="sea-peft: parameter budget, a fraction of the model (0.01) or a count"),
-          search_steps: Optional[int] = typer.Option(None, help="sea-peft: search steps "
-                                                     "(default 120 / 160 / 200 for K=1 / 5 / 10)"),
-          search_warmup: Optional[int] = typer.Option(None, help="sea-peft: steps before the "
-                                                      "first audit (20)"),
-          audit_every: Optional[int] = typer.Option(None, help="sea-peft: steps between audits (10)"),
-          allocate_every: Optional[int] = typer.Option(None, help="sea-peft: steps between "
-                                                       "allocations (20)"),
-          audit_sites: Optional[int] = typer.Option(None, help="sea-peft: trained sites toggled "
-                                                    "per audit, in rotation (4)"),
-          votes: Optional[int] = typer.Option(None, help="sea-peft: consecutive votes to switch (2)"),
-          guard: Optional[int] = typer.Option(None, help="sea-peft: rounds frozen after a switch (2)"),
-          ema_decay: Optional[float] = typer.Option(None, help="sea-peft: utility EMA decay (0.9)"),
-          iqr_lambda: Optional[float] = typer.Option(None, help="sea-peft: score = median - "
-                                                     "lambda x IQR (0.25)"),
+          sea_config: Optional[Path] = typer.Option(
+              None, help="sea-peft: YAML of search settings (configs/sea-peft.yaml lists them)"),
           audit_volume: Optional[str] = typer.Option(
               None, help="sea-peft: audit on this extra labelled volume instead of the support "
               "crops (the report says so)"),
@@ -141,57 +134,29 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           ) -> None:
     """Few-shot adaptation; writes only the trained tensors (the delta) and their config.
     White-box methods also run under torchrun (DDP over the support volumes)."""
-    if organ and method == "sea-peft":
-        _fail(ValueError("--organ is not available with sea-peft yet: its search ranks the "
-                         "foundation's own classes; use a fixed method (decoder, head, lora, ...)"))
-    from medpeft.methods.blackbox.heads import blackbox_kind
-    try:
-        kind = blackbox_kind(method)
-    except ValueError as err:
-        _fail(err)
-    if transductive and kind is None:
-        _fail(ValueError("--transductive runs on black-box adapters (their whole-volume features "
-                         "are cached once): use --method blackbox-spatial or blackbox-linear"))
-    from medpeft.demo import progress_bar
-    from medpeft.methods import SEA
+    from medpeft.infer.predict import nifti_inputs
+    from medpeft.methods.sea.loop import read_sea_settings
+    from medpeft.pipelines import AdaptRequest, check
+    from medpeft.pipelines import adapt as run
     from medpeft.train import distributed
-    from medpeft.train.adapt import adapt as run
-    if distributed.launched() and (kind or method == SEA):
-        _fail(ValueError(f"{method} trains in one process (its search or feature cache is not "
-                         "sharded): run it without torchrun"))
-    options = method_options(rank, alpha, targets, bottleneck, scale, kernel)
     try:
-        rates = parse_rates(lr)
+        sea = {**(read_sea_settings(sea_config) if sea_config else {}),
+               **({"budget": budget} if budget is not None else {})}
+        if transductive and unlabelled is None:
+            raise ValueError("--transductive needs --unlabelled DIR (the site's scans)")
+        if head_init != "prototype" and "@" not in method:
+            method = f"{method}@{head_init}"  # the registry's spelling: head@random
+        request = AdaptRequest(
+            foundation, manifest, method, out, steps=steps, seed=seed, resume=resume,
+            patience=patience, organs=tuple(organ or ()), lr=parse_rates(lr),
+            options=method_options(rank, alpha, targets, bottleneck, scale, kernel),
+            bf16=bf16, grad_checkpoint=grad_checkpoint, sea=sea, audit_volume=audit_volume,
+            blackbox=blackbox, gamma=gamma,
+            unlabelled=tuple(nifti_inputs(unlabelled)) if transductive else ())
+        check(request)
         with quiet_console(out, console, verbose=verbose), distributed.process_group(), \
                 progress_bar() as progress:
-            if method == SEA:
-                from medpeft.data.fewshot import read_manifest
-                from medpeft.methods.sea.adapt import sea_adapt
-                from medpeft.methods.sea.loop import sea_config
-                cfg = sea_config(len(read_manifest(manifest)["support"]), budget=budget,
-                                 steps=search_steps, warmup=search_warmup,
-                                 audit_every=audit_every,
-                                 allocate_every=allocate_every, audit_sites=audit_sites,
-                                 votes=votes, guard=guard,
-                                 decay=ema_decay, lam=iqr_lambda, seed=seed)
-                summary = sea_adapt(foundation, manifest, out, cfg, steps, audit_volume=audit_volume,
-                                    resume=resume, progress=progress)
-            elif kind:
-                from medpeft.infer.predict import nifti_inputs
-                from medpeft.methods.blackbox.adapt import blackbox_adapt
-                from medpeft.methods.blackbox.service import load_service
-                if transductive and unlabelled is None:
-                    raise ValueError("--transductive needs --unlabelled DIR (the site's scans)")
-                summary = blackbox_adapt(foundation, manifest, out, kind,
-                                         head_init, tuple(organ or ()), steps, seed,
-                                         service=load_service(blackbox) if blackbox else None,
-                                         unlabelled=nifti_inputs(unlabelled) if transductive
-                                         else (), gamma=gamma, patience=patience, resume=resume,
-                                         progress=progress)
-            else:
-                summary = run(foundation, manifest, method, out, options, steps, rates, seed,
-                              resume, tuple(organ or ()), head_init, patience, progress,
-                              bf16=bf16, grad_checkpoint=grad_checkpoint)
+            summary = run(request, progress)
     except (ValueError, TypeError, FileNotFoundError) as err:
         _fail(err)
     if distributed.is_main():
@@ -209,7 +174,7 @@ def export(adapter: Path = typer.Argument(..., help="adapter folder (medpeft ada
     """Write a stand-alone checkpoint: --merge folds LoRA (and BitFit, SSF, IA3, LayerNorm affine)
     into the base weights, giving a plain foundation checkpoint with the base model's keys;
     --bundle writes the same weights as a MONAI bundle."""
-    from medpeft.adapters.io import export_merged
+    from medpeft.methods.adapter_io import export_merged
     from medpeft.models.weights import load_foundation
     if bundle is None and not (merge and out):
         _fail(ValueError("export writes merged weights: pass --merge --out DIR, or --bundle DIR "
@@ -235,10 +200,10 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
     """Sliding-window inference on the manifest's test volumes; per-organ Dice (CSV + JSON)."""
     from medpeft.data.fewshot import read_manifest
     from medpeft.data.layouts import read_dataset
-    from medpeft.demo import _evaluate, progress_bar
+    from medpeft.evaluate.metrics import score_model
     from medpeft.evaluate.report import results_table, write_csv
     from medpeft.io import write_json
-    from medpeft.methods.blackbox.adapt import open_adapter
+    from medpeft.methods.adapter_io import open_adapter
     from medpeft.models.weights import load_foundation
     try:
         f = load_foundation(foundation)
@@ -246,8 +211,9 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
         split_ = read_manifest(manifest)
         ds = read_dataset(split_["dataset"], label_files=True)
         with progress_bar() as progress:
-            dice, organs, rows = _evaluate(model, ds, split_["test"], f, out / "predictions",
-                                           progress, "evaluating", classes)
+            dice, organs, rows = score_model(model, ds, split_["test"], f,
+                                             pred_dir=out / "predictions", progress=progress,
+                                             classes=classes)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
     write_json(out / "dice.json", rows)
@@ -284,7 +250,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
     """The main job on the embedded phantom: pre-train, adapt at K=1 and K=5, report Dice; then
     three phantom hospitals adapt together on Flower (only adapters travel)."""
-    from medpeft.demo import DEMO_METHODS, DemoConfig, run_demo
+    from medpeft.experiments.demo import DEMO_METHODS, DemoConfig, run_demo
     from medpeft.methods import PRESETS
     methods = tuple(PRESETS) if method == ["all"] else tuple(method or DEMO_METHODS)
     try:
@@ -303,9 +269,8 @@ def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"
     """Datasets x methods x K x seeds; resumable; results.csv, paired.csv, report.md with plots."""
     from rich.markup import escape
 
-    from medpeft.demo import progress_bar
-    from medpeft.evaluate.benchmark import load_grid, paired, run_grid, write_rows
     from medpeft.evaluate.grid_report import write_grid_report
+    from medpeft.experiments.grid import load_grid, paired, run_grid, write_rows
     try:
         cfg = load_grid(config)
         failures: list[str] = []
@@ -354,7 +319,6 @@ def convert(folder: Path = typer.Argument(..., help="dataset folder, any support
     """Write a dataset as an MSD folder (per-structure masks combined into one label map)."""
     from medpeft.data.layouts import read_dataset, write_msd
     from medpeft.data.msd import DataError, check_dataset
-    from medpeft.demo import progress_bar
     try:
         ds = read_dataset(folder, layout)
         check_dataset(ds)

@@ -116,7 +116,7 @@ def inspect_data(folder: Path = typer.Argument(..., help="dataset folder, any su
         return
     from medpeft.data.msd import DataError
     from medpeft.data.survey import survey
-    from medpeft.demo import progress_bar
+    from medpeft.progress import progress_bar
     try:
         ds = read_dataset(folder, layout)
     except DataError as err:

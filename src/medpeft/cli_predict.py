@@ -28,10 +28,10 @@ def predict_command(base: Path = typer.Option(..., help="foundation checkpoint f
             verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
     """Segment CT volumes; each label map keeps its input's geometry (canonical organ ids)."""
     from medpeft.data.dicom import is_dicom_folder
-    from medpeft.demo import progress_bar
     from medpeft.infer.predict import nifti_inputs, predict_files
-    from medpeft.methods.blackbox.adapt import open_adapter
+    from medpeft.methods.adapter_io import open_adapter
     from medpeft.models.weights import load_foundation
+    from medpeft.progress import progress_bar
     try:
         dicom = is_dicom_folder(inp)
         if fmt == "dicom-seg" and not dicom:

@@ -12,7 +12,7 @@ from monai.metrics import compute_dice, compute_hausdorff_distance, compute_surf
 from monai.networks.utils import one_hot
 
 from medpeft.data.msd import MSDDataset, check_dataset
-from medpeft.data.ontology import ClassMapping
+from medpeft.data.ontology import ClassMapping, class_mapping
 from medpeft.data.transforms import Preprocessing
 from medpeft.infer.predict import predict_labels, save_prediction
 
@@ -111,3 +111,15 @@ def organ_means(rows: list[dict]) -> dict[str, float]:
         if not math.isnan(r["dice"]):
             out.setdefault(r["organ"], []).append(r["dice"])
     return {k: sum(v) / len(v) for k, v in out.items()}
+
+
+def score_model(model: torch.nn.Module, ds: MSDDataset, names: list[str], foundation, *,
+                pred_dir: Path | None, progress=None, desc: str = "evaluating",
+                classes: tuple[str, ...] | None = None) -> tuple[float, dict, list]:
+    """Mean Dice, per-organ means and the rows of ``model`` (segmenting ``classes``, by default
+    the foundation's) on volumes ``names`` of ``ds``, with the foundation's preprocessing."""
+    classes = classes or foundation.classes
+    rows = evaluate_cases(model, ds, names, class_mapping(ds.labels, classes),
+                          foundation.preprocessing, classes, pred_dir=pred_dir, progress=progress,
+                          desc=desc)
+    return mean_dice(rows), organ_means(rows), rows

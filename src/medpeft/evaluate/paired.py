@@ -14,6 +14,8 @@ from collections import defaultdict
 
 from scipy.stats import wilcoxon
 
+ZERO_SHOT = "zero-shot"  # the foundation without adaptation: the grid's row of every K
+
 
 def smallest_p(n: int) -> float:
     """The smallest two-sided p an exact Wilcoxon signed-rank test over ``n`` pairs can give."""
@@ -32,3 +34,30 @@ def case_paired_test(diffs: list[tuple[str, float]]) -> dict:
     p = wilcoxon(values).pvalue if n > 1 and any(values) else math.nan
     return {"pairs": n, "mean_difference": statistics.mean(values) if values else math.nan,
             "wins": sum(v > 0 for v in values), "p_value": float(p), "smallest_p": smallest_p(n)}
+
+
+def paired(rows: list[dict], reference: str, metric: str = "dice") -> list[dict]:
+    """Each method against ``reference`` per task and K, one pair per test case (differences
+    averaged over the case's organs and seeds first; ``medpeft.evaluate.paired``)."""
+    def key(r):
+        return (r["dataset"], r.get("task", "all"), r["case"], r["organ"], r["seed"])
+    ref = {}
+    for r in rows:
+        if r["method"] == reference and not math.isnan(r[metric]):
+            ref.setdefault(r["k"], {})[key(r)] = r[metric]
+    zero = {key(r)[:4]: r[metric] for r in rows if r["method"] == ZERO_SHOT}
+    out = []
+    for (task, method, k) in sorted({(r.get("task", "all"), r["method"], r["k"]) for r in rows
+                                     if r["method"] != reference}):
+        diffs = []
+        for r in rows:
+            if (r.get("task", "all"), r["method"], r["k"]) != (task, method, k) \
+                    or math.isnan(r[metric]):
+                continue
+            base = zero.get(key(r)[:4]) if reference == ZERO_SHOT else ref.get(k, {}).get(key(r))
+            if base is not None and not math.isnan(base):
+                diffs.append(((r["dataset"], r["case"]), r[metric] - base))
+        if diffs:
+            out.append({"task": task, "method": method, "k": k, "reference": reference,
+                        **case_paired_test(diffs)})
+    return out

@@ -20,11 +20,11 @@ import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
-from medpeft.adapters.io import save_adapter
 from medpeft.federated.config import fed_sea_config
 from medpeft.federated.sea_site import candidate_model, own_parameters, wire_state
 from medpeft.federated.strategy import WEIGHT, AdapterFedAvg, metrics_of, to_arrays, to_state
 from medpeft.methods import SEA, apply_method
+from medpeft.methods.adapter_io import save_adapter
 from medpeft.methods.sea.fsr import RankingController
 from medpeft.methods.sea.knapsack import Item, greedy_knapsack
 from medpeft.methods.sea.loop import SeaConfig

@@ -34,7 +34,7 @@ from medpeft.methods.sea.smoothing import UtilitySmoother
 from medpeft.methods.sea.space import SWIN_SPACE, insert_space
 from medpeft.models.backbones import count_parameters
 from medpeft.models.weights import Foundation, load_foundation
-from medpeft.train.adapt import crop_dataset, load_support
+from medpeft.pipelines.tune import crop_dataset, load_support
 from medpeft.train.loop import LoopConfig, batches, train_loop
 from medpeft.train.losses import MarginalDiceCELoss
 

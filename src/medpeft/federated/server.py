@@ -11,7 +11,6 @@ from pathlib import Path
 from flwr.app import ConfigRecord
 from flwr.serverapp import Grid
 
-from medpeft.adapters.io import save_adapter
 from medpeft.federated.accounting import Ledger, arrays_bytes
 from medpeft.federated.config import FedConfig
 from medpeft.federated.privacy import ACCOUNTANT, DPSettings, epsilon
@@ -20,6 +19,7 @@ from medpeft.federated.site import build_model, initial_state, load_tensors
 from medpeft.federated.strategy import AdapterFedAvg, to_arrays, to_state
 from medpeft.io import write_json
 from medpeft.methods import SEA
+from medpeft.methods.adapter_io import save_adapter
 from medpeft.models.weights import load_foundation
 
 TIMEOUT_S = 3600.0

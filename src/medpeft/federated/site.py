@@ -12,15 +12,15 @@ from pathlib import Path
 import torch
 from torch.utils.data import ConcatDataset
 
-from medpeft.adapters.io import save_adapter
 from medpeft.data.fewshot import read_manifest
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice
 from medpeft.federated.config import FedConfig
 from medpeft.federated.plans import plan_named, split_state
 from medpeft.federated.privacy import DPSettings, clip_update
 from medpeft.methods import MethodState, apply_method, param_groups, trainable_state
+from medpeft.methods.adapter_io import save_adapter
 from medpeft.models.weights import Foundation, load_foundation
-from medpeft.train.adapt import crop_dataset, load_support
+from medpeft.pipelines.tune import crop_dataset, load_support
 from medpeft.train.loop import LoopConfig, train_loop
 from medpeft.train.losses import MarginalDiceCELoss
 

@@ -18,9 +18,9 @@ import monai
 import torch
 
 from medpeft.adapters.inject import unwrap
-from medpeft.adapters.io import load_adapter
 from medpeft.data.ontology import label_ids
 from medpeft.io import atomic_path, write_json, write_text
+from medpeft.methods.adapter_io import load_adapter
 from medpeft.models.weights import Foundation
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ WEIGHTS = "foundation.safetensors"
 META = "foundation.json"
 
 
-@dataclass
+@dataclass(frozen=True)
 class Foundation:
     model: torch.nn.Module | None  # None: described only (black-box use reads no weights)
     backbone: BackboneConfig
@@ -26,6 +26,10 @@ class Foundation:
     preprocessing: Preprocessing
     sha256: str
     path: Path | None = None
+
+    def with_classes(self, classes: tuple[str, ...]) -> Foundation:
+        """The same foundation segmenting ``classes`` (its head is set by the caller)."""
+        return replace(self, classes=tuple(classes))
 
 
 def file_sha256(path: str | Path) -> str:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
+import yaml
 from torch import nn
 
 from medpeft.adapters.base import AdapterSite
@@ -47,6 +48,24 @@ class SeaConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def read_sea_settings(path: str | Path) -> dict:
+    """SEA-PEFT's search settings from a YAML file (``configs/sea-peft.yaml`` lists them all);
+    an unknown or mistyped entry is named with the file."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        raise ValueError(f"{path}: cannot read the SEA-PEFT settings ({err})") from err
+    known = {f.name for f in fields(SeaConfig)} - {"seed"}  # the seed is the run's own
+    if not isinstance(raw, dict) or set(raw) - known:
+        raise ValueError(f"{path}: unknown SEA-PEFT settings "
+                         f"{sorted(set(raw) - known) if isinstance(raw, dict) else raw!r}; "
+                         f"known: {', '.join(sorted(known))}")
+    for name, value in raw.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ValueError(f"{path}: {name} must be a number, not {value!r}")
+    return raw
 
 
 def sea_config(k: int, **overrides) -> SeaConfig:

@@ -11,25 +11,26 @@ import json
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.msd import load_msd
-from medpeft.data.ontology import class_mapping
 from medpeft.data.phantom.collection import write_collection
 from medpeft.evaluate.html_report import scroller, write_html_report
-from medpeft.evaluate.metrics import evaluate_cases, mean_dice, organ_means
+from medpeft.evaluate.metrics import score_model
 from medpeft.evaluate.report import overlay_png, results_table, write_csv, write_report
+from medpeft.experiments.cell import adapt_and_open, cached
 from medpeft.io import write_json, write_text
-from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD, SCRATCH, check_method
-from medpeft.methods.blackbox.adapt import adapter_config, blackbox_adapt, open_adapter
-from medpeft.methods.blackbox.heads import blackbox_kind
+from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD, SCRATCH
+from medpeft.methods.adapter_io import open_adapter
+from medpeft.methods.registry import TUNE, resolve
 from medpeft.models.backbones import count_parameters
-from medpeft.models.weights import load_foundation, shipped_foundation
-from medpeft.train.adapt import adapt
+from medpeft.models.weights import Foundation, load_foundation, shipped_foundation
+from medpeft.pipelines import AdaptRequest
+from medpeft.progress import Reporter, progress_bar
 from medpeft.train.loop import LoopConfig
 from medpeft.train.pretrain import pretrain
 
@@ -66,11 +67,6 @@ class DemoConfig:
     federated_steps: int = 10
 
 
-def progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn())
-
-
 def pretrain_recipe(sources_hash: str, cfg: DemoConfig) -> dict:
     """Everything that determines the demo's foundation model (the source datasets, not the target)."""
     return {"sources": sources_hash, "backbone": cfg.backbone, "steps": cfg.pretrain_steps,
@@ -98,15 +94,6 @@ def _provide_foundation(fdir: Path, recipe: dict, sources: list[Path], cfg: Demo
              loop=LoopConfig(steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed),
              resume=True, progress=progress, recipe=recipe, augment=cfg.pretrain_augment,
              sampling=cfg.pretrain_sampling)
-
-
-def _evaluate(model, ds, names, foundation, pred_dir, progress, desc,
-              classes: tuple[str, ...] | None = None) -> tuple[float, dict, list]:
-    classes = classes or foundation.classes
-    mapping = class_mapping(ds.labels, classes)
-    rows = evaluate_cases(model, ds, names, mapping, foundation.preprocessing, classes,
-                          pred_dir=pred_dir, progress=progress, desc=desc)
-    return mean_dice(rows), organ_means(rows), rows
 
 
 @dataclass
@@ -140,8 +127,9 @@ def evaluate_adapter(cell: Path, setting: PhantomSetting, test: list[str], progr
     """Mean and per-organ Dice of the adapter in ``cell`` on the target's ``test`` volumes."""
     foundation = load_foundation(setting.foundation_dir)
     model, classes = open_adapter(cell, foundation)
-    d, organs, _ = _evaluate(model, setting.target, test, foundation, cell / "predictions",
-                             progress, desc, classes)
+    d, organs, _ = score_model(model, setting.target, test, foundation,
+                               pred_dir=cell / "predictions", progress=progress, desc=desc,
+                               classes=classes)
     return d, organs
 
 
@@ -151,70 +139,88 @@ def demo_rows(cfg: DemoConfig, k: int) -> list[str]:
     return [m for m in cfg.methods + (SCRATCH,) if k in cfg.only_at.get(m, (k,))]
 
 
-def _adapt_demo_cell(fdir: Path, manifest: Path, method: str, cell: Path, cfg: DemoConfig,
-                     progress) -> dict:
-    """Adapt one demo cell (resuming it); the scratch peer gets its own longer schedule."""
-    if blackbox_kind(method):
-        return blackbox_adapt(fdir, manifest, cell, blackbox_kind(method), steps=cfg.adapt_steps,
-                              seed=cfg.seed, resume=True, progress=progress)
-    steps, patience = (cfg.scratch_steps or cfg.adapt_steps, cfg.scratch_patience) \
-        if method == SCRATCH \
-        else (cfg.adapt_steps, 0)
-    return adapt(fdir, manifest, method, cell, options=cfg.options.get(method), steps=steps,
-                 seed=cfg.seed, resume=True, patience=patience, progress=progress)
+def demo_request(fdir: Path, manifest: Path, method: str, cell: Path,
+                 cfg: DemoConfig) -> AdaptRequest:
+    """One demo cell's adaptation (resuming it); the scratch peer gets its own longer schedule."""
+    peer = resolve(method).is_peer
+    return AdaptRequest(fdir, manifest, method, cell,
+                        steps=(cfg.scratch_steps or cfg.adapt_steps) if peer else cfg.adapt_steps,
+                        patience=cfg.scratch_patience if peer else 0, seed=cfg.seed, resume=True,
+                        options=cfg.options.get(method) if resolve(method).family == TUNE
+                        else None)
+
+
+def _record(setting: str, method: str, k: int, dice: float, organs: dict, trainable: int,
+            seconds: float, n_total: int) -> dict:
+    return {"setting": setting, "method": method, "k": k, "mean_dice": dice, "organs": organs,
+            "trainable": trainable, "trainable_pct": 100.0 * trainable / n_total,
+            "seconds": seconds}
+
+
+def _adapted_record(request: AdaptRequest, setting: PhantomSetting, test: list[str], k: int,
+                    n_total: int, progress: Reporter) -> dict:
+    """Adapt one demo cell and score it on the new site's test volumes."""
+    adapted = adapt_and_open(request, progress)
+    d, organs, _ = score_model(adapted.model, setting.target, test, adapted.foundation,
+                               pred_dir=request.out / "predictions", progress=progress,
+                               desc=f"evaluate {request.method} K={k}", classes=adapted.classes)
+    return _record("new site", request.method, k, d, organs, adapted.trainable, adapted.seconds,
+                   n_total)
+
+
+def _zero_shot_records(out: Path, setting: PhantomSetting, foundation: Foundation,
+                       test: list[str], progress: Reporter) -> list[dict]:
+    """The foundation unadapted: at its own held-out source site and at the new site."""
+    holdout, n_total = setting.holdout, count_parameters(foundation.model)
+    d, organs, _ = score_model(foundation.model, holdout, [c.name for c in holdout.cases],
+                               foundation, pred_dir=None, progress=progress,
+                               desc="source site, zero-shot")
+    records = [_record("source site (held out)", "foundation", 0, d, organs, 0, 0.0, n_total)]
+    d, organs, _ = score_model(foundation.model, setting.target, test, foundation,
+                               pred_dir=out / "zero-shot" / "predictions", progress=progress,
+                               desc="new site, zero-shot")
+    return records + [_record("new site", "zero-shot", 0, d, organs, 0, 0.0, n_total)]
 
 
 def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
              console: Console | None = None) -> list[dict]:
-    """Run the whole demo into ``out``; returns the result records (also in results.json)."""
+    """Run the whole demo into ``out``; returns the result records (also in results.json).
+    Each finished (K, method) cell is kept in its ``result.json`` and read back on a re-run."""
     console = console or Console()
     for method in cfg.methods:
-        if blackbox_kind(method) is None:
-            check_method(method)
+        resolve(method)
     out, cache = Path(out), Path(cache)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", asdict(cfg))
     t_start = time.perf_counter()
     with progress_bar() as progress:
         setting = phantom_setting(cache, cfg, progress, console)
-        fdir, holdout, target = setting.foundation_dir, setting.holdout, setting.target
-        foundation = load_foundation(fdir)
+        foundation = load_foundation(setting.foundation_dir)
         n_total = count_parameters(foundation.model)
-        records: list[dict] = []
-
-        def record(setting, method, k, dice, organs, trainable, seconds):
-            records.append({"setting": setting, "method": method, "k": k, "mean_dice": dice,
-                            "organs": organs, "trainable": trainable,
-                            "trainable_pct": 100.0 * trainable / n_total, "seconds": seconds})
-
-        zero_dir = out / "zero-shot"
-        d, organs, _ = _evaluate(foundation.model, holdout, [c.name for c in holdout.cases],
-                                 foundation, None, progress, "source site, zero-shot")
-        record("source site (held out)", "foundation", 0, d, organs, 0, 0.0)
-        split_any = make_split(target, max(cfg.shots), cfg.seed, cfg.n_test)
-        d, organs, _ = _evaluate(foundation.model, target, split_any["test"], foundation,
-                                 zero_dir / "predictions", progress, "new site, zero-shot")
-        record("new site", "zero-shot", 0, d, organs, 0, 0.0)
+        test = make_split(setting.target, max(cfg.shots), cfg.seed, cfg.n_test)["test"]
+        records = _zero_shot_records(out, setting, foundation, test, progress)
         for k in cfg.shots:
             manifest = write_manifest(out / f"k{k}" / "manifest.json",
-                                      make_split(target, k, cfg.seed, cfg.n_test))
+                                      make_split(setting.target, k, cfg.seed, cfg.n_test))
             for method in demo_rows(cfg, k):
-                cell = out / f"k{k}" / method
-                result_path = cell / "result.json"
-                if result_path.exists():  # finished in an earlier run: keep it
-                    records.append(json.loads(result_path.read_text()))
-                    continue
-                summary = _adapt_demo_cell(fdir, manifest, method, cell, cfg, progress)
-                d, organs = evaluate_adapter(cell, setting, split_any["test"], progress,
-                                             f"evaluate {method} K={k}")
-                config = adapter_config(cell)
-                record("new site", method, k, d, organs, config["trainable_parameters"],
-                       summary["seconds"])
-                write_json(result_path, records[-1])
-    case = split_any["test"][0]
-    k_max = max(cfg.shots)
+                request = demo_request(setting.foundation_dir, manifest, method,
+                                       out / f"k{k}" / method, cfg)
+                records.append(cached(request.out / "result.json", partial(
+                    _adapted_record, request, setting, test, k, n_total, progress)))
+    _write_reports(out, setting, cfg, records, test[0], n_total, time.perf_counter() - t_start)
+    console.print(results_table(records, "medpeft demo: mean Dice on held-out volumes"))
+    if cfg.federated_rounds:
+        _federated_section(out, setting, cfg, console)
+    console.print(f"report: {out / 'report.md'} (and report.html)  overlay: {out / 'overlay.png'}")
+    return records
+
+
+def _write_reports(out: Path, setting: PhantomSetting, cfg: DemoConfig, records: list[dict],
+                   case: str, n_total: int, seconds: float) -> None:
+    """results.json / .csv, report.md with the overlay of ``case``, report.html with its scroller."""
+    target, k_max = setting.target, max(cfg.shots)
     overlay = out / "overlay.png"
-    predictions = {"zero-shot": zero_dir / "predictions" / f"{case}.nii.gz",
+    predictions = {"zero-shot": out / "zero-shot" / "predictions" / f"{case}.nii.gz",
                    **{f"{m} K={k_max}": out / f"k{k_max}" / m / "predictions" / f"{case}.nii.gz"
                       for m in demo_rows(cfg, k_max)}}
     overlay_png(overlay, target.case(case).image, target.case(case).label, target.labels,
@@ -223,19 +229,14 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
     write_csv(out / "results.csv", records)
     facts = {"title": "medpeft demo: few-shot adaptation to a new CT site (phantom)",
              "command": "medpeft demo", "backbone": f"{cfg.backbone} ({n_total:,} parameters)",
-             "foundation": str(fdir),
+             "foundation": str(setting.foundation_dir),
              "target": f"{target.root} ({cfg.n_test} held-out test volumes)",
-             "wall time (s)": f"{time.perf_counter() - t_start:.0f}"}
+             "wall time (s)": f"{seconds:.0f}"}
     write_report(out / "report.md", records, facts, overlay.name)
     write_html_report(out / "report.html", title=facts["title"],
                       facts={k: v for k, v in facts.items() if k != "title"}, records=records,
                       cases=[scroller(target.case(case).image, target.case(case).label,
                                       target.labels, predictions)])
-    console.print(results_table(records, "medpeft demo: mean Dice on held-out volumes"))
-    if cfg.federated_rounds:
-        _federated_section(out, setting, cfg, console)
-    console.print(f"report: {out / 'report.md'} (and report.html)  overlay: {overlay}")
-    return records
 
 
 def _federated_section(out: Path, setting: PhantomSetting, cfg: DemoConfig,

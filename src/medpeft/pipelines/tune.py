@@ -7,7 +7,6 @@ from pathlib import Path
 
 import torch
 
-from medpeft.adapters.io import save_adapter
 from medpeft.data.fewshot import read_manifest
 from medpeft.data.layouts import read_dataset
 from medpeft.data.msd import MSDDataset, check_dataset
@@ -15,9 +14,11 @@ from medpeft.data.ontology import ClassMapping, class_mapping
 from medpeft.data.transforms import cached_dataset, case_dicts
 from medpeft.io import write_yaml
 from medpeft.methods import ADAPT_STEPS, SCRATCH, apply_method, group_rates, param_groups
+from medpeft.methods.adapter_io import save_adapter
 from medpeft.methods.novel_organs import INITS, prototype_rows, set_head_classes, task_classes
 from medpeft.models.backbones import build_backbone
 from medpeft.models.weights import Foundation, load_foundation
+from medpeft.progress import Reporter
 from medpeft.train import distributed
 from medpeft.train.loop import LoopConfig, batches, train_loop
 from medpeft.train.losses import MarginalDiceCELoss
@@ -37,11 +38,11 @@ def crop_dataset(foundation: Foundation, ds: MSDDataset, mapping: ClassMapping,
                           {ds.name: mapping}, train=True, augment=augment)
 
 
-def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
+def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
           options: dict | None = None, steps: int = ADAPT_STEPS,
           lr: float | dict[str, float] | None = None, seed: int = 0, resume: bool = False,
           organs: tuple[str, ...] = (), head_init: str = "prototype", patience: int = 0,
-          progress=None, *, bf16: bool = False, grad_checkpoint: bool = False,
+          progress: Reporter | None = None, bf16: bool = False, grad_checkpoint: bool = False,
           augment: str = "light") -> dict:
     """Adapt with ``method`` on the manifest's support volumes; writes the adapter to ``out_dir``.
 
@@ -58,7 +59,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path,
     foundation = load_foundation(foundation_dir)
     torch.manual_seed(seed)  # new head rows and adapters depend on the seed alone
     known = foundation.classes
-    foundation.classes = task_classes(known, organs)
+    foundation = foundation.with_classes(task_classes(known, organs))
     set_head_classes(foundation.model, known, foundation.classes)
     ds, mapping = load_support(foundation, split)
     rates = group_rates(method, lr)

@@ -9,52 +9,26 @@ the foundation's, and organs the foundation never saw may be among them).
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
-from torch import nn
 
 from medpeft.data.fewshot import read_manifest
-from medpeft.data.transforms import Preprocessing, load_transforms
 from medpeft.infer.transductive import SizePenalty, size_prior
 from medpeft.io import write_json
 from medpeft.methods.blackbox.cache import build_cache
 from medpeft.methods.blackbox.heads import BlackBoxHead, prototype_init
-from medpeft.methods.blackbox.service import FeatureService, foundation_service, load_service
+from medpeft.methods.blackbox.predictor import CONFIG, WEIGHTS, volume_features
+from medpeft.methods.blackbox.service import FeatureService, foundation_service
 from medpeft.methods.novel_organs import task_classes
-from medpeft.models.weights import Foundation, describe_foundation, load_foundation, save_state
-from medpeft.train.adapt import crop_dataset, load_support
+from medpeft.models.weights import describe_foundation, load_foundation, save_state
+from medpeft.pipelines.tune import crop_dataset, load_support
+from medpeft.progress import Reporter
 from medpeft.train.loop import LoopConfig, train_loop
 from medpeft.train.losses import MarginalDiceCELoss
 
-WEIGHTS, CONFIG = "blackbox.safetensors", "blackbox_config.json"
 RATES = {"adapter": 3e-3, "head": 1e-2}
-
-
-class BlackBoxPredictor(nn.Module):
-    """Logits of CT patches: the service's features through the trained head."""
-
-    def __init__(self, service: FeatureService, head: BlackBoxHead):
-        super().__init__()
-        self.head = head
-        object.__setattr__(self, "service", service)  # not a submodule: never moved or saved
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.service(x))
-
-
-def volume_features(service: FeatureService, image_path: str | Path, pp: Preprocessing
-                    ) -> torch.Tensor:
-    """Features of a whole preprocessed volume (1, C, ...) by sliding window, float16."""
-    from monai.inferers import sliding_window_inference
-    image = load_transforms(pp, None, with_label=False)({"image": str(image_path)})["image"]
-    with torch.no_grad():
-        feats = sliding_window_inference(image[None].as_tensor(), pp.patch, 2, service,
-                                         overlap=0.25, mode="gaussian")
-    return feats.half()
 
 
 def _transductive_loss(head: BlackBoxHead, service: FeatureService, info, ds, mapping, split,
@@ -93,11 +67,12 @@ def _groups(head: BlackBoxHead) -> list[dict]:
     return groups
 
 
-def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, kind: str = "spatial",
+def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, *, kind: str = "spatial",
                    init: str = "prototype", organs: tuple[str, ...] = (), steps: int = 150,
                    seed: int = 0, crops_per_volume: int = 8, service: FeatureService | None = None,
                    unlabelled: list[Path] = (), gamma: float = 0.2, size_weight: float = 1.0,
-                   patience: int = 0, resume: bool = False, progress=None) -> dict:
+                   patience: int = 0, resume: bool = False,
+                   progress: Reporter | None = None) -> dict:
     """Train a black-box adapter on the manifest's support volumes; writes it to ``out_dir``.
 
     ``unlabelled``: scans of the new site to adapt on transductively (the size prior of
@@ -108,7 +83,7 @@ def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, kind: st
     out_dir = Path(out_dir)
     split = read_manifest(manifest)
     info = describe_foundation(foundation_dir)
-    info.classes = task_classes(info.classes, organs)
+    info = info.with_classes(task_classes(info.classes, organs))
     ds, mapping = load_support(info, split)
     if service is None:
         service = foundation_service(load_foundation(foundation_dir).model)
@@ -144,37 +119,3 @@ def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, kind: st
         "trainable_parameters": sum(p.numel() for p in head.parameters()),
         "preprocessing": info.preprocessing.to_dict(), "manifest": split, "train": summary})
     return summary
-
-
-def load_blackbox(folder: str | Path, service: FeatureService) -> tuple[BlackBoxPredictor, dict]:
-    """A saved black-box adapter on ``service``; returns (predictor, its config)."""
-    folder = Path(folder)
-    config = json.loads((folder / CONFIG).read_text())
-    if config["channels"] != service.channels:
-        raise ValueError(f"{folder}: adapter expects {config['channels']} feature channels, "
-                         f"the service returns {service.channels}")
-    head = BlackBoxHead(config["channels"], len(config["classes"]) + 1, config["kind"])
-    head.load_state_dict(load_file(str(folder / WEIGHTS)), strict=True)
-    return BlackBoxPredictor(service, head.eval()), config
-
-
-def adapter_config(folder: str | Path) -> dict:
-    """The config of any saved adapter folder (black-box or not)."""
-    for name in (CONFIG, "adapter_config.json"):
-        if (Path(folder) / name).is_file():
-            return json.loads((Path(folder) / name).read_text())
-    raise FileNotFoundError(f"{folder}: no adapter config (is it a medpeft adapter folder?)")
-
-
-def open_adapter(folder: str | Path, foundation: Foundation, blackbox: str | Path | None = None
-                 ) -> tuple[nn.Module, tuple[str, ...]]:
-    """Any saved adapter, ready to predict, and the classes of its outputs: a black-box one on
-    its service (the ``blackbox`` file, else ``foundation`` sealed), any other applied to
-    ``foundation``'s model."""
-    folder = Path(folder)
-    if (folder / CONFIG).exists():
-        service = load_service(blackbox) if blackbox else foundation_service(foundation.model)
-        predictor, config = load_blackbox(folder, service)
-        return predictor, tuple(config["classes"])
-    from medpeft.adapters.io import load_adapter
-    return load_adapter(folder, foundation), foundation.classes

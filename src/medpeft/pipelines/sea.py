@@ -29,7 +29,8 @@ from medpeft.methods.sea.report import write_search_report
 from medpeft.methods.sea.space import SWIN_SPACE, describe, insert_space
 from medpeft.models.backbones import count_parameters
 from medpeft.models.weights import load_foundation
-from medpeft.train.adapt import adapt, crop_dataset, load_support
+from medpeft.pipelines.tune import adapt, crop_dataset, load_support
+from medpeft.progress import Reporter
 from medpeft.train.loop import batches
 from medpeft.train.losses import MarginalDiceCELoss
 
@@ -43,9 +44,10 @@ def _audit_names(ds, split: dict, audit_volume: str | None) -> list[str]:
     return [ds.case(audit_volume).name]
 
 
-def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfig,
-              steps: int = ADAPT_STEPS, audit_crops: int | None = None, audit_volume: str | None = None,
-              resume: bool = False, progress=None) -> dict:
+def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfig, *,
+              steps: int = ADAPT_STEPS, audit_crops: int | None = None,
+              audit_volume: str | None = None, resume: bool = False,
+              progress: Reporter | None = None) -> dict:
     """Search, then refine for ``steps`` steps; writes the adapter and ``report.md`` to ``out_dir``."""
     out_dir = Path(out_dir)
     search_dir = out_dir / "search"

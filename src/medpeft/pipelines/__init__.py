@@ -1,0 +1,67 @@
+"""The three adaptation flows behind one entry point, :func:`adapt`.
+
+- whole-model tuning (``tune``): presets, adapter kinds and the from-scratch peer, one loop;
+- SEA-PEFT (``sea``): search the adapter sites under a budget, then refine them with ``tune``;
+- black-box (``blackbox``): a head on a sealed service's cached features.
+
+The method's family (:func:`medpeft.methods.registry.resolve`) picks the flow; the CLI, the demo,
+the benchmark grid and the benchmarks all adapt through :func:`adapt`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from medpeft.methods.blackbox.service import load_service
+from medpeft.methods.registry import BLACKBOX, SEARCHED, TUNE, MethodSpec, resolve
+from medpeft.methods.sea.loop import sea_config
+from medpeft.pipelines.blackbox import blackbox_adapt
+from medpeft.pipelines.request import AdaptRequest
+from medpeft.pipelines.sea import sea_adapt
+from medpeft.pipelines.tune import adapt as tune
+from medpeft.progress import Reporter
+from medpeft.train import distributed
+
+__all__ = ["AdaptRequest", "adapt", "check"]
+
+
+def check(request: AdaptRequest) -> MethodSpec:
+    """The request's method, parsed; a ValueError for settings its family cannot honour."""
+    spec = resolve(request.method)
+    if spec.family != BLACKBOX and (request.unlabelled or request.blackbox):
+        raise ValueError("transductive adaptation and --blackbox run on black-box adapters "
+                         "(their whole-volume features are cached once): use --method "
+                         "blackbox-spatial or blackbox-linear")
+    if spec.family == SEARCHED and request.organs not in ((), ("all",)):
+        raise ValueError("--organ is not available with sea-peft yet: its search ranks the "
+                         "foundation's own classes; use a fixed method (decoder, head, lora, ...)")
+    if spec.family != TUNE and distributed.launched():
+        raise ValueError(f"{request.method} trains in one process (its search or feature cache "
+                         "is not sharded): run it without torchrun")
+    if spec.family != SEARCHED and (request.sea or request.audit_volume):
+        raise ValueError(f"SEA-PEFT settings were given to {request.method}: use --method sea-peft")
+    return spec
+
+
+def adapt(request: AdaptRequest, progress: Reporter | None = None) -> dict:
+    """Run the request's flow; the adapter lands in ``request.out``. Returns the training summary
+    (``seconds`` included)."""
+    spec = check(request)
+    if spec.family == SEARCHED:
+        k = len(json.loads(Path(request.manifest).read_text())["support"])
+        return sea_adapt(request.foundation, request.manifest, request.out,
+                         sea_config(k, seed=request.seed, **request.sea), steps=request.steps,
+                         audit_volume=request.audit_volume, resume=request.resume,
+                         progress=progress)
+    if spec.family == BLACKBOX:
+        return blackbox_adapt(request.foundation, request.manifest, request.out,
+                              kind=spec.blackbox_kind, init=spec.head_init, organs=request.organs,
+                              steps=request.steps, seed=request.seed,
+                              service=load_service(request.blackbox) if request.blackbox else None,
+                              unlabelled=request.unlabelled, gamma=request.gamma,
+                              patience=request.patience, resume=request.resume, progress=progress)
+    return tune(request.foundation, request.manifest, spec.base, request.out,
+                options=request.options, steps=request.steps, lr=request.lr, seed=request.seed,
+                resume=request.resume, organs=request.organs, head_init=spec.head_init,
+                patience=request.patience, progress=progress, bf16=request.bf16,
+                grad_checkpoint=request.grad_checkpoint, augment=request.augment)
