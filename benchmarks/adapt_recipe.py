@@ -53,7 +53,7 @@ def recipe_cell(setting, manifest: Path, test: list[str], cell: Path, *, method:
         summary = adapt(AdaptRequest(setting.foundation_dir, manifest, method, cell, steps=steps,
                                      seed=seed, patience=patience, augment=augment), progress)
         seconds = time.perf_counter() - t0
-        dice, organs = evaluate_adapter(cell, setting, test, progress, f"evaluate {cell.name}")
+        dice, organs = evaluate_adapter(cell, setting, test, progress, desc=f"evaluate {cell.name}")
         return {"dice": dice, "organs": organs, "seconds": seconds, "steps_run": summary["steps"]}
     return cached(cell / "recipe.json", compute)
 
@@ -89,7 +89,7 @@ def main() -> None:
     console = Console()
     cfg = DemoConfig(seed=args.seed)
     with progress_bar() as progress:
-        setting = phantom_setting(args.cache, cfg, progress, console, args.foundation)
+        setting = phantom_setting(args.cache, cfg, progress, console, foundation_dir=args.foundation)
         rows = []
         for k in args.shots or [5]:
             split = make_split(setting.target, k, args.seed, cfg.n_test)

@@ -55,7 +55,7 @@ def main() -> None:
     service = foundation_service(load_foundation(setting.foundation_dir).model)
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        cache = build_cache(service, crops, args.crops, Path(tmp) / "cache", {"bench": 1})
+        cache = build_cache(service, crops, args.crops, Path(tmp) / "cache", key={"bench": 1})
         build = time.perf_counter() - t0
         cached_items = [cache[i] for i in range(len(cache))]
         print("channel->local of the first crop:", cached_items[0]["channel_to_local"].tolist())

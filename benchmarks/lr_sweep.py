@@ -54,7 +54,7 @@ def main() -> None:
                     adapt(request, progress)
                     seconds = time.perf_counter() - t0
                     dice, _ = evaluate_adapter(request.out, setting, split["test"], progress,
-                                               f"evaluate {method} lr {rate:g}")
+                                               desc=f"evaluate {method} lr {rate:g}")
                     return {"dice": dice, "seconds": seconds}
                 rows.append((method, rate, cached(cell / "sweep.json", compute)))
     table = Table(title=f"mean Dice at K={args.shots}, {args.steps} steps, seed {args.seed}")

@@ -73,7 +73,7 @@ def main() -> None:
                          f"memory target, fold all, CPU, no test-time mirroring",
               "wall time of this invocation (s)": "finished cells read back (--report-only)"
               if args.report_only else f"{time.perf_counter() - t0:.0f}"}
-    report, table, _ = write_peers_report(out, rows, methods, header, failures)
+    report, table, _ = write_peers_report(out, rows, methods, header, failures=failures)
     for t in table:
         console.print(f"{t['method']:>18} K={t['k']:>2}  Dice {t['dice']:.3f}  "
                       f"({t['seeds']} seeds)  {t['seconds']:.0f} s  {t['trainable']:,} trainable")

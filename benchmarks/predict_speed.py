@@ -36,7 +36,7 @@ def seconds(model, volume: Path, pp, classes, bf16: bool, repeats: int) -> float
     for _ in range(repeats):
         with tempfile.TemporaryDirectory() as out:
             t0 = time.perf_counter()
-            written, failures = predict_files(model, [volume], out, pp, classes, bf16=bf16)
+            written, failures = predict_files(model, [volume], out, pp, classes=classes, bf16=bf16)
             best = min(best, time.perf_counter() - t0)
         if failures:
             raise RuntimeError(f"{volume}: {failures}")

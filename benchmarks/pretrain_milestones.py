@@ -46,7 +46,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("runs/cache"))
     args = ap.parse_args()
     cfg = DemoConfig()
-    setting = phantom_setting(args.cache, cfg, None, Console(), shipped_foundation())
+    setting = phantom_setting(args.cache, cfg, None, Console(), foundation_dir=shipped_foundation())
     holdout, target = setting.holdout, setting.target
     test = make_split(target, 5, cfg.seed, cfg.n_test)["test"]
     saves = dict(s.split("=", 1) for s in args.save)
@@ -65,7 +65,7 @@ def main() -> None:
         print(step, {s: round(v["dice"], 3) for s, v in scores.items()})
         if step in saves:
             save_foundation(saves[step], foundation.model, PRESETS["swin-fast"], foundation.classes,
-                            foundation.preprocessing, extra={"checkpoint": folder})
+                            pp=foundation.preprocessing, extra={"checkpoint": folder})
     write_json(args.out, dict(sorted(result.items(), key=lambda kv: int(kv[0]))))
 
 

@@ -33,8 +33,8 @@ def test_blackbox_never_touches_the_base_model_and_beats_zero_shot(collection, t
     target = load_msd(collection / "Task10_NewSite")
     split = make_split(target, 5, seed=0, n_test=3)
     mapping = class_mapping(target.labels, f.classes)
-    zero = mean_dice(evaluate_cases(f.model, target, split["test"], mapping, f.preprocessing,
-                                    f.classes))
+    zero = mean_dice(evaluate_cases(f.model, target, split["test"], mapping, pp=f.preprocessing,
+                                    classes=f.classes))
     service = foundation_service(f.model)
     _seal(f.model)
     with pytest.raises(AssertionError, match="read the base model"):
@@ -43,8 +43,8 @@ def test_blackbox_never_touches_the_base_model_and_beats_zero_shot(collection, t
     blackbox_adapt(shipped_foundation(), manifest, tmp_path / "bb", kind="spatial", init="prototype",
                    steps=150, service=service)
     predictor, config = load_blackbox(tmp_path / "bb", service)
-    adapted = mean_dice(evaluate_cases(predictor, target, split["test"], mapping, f.preprocessing,
-                                       f.classes))
+    adapted = mean_dice(evaluate_cases(predictor, target, split["test"], mapping, pp=f.preprocessing,
+                                       classes=f.classes))
     print(f"zero-shot {zero:.3f}, black-box spatial adapter K=5 {adapted:.3f}")
     assert adapted >= zero + 0.05
     assert config["trainable_parameters"] < 10_000

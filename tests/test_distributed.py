@@ -44,10 +44,10 @@ def _rank(rank: int, world: int, port: int, data_root: str, run_dir: str) -> Non
         data, model = _setting(Path(data_root))
         if rank == 1:  # a different start on rank 1: DDP must broadcast rank 0's weights
             torch.nn.init.normal_(model.out.conv.conv.weight)
-        out = train_loop(model, data, MarginalDiceCELoss(), LOOP, Path(run_dir), stop_after=3,
+        out = train_loop(model, data, MarginalDiceCELoss(), LOOP, run_dir=Path(run_dir), stop_after=3,
                          device="cpu")
         assert out["stopped"]
-        first = next(batches(data, 1, 0, distributed.rank(), distributed.world_size()))
+        first = next(batches(data, 1, 0, distributed.rank(), world=distributed.world_size()))
         save_state(Path(run_dir) / f"rank{rank}.safetensors",
                    {**trainable_state(model), "first_image": torch.as_tensor(first["image"]).contiguous()})
 
@@ -72,7 +72,7 @@ def test_two_gloo_ranks_agree_and_their_checkpoint_resumes_on_one_process(collec
     data, model = _setting(data_root)
     assert load_checkpoint(tmp_path / "checkpoints", model) == 3
     assert all(torch.equal(t, ranks[0][n]) for n, t in trainable_state(model).items())
-    resumed = train_loop(model, data, MarginalDiceCELoss(), LOOP, tmp_path, resume=True,
+    resumed = train_loop(model, data, MarginalDiceCELoss(), LOOP, run_dir=tmp_path, resume=True,
                          device="cpu")
     assert resumed["resumed_from"] == 3 and resumed["steps"] == 6 and resumed["ranks"] == 1
     assert any(not torch.equal(t, ranks[0][n]) for n, t in trainable_state(model).items())
@@ -157,7 +157,7 @@ def test_channels_last_bf16_training_runs_and_leaves_a_plain_model(collection, t
     data, model = _setting(collection / "Task02_Liver")
     before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     cfg = LoopConfig(steps=2, lr=1e-2, warmup=1, bf16=True, channels_last=True)
-    out = train_loop(model, data, MarginalDiceCELoss(), cfg, tmp_path, device="cpu")
+    out = train_loop(model, data, MarginalDiceCELoss(), cfg, run_dir=tmp_path, device="cpu")
     assert out["steps"] == 2 and torch.isfinite(torch.tensor(out["loss"]))
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if n in before)
     conv = model.decoder1.conv_block.conv1.conv.weight  # 3x3x3: channels-last differs

@@ -23,7 +23,7 @@ def test_resume_continues_after_crash(collection, tmp_path):
     model = build_backbone(PRESETS["swin-fast"], 2)
     apply_method(model, "head")
     cfg = LoopConfig(steps=6, lr=1e-2, checkpoint_every=2, log_every=1)
-    out = train_loop(model, data, MarginalDiceCELoss(), cfg, tmp_path, stop_after=5)  # "crash"
+    out = train_loop(model, data, MarginalDiceCELoss(), cfg, run_dir=tmp_path, stop_after=5)  # "crash"
     assert out["stopped"]
     ckpts = tmp_path / "checkpoints"
     assert json.loads((ckpts / "latest.json").read_text())["step"] == 4
@@ -33,7 +33,7 @@ def test_resume_continues_after_crash(collection, tmp_path):
     initial = fresh.out.conv.conv.weight.detach().clone()
     assert load_checkpoint(ckpts, fresh) == 4
     assert not torch.equal(fresh.out.conv.conv.weight, initial)
-    resumed = train_loop(fresh, data, MarginalDiceCELoss(), cfg, tmp_path, resume=True)
+    resumed = train_loop(fresh, data, MarginalDiceCELoss(), cfg, run_dir=tmp_path, resume=True)
     assert resumed["resumed_from"] == 4 and resumed["steps"] == 6
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 5, 6]  # steps 5.. redone once after the crash, none lost
@@ -66,7 +66,7 @@ def test_a_crash_between_checkpoint_files_resumes_the_previous_one_with_its_adam
     monkeypatch.setattr(loop_module, "save_state", faulty_save)
     cfg = LoopConfig(steps=6, lr=1e-2, checkpoint_every=2, log_every=1)
     with pytest.raises(OSError, match="injected"):
-        train_loop(model(), data, MarginalDiceCELoss(), cfg, tmp_path)
+        train_loop(model(), data, MarginalDiceCELoss(), cfg, run_dir=tmp_path)
     monkeypatch.setattr(loop_module, "save_state", real_save)
     ckpts = tmp_path / "checkpoints"
     assert json.loads((ckpts / "latest.json").read_text())["step"] == 2
@@ -82,5 +82,5 @@ def test_a_crash_between_checkpoint_files_resumes_the_previous_one_with_its_adam
     assert moments and all(torch.equal(state[int(k.split(".")[0])][k.split(".", 1)[1]], saved[k])
                            for k in moments)
     assert all(float(state[i]["step"]) == 2 for i in state) and scheduler.last_epoch == 2
-    resumed = train_loop(fresh, data, MarginalDiceCELoss(), cfg, tmp_path, resume=True)
+    resumed = train_loop(fresh, data, MarginalDiceCELoss(), cfg, run_dir=tmp_path, resume=True)
     assert resumed["resumed_from"] == 2 and resumed["steps"] == 6

@@ -82,7 +82,7 @@ def test_novel_organ_decoder_tuning_beats_random_head_only(collection, tmp_path)
         model, classes = open_adapter(tmp_path / method, foundation)
         assert classes == ("gallbladder",)
         rows = evaluate_cases(model, target, split["test"], class_mapping(target.labels, classes),
-                              foundation.preprocessing, classes)
+                              pp=foundation.preprocessing, classes=classes)
         dice[method] = organ_means(rows)["gallbladder"]
     print(f"gallbladder K=5: head-only random {dice['head']:.3f}, decoder {dice['decoder']:.3f}")
     assert dice["decoder"] >= dice["head"] + 0.1

@@ -26,7 +26,7 @@ SUITE_STEPS = ADAPT_STEPS // 2  # half the default steps: the suite must stay un
 
 def _scores(model, foundation, ds, names, pred_dir=None) -> tuple[float, dict[str, float]]:
     mapping = class_mapping(ds.labels, foundation.classes)
-    rows = evaluate_cases(model, ds, names, mapping, foundation.preprocessing, foundation.classes,
+    rows = evaluate_cases(model, ds, names, mapping, pp=foundation.preprocessing, classes=foundation.classes,
                           pred_dir=pred_dir)
     return mean_dice(rows), organ_means(rows)
 

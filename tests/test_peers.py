@@ -40,13 +40,13 @@ def test_scratch_peer_learns_from_random_weights(foundation_dir, target, tmp_pat
     mapping = class_mapping(target.labels, f.classes)
     torch.manual_seed(0)
     untrained = build_backbone(f.backbone, len(f.classes) + 1).eval()
-    before = mean_dice(evaluate_cases(untrained, target, split["test"], mapping, f.preprocessing,
-                                      f.classes))
+    before = mean_dice(evaluate_cases(untrained, target, split["test"], mapping, pp=f.preprocessing,
+                                      classes=f.classes))
     adapt(foundation_dir, manifest, "scratch", tmp_path / "scratch", steps=120, seed=0)
     model, classes = open_adapter(tmp_path / "scratch", load_foundation(foundation_dir))
     config = json.loads((tmp_path / "scratch" / "adapter_config.json").read_text())
     assert config["trainable_parameters"] == sum(p.numel() for p in untrained.parameters())
-    after = evaluate_cases(model, target, split["test"], mapping, f.preprocessing, classes)
+    after = evaluate_cases(model, target, split["test"], mapping, pp=f.preprocessing, classes=classes)
     liver = np.nanmean([r["dice"] for r in after if r["organ"] == "liver"])
     assert mean_dice(after) > before + 0.05 and liver > 0.5, (before, mean_dice(after), liver)
 
@@ -73,7 +73,7 @@ def test_nnunet_dataset_passes_nnunets_integrity_check(target, tmp_path):
     f = load_foundation_meta()
     mapping = class_mapping(target.labels, f.classes)
     support = make_split(target, 2, 0, 2)["support"]
-    folder = nnunet.write_raw_dataset(target, mapping, support, tmp_path / "raw", "tiny")
+    folder = nnunet.write_raw_dataset(target, mapping, support, tmp_path / "raw", name="tiny")
     verify_dataset_integrity(str(folder), num_processes=1)  # raises on any problem
     meta = json.loads((folder / "dataset.json").read_text())
     assert meta["numTraining"] == 2 and meta["labels"]["background"] == 0
@@ -148,7 +148,7 @@ def test_a_failing_nnunet_names_itself_and_its_log(target, tmp_path):
     split = make_split(target, 1, 0, 2)
     budget = nnunet.NnUNetBudget(timeout_s=1)
     with pytest.raises(PeerError, match=r"nnU-Net .* ran past 1 s; its log: .*nnunet\.log"):
-        nnunet.run_nnunet(target, mapping, split["support"], split["test"], tmp_path, budget)
+        nnunet.run_nnunet(target, mapping, split["support"], split["test"], cell=tmp_path, budget=budget)
     assert (tmp_path / "nnunet" / "nnunet.log").read_text().count("$ ") == 1
     assert os.path.isdir(tmp_path / "nnunet" / "raw")
 
@@ -167,7 +167,7 @@ def test_peers_table_pairs_cases_against_the_best_peer(tmp_path):
         rows += _rows("scratch", 5, seed, {c: 0.4 for c in cases})
         rows += _rows("nnunet", 5, seed, {c: 0.5 - 0.01 * i for i, c in enumerate(cases)})
     report, table, tests = write_peers_report(tmp_path, rows, ["zero-shot", "decoder", "scratch",
-                                                               "nnunet"], {"command": "x"}, ["f"])
+                                                               "nnunet"], {"command": "x"}, failures=["f"])
     decoder = next(t for t in table if t["method"] == "decoder")
     assert decoder["dice"] == pytest.approx(0.65) and decoder["sd"] == pytest.approx(0.0707, 1e-3)
     assert decoder["seeds"] == 2 and decoder["organs"] == {"liver": pytest.approx(0.65),

@@ -135,7 +135,8 @@ def _run_toy(tmp_path, budget: int, initial: list[str]):
         return 1 - _dice(m, batch)
 
     cfg = SeaConfig(steps=160, warmup=10, audit_every=5, allocate_every=10, votes=2, guard=2)
-    out = search(model, sites, batches, loss_of, lambda m: _dice(m, audit_batch), cfg, tmp_path,
+    out = search(model, sites, batches, loss_of, score=lambda m: _dice(m, audit_batch), cfg=cfg,
+                 run_dir=tmp_path,
                  rates={"lora": 0.05, "head": 0.0}, fixed=[], budget=budget, initial=initial)
     return model, sites, out, _dice(model, audit_batch).item()
 
@@ -190,5 +191,6 @@ def test_budget_below_the_head_is_refused(tmp_path):
     model = _toy_model()
     sites = insert_space(model, SPACE)
     with pytest.raises(ValueError, match="budget"):
-        search(model, sites, iter([]), None, None, SeaConfig(), tmp_path, {"lora": 0.1, "head": 0.1},
+        search(model, sites, iter([]), None, score=None, cfg=SeaConfig(), run_dir=tmp_path,
+               rates={"lora": 0.1, "head": 0.1},
                fixed=[nn.Parameter(torch.zeros(10))], budget=5)

@@ -86,7 +86,8 @@ def test_size_prior_trims_an_over_segmenting_probe_and_improves_dice(collection,
         with torch.no_grad():
             volumes = [float((predictor.head(x).argmax(1) == 1).sum()) * voxel_ml for x in features]
         rows = evaluate_cases(predictor, target, split["test"],
-                              class_mapping(target.labels, ("spleen",)), f.preprocessing, ("spleen",))
+                              class_mapping(target.labels, ("spleen",)), pp=f.preprocessing,
+                                            classes=("spleen",))
         result[name] = (mean_dice(rows), float(np.median(volumes)))
     prior = summary["transductive"]["prior_ml"]["spleen"]
     print(f"prior {prior:.0f} mL; (Dice, median volume mL): {result}")  # tiny: 80 mL;

@@ -282,7 +282,7 @@ def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"
     pairs = paired(rows, cfg.reference or cfg.methods[0])
     if pairs:
         write_rows(out / "paired.csv", pairs, tuple(pairs[0]))
-    report = write_grid_report(out, rows, pairs, datasets, f"medpeft benchmark {config}")
+    report = write_grid_report(out, rows, pairs, datasets, command=f"medpeft benchmark {config}")
     console.print(f"{len(rows)} rows in {out / 'results.csv'}; report: {report}")
     for failure in failures:
         console.print(f"[bold red]not run:[/] {escape(failure)}", soft_wrap=True)

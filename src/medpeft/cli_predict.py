@@ -43,11 +43,12 @@ def predict_command(base: Path = typer.Option(..., help="foundation checkpoint f
             if dicom:
                 from medpeft.infer.dicom_predict import predict_series
                 written, failures = predict_series(
-                    model, inp, out, f.preprocessing, classes, fmt=fmt, overwrite=overwrite,
+                    model, inp, out, f.preprocessing, classes=classes, fmt=fmt, overwrite=overwrite,
                     progress=progress, largest_component=largest_component, bf16=bf16)
             else:
-                written, failures = predict_files(model, inputs, out, f.preprocessing, classes,
-                                                  overwrite, progress, largest_component, bf16)
+                written, failures = predict_files(model, inputs, out, f.preprocessing, classes=classes,
+                                                  overwrite=overwrite, progress=progress,
+                                                  largest_component=largest_component, bf16=bf16)
     except (ValueError, FileNotFoundError, ImportError) as err:
         _fail(err)
     console.print(f"{len(written)} label maps in {out} (organ ids: {out / 'labels.json'})")

@@ -129,7 +129,7 @@ def cache_key(pp: Preprocessing, mapping: ClassMapping) -> str:
 
 
 def cached_dataset(items: list[dict], pp: Preprocessing, mapping_of: dict[str, ClassMapping],
-                   train: bool = True, cache_dir: str | Path | None = None,
+                   train: bool = True, *, cache_dir: str | Path | None = None,
                    augment: str = "light") -> CacheDataset | PersistentDataset:
     """Load and preprocess every case once; random crops are drawn per epoch. The preprocessed
     volumes are held in memory, or with ``cache_dir`` written there once (MONAI

@@ -52,7 +52,7 @@ def _series(r: dict) -> str:
     return r["method"] if task == "all" else f"{r['method']} [{task}]"
 
 
-def _plot(path: Path, table: list[dict], x_of, xlabel: str, log: bool = False) -> None:
+def _plot(path: Path, table: list[dict], x_of, xlabel: str, *, log: bool = False) -> None:
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     for series in dict.fromkeys(_series(r) for r in table):
         pts = defaultdict(list)
@@ -104,7 +104,7 @@ def _overlays(out: Path, cases: list[tuple]) -> list[str]:
     names = []
     for tag, ds, case, predictions in cases:
         name = f"overlay_{tag}.png"
-        overlay_png(out / name, ds.case(case).image, ds.case(case).label, ds.labels, predictions)
+        overlay_png(out / name, ds.case(case).image, ds.case(case).label, ds.labels, predictions=predictions)
         names.append(name)
     return names
 
@@ -127,7 +127,7 @@ def _html(out: Path, table: list[dict], cases: list[tuple], command: str) -> Pat
 
 
 def write_grid_report(out: Path, rows: list[dict], pairs: list[dict], datasets: dict,
-                      command: str) -> Path:
+                      *, command: str) -> Path:
     """``report.md`` with the tables and plots of a finished (or partial) grid."""
     out = Path(out)
     table = summary(rows)

@@ -72,7 +72,7 @@ def _canonical(path: Path) -> np.ndarray:
 
 
 def scroller(image: Path, truth: Path, truth_labels: dict[int, str],
-             predictions: dict[str, Path], step: int = 2) -> dict:
+             predictions: dict[str, Path], *, step: int = 2) -> dict:
     """Every ``step``-th axial slice of one case: CT, ground truth and each prediction."""
     lut = np.zeros(max(truth_labels) + 1, dtype=np.int64)
     for value, name in truth_labels.items():

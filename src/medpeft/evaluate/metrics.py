@@ -25,7 +25,7 @@ def dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[
 
 
 def surface_scores(pred: np.ndarray, truth: np.ndarray, n_classes: int,
-                   spacing: tuple[float, ...], tolerance_mm: float = 2.0) -> tuple[list, list]:
+                   spacing: tuple[float, ...], *, tolerance_mm: float = 2.0) -> tuple[list, list]:
     """HD95 (mm) and surface Dice at ``tolerance_mm`` of classes 1..n-1 (NaN where undefined:
     the class is absent from the truth or from the prediction)."""
     p = one_hot(torch.as_tensor(pred, dtype=torch.long)[None, None], n_classes)
@@ -43,7 +43,7 @@ def surface_scores(pred: np.ndarray, truth: np.ndarray, n_classes: int,
 
 
 def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], mapping: ClassMapping,
-                   pp: Preprocessing, classes: tuple[str, ...], pred_dir: Path | None = None,
+                   *, pp: Preprocessing, classes: tuple[str, ...], pred_dir: Path | None = None,
                    progress=None, desc: str = "evaluating", surface: bool = False,
                    tolerance_mm: float = 2.0, largest_component: bool = False) -> list[dict]:
     """Predict each case, map model channels and labels to the dataset's local classes, score.
@@ -60,14 +60,15 @@ def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], map
         channels = predict_labels(model, case.image, pp, largest_component=largest_component)
         if pred_dir is not None:
             save_prediction(Path(pred_dir) / f"{case.name}.nii.gz", channels, case.image, classes)
-        rows += score_case(case.name, c2l[channels], case.label, mapping, surface, tolerance_mm)
+        rows += score_case(case.name, c2l[channels], case.label, mapping, surface=surface,
+                           tolerance_mm=tolerance_mm)
         if progress:
             progress.advance(task)
     return rows
 
 
 def score_case(name: str, pred: np.ndarray, label_path: str | Path, mapping: ClassMapping,
-               surface: bool = False, tolerance_mm: float = 2.0) -> list[dict]:
+               *, surface: bool = False, tolerance_mm: float = 2.0) -> list[dict]:
     """Per-organ rows of one case: ``pred`` holds ``mapping``'s local classes in the label's
     own geometry; the label file's values are mapped to the same classes."""
     label = nib.load(str(label_path))
@@ -78,14 +79,14 @@ def score_case(name: str, pred: np.ndarray, label_path: str | Path, mapping: Cla
     extra = [{} for _ in scores]
     if surface:
         zooms = tuple(float(z) for z in label.header.get_zooms()[:3])
-        hd, nsd = surface_scores(pred, truth, mapping.n_local, zooms, tolerance_mm)
+        hd, nsd = surface_scores(pred, truth, mapping.n_local, zooms, tolerance_mm=tolerance_mm)
         extra = [{"hd95": h, "nsd": n} for h, n in zip(hd, nsd)]
     return [{"case": name, "organ": organ, "dice": score, **more}
             for organ, score, more in zip(mapping.local_names[1:], scores, extra)]
 
 
 def score_label_files(ds: MSDDataset, predictions: dict[str, str | Path], mapping: ClassMapping,
-                      surface: bool = False, tolerance_mm: float = 2.0) -> list[dict]:
+                      surface: bool = False, *, tolerance_mm: float = 2.0) -> list[dict]:
     """Score label maps written by another tool (a peer) exactly as ``evaluate_cases`` scores
     medpeft's own: ``predictions`` maps case names to files of ``mapping``'s local classes."""
     rows = []
@@ -95,7 +96,8 @@ def score_label_files(ds: MSDDataset, predictions: dict[str, str | Path], mappin
         if not np.allclose(img.affine, label.affine, atol=1e-3):
             raise ValueError(f"{path}: not in the geometry of {ds.case(name).label}")
         pred = np.asarray(img.dataobj).astype(np.uint8)
-        rows += score_case(name, pred, ds.case(name).label, mapping, surface, tolerance_mm)
+        rows += score_case(name, pred, ds.case(name).label, mapping, surface=surface,
+                           tolerance_mm=tolerance_mm)
     return rows
 
 
@@ -120,6 +122,6 @@ def score_model(model: torch.nn.Module, ds: MSDDataset, names: list[str], founda
     the foundation's) on volumes ``names`` of ``ds``, with the foundation's preprocessing."""
     classes = classes or foundation.classes
     rows = evaluate_cases(model, ds, names, class_mapping(ds.labels, classes),
-                          foundation.preprocessing, classes, pred_dir=pred_dir, progress=progress,
+                          pp=foundation.preprocessing, classes=classes, pred_dir=pred_dir, progress=progress,
                           desc=desc)
     return mean_dice(rows), organ_means(rows), rows

@@ -170,7 +170,7 @@ def _test_lines(tests: list[dict]) -> list[str]:
 
 
 def write_peers_report(out: Path, rows: list[dict], methods: list[str], header: dict,
-                       failures: list[str]) -> tuple[Path, list[dict], list[dict]]:
+                       *, failures: list[str]) -> tuple[Path, list[dict], list[dict]]:
     """peers.md and peers.png in ``out``; returns the report path, the table and the tests."""
     table = summarise(rows, methods)
     tests = against_best_peer(rows, table)

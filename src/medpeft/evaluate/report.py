@@ -83,7 +83,7 @@ def _canonical_slice(path: Path, k: int | None = None) -> tuple[np.ndarray, int]
 
 
 def overlay_png(path: Path, image: Path, truth: Path, truth_labels: dict[int, str],
-                predictions: dict[str, Path]) -> None:
+                *, predictions: dict[str, Path]) -> None:
     """Axial slice (RAS, radiological display) of image, ground truth and each prediction.
 
     ``truth_labels`` is the dataset's label map; prediction files hold canonical organ ids.

@@ -80,7 +80,7 @@ def _foundation_dir(cache: Path, recipe: dict) -> Path:
 
 
 def _provide_foundation(fdir: Path, recipe: dict, sources: list[Path], cfg: DemoConfig,
-                        progress, console: Console) -> None:
+                        *, progress, console: Console) -> None:
     """Reuse the cache, else the shipped checkpoint if made by the same recipe, else pre-train."""
     if (fdir / "foundation.json").exists():
         return
@@ -106,7 +106,7 @@ class PhantomSetting:
 
 
 def phantom_setting(cache: Path, cfg: DemoConfig, progress, console: Console,
-                    foundation_dir: Path | None = None) -> PhantomSetting:
+                    *, foundation_dir: Path | None = None) -> PhantomSetting:
     """Write (or reuse) the phantom collection and provide the foundation model for ``cfg``
     (or use the one in ``foundation_dir``: benchmarks of other foundations)."""
     index_path = write_collection(cache / f"phantom-{cfg.size}-s{cfg.seed}", cfg.size, cfg.seed,
@@ -118,12 +118,12 @@ def phantom_setting(cache: Path, cfg: DemoConfig, progress, console: Console,
     if fdir is None:
         recipe = pretrain_recipe(index["source_hash"], cfg)
         fdir = _foundation_dir(cache, recipe)
-        _provide_foundation(fdir, recipe, by_role(SOURCE_ROLE), cfg, progress, console)
+        _provide_foundation(fdir, recipe, by_role(SOURCE_ROLE), cfg, progress=progress, console=console)
     return PhantomSetting(Path(fdir), load_msd(by_role(HOLDOUT_ROLE)[0]), load_msd(by_role(TARGET_ROLE)[0]))
 
 
 def evaluate_adapter(cell: Path, setting: PhantomSetting, test: list[str], progress,
-                     desc: str) -> tuple[float, dict]:
+                     *, desc: str) -> tuple[float, dict]:
     """Mean and per-organ Dice of the adapter in ``cell`` on the target's ``test`` volumes."""
     foundation = load_foundation(setting.foundation_dir)
     model, classes = open_adapter(cell, foundation)
@@ -140,7 +140,7 @@ def demo_rows(cfg: DemoConfig, k: int) -> list[str]:
 
 
 def demo_request(fdir: Path, manifest: Path, method: str, cell: Path,
-                 cfg: DemoConfig) -> AdaptRequest:
+                 *, cfg: DemoConfig) -> AdaptRequest:
     """One demo cell's adaptation (resuming it); the scratch peer gets its own longer schedule."""
     peer = resolve(method).is_peer
     return AdaptRequest(fdir, manifest, method, cell,
@@ -150,7 +150,7 @@ def demo_request(fdir: Path, manifest: Path, method: str, cell: Path,
                         else None)
 
 
-def _record(setting: str, method: str, k: int, dice: float, organs: dict, trainable: int,
+def _record(setting: str, method: str, k: int, *, dice: float, organs: dict, trainable: int,
             seconds: float, n_total: int) -> dict:
     return {"setting": setting, "method": method, "k": k, "mean_dice": dice, "organs": organs,
             "trainable": trainable, "trainable_pct": 100.0 * trainable / n_total,
@@ -158,28 +158,31 @@ def _record(setting: str, method: str, k: int, dice: float, organs: dict, traina
 
 
 def _adapted_record(request: AdaptRequest, setting: PhantomSetting, test: list[str], k: int,
-                    n_total: int, progress: Reporter) -> dict:
+                    *, n_total: int, progress: Reporter) -> dict:
     """Adapt one demo cell and score it on the new site's test volumes."""
     adapted = adapt_and_open(request, progress)
     d, organs, _ = score_model(adapted.model, setting.target, test, adapted.foundation,
                                pred_dir=request.out / "predictions", progress=progress,
                                desc=f"evaluate {request.method} K={k}", classes=adapted.classes)
-    return _record("new site", request.method, k, d, organs, adapted.trainable, adapted.seconds,
-                   n_total)
+    return _record("new site", request.method, k, dice=d, organs=organs, trainable=adapted.trainable,
+                   seconds=adapted.seconds,
+                   n_total=n_total)
 
 
 def _zero_shot_records(out: Path, setting: PhantomSetting, foundation: Foundation,
-                       test: list[str], progress: Reporter) -> list[dict]:
+                       test: list[str], *, progress: Reporter) -> list[dict]:
     """The foundation unadapted: at its own held-out source site and at the new site."""
     holdout, n_total = setting.holdout, count_parameters(foundation.model)
     d, organs, _ = score_model(foundation.model, holdout, [c.name for c in holdout.cases],
                                foundation, pred_dir=None, progress=progress,
                                desc="source site, zero-shot")
-    records = [_record("source site (held out)", "foundation", 0, d, organs, 0, 0.0, n_total)]
+    records = [_record("source site (held out)", "foundation", 0, dice=d, organs=organs, trainable=0,
+                       seconds=0.0, n_total=n_total)]
     d, organs, _ = score_model(foundation.model, setting.target, test, foundation,
                                pred_dir=out / "zero-shot" / "predictions", progress=progress,
                                desc="new site, zero-shot")
-    return records + [_record("new site", "zero-shot", 0, d, organs, 0, 0.0, n_total)]
+    return records + [_record("new site", "zero-shot", 0, dice=d, organs=organs, trainable=0, seconds=0.0,
+                              n_total=n_total)]
 
 
 def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
@@ -198,16 +201,17 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
         foundation = load_foundation(setting.foundation_dir)
         n_total = count_parameters(foundation.model)
         test = make_split(setting.target, max(cfg.shots), cfg.seed, cfg.n_test)["test"]
-        records = _zero_shot_records(out, setting, foundation, test, progress)
+        records = _zero_shot_records(out, setting, foundation, test, progress=progress)
         for k in cfg.shots:
             manifest = write_manifest(out / f"k{k}" / "manifest.json",
                                       make_split(setting.target, k, cfg.seed, cfg.n_test))
             for method in demo_rows(cfg, k):
                 request = demo_request(setting.foundation_dir, manifest, method,
-                                       out / f"k{k}" / method, cfg)
+                                       out / f"k{k}" / method, cfg=cfg)
                 records.append(cached(request.out / "result.json", partial(
-                    _adapted_record, request, setting, test, k, n_total, progress)))
-    _write_reports(out, setting, cfg, records, test[0], n_total, time.perf_counter() - t_start)
+                    _adapted_record, request, setting, test, k, n_total=n_total, progress=progress)))
+    _write_reports(out, setting, cfg, records, case=test[0], n_total=n_total,
+                   seconds=time.perf_counter() - t_start)
     console.print(results_table(records, "medpeft demo: mean Dice on held-out volumes"))
     if cfg.federated_rounds:
         _federated_section(out, setting, cfg, console)
@@ -216,7 +220,7 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
 
 
 def _write_reports(out: Path, setting: PhantomSetting, cfg: DemoConfig, records: list[dict],
-                   case: str, n_total: int, seconds: float) -> None:
+                   *, case: str, n_total: int, seconds: float) -> None:
     """results.json / .csv, report.md with the overlay of ``case``, report.html with its scroller."""
     target, k_max = setting.target, max(cfg.shots)
     overlay = out / "overlay.png"
@@ -224,7 +228,7 @@ def _write_reports(out: Path, setting: PhantomSetting, cfg: DemoConfig, records:
                    **{f"{m} K={k_max}": out / f"k{k_max}" / m / "predictions" / f"{case}.nii.gz"
                       for m in demo_rows(cfg, k_max)}}
     overlay_png(overlay, target.case(case).image, target.case(case).label, target.labels,
-                predictions)
+                predictions=predictions)
     write_json(out / "results.json", records)
     write_csv(out / "results.csv", records)
     facts = {"title": "medpeft demo: few-shot adaptation to a new CT site (phantom)",
@@ -244,8 +248,8 @@ def _federated_section(out: Path, setting: PhantomSetting, cfg: DemoConfig,
     """Three phantom hospitals federate; the table is printed and added to ``report.md``."""
     from medpeft.federated.demo import demo_federation, demo_federation_config, federation_table
     fed_cfg = demo_federation_config(Path(setting.target.root), setting.foundation_dir,
-                                     out / "federated", cfg.federated_rounds, cfg.federated_steps,
-                                     cfg.seed)
+                                     out / "federated", cfg.federated_rounds, steps=cfg.federated_steps,
+                                     seed=cfg.seed)
     console.print(f"federated section: {len(fed_cfg.sites)} hospitals on Flower's simulation "
                   f"runtime ({fed_cfg.out})")
     report = demo_federation(fed_cfg)

@@ -112,7 +112,7 @@ def task_name(task) -> str:
 
 
 def adapt_request(cfg: GridConfig, method: str, organs: tuple[str, ...], manifest: Path,
-                  cell: Path, seed: int) -> AdaptRequest:
+                  *, cell: Path, seed: int) -> AdaptRequest:
     """The cell's adaptation: the grid's steps and patience (or the method's schedule), the
     method's options (SEA-PEFT's are its search settings)."""
     schedule, spec = cfg.schedules.get(method, {}), resolve(method)
@@ -150,23 +150,24 @@ def run_cell(cfg: GridConfig, ds, cell: GridCell, *, n_test: int,
              progress: Reporter | None = None) -> list[dict]:
     """Adapt and score one cell (or read its saved rows); none for the zero-shot cell of a task
     with novel organs (the foundation cannot segment them)."""
-    return cached(cell.folder / "scores.json", lambda: _score_cell(cfg, ds, cell, n_test, progress))
+    return cached(cell.folder / "scores.json", lambda: _score_cell(cfg, ds, cell, n_test, progress=progress))
 
 
 def _score_cell(cfg: GridConfig, ds, cell: GridCell, n_test: int,
-                progress: Reporter | None) -> list[dict]:
+                *, progress: Reporter | None) -> list[dict]:
     split = make_split(ds, max(cell.k, 1), cell.seed, n_test)
     if cell.method == NNUNET:  # a peer: the foundation's classes, none of its weights
         classes = task_classes(describe_foundation(cfg.foundation).classes, task_organs(cell.task))
-        return cell.rows(*_nnunet_cell(cfg, ds, split, classes, cell.folder))
+        return cell.rows(*_nnunet_cell(cfg, ds, split, classes, cell=cell.folder))
     foundation = load_foundation(cfg.foundation)
     classes = task_classes(foundation.classes, task_organs(cell.task))
     if cell.method == ZERO_SHOT and set(classes) - set(foundation.classes):
         return []
-    return cell.rows(*_model_cell(cfg, ds, cell, split, foundation, classes, progress))
+    return cell.rows(*_model_cell(cfg, ds, cell, split, foundation=foundation, classes=classes,
+                     progress=progress))
 
 
-def _model_cell(cfg: GridConfig, ds, cell: GridCell, split: dict, foundation, classes,
+def _model_cell(cfg: GridConfig, ds, cell: GridCell, split: dict, *, foundation, classes,
                 progress: Reporter | None) -> tuple[list[dict], int, float]:
     """Adapt (unless zero-shot) and score medpeft's model: rows, trainable parameters, seconds."""
     model, trainable, seconds = foundation.model, 0, 0.0
@@ -175,22 +176,23 @@ def _model_cell(cfg: GridConfig, ds, cell: GridCell, split: dict, foundation, cl
     else:
         manifest = write_manifest(cell.root / f"k{cell.k}-s{cell.seed}" / "manifest.json", split)
         adapted = adapt_and_open(adapt_request(cfg, cell.method, task_organs(cell.task), manifest,
-                                               cell.folder, cell.seed), progress)
+                                               cell=cell.folder, seed=cell.seed), progress)
         model, classes = adapted.model, adapted.classes
         trainable, seconds = adapted.trainable, adapted.seconds
     rows = evaluate_cases(model, ds, split["test"], class_mapping(ds.labels, classes),
-                          foundation.preprocessing, classes, cell.folder / "predictions",
-                          progress, f"{cell.dataset} {cell.method} K={cell.k} seed {cell.seed}",
-                          cfg.surface, cfg.tolerance_mm, cfg.largest_component)
+                          pp=foundation.preprocessing, classes=classes, pred_dir=cell.folder / "predictions",
+                          progress=progress, desc=f"{cell.dataset} {cell.method} K={cell.k} seed {cell.seed}",
+                          surface=cfg.surface, tolerance_mm=cfg.tolerance_mm,
+                          largest_component=cfg.largest_component)
     return rows, trainable, seconds
 
 
-def _nnunet_cell(cfg, ds, split, classes, cell) -> tuple[list[dict], int, float]:
+def _nnunet_cell(cfg, ds, split, classes, *, cell) -> tuple[list[dict], int, float]:
     """nnU-Net v2 trained on the support volumes, its label maps scored by medpeft's metrics."""
     mapping = class_mapping(ds.labels, classes)
-    summary = run_nnunet(ds, mapping, split["support"], split["test"], cell,
-                         NnUNetBudget(**cfg.options.get(NNUNET, {})))
-    rows = score_label_files(ds, summary["predictions"], mapping, cfg.surface, cfg.tolerance_mm)
+    summary = run_nnunet(ds, mapping, split["support"], split["test"], cell=cell,
+                         budget=NnUNetBudget(**cfg.options.get(NNUNET, {})))
+    rows = score_label_files(ds, summary["predictions"], mapping, cfg.surface, tolerance_mm=cfg.tolerance_mm)
     return rows, summary["trainable_parameters"], summary["seconds"]
 
 

@@ -31,7 +31,7 @@ class Ledger:
     rows: list[dict] = field(default_factory=list)
 
     def record(self, server_round: int, node: int, phase: str, direction: str,
-               content: RecordDict) -> None:
+               *, content: RecordDict) -> None:
         size = content_bytes(content)
         arrays = sum(arrays_bytes(a) for a in content.array_records.values())
         full = size - arrays + (self.full_arrays if content.array_records else 0)

@@ -69,7 +69,7 @@ def _sea_site_train(msg: Message, context: Context, site: Site, server_round: in
     memory = json.loads(context.state[MEMORY]["json"]) \
         if MEMORY in context.state.config_records else {}
     shared, utilities, memory, metrics = sea_train(site, to_state(msg.content["arrays"]), memory,
-                                                   server_round, fed_sea_config(site.cfg.sea))
+                                                   server_round, sea=fed_sea_config(site.cfg.sea))
     context.state[MEMORY] = ConfigRecord({"json": json.dumps(memory)})
     return _reply(msg, site, {WEIGHT: site.n_support, UTILITY: utilities, **metrics},
                   to_arrays(shared))

@@ -17,7 +17,7 @@ from medpeft.federated.run import federate
 HOSPITALS = 3
 
 
-def demo_federation_config(target: Path, foundation: Path, out: Path, rounds: int, steps: int,
+def demo_federation_config(target: Path, foundation: Path, out: Path, rounds: int, *, steps: int,
                            seed: int, k: int = 2, n_test: int = 2) -> FedConfig:
     sites = [{"dataset": str(target), "k": k, "n_test": n_test, "part": [i, HOSPITALS],
               "name": f"hospital-{i + 1}"} for i in range(HOSPITALS)]

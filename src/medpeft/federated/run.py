@@ -72,7 +72,7 @@ def pooled_bound(cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
     return {site.name: site.evaluate(shared, kept, save_personal=False) for site in sites}
 
 
-def _rounds(site: Site, cfg: FedConfig, shared: dict, kept: dict, steps: int | None = None
+def _rounds(site: Site, cfg: FedConfig, shared: dict, kept: dict, *, steps: int | None = None
             ) -> tuple[dict, dict]:
     for server_round in range(1, cfg.rounds + 1):
         shared, kept, _ = site.train(shared, kept, server_round, steps=steps)

@@ -204,7 +204,7 @@ def search_alone(site, rounds: int) -> float:
     allocator, memory = SeaAllocator(site.cfg.seed, site.cfg.foundation, sea), {}
     names = [c.name for c in allocator.candidates]
     for server_round in range(1, rounds + 1):
-        tensors, utilities, memory, _ = sea_train(site, allocator.wire(), memory, server_round, sea)
+        tensors, utilities, memory, _ = sea_train(site, allocator.wire(), memory, server_round, sea=sea)
         allocator.update(tensors)
         allocator.allocate(pool([utilities], [1.0], names), server_round)
     return sea_evaluate(site, allocator.wire())

@@ -105,7 +105,7 @@ def _groups(model: torch.nn.Module, active: list[AdapterSite]) -> list[dict]:
     return [{"name": k, "params": v, "lr": DEFAULT_LR[k]} for k, v in groups.items()]
 
 
-def sea_train(site: Site, tensors: dict, memory: dict, server_round: int, sea: SeaConfig,
+def sea_train(site: Site, tensors: dict, memory: dict, server_round: int, *, sea: SeaConfig,
               steps: int | None = None) -> tuple[dict, list[float], dict, dict]:
     """One round at one site: train the active set, audit every candidate, smooth.
 
@@ -122,7 +122,7 @@ def sea_train(site: Site, tensors: dict, memory: dict, server_round: int, sea: S
     loop = LoopConfig(steps=steps, warmup=max(1, steps // 10), log_every=steps,
                       checkpoint_every=10 ** 9, seed=cfg.seed + 1000 * server_round)
     with tempfile.TemporaryDirectory() as tmp:
-        summary = train_loop(model, data, MarginalDiceCELoss(), loop, Path(tmp),
+        summary = train_loop(model, data, MarginalDiceCELoss(), loop, run_dir=Path(tmp),
                              groups=_groups(model, active))
     device = resolve_device()
     crop = to_device(next(islice(batches(data, 1, cfg.seed + 7919 + server_round), 1)), device)

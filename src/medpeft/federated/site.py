@@ -92,7 +92,7 @@ class Site:
         loop = LoopConfig(steps=steps, warmup=max(1, steps // 10), log_every=max(1, steps),
                           checkpoint_every=10 ** 9, seed=self.cfg.seed + 1000 * server_round)
         with tempfile.TemporaryDirectory() as tmp:
-            summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, Path(tmp),
+            summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, run_dir=Path(tmp),
                                  groups=param_groups(foundation.model, state))
         out, kept = split_state(trainable_state(foundation.model), self.cfg.local)
         if self.cfg.dp:  # the update leaves the site clipped to the DP bound
@@ -118,7 +118,7 @@ class Site:
     def dice(self, foundation: Foundation) -> float:
         ds, mapping = load_support(foundation, self.split)
         rows = evaluate_cases(foundation.model.eval(), ds, self.split["test"], mapping,
-                              foundation.preprocessing, foundation.classes)
+                              pp=foundation.preprocessing, classes=foundation.classes)
         return float(mean_dice(rows))
 
 

@@ -45,7 +45,7 @@ class AdapterFedAvg(FedAvg):
     """FedAvg over adapter tensors with per-reply checks, LoRA-exact averaging and a ledger."""
 
     def __init__(self, reference: dict[str, torch.Tensor], ledger: Ledger, mode: str = "svd",
-                 dp: DPSettings | None = None, seed: int = 0, **kwargs):
+                 dp: DPSettings | None = None, *, seed: int = 0, **kwargs):
         super().__init__(weighted_by_key=WEIGHT, **kwargs)
         self.shapes = {k: tuple(v.shape) for k, v in reference.items()}
         self.ledger, self.mode = ledger, mode
@@ -69,7 +69,7 @@ class AdapterFedAvg(FedAvg):
     def weigh_out(self, server_round: int, messages: Iterable[Message], phase: str) -> list[Message]:
         messages = list(messages)
         for msg in messages:
-            self.ledger.record(server_round, msg.metadata.dst_node_id, phase, "down", msg.content)
+            self.ledger.record(server_round, msg.metadata.dst_node_id, phase, "down", content=msg.content)
             self.note_names(msg)
         return messages
 
@@ -119,7 +119,7 @@ class AdapterFedAvg(FedAvg):
         for msg in replies:
             site = self.site(msg.metadata.src_node_id)
             if not msg.has_error():
-                self.ledger.record(server_round, msg.metadata.src_node_id, phase, "up", msg.content)
+                self.ledger.record(server_round, msg.metadata.src_node_id, phase, "up", content=msg.content)
                 self.note_names(msg)
             reason = self.problem(msg, with_arrays=phase == "train")
             if reason is None:

@@ -14,7 +14,7 @@ FORMATS = ("nifti", "dicom-seg")
 
 
 def predict_series(model: torch.nn.Module, folder: str | Path, out_dir: str | Path,
-                   pp: Preprocessing, classes: tuple[str, ...], *, fmt: str = "nifti",
+                   pp: Preprocessing, *, classes: tuple[str, ...], fmt: str = "nifti",
                    overwrite: bool = False, progress=None, largest_component: bool = False,
                    bf16: bool = False) -> tuple[list[Path], dict[str, str]]:
     """One output per CT series under ``folder``; returns (written, failures by series UID).
@@ -39,7 +39,8 @@ def predict_series(model: torch.nn.Module, folder: str | Path, out_dir: str | Pa
             if not item.usable:
                 raise ValueError("; ".join(item.problems))
             if overwrite or not target.exists():
-                _predict_one(model, item, target, pp, classes, fmt, largest_component, bf16)
+                _predict_one(model, item, target, pp, classes=classes, fmt=fmt,
+                             largest_component=largest_component, bf16=bf16)
             written.append(target)
         except Exception as err:  # noqa: BLE001  (one bad series must not stop the others)
             failures[f"series {item.uid}"] = f"{type(err).__name__}: {err}"
@@ -48,7 +49,7 @@ def predict_series(model: torch.nn.Module, folder: str | Path, out_dir: str | Pa
     return written, failures
 
 
-def _predict_one(model, item, target: Path, pp: Preprocessing, classes: tuple[str, ...],
+def _predict_one(model, item, target: Path, pp: Preprocessing, *, classes: tuple[str, ...],
                  fmt: str, largest_component: bool, bf16: bool) -> None:
     work = target.parent / ".series" / f"{item.uid}.nii.gz"
     try:

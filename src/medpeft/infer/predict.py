@@ -18,7 +18,7 @@ from medpeft.io import save_nifti, write_json
 
 @torch.no_grad()
 def predict_probabilities(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing,
-                          overlap: float = 0.25, device: str | torch.device | None = None,
+                          overlap: float = 0.25, *, device: str | torch.device | None = None,
                           bf16: bool = False) -> np.ndarray:
     """Class probabilities (C, X, Y, Z) on the input file's own voxel grid.
 
@@ -59,7 +59,7 @@ def keep_largest_components(channels: np.ndarray) -> np.ndarray:
 
 
 def predict_labels(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing,
-                   device: str | torch.device | None = None, largest_component: bool = False,
+                   device: str | torch.device | None = None, *, largest_component: bool = False,
                    bf16: bool = False) -> np.ndarray:
     """Model channel index per voxel (0 = background), on the input's voxel grid;
     ``largest_component`` keeps only each organ's largest connected component."""
@@ -100,7 +100,7 @@ def prepare_output(out_dir: str | Path, classes: tuple[str, ...]) -> Path:
 
 
 def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Path,
-                  pp: Preprocessing, classes: tuple[str, ...], overwrite: bool = False,
+                  pp: Preprocessing, *, classes: tuple[str, ...], overwrite: bool = False,
                   progress=None, largest_component: bool = False, bf16: bool = False
                   ) -> tuple[list[Path], dict[str, str]]:
     """One label NIfTI per input, in the input's exact geometry; returns (written, failures).

@@ -66,7 +66,7 @@ class SizePenalty:
     """The hinge on predicted organ volumes of an unlabelled scan, relative to the prior."""
 
     def __init__(self, prior: dict[int, float], gamma: float, voxel_ml: float,
-                 channel_to_local: torch.Tensor, temperature: float = 0.1):
+                 channel_to_local: torch.Tensor, *, temperature: float = 0.1):
         if not 0 < gamma < 1:
             raise ValueError(f"gamma must be in (0, 1), got {gamma}")
         if temperature <= 0:

@@ -28,7 +28,7 @@ CONFIG = "adapter_config.json"
 
 
 def save_adapter(folder: str | Path, model: torch.nn.Module, method: MethodState,
-                 foundation: Foundation, extra: dict | None = None) -> Path:
+                 foundation: Foundation, *, extra: dict | None = None) -> Path:
     folder = Path(folder)
     delta = trainable_state(model)
     save_state(folder / WEIGHTS, delta)
@@ -92,7 +92,7 @@ def export_merged(adapter_dir: str | Path, foundation: Foundation, out_dir: str 
     model = unwrap(load_adapter(adapter_dir, foundation))
     config = json.loads((Path(adapter_dir) / CONFIG).read_text())
     return save_foundation(out_dir, model, foundation.backbone, adapter_classes(config, foundation),
-                           foundation.preprocessing,
+                           pp=foundation.preprocessing,
                            extra={"merged_from": {"adapter": str(adapter_dir),
                                                   "method": config["method"],
                                                   "base_sha256": foundation.sha256}})

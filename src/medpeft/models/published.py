@@ -205,7 +205,7 @@ def import_checkpoint(source: str | Path | dict, kind: str, out_dir: str | Path,
                               "segment (--classes liver,spleen)")
     model, report = load_published(source, kind, out_channels=len(names) + 1, trust=trust)
     folder = save_foundation(out_dir, model, PRESETS[spec.backbone],
-                             tuple(canonical_class(c) for c in names), spec.preprocessing,
+                             tuple(canonical_class(c) for c in names), pp=spec.preprocessing,
                              extra={"imported": {"kind": kind, "source": str(source)
                                                  if not isinstance(source, dict) else "in memory",
                                                  "loaded": len(report.loaded),

@@ -48,7 +48,7 @@ def save_state(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dic
 
 
 def save_foundation(folder: str | Path, model: torch.nn.Module, backbone: BackboneConfig,
-                    classes: tuple[str, ...], pp: Preprocessing, extra: dict | None = None) -> Path:
+                    classes: tuple[str, ...], *, pp: Preprocessing, extra: dict | None = None) -> Path:
     folder = Path(folder)
     save_state(folder / WEIGHTS, model.state_dict())
     write_json(folder / META, {

@@ -68,7 +68,7 @@ def dataset_name(name: str) -> str:
 
 
 def write_raw_dataset(ds: MSDDataset, mapping: ClassMapping, support: list[str], raw: Path,
-                      name: str) -> Path:
+                      *, name: str) -> Path:
     """The support volumes as an nnU-Net v2 raw dataset; labels are ``mapping``'s local classes."""
     folder = Path(raw) / dataset_name(name)
     shutil.rmtree(folder, ignore_errors=True)
@@ -98,7 +98,7 @@ def nnunet_env(root: Path) -> dict[str, str]:
             "nnUNet_compile": "false", "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
 
 
-def _run(cmd: list[str], env: dict, log: Path, timeout: int, what: str) -> None:
+def _run(cmd: list[str], env: dict, log: Path, timeout: int, *, what: str) -> None:
     with open(log, "a") as fh:
         fh.write(f"\n$ {' '.join(cmd)}\n")
         fh.flush()
@@ -118,11 +118,11 @@ def plan_and_preprocess(root: Path, budget: NnUNetBudget, log: Path) -> None:
            "--verify_dataset_integrity", "-overwrite_plans_name", PLANS,
            "-gpu_memory_target", str(budget.memory_target_gb),
            "-overwrite_target_spacing", *[str(s) for s in budget.target_spacing]]
-    _run(cmd, nnunet_env(root), log, budget.timeout_s, "planning / preprocessing")
+    _run(cmd, nnunet_env(root), log, budget.timeout_s, what="planning / preprocessing")
 
 
 def run_nnunet(ds: MSDDataset, mapping: ClassMapping, support: list[str], test: list[str],
-               cell: Path, budget: NnUNetBudget = NnUNetBudget()) -> dict:
+               *, cell: Path, budget: NnUNetBudget = NnUNetBudget()) -> dict:
     """Train nnU-Net on ``support`` and predict ``test`` into ``<cell>/nnunet/predictions``
     (label maps of ``mapping``'s local classes, in each input's geometry). A finished training
     is reused; an interrupted one continues from nnU-Net's latest checkpoint."""
@@ -133,14 +133,14 @@ def run_nnunet(ds: MSDDataset, mapping: ClassMapping, support: list[str], test: 
     log = root / "nnunet.log"
     name = "medpeft"
     if not (root / "preprocessed" / dataset_name(name) / f"{PLANS}.json").exists():
-        write_raw_dataset(ds, mapping, support, root / "raw", name)
+        write_raw_dataset(ds, mapping, support, root / "raw", name=name)
         plan_and_preprocess(root, budget, log)
     job = {"dataset": DATASET_ID, "plans": PLANS, "configuration": CONFIGURATION,
            "budget": asdict(budget), "images": {n: str(Path(ds.case(n).image).resolve()) for n in test},
            "predictions": str((root / "predictions").resolve())}
     write_json(root / "job.json", job)
     _run([sys.executable, "-m", "medpeft.peers.nnunet_worker", str(root / "job.json")],
-         nnunet_env(root), log, budget.timeout_s, "training / prediction")
+         nnunet_env(root), log, budget.timeout_s, what="training / prediction")
     summary = json.loads((root / "summary.json").read_text())
     summary["seconds"] = time.perf_counter() - t0  # planning and preprocessing included
     summary["predictions"] = {n: str(root / "predictions" / f"{n}.nii.gz") for n in test}

@@ -31,7 +31,7 @@ from medpeft.train.losses import MarginalDiceCELoss
 RATES = {"adapter": 3e-3, "head": 1e-2}
 
 
-def _transductive_loss(head: BlackBoxHead, service: FeatureService, info, ds, mapping, split,
+def _transductive_loss(head: BlackBoxHead, service: FeatureService, info, ds, *, mapping, split,
                        unlabelled: list[Path], gamma: float, weight: float, progress):
     """Segmentation loss plus the size penalty on one unlabelled volume per step (in turn)."""
     prior = size_prior([ds.case(n).label for n in split["support"]], mapping.value_to_local)
@@ -92,7 +92,7 @@ def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, *, kind:
            "n": n, "seed": seed, "preprocessing": info.preprocessing.to_dict()}
     t0 = time.perf_counter()
     cache = build_cache(service, crop_dataset(info, ds, mapping, split["support"]), n,
-                        out_dir / "feature_cache", key, seed, progress)
+                        out_dir / "feature_cache", key=key, seed=seed, progress=progress)
     cache_seconds = time.perf_counter() - t0
     torch.manual_seed(seed)
     head = BlackBoxHead(service.channels, len(info.classes) + 1, kind)
@@ -105,9 +105,10 @@ def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, *, kind:
                       checkpoint_every=max(10, steps // 4), patience=patience)
     loss, sizes = MarginalDiceCELoss(), None
     if unlabelled:
-        loss, sizes = _transductive_loss(head, service, info, ds, mapping, split, list(unlabelled),
-                                         gamma, size_weight, progress)
-    summary = train_loop(head, cache, loss, loop, out_dir, groups=_groups(head),
+        loss, sizes = _transductive_loss(head, service, info, ds, mapping=mapping, split=split,
+                                         unlabelled=list(unlabelled),
+                                         gamma=gamma, weight=size_weight, progress=progress)
+    summary = train_loop(head, cache, loss, loop, run_dir=out_dir, groups=_groups(head),
                          resume=resume, progress=progress, desc=f"black-box {kind}")
     summary.update(seconds=time.perf_counter() - t0, cache_seconds=cache_seconds)
     if sizes is not None:

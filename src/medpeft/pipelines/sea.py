@@ -54,8 +54,9 @@ def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfi
     outcome_path = search_dir / "outcome.json"
     split = read_manifest(manifest)
     if not (resume and outcome_path.exists()):
-        outcome = _search(foundation_dir, split, search_dir, cfg, audit_crops, audit_volume,
-                          progress)
+        outcome = _search(foundation_dir, split, search_dir, cfg, audit_crops=audit_crops,
+                          audit_volume=audit_volume,
+                          progress=progress)
         write_json(outcome_path, outcome)
     outcome = json.loads(outcome_path.read_text())
     t0 = time.perf_counter()
@@ -69,7 +70,7 @@ def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfi
 
 
 def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
-            audit_crops: int | None, audit_volume: str | None, progress) -> dict:
+            *, audit_crops: int | None, audit_volume: str | None, progress) -> dict:
     t_start = time.perf_counter()
     foundation = load_foundation(foundation_dir)
     ds, mapping = load_support(foundation, split)
@@ -93,8 +94,9 @@ def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
     stream = (to_device(b, device) for b in batches(train, 1, cfg.seed))
     outcome = search(model, sites, stream,
                      lambda m, b: loss(m(b["image"]), b["label"], b["channel_to_local"]),
-                     [SoftDiceScore([c]) for c in crops], cfg, run_dir, rates, head,
-                     cfg.budget_params(n_model),
+                     score=[SoftDiceScore([c]) for c in crops], cfg=cfg, run_dir=run_dir, rates=rates,
+                                          fixed=head,
+                     budget=cfg.budget_params(n_model),
                      progress=progress)
     return {"sites": [describe(s) | {"n_params": s.n_params} for s in outcome.chosen],
             "budget": outcome.budget, "used": outcome.used, "model_parameters": n_model,

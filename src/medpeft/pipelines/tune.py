@@ -32,7 +32,7 @@ def load_support(foundation: Foundation, split: dict) -> tuple[MSDDataset, Class
 
 
 def crop_dataset(foundation: Foundation, ds: MSDDataset, mapping: ClassMapping,
-                 names: list[str], augment: str = "light"):
+                 names: list[str], *, augment: str = "light"):
     """Cached volumes ``names`` of ``ds`` that yield random class-balanced training crops."""
     return cached_dataset(case_dicts(ds, mapping, names), foundation.preprocessing,
                           {ds.name: mapping}, train=True, augment=augment)
@@ -73,7 +73,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
             "method": method, "options": options or {}, "loop": loop.to_dict(), "lr": rates,
             "classes": list(foundation.classes), "head_init": head_init, "augment": augment,
             "ranks": distributed.world_size()})
-    data = crop_dataset(foundation, ds, mapping, split["support"], augment)
+    data = crop_dataset(foundation, ds, mapping, split["support"], augment=augment)
     novel = [c for c, o in enumerate(foundation.classes, 1) if o not in known]
     missing = [o for c, o in enumerate(foundation.classes, 1)
                if (organs or c in novel) and not mapping.channel_to_local[c]]
@@ -88,7 +88,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
         foundation.model.load_state_dict(fresh.state_dict())
     state = apply_method(foundation.model, method, options)
     t0 = time.perf_counter()
-    summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, out_dir,
+    summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, run_dir=out_dir,
                          groups=param_groups(foundation.model, state, rates), resume=resume,
                          progress=progress, desc=f"adapt {method} K={len(split['support'])}")
     summary["seconds"] = time.perf_counter() - t0

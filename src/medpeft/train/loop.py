@@ -54,7 +54,7 @@ class LoopConfig:
         return asdict(self)
 
 
-def batches(dataset, batch_size: int, seed: int, rank: int = 0, world: int = 1,
+def batches(dataset, batch_size: int, seed: int, rank: int = 0, *, world: int = 1,
             workers: int = 0, weights: list[float] | None = None) -> Iterator[dict]:
     """An endless stream of collated batches, reshuffled every epoch by ``seed``. With several
     ranks, each draws from its own shard of the volumes (``DistributedSampler``) and its own
@@ -96,7 +96,7 @@ def _schedule(cfg: LoopConfig) -> Callable[[int], float]:
     return factor
 
 
-def _save_checkpoint(folder: Path, step: int, model, optimizer, scheduler) -> None:
+def _save_checkpoint(folder: Path, step: int, model, optimizer, *, scheduler) -> None:
     name = f"ckpt-{step:07d}"
     target = folder / name
     shutil.rmtree(target, ignore_errors=True)
@@ -155,7 +155,7 @@ def check_groups(model: torch.nn.Module, groups: list[dict]) -> None:
                          f"but the model trains {len(trainable)}")
 
 
-def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConfig, run_dir: Path,
+def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConfig, *, run_dir: Path,
                groups: list[dict] | None = None, resume: bool = False, progress=None,
                desc: str = "training", stop_after: int | None = None,
                device: str | torch.device | None = None,
@@ -172,13 +172,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
     model.to(device)
     ckpt_dir = run_dir / "checkpoints"
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("nothing to train: no parameter has requires_grad=True")
-    groups = groups or [{"name": "all", "params": params, "lr": cfg.lr}]
-    check_groups(model, groups)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+    optimizer, scheduler = _optimizer(model, groups, cfg)
     start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if resume else 0
     if not resume and main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -188,7 +182,8 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     model.to(memory_format=layout)
     net = distributed.wrap(model, device)  # several ranks: gradients averaged over them
     torch.manual_seed(cfg.seed + start + rank)
-    stream = batches(dataset, cfg.batch_size, cfg.seed + start, rank, world, cfg.workers, weights)
+    stream = batches(dataset, cfg.batch_size, cfg.seed + start, rank, world=world,
+                     workers=cfg.workers, weights=weights)
     progress = progress if main else None
     task = progress.add_task(desc, total=cfg.steps, completed=start) if progress else None
     model.train()
@@ -209,19 +204,48 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
         value = distributed.mean_over_ranks(loss.item(), device)  # the same on every rank
         running.append(value)
         if main and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
-            logged = sum(running) / len(running)
-            append_jsonl(run_dir / "metrics.jsonl", {
-                "step": step + 1, "loss": logged,
-                "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
-                "seconds": time.perf_counter() - t0})
-            running = []
+            logged, running = _log(run_dir, step, running, optimizer, t0), []
         if main and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler)
+            _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler=scheduler)
         if progress:
             progress.update(task, advance=1, description=f"{desc} loss {value:.3f}")
         if plateau.update(value) and step + 1 >= cfg.warmup:
             done = step + 1
             break
+    _wind_down(model, cfg, ckpt_dir, main)
+    summary = {"steps": done, "seconds": time.perf_counter() - t0, "resumed_from": start,
+               "device": str(device), "ranks": world,
+               "loss": logged if not running else sum(running) / len(running)}
+    if done < cfg.steps:
+        summary["stopped_early"] = f"loss EMA {plateau.best:.4f} flat for {cfg.patience} steps"
+    return summary
+
+
+def _optimizer(model: torch.nn.Module, groups: list[dict] | None, cfg: LoopConfig):
+    """AdamW over ``groups`` (default: every trainable parameter at ``cfg.lr``) and its warm-up +
+    cosine schedule."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("nothing to train: no parameter has requires_grad=True")
+    groups = groups or [{"name": "all", "params": params, "lr": cfg.lr}]
+    check_groups(model, groups)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(cfg))
+
+
+def _log(run_dir: Path, step: int, running: list[float], optimizer, t0: float) -> float:
+    """Append the mean loss since the last line to ``metrics.jsonl``; returns that mean."""
+    logged = sum(running) / len(running)
+    append_jsonl(run_dir / "metrics.jsonl", {
+        "step": step + 1, "loss": logged,
+        "lr": {g.get("name", str(i)): g["lr"] for i, g in enumerate(optimizer.param_groups)},
+        "seconds": time.perf_counter() - t0})
+    return logged
+
+
+def _wind_down(model: torch.nn.Module, cfg: LoopConfig, ckpt_dir: Path, main: bool) -> None:
+    """Leave the model as it came (eval mode, no recomputation, contiguous); a finished run
+    needs no checkpoints."""
     model.eval()
     if cfg.grad_checkpoint:
         set_gradient_checkpointing(model, False)
@@ -229,12 +253,6 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     distributed.barrier()
     if main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    summary = {"steps": done, "seconds": time.perf_counter() - t0, "resumed_from": start,
-               "device": str(device), "ranks": world,
-               "loss": logged if not running else sum(running) / len(running)}
-    if done < cfg.steps:
-        summary["stopped_early"] = f"loss EMA {plateau.best:.4f} flat for {cfg.patience} steps"
-    return summary
 
 
 class LossPlateau:

@@ -23,7 +23,7 @@ def source_classes(label_maps: list[dict[int, str]]) -> tuple[str, ...]:
 
 
 def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
-             pp: Preprocessing = Preprocessing(), loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
+             pp: Preprocessing = Preprocessing(), *, loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
              resume: bool = False, progress=None, recipe: dict | None = None,
              cache_dir: str | Path | None = None, augment: str = "light",
              sampling: str = "uniform") -> Path:
@@ -51,10 +51,10 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     cfg = PRESETS[backbone]
     model = build_backbone(cfg, len(classes) + 1)
     weights = organ_balanced_weights(items, mappings) if sampling == "organ-balanced" else None
-    summary = train_loop(model, data, MarginalDiceCELoss(), loop, out_dir, resume=resume,
+    summary = train_loop(model, data, MarginalDiceCELoss(), loop, run_dir=out_dir, resume=resume,
                          progress=progress, desc="pre-training", weights=weights)
     if not distributed.is_main():  # every rank holds the same weights; rank 0 saves them
         return out_dir
-    return save_foundation(out_dir, model, cfg, classes, pp,
+    return save_foundation(out_dir, model, cfg, classes, pp=pp,
                            extra={"sources": [ds.name for ds in datasets], "train": summary,
                                   "recipe": recipe or {}})

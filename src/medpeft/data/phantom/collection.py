@@ -109,7 +109,7 @@ def source_hash(size: str, seed: int) -> str:
 
 
 def write_collection(root: str | Path, size: str = "demo", seed: int = 0, workers: int = 2,
-                     progress=None) -> Path:
+                     *, progress=None) -> Path:
     """Write (or reuse, when already complete) the phantom collection under ``root``.
 
     Returns the path of ``collection.json``, which lists the datasets and their roles.

@@ -41,7 +41,7 @@ class FeatureCache(Dataset):
                 "channel_to_local": torch.from_numpy(self.c2l[i])}
 
 
-def build_cache(service: FeatureService, crops, n: int, folder: str | Path, key: dict,
+def build_cache(service: FeatureService, crops, n: int, folder: str | Path, *, key: dict,
                 seed: int = 0, progress=None) -> FeatureCache:
     """Features of ``n`` crops drawn from the ``crops`` dataset (reused when ``key`` matches)."""
     folder = Path(folder)

@@ -54,7 +54,7 @@ def measure(model: nn.Module, score: Score) -> float:
 
 
 def _toggled(model: nn.Module, score: Score, sites: list[AdapterSite], base: float,
-             state: bool) -> dict[str, float]:
+             *, state: bool) -> dict[str, float]:
     """Dice change when each site alone is set to ``state`` (and set back), signed as a utility."""
     out = {}
     for site in sites:
@@ -70,13 +70,13 @@ def _toggled(model: nn.Module, score: Score, sites: list[AdapterSite], base: flo
 def toggle_off(model: nn.Module, score: Score, sites: list[AdapterSite], base: float
                ) -> dict[str, float]:
     """Utility of each active site: how much Dice drops when it alone is switched off."""
-    return _toggled(model, score, sites, base, False)
+    return _toggled(model, score, sites, base, state=False)
 
 
 def toggle_on(model: nn.Module, score: Score, sites: list[AdapterSite], base: float
               ) -> dict[str, float]:
     """Utility of each inactive, already trained site: how much Dice rises when it is switched on."""
-    return _toggled(model, score, sites, base, True)
+    return _toggled(model, score, sites, base, state=True)
 
 
 def first_order(model: nn.Module, score: Score, sites: list[AdapterSite],

@@ -91,7 +91,7 @@ class SearchOutcome:
 
 
 class _Search:
-    def __init__(self, sites, fixed, scores, cfg, rates, budget, run_dir):
+    def __init__(self, sites, fixed, scores, cfg, *, rates, budget, run_dir):
         self.sites = {s.name: s for s in sites}
         if len(self.sites) != len(sites):
             raise ValueError("two candidate sites share a name; give variants distinct tags")
@@ -206,7 +206,7 @@ class _Search:
 
 
 def search(model: nn.Module, sites: list[AdapterSite], batches: Iterator, loss_of: Callable,
-           score: Score | list[Score], cfg: SeaConfig, run_dir: Path, rates: dict[str, float],
+           *, score: Score | list[Score], cfg: SeaConfig, run_dir: Path, rates: dict[str, float],
            fixed: list[nn.Parameter], budget: int, initial: list[str] | None = None,
            progress=None) -> SearchOutcome:
     """Run the search on ``model`` (candidate ``sites`` inserted, backbone frozen).
@@ -220,8 +220,8 @@ def search(model: nn.Module, sites: list[AdapterSite], batches: Iterator, loss_o
     run_dir = Path(run_dir)
     for name in ("audits.csv", "allocations.csv", "transitions.csv"):
         (run_dir / name).unlink(missing_ok=True)
-    state = _Search(sites, fixed, score if isinstance(score, list) else [score], cfg, rates,
-                    budget, run_dir)
+    state = _Search(sites, fixed, score if isinstance(score, list) else [score], cfg, rates=rates,
+                    budget=budget, run_dir=run_dir)
     for s in sites:
         for p in s.adapter_parameters():
             p.requires_grad_(True)
