@@ -40,7 +40,7 @@ def main() -> None:
     base = replace(load_fed_config(args.config), plan="lora-everywhere", aggregation="ffa",
                    rounds=args.rounds, local_steps=args.local_steps, baseline=False,
                    pooled=False)
-    sites = len(base.sites)
+    sites = len(base.hospitals)
     arms = [("infinity (no DP)", {}), ("infinity, clipping only", None)]
     arms += [(f"{eps:g}", {"clipping_norm": args.clip,
                            "noise_multiplier": noise_for_epsilon(eps, args.rounds, sites)})

@@ -63,7 +63,7 @@ def main() -> None:
     lora_modes = [m for m in args.aggregations if m != "svd"]
     arms = [(p, "svd") for p in args.plans if p not in LORA_PLANS or "svd" in args.aggregations]
     arms += [(p, mode) for mode in lora_modes for p in args.plans if p in LORA_PLANS]
-    title = (f"{len(base.sites)} sites, {args.rounds} rounds x {args.local_steps} local steps, "
+    title = (f"{len(base.hospitals)} hospitals, {args.rounds} rounds x {args.local_steps} local steps, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"{torch.get_num_threads()} threads")
     columns = ("plan", "aggregation", "Dice before", "Dice federated", "Dice local-only", "gain",

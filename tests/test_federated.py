@@ -12,10 +12,10 @@ from safetensors.torch import load_file
 
 from medpeft.federated.aggregation import aggregate_states, lora_pairs, lora_update
 from medpeft.federated.app import site_evaluate, site_train
-from medpeft.federated.config import FedConfig, site_split
+from medpeft.federated.config import FedConfig, load_fed_config, site_split
 from medpeft.federated.deployment import marked_processes, stop_marked
+from medpeft.federated.hospital import build_model
 from medpeft.federated.run import federate
-from medpeft.federated.site import build_model
 from medpeft.federated.strategy import to_state
 from medpeft.methods import trainable_state
 from medpeft.models.weights import shipped_foundation
@@ -75,7 +75,7 @@ def test_ffa_averages_b_exactly_and_sends_no_a(tmp_path):
     with pytest.raises(ValueError, match="frozen"):
         aggregate_states([{"x.lora_A": a, "x.lora_B": b} for b in bs], weights, "ffa")
     sites = [{"dataset": "unused", "name": n} for n in ("a", "b")]
-    cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, plan="lora-everywhere",
+    cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, plan="lora-everywhere",
                     aggregation="ffa", out=str(tmp_path))
     sent = trainable_state(build_model(cfg)[0].model)
     saved = trainable_state(build_model(cfg, for_saving=True)[0].model)
@@ -84,7 +84,7 @@ def test_ffa_averages_b_exactly_and_sends_no_a(tmp_path):
     assert set(saved) == set(plain) and set(sent) < set(saved)
     assert all(torch.equal(saved[n], plain[n]) for n in saved if ".lora_A" in n)  # the shared A
     with pytest.raises(ValueError, match="needs a LoRA plan"):
-        FedConfig(foundation="f", sites=sites, plan="decoder", aggregation="ffa").check()
+        FedConfig(foundation="f", hospitals=sites, plan="decoder", aggregation="ffa").check()
 
 
 def test_svd_keeps_a_trainable_A_when_no_site_moved_B_and_pairs_conv_sites():
@@ -136,7 +136,7 @@ def test_simulation_sends_only_adapters_survives_a_faulty_site_and_does_not_coll
     target = collection / "Task10_NewSite"
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 3], "name": name}
              for i, name in enumerate(("north", "south", "faulty"))]
-    cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, out=str(tmp_path / "fed"),
+    cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path / "fed"),
                     rounds=2, local_steps=6, baseline=False, pooled=False)
     report = federate(cfg, client_app=_faulty_app(cfg, bad=2))
     # the faulty site is named and left out; the others' work is kept in both rounds
@@ -190,7 +190,7 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     from medpeft.cli_common import console
     target = collection / "Task10_NewSite"
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
-    config = {"foundation": str(shipped_foundation()), "sites": sites, "out": str(tmp_path / "dep"),
+    config = {"foundation": str(shipped_foundation()), "hospitals": sites, "out": str(tmp_path / "dep"),
               "plan": "encoder-lora+head", "rounds": 1, "local_steps": 2, "baseline": False,
               "pooled": False, "local": ["out.*"]}
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(config))
@@ -207,7 +207,7 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     assert (tmp_path / "dep" / "global" / "adapter.safetensors").is_file()
     # the head is personalised: it never travels, and each site saved its own
     assert report["wire_tensors"] and not any(n.startswith("out.") for n in report["wire_tensors"])
-    heads = [load_file(str(tmp_path / "dep" / "sites" / s / "adapter.safetensors"))
+    heads = [load_file(str(tmp_path / "dep" / "hospitals" / s / "adapter.safetensors"))
              for s in ("site0", "site1")]
     assert not torch.equal(heads[0]["out.conv.conv.weight"], heads[1]["out.conv.conv.weight"])
     assert marked_processes(str((tmp_path / "dep" / "flwr-home").resolve())) == []
@@ -232,29 +232,33 @@ def test_stop_marked_finds_and_ends_processes_of_this_run_only(tmp_path):
         mine.kill()
 
 
-def test_config_checks_sites_and_resolves_paths(tmp_path, monkeypatch):
+def test_config_checks_hospitals_and_resolves_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     twin = [{"dataset": "data", "name": "a"}, {"dataset": "data", "name": "a"}]
-    with pytest.raises(ValueError, match="site names must differ"):
-        FedConfig(foundation="f", sites=twin).check()
+    with pytest.raises(ValueError, match="hospital names must differ"):
+        FedConfig(foundation="f", hospitals=twin).check()
     with pytest.raises(ValueError, match="part 2 of 2 does not exist"):
-        FedConfig(foundation="f", sites=[{"dataset": "d", "part": [2, 2]}, {"dataset": "d"}]).check()
-    cfg = FedConfig(foundation="f", sites=[{"dataset": "d1"}, {"dataset": "d2"}], out="o").resolved()
-    assert cfg.out == str(tmp_path / "o") and cfg.sites[1]["dataset"] == str(tmp_path / "d2")
+        FedConfig(foundation="f", hospitals=[{"dataset": "d", "part": [2, 2]}, {"dataset": "d"}]).check()
+    cfg = FedConfig(foundation="f", hospitals=[{"dataset": "d1"}, {"dataset": "d2"}], out="o").resolved()
+    assert cfg.out == str(tmp_path / "o") and cfg.hospitals[1]["dataset"] == str(tmp_path / "d2")
+    old = tmp_path / "old.yaml"  # the list's former name is still read, with a warning
+    old.write_text("foundation: f\nsites: [{dataset: d1}, {dataset: d2}]\n")
+    with pytest.warns(FutureWarning, match="'sites' is now called 'hospitals'"):
+        assert [h["dataset"] for h in load_fed_config(old).hospitals] == ["d1", "d2"]
 
 
 def test_local_only_and_pooled_arms_take_the_federations_rounds(collection, tmp_path, monkeypatch):
-    """Both comparison arms run the same per-round Site.train the federation's sites run (a fresh
+    """Both comparison arms run the same per-round Hospital.train the federation's sites run (a fresh
     optimizer and schedule per call, the round's seed): local-only with local_steps per round,
     the pooled bound with every site's steps per round on every site's volumes."""
     from medpeft.federated import run as fed_run
     from medpeft.federated.config import write_site_manifests
-    from medpeft.federated.site import PooledSites, Site
+    from medpeft.federated.hospital import Hospital, PooledHospitals
     from medpeft.models.weights import load_foundation
     target = collection / "Task10_NewSite"
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2], "name": name}
              for i, name in enumerate(("north", "south"))]
-    cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, out=str(tmp_path / "fed"),
+    cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path / "fed"),
                     rounds=3, local_steps=4, local=["out.*"]).check().resolved()
     calls, scored = [], []
 
@@ -266,8 +270,8 @@ def test_local_only_and_pooled_arms_take_the_federations_rounds(collection, tmp_
         scored.append((self.name, save_personal))
         return 0.5
 
-    monkeypatch.setattr(Site, "train", train)
-    monkeypatch.setattr(Site, "evaluate", evaluate)
+    monkeypatch.setattr(Hospital, "train", train)
+    monkeypatch.setattr(Hospital, "evaluate", evaluate)
     manifests = write_site_manifests(cfg)
     assert fed_run.local_only(cfg, manifests) == {"north": 0.5, "south": 0.5}
     assert calls == [(s, r, 4) for s in ("north", "south") for r in (1, 2, 3)]
@@ -276,7 +280,7 @@ def test_local_only_and_pooled_arms_take_the_federations_rounds(collection, tmp_
     assert calls == [("pooled", r, 8) for r in (1, 2, 3)]
     # neither arm overwrites a site's personalised adapter
     assert all(not save for _, save in scored)
-    pool = PooledSites(cfg, [Site(cfg, m) for m in manifests])
+    pool = PooledHospitals(cfg, [Hospital(cfg, m) for m in manifests])
     assert len(pool.training_data(load_foundation(cfg.foundation))) == pool.n_support == 2
 
 

@@ -1,4 +1,4 @@
-"""Site-level DP: every update a site sends is clipped to the bound, the server's noise has the
+"""Hospital-level DP: every update a site sends is clipped to the bound, the server's noise has the
 calibrated spread, and epsilon comes from Flower's RDP accountant."""
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ import pytest
 import torch
 
 from medpeft.federated.config import FedConfig, write_site_manifests
+from medpeft.federated.hospital import Hospital, initial_state
 from medpeft.federated.privacy import DPSettings, add_noise, epsilon, noise_for_epsilon, noise_std
-from medpeft.federated.site import Site, initial_state
 from medpeft.models.weights import shipped_foundation
 
 
 def _cfg(collection, tmp_path, **kw) -> FedConfig:
     sites = [{"dataset": str(collection / "Task10_NewSite"), "k": 1, "n_test": 1, "part": [i, 2],
               "name": f"h{i}"} for i in range(2)]
-    return FedConfig(foundation=str(shipped_foundation()), sites=sites, out=str(tmp_path),
+    return FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path),
                      plan="lora-everywhere", aggregation="ffa", rounds=1, local_steps=3,
                      **kw).check().resolved()
 
@@ -32,8 +32,8 @@ def test_every_update_a_site_sends_is_clipped_to_the_bound(collection, tmp_path)
                                                      "noise_multiplier": 1.0})
     plain = _cfg(collection, tmp_path / "plain")
     shared, kept = initial_state(plain)
-    free = Site(plain, write_site_manifests(plain)[0]).train(shared, kept, 1)[0]
-    sent = Site(clipped, write_site_manifests(clipped)[0]).train(shared, kept, 1)[0]
+    free = Hospital(plain, write_site_manifests(plain)[0]).train(shared, kept, 1)[0]
+    sent = Hospital(clipped, write_site_manifests(clipped)[0]).train(shared, kept, 1)[0]
     assert _update_norm(free, shared) > 10 * bound  # training moved further than the bound
     assert _update_norm(sent, shared) <= bound * (1 + 1e-5)
     assert _update_norm(sent, shared) > 0.9 * bound  # scaled down to it, not zeroed
@@ -43,7 +43,7 @@ def test_dp_settings_are_checked_by_name(collection, tmp_path):
     with pytest.raises(ValueError, match="clipping_norm is required"):
         _cfg(collection, tmp_path, dp={"noise_multiplier": 1.0})
     with pytest.raises(ValueError, match="use aggregation fedavg or ffa"):
-        FedConfig(foundation="f", sites=[{"dataset": "d"}] * 2, aggregation="svd",
+        FedConfig(foundation="f", hospitals=[{"dataset": "d"}] * 2, aggregation="svd",
                   plan="lora-everywhere", dp={"clipping_norm": 1, "noise_multiplier": 1}).check()
 
 

@@ -65,7 +65,7 @@ def test_federated_sea_sends_exactly_the_allocated_sets_and_saves_a_loadable_ada
         collection, tmp_path):
     target = collection / "Task10_NewSite"
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
-    cfg = FedConfig(foundation=str(shipped_foundation()), sites=sites, out=str(tmp_path / "sea"),
+    cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path / "sea"),
                     plan="sea-peft", rounds=2, local_steps=2, baseline=False, pooled=False)
     report = federate(cfg)
     sea = report["sea"]

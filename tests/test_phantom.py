@@ -18,7 +18,7 @@ from medpeft.data.phantom.collection import (
     collection_specs,
     write_collection,
 )
-from medpeft.data.phantom.scanner import Site, acquire
+from medpeft.data.phantom.scanner import Scanner, acquire
 
 
 def test_same_seed_gives_identical_bytes(tmp_path):
@@ -83,7 +83,7 @@ def test_anatomy_is_plausible():
 def test_sites_differ_measurably():
     """Contrast phase moves organ HU; dose moves noise. Same subject seed at two sites."""
     src = acquire(HOSPITAL_A, 3)
-    tgt = acquire(Site("tgt", "arterial", 35.0, 0.7, HOSPITAL_A.spacing), 3)
+    tgt = acquire(Scanner("tgt", "arterial", 35.0, 0.7, HOSPITAL_A.spacing), 3)
     aorta = ORGAN_ID["aorta"]
     assert np.median(tgt[0][tgt[1] == aorta]) - np.median(src[0][src[1] == aorta]) > 100
     air = lambda img: img[:8, :8, :].std()  # noqa: E731  corner outside the body

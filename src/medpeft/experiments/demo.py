@@ -250,7 +250,7 @@ def _federated_section(out: Path, setting: PhantomSetting, cfg: DemoConfig,
     fed_cfg = demo_federation_config(Path(setting.target.root), setting.foundation_dir,
                                      out / "federated", cfg.federated_rounds, steps=cfg.federated_steps,
                                      seed=cfg.seed)
-    console.print(f"federated section: {len(fed_cfg.sites)} hospitals on Flower's simulation "
+    console.print(f"federated section: {len(fed_cfg.hospitals)} hospitals on Flower's simulation "
                   f"runtime ({fed_cfg.out})")
     report = demo_federation(fed_cfg)
     console.print(federation_table(report, fed_cfg))

@@ -19,11 +19,11 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from medpeft.federated.config import FedConfig, fed_sea_config, load_fed_config, site_name
+from medpeft.federated.config import HOSPITALS, FedConfig, fed_sea_config, load_fed_config, site_name
+from medpeft.federated.hospital import Hospital
+from medpeft.federated.sea_hospital import sea_evaluate, sea_train
 from medpeft.federated.sea_server import UTILITY
-from medpeft.federated.sea_site import sea_evaluate, sea_train
 from medpeft.federated.server import run_federation
-from medpeft.federated.site import Site
 from medpeft.federated.strategy import WEIGHT, to_arrays, to_state
 from medpeft.methods import SEA
 
@@ -32,16 +32,16 @@ KEPT = "kept"
 MEMORY = "sea-memory"  # a sea-peft site's smoother and last active set, between rounds
 
 
-def site_for(cfg: FedConfig, context: Context) -> Site:
-    """The site of this node: ``partition-id`` in its node config picks one of ``cfg.sites``."""
+def site_for(cfg: FedConfig, context: Context) -> Hospital:
+    """The site of this node: ``partition-id`` in its node config picks one of ``cfg.hospitals``."""
     pid = int(context.node_config.get("partition-id", -1))
-    if not 0 <= pid < len(cfg.sites):
+    if not 0 <= pid < len(cfg.hospitals):
         raise ValueError(f"node config partition-id={pid}: the federation has "
-                         f"{len(cfg.sites)} sites (0..{len(cfg.sites) - 1})")
-    return Site(cfg, Path(cfg.out) / "sites" / f"{site_name(cfg.sites[pid], pid)}.json")
+                         f"{len(cfg.hospitals)} sites (0..{len(cfg.hospitals) - 1})")
+    return Hospital(cfg, Path(cfg.out) / HOSPITALS / f"{site_name(cfg.hospitals[pid], pid)}.json")
 
 
-def _reply(msg: Message, site: Site, metrics: dict, arrays: ArrayRecord | None = None) -> Message:
+def _reply(msg: Message, site: Hospital, metrics: dict, arrays: ArrayRecord | None = None) -> Message:
     content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"site": site.name})})
     if arrays is not None:
         content["arrays"] = arrays
@@ -64,7 +64,7 @@ def site_train(msg: Message, context: Context, cfg: FedConfig) -> Message:
     return _reply(msg, site, {WEIGHT: site.n_support, **metrics}, to_arrays(shared))
 
 
-def _sea_site_train(msg: Message, context: Context, site: Site, server_round: int) -> Message:
+def _sea_site_train(msg: Message, context: Context, site: Hospital, server_round: int) -> Message:
     """Federated SEA-PEFT: train the active set, send it with every candidate's smoothed utility."""
     memory = json.loads(context.state[MEMORY]["json"]) \
         if MEMORY in context.state.config_records else {}

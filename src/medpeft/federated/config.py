@@ -1,11 +1,13 @@
-"""A federation's configuration (YAML) and each site's K-shot split.
+"""A federation's configuration (YAML) and each hospital's K-shot split.
 
-A site is one hospital's labelled folder: ``{dataset: path, k: 5, n_test: 2}``, optionally
-``part: [i, n]`` to give the site the i-th of n disjoint shares of the folder's cases (to make
-several phantom hospitals out of one folder), and ``name``.
+A hospital is one labelled folder: ``{dataset: path, k: 5, n_test: 2}``, optionally
+``part: [i, n]`` to give it the i-th of n disjoint shares of the folder's cases (to make several
+phantom hospitals out of one folder), and ``name``. The list's key is ``hospitals`` (``sites``,
+its former name, is still read).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from medpeft.federated.privacy import DPSettings
 from medpeft.methods import SEA
 from medpeft.methods.sea.loop import SeaConfig
 
+HOSPITALS = "hospitals"  # the folder of each hospital's manifest and adapter under ``out``
 # Few audits (one a round) call for a shorter memory than the central search's.
 FEDERATED_SEA = {"decay": 0.5, "window": 3, "votes": 2, "guard": 1, "audit_sites": 8}
 
@@ -40,7 +43,7 @@ def fed_sea_config(overrides: dict | None = None) -> SeaConfig:
 @dataclass
 class FedConfig:
     foundation: str
-    sites: list[dict]
+    hospitals: list[dict]
     out: str = "runs/federated"
     plan: str = "encoder-lora+head"
     local: list[str] = field(default_factory=list)  # tensor patterns each site keeps
@@ -60,8 +63,8 @@ class FedConfig:
         if self.aggregation == "ffa" and self.plan not in LORA_PLANS:
             raise ValueError(f"aggregation ffa (FFA-LoRA) needs a LoRA plan "
                              f"({', '.join(LORA_PLANS)}), not {self.plan!r}")
-        if len(self.sites) < 2:
-            raise ValueError(f"a federation needs at least 2 sites, got {len(self.sites)}")
+        if len(self.hospitals) < 2:
+            raise ValueError(f"a federation needs at least 2 hospitals, got {len(self.hospitals)}")
         if self.dp:
             DPSettings.from_dict(self.dp)
             if self.aggregation == "svd" or self.plan == SEA:
@@ -70,12 +73,12 @@ class FedConfig:
                                  f"(got aggregation {self.aggregation}, plan {self.plan})")
         if self.rounds < 1 or self.local_steps < 1:
             raise ValueError("rounds and local_steps must be >= 1")
-        for i, site in enumerate(self.sites):
+        for i, site in enumerate(self.hospitals):
             if "dataset" not in site:
-                raise ValueError(f"site {i}: no 'dataset' folder given")
+                raise ValueError(f"hospital {i}: no 'dataset' folder given")
             part, n = site.get("part", (0, 1))
             if not 0 <= part < n:
-                raise ValueError(f"site {site_name(site, i)}: part {part} of {n} does not exist")
+                raise ValueError(f"hospital {site_name(site, i)}: part {part} of {n} does not exist")
         if self.plan == SEA:
             fed_sea_config(self.sea)
             if self.local:
@@ -83,16 +86,16 @@ class FedConfig:
                                  "supported with it")
         elif self.sea:
             raise ValueError(f"'sea' settings apply to plan {SEA}, not {self.plan}")
-        names = [site_name(s, i) for i, s in enumerate(self.sites)]
+        names = [site_name(s, i) for i, s in enumerate(self.hospitals)]
         if len(set(names)) != len(names):
-            raise ValueError(f"site names must differ: {names}")
+            raise ValueError(f"hospital names must differ: {names}")
         return self
 
     def resolved(self) -> FedConfig:
         """The same federation with absolute paths (Flower's processes run elsewhere)."""
         absolute = lambda p: str(Path(p).expanduser().resolve())  # noqa: E731
         return replace(self, foundation=absolute(self.foundation), out=absolute(self.out),
-                       sites=[{**s, "dataset": absolute(s["dataset"])} for s in self.sites])
+                       hospitals=[{**s, "dataset": absolute(s["dataset"])} for s in self.hospitals])
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -101,6 +104,9 @@ class FedConfig:
 def load_fed_config(path: str | Path) -> FedConfig:
     """Read a federation YAML; unknown keys fail by name."""
     raw = yaml.safe_load(Path(path).read_text()) or {}
+    if "sites" in raw and "hospitals" not in raw:  # the key's former name
+        warnings.warn(f"{path}: 'sites' is now called 'hospitals'", FutureWarning, stacklevel=2)
+        raw["hospitals"] = raw.pop("sites")
     known = {f.name for f in fields(FedConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -130,6 +136,6 @@ def site_split(site: dict, index: int, seed: int) -> dict:
 
 
 def write_site_manifests(cfg: FedConfig) -> list[Path]:
-    """One manifest per site under ``out/sites/``; returns their paths in site order."""
-    return [write_manifest(Path(cfg.out) / "sites" / f"{site_name(s, i)}.json",
-                           site_split(s, i, cfg.seed)) for i, s in enumerate(cfg.sites)]
+    """One manifest per hospital under ``out/hospitals/``; returns their paths in order."""
+    return [write_manifest(Path(cfg.out) / HOSPITALS / f"{site_name(s, i)}.json",
+                           site_split(s, i, cfg.seed)) for i, s in enumerate(cfg.hospitals)]

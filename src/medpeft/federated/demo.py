@@ -22,7 +22,7 @@ def demo_federation_config(target: Path, foundation: Path, out: Path, rounds: in
     sites = [{"dataset": str(target), "k": k, "n_test": n_test, "part": [i, HOSPITALS],
               "name": f"hospital-{i + 1}"} for i in range(HOSPITALS)]
     # the pooled bound costs the demo a minute it does not have: benchmarks/federated_plans.py
-    return FedConfig(foundation=str(foundation), sites=sites, out=str(out), rounds=rounds,
+    return FedConfig(foundation=str(foundation), hospitals=sites, out=str(out), rounds=rounds,
                      local_steps=steps, seed=seed, plan="lora-everywhere",
                      pooled=False).check().resolved()
 
@@ -42,7 +42,7 @@ def federation_table(report: dict, cfg: FedConfig) -> Table:
     """Per-hospital Dice before, federated, local-only and pooled (where run), with the bytes
     in the caption; short headers, so it reads at 80 columns."""
     totals = report["bytes_total"]
-    table = Table(title=f"federated {cfg.plan} ({cfg.aggregation}): {len(cfg.sites)} hospitals, "
+    table = Table(title=f"federated {cfg.plan} ({cfg.aggregation}): {len(cfg.hospitals)} hospitals, "
                         f"{cfg.rounds} rounds x {cfg.local_steps} local steps",
                   caption=f"{human(totals['bytes'])} on the wire vs "
                           f"{human(totals['full_ft_bytes'])} for full fine-tuning "

@@ -174,7 +174,7 @@ def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0) -> None:
     # the SuperLink and SuperNodes start ``flower-superexec`` by name: this Python's scripts first
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # Flower 1.41 serves its runtime, control and fleet APIs over HTTP on one port
-    link_port, *node_ports = free_ports(1 + len(cfg.sites))
+    link_port, *node_ports = free_ports(1 + len(cfg.hospitals))
     write_connection(Path(env["FLWR_HOME"]), link_port)
     app = write_app(out / "flwr-app", config_path)
     with Processes(env, out / "logs") as procs:
@@ -186,7 +186,7 @@ def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0) -> None:
             procs.start(f"supernode-{i}", [
                 _tool("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link_port}",
                 "--port", str(port), "--node-config",
-                f"partition-id={i} num-partitions={len(cfg.sites)}"])
+                f"partition-id={i} num-partitions={len(cfg.hospitals)}"])
         submit = procs.start("flwr-run", [_tool("flwr"), "run", str(app), CONNECTION, "--stream"])
         deadline = time.monotonic() + timeout
         result = out / "server.json"

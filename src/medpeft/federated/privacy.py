@@ -1,4 +1,4 @@
-"""Site-level differential privacy: each site clips its update, the server adds Gaussian noise to
+"""Hospital-level differential privacy: each site clips its update, the server adds Gaussian noise to
 the aggregate, and Flower's RDP accountant says what the run spent.
 
 The mechanism is DP-FedAvg with client-side fixed clipping (McMahan et al., 2018): a site's

@@ -13,8 +13,8 @@ from collections import Counter
 from pathlib import Path
 
 from medpeft.federated.accounting import human
-from medpeft.federated.config import FedConfig, write_site_manifests
-from medpeft.federated.site import PooledSites, Site, initial_state
+from medpeft.federated.config import HOSPITALS, FedConfig, write_site_manifests
+from medpeft.federated.hospital import Hospital, PooledHospitals, initial_state
 from medpeft.io import write_json, write_text, write_yaml
 from medpeft.methods import SEA
 
@@ -36,25 +36,25 @@ def simulate(cfg: FedConfig, client_app=None) -> None:
     os.environ.update(offline_env(Path(cfg.out)))
     run_simulation(server_app=server_app_for(lambda _: cfg),
                    client_app=client_app or client_app_for(lambda _: cfg),
-                   num_supernodes=len(cfg.sites),
+                   num_supernodes=len(cfg.hospitals),
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": max(1, min(len(cfg.sites),
+                                   "init_args": {"num_cpus": max(1, min(len(cfg.hospitals),
                                                                         os.cpu_count() or 1)),
                                                  "include_dashboard": False}})
 
 
 def local_only(cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
-    """Each site alone: the federation's rounds of ``Site.train`` (a fresh optimizer, warm-up and
+    """Each site alone: the federation's rounds of ``Hospital.train`` (a fresh optimizer, warm-up and
     cosine cycle each round, the same per-round seeds), without averaging (sea-peft: the same
     rounds of train, audit and allocate, alone)."""
     if cfg.plan == SEA:
         from medpeft.federated.sea_server import search_alone
         return {site.name: search_alone(site, cfg.rounds)
-                for site in (Site(cfg, m) for m in manifests)}
+                for site in (Hospital(cfg, m) for m in manifests)}
     start = initial_state(cfg)
     scores = {}
     for manifest in manifests:
-        site = Site(cfg, manifest)
+        site = Hospital(cfg, manifest)
         shared, kept = _rounds(site, cfg, *start)
         scores[site.name] = site.evaluate(shared, kept, save_personal=False)
     return scores
@@ -66,13 +66,13 @@ def pooled_bound(cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
     steps), scored on each site's own test volumes. Not defined for sea-peft (empty)."""
     if cfg.plan == SEA:
         return {}
-    sites = [Site(cfg, m) for m in manifests]
-    shared, kept = _rounds(PooledSites(cfg, sites), cfg, *initial_state(cfg),
+    sites = [Hospital(cfg, m) for m in manifests]
+    shared, kept = _rounds(PooledHospitals(cfg, sites), cfg, *initial_state(cfg),
                            steps=len(sites) * cfg.local_steps)
     return {site.name: site.evaluate(shared, kept, save_personal=False) for site in sites}
 
 
-def _rounds(site: Site, cfg: FedConfig, shared: dict, kept: dict, *, steps: int | None = None
+def _rounds(site: Hospital, cfg: FedConfig, shared: dict, kept: dict, *, steps: int | None = None
             ) -> tuple[dict, dict]:
     for server_round in range(1, cfg.rounds + 1):
         shared, kept, _ = site.train(shared, kept, server_round, steps=steps)
@@ -109,7 +109,7 @@ def report_markdown(cfg: FedConfig, report: dict) -> str:
     """Per-site Dice (before, federated, local-only), left-out replies and the bytes table."""
     dice, last = report["dice"], str(cfg.rounds)
     lines = [f"# Federation: {cfg.plan}, {cfg.rounds} rounds x {cfg.local_steps} local steps, "
-             f"{len(cfg.sites)} sites, aggregation {cfg.aggregation}", "",
+             f"{len(cfg.hospitals)} sites, aggregation {cfg.aggregation}", "",
              "| site | Dice before | Dice federated | Dice local-only | collaborative gain | "
              "Dice pooled | gap to pooled |", "|---|---:|---:|---:|---:|---:|---:|"]
     for site in sorted(dice.get("0", {})):
@@ -142,7 +142,7 @@ def report_markdown(cfg: FedConfig, report: dict) -> str:
                   f"over {cfg.rounds} rounds ({dp['accountant']})."]
     if cfg.local:
         lines += ["", f"Kept at each site (never sent): tensors matching {cfg.local}; each site's "
-                  f"personalised adapter is in {Path(cfg.out) / 'sites'}/<site>/."]
+                  f"personalised adapter is in {Path(cfg.out) / HOSPITALS}/<hospital>/."]
     if "sea" in report:
         lines += sea_markdown(report["sea"])
     if report["excluded"]:

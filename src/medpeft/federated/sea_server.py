@@ -21,7 +21,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 
 from medpeft.federated.config import fed_sea_config
-from medpeft.federated.sea_site import candidate_model, own_parameters, wire_state
+from medpeft.federated.sea_hospital import candidate_model, own_parameters, wire_state
 from medpeft.federated.strategy import WEIGHT, AdapterFedAvg, metrics_of, to_arrays, to_state
 from medpeft.methods import SEA, apply_method
 from medpeft.methods.adapter_io import save_adapter
@@ -199,7 +199,7 @@ def save_sea_adapter(folder: Path, cfg, allocator: SeaAllocator, extra: dict) ->
 def search_alone(site, rounds: int) -> float:
     """The local-only baseline of federated SEA-PEFT: the site runs the same rounds of train,
     audit and allocate with nobody else; returns its Dice on its own test volumes."""
-    from medpeft.federated.sea_site import sea_evaluate, sea_train
+    from medpeft.federated.sea_hospital import sea_evaluate, sea_train
     sea = fed_sea_config(site.cfg.sea)
     allocator, memory = SeaAllocator(site.cfg.seed, site.cfg.foundation, sea), {}
     names = [c.name for c in allocator.candidates]

@@ -13,9 +13,9 @@ from flwr.serverapp import Grid
 
 from medpeft.federated.accounting import Ledger, arrays_bytes
 from medpeft.federated.config import FedConfig
+from medpeft.federated.hospital import build_model, initial_state, load_tensors
 from medpeft.federated.privacy import ACCOUNTANT, DPSettings, epsilon
 from medpeft.federated.sea_server import save_sea_adapter, sea_strategy
-from medpeft.federated.site import build_model, initial_state, load_tensors
 from medpeft.federated.strategy import AdapterFedAvg, to_arrays, to_state
 from medpeft.io import write_json
 from medpeft.methods import SEA
@@ -35,8 +35,8 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     """Evaluate the starting adapter at every site, run ``cfg.rounds`` rounds, save the result."""
     out = Path(cfg.out)
     ledger = Ledger(full_model_bytes(cfg))
-    nodes = dict(fraction_train=1.0, fraction_evaluate=1.0, min_available_nodes=len(cfg.sites),
-                 min_train_nodes=len(cfg.sites), min_evaluate_nodes=len(cfg.sites))
+    nodes = dict(fraction_train=1.0, fraction_evaluate=1.0, min_available_nodes=len(cfg.hospitals),
+                 min_train_nodes=len(cfg.hospitals), min_evaluate_nodes=len(cfg.hospitals))
     if cfg.plan == SEA:
         strategy = sea_strategy(cfg, ledger, **nodes)
         shared = strategy.allocator.wire()
@@ -64,7 +64,7 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     if cfg.dp:
         dp = DPSettings.from_dict(cfg.dp)
         summary["dp"] = {**cfg.dp, "delta": dp.delta, "accountant": ACCOUNTANT,
-                         "epsilon": epsilon(dp, cfg.rounds, len(cfg.sites))}
+                         "epsilon": epsilon(dp, cfg.rounds, len(cfg.hospitals))}
     extra = {"federation": {k: summary[k] for k in ("rounds", "plan", "aggregation", "sites")}}
     if cfg.plan == SEA:
         summary["sea"] = strategy.allocator.summary()

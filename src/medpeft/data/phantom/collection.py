@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from medpeft.data.ontology import ORGAN_ID, ORGANS, resolve
-from medpeft.data.phantom.scanner import Site, acquire
+from medpeft.data.phantom.scanner import Scanner, acquire
 from medpeft.io import save_nifti, write_json
 
 # The organs the phantom draws: the first eleven of the ontology (its later entries are not drawn).
@@ -27,17 +27,17 @@ GENERATOR_VERSION = 2
 
 # Source sites scan with intravenous contrast, as most public CT collections do; they differ in
 # phase timing, dose, kernel, calibration, spacing, orientation and field of view.
-HOSPITAL_A = Site("hospital-a-portal", "portal-venous", 12.0, 1.2, (3.0, 3.0, 3.0))
-HOSPITAL_B = Site("hospital-b-late-arterial", "arterial", 10.0, 1.6, (3.4, 3.4, 4.0),
+HOSPITAL_A = Scanner("hospital-a-portal", "portal-venous", 12.0, 1.2, (3.0, 3.0, 3.0))
+HOSPITAL_B = Scanner("hospital-b-late-arterial", "arterial", 10.0, 1.6, (3.4, 3.4, 4.0),
                   hu_offset=-5.0, orientation="LPS")
-HOSPITAL_C = Site("hospital-c-sharp", "portal-venous", 18.0, 0.7, (3.0, 3.0, 3.0),
+HOSPITAL_C = Scanner("hospital-c-sharp", "portal-venous", 18.0, 0.7, (3.0, 3.0, 3.0),
                   hu_scale=1.03, orientation="LAS")
-HOSPITAL_D = Site("hospital-d-thick", "portal-venous", 14.0, 1.2, (3.5, 3.5, 4.5), hu_offset=5.0)
-HOSPITAL_E = Site("hospital-e-lowdose", "portal-venous", 20.0, 1.0, (3.5, 3.5, 3.0),
+HOSPITAL_D = Scanner("hospital-d-thick", "portal-venous", 14.0, 1.2, (3.5, 3.5, 4.5), hu_offset=5.0)
+HOSPITAL_E = Scanner("hospital-e-lowdose", "portal-venous", 20.0, 1.0, (3.5, 3.5, 3.0),
                   orientation="LPS", z_range=(-225.0, 120.0))
 # The new hospital: a low-dose, thick-slice protocol without intravenous contrast but with
 # positive oral contrast in stomach and bowel, stored LPS, patients placed off-centre.
-NEW_SITE = Site("new-hospital-noncontrast", "non-contrast", 24.0, 0.7, (3.6, 3.6, 5.0),
+NEW_SITE = Scanner("new-hospital-noncontrast", "non-contrast", 24.0, 0.7, (3.6, 3.6, 5.0),
                 hu_offset=12.0, orientation="LPS", shift_mm=18.0, z_range=(-210.0, 140.0),
                 oral_contrast=True)
 
@@ -47,7 +47,7 @@ class DatasetSpec:
     """One MSD task folder: a site, the label names it annotates (value = position + 1), a size."""
 
     name: str
-    site: Site
+    site: Scanner
     labels: tuple[str, ...]
     n_cases: int
     role: str  # "source" (pre-training), "source-holdout" or "target"

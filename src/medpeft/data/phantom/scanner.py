@@ -31,7 +31,7 @@ _TEXTURE: dict[str, float] = {"fat": 12, "bowel": 22, "muscle": 8, "liver": 7, "
 
 
 @dataclass(frozen=True)
-class Site:
+class Scanner:
     """One scanner + protocol. Spacing is (x, y, z) in mm; orientation is the stored axis codes."""
 
     name: str
@@ -89,7 +89,7 @@ def _reorient(data: np.ndarray, affine: np.ndarray, orientation: str) -> tuple[n
     return np.ascontiguousarray(data), affine
 
 
-def acquire(site: Site, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def acquire(site: Scanner, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Scan one subject at ``site``: returns (HU int16, organ labels uint8, affine 4x4).
 
     Deterministic in (site, seed). Arrays are stored in the site's orientation.

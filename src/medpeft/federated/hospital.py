@@ -14,7 +14,7 @@ from torch.utils.data import ConcatDataset
 
 from medpeft.data.fewshot import read_manifest
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice
-from medpeft.federated.config import FedConfig
+from medpeft.federated.config import HOSPITALS, FedConfig
 from medpeft.federated.plans import plan_named, split_state
 from medpeft.federated.privacy import DPSettings, clip_update
 from medpeft.methods import MethodState, apply_method, param_groups, trainable_state
@@ -58,7 +58,7 @@ def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
         params[name].data.copy_(value)
 
 
-class Site:
+class Hospital:
     """One site's private data (a K-shot manifest) and its training / evaluation."""
 
     def __init__(self, cfg: FedConfig, manifest: str | Path):
@@ -103,7 +103,7 @@ class Site:
     @property
     def personal_dir(self) -> Path:
         """Where the site keeps its personalised adapter (global tensors + its kept ones)."""
-        return Path(self.cfg.out) / "sites" / self.name
+        return Path(self.cfg.out) / HOSPITALS / self.name
 
     def evaluate(self, shared: dict, kept: dict, *, save_personal: bool = True) -> float:
         """Mean Dice of the model with these tensors on the site's own test volumes. A site
@@ -122,10 +122,10 @@ class Site:
         return float(mean_dice(rows))
 
 
-class PooledSites(Site):
+class PooledHospitals(Hospital):
     """Every site's support volumes in one place: the centralised bound a federation approaches."""
 
-    def __init__(self, cfg: FedConfig, sites: list[Site]):
+    def __init__(self, cfg: FedConfig, sites: list[Hospital]):
         self.cfg, self.sites, self.name = cfg, sites, "pooled"
 
     @property

@@ -25,7 +25,7 @@ import torch
 
 from medpeft.adapters.base import AdapterSite
 from medpeft.device import resolve_device, to_device
-from medpeft.federated.site import Site
+from medpeft.federated.hospital import Hospital
 from medpeft.methods import DEFAULT_LR
 from medpeft.methods.peft import freeze, train_head
 from medpeft.methods.sea.audit import SoftDiceScore, first_order, measure, toggle_off
@@ -105,7 +105,7 @@ def _groups(model: torch.nn.Module, active: list[AdapterSite]) -> list[dict]:
     return [{"name": k, "params": v, "lr": DEFAULT_LR[k]} for k, v in groups.items()]
 
 
-def sea_train(site: Site, tensors: dict, memory: dict, server_round: int, *, sea: SeaConfig,
+def sea_train(site: Hospital, tensors: dict, memory: dict, server_round: int, *, sea: SeaConfig,
               steps: int | None = None) -> tuple[dict, list[float], dict, dict]:
     """One round at one site: train the active set, audit every candidate, smooth.
 
@@ -162,7 +162,7 @@ def audit_order(active: list[AdapterSite], smoother: UtilitySmoother, server_rou
     return (new + known[start:] + known[:start])[:n]
 
 
-def sea_evaluate(site: Site, tensors: dict) -> float:
+def sea_evaluate(site: Hospital, tensors: dict) -> float:
     """Mean Dice at the site's test volumes with the message's active set."""
     foundation, candidates, _ = candidate_model(site.cfg.seed, site.cfg.foundation)
     load_wire(foundation.model, candidates, tensors)
