@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -97,9 +97,11 @@ def _write_case(job: tuple[Path, DatasetSpec, int, int]) -> dict:
 
 def spec_hash(specs: list[DatasetSpec], seed: int, roles: tuple[str, ...] | None = None) -> str:
     """Fingerprint of what :func:`write_collection` writes for ``specs`` (optionally only the
-    datasets with one of ``roles``; positions count, as they seed the cases)."""
-    text = json.dumps([f"{i}:{s!r}" for i, s in enumerate(specs) if roles is None or s.role in roles]
-                      + [seed, GENERATOR_VERSION])
+    datasets with one of ``roles``; positions count, as they seed the cases). It hashes the specs'
+    field values, not their Python names, so that renaming a class keeps every cache and every
+    shipped foundation's recipe valid."""
+    text = json.dumps([[i, asdict(s)] for i, s in enumerate(specs) if roles is None or s.role in roles]
+                      + [seed, GENERATOR_VERSION], sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
