@@ -142,12 +142,12 @@ def demo_rows(cfg: DemoConfig, k: int) -> list[str]:
 def demo_request(fdir: Path, manifest: Path, method: str, cell: Path,
                  *, cfg: DemoConfig) -> AdaptRequest:
     """One demo cell's adaptation (resuming it); the scratch peer gets its own longer schedule."""
-    peer = resolve(method).is_peer
+    spec = resolve(method)
+    peer = spec.is_peer
     return AdaptRequest(fdir, manifest, method, cell,
                         steps=(cfg.scratch_steps or cfg.adapt_steps) if peer else cfg.adapt_steps,
                         patience=cfg.scratch_patience if peer else 0, seed=cfg.seed, resume=True,
-                        options=cfg.options.get(method) if resolve(method).family == TUNE
-                        else None)
+                        options=cfg.options.get(method) if spec.family == TUNE else None)
 
 
 def _record(setting: str, method: str, k: int, *, dice: float, organs: dict, trainable: int,
