@@ -182,3 +182,17 @@ def test_peers_table_pairs_cases_against_the_best_peer(tmp_path):
     text = report.read_text()
     assert "| nnU-Net v2 from scratch | 10 |" in text and "## Rows that could not run" in text
     assert (tmp_path / "peers.png").stat().st_size > 1000
+
+
+def test_nnunet_training_time_survives_an_interrupted_run(tmp_path):
+    """A cell whose nnU-Net training ran across two processes reports the time nnU-Net logged for
+    every finished epoch, not the seconds of the process that only finished it."""
+    from medpeft.peers.nnunet_worker import logged_epoch_seconds
+    (tmp_path / "training_log_2026_11_30_21_26_35.txt").write_text(
+        "2026-11-30 21:26:36.849498: Epoch 0 \n2026-11-30 21:30:44.002395: Epoch time: 247.15 s \n"
+        "2026-11-30 21:30:45.383002: Epoch 1 \n")  # killed during epoch 1
+    (tmp_path / "training_log_2026_11_30_22_33_39.txt").write_text(
+        "2026-11-30 22:33:40.1: Epoch 1 \n2026-11-30 22:37:00.1: Epoch time: 200.5 s \n"
+        "2026-11-30 22:37:00.2: Training done. \n")
+    (tmp_path / "debug.json").write_text('{"Epoch time: 99 s": 1}')  # not a training log
+    assert logged_epoch_seconds(tmp_path) == pytest.approx(447.65)

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
 
 import torch
+
+EPOCH_TIME = re.compile(r"Epoch time: ([0-9.]+) s")
 
 
 def train(job: dict) -> tuple[Path, int, float]:
@@ -24,13 +27,24 @@ def train(job: dict) -> tuple[Path, int, float]:
     trainer.save_every = 1  # a killed run loses at most one epoch
     out = Path(trainer.output_folder)
     t0 = time.perf_counter()
+    continued = (out / "checkpoint_latest.pth").exists() or (out / "checkpoint_final.pth").exists()
     if not (out / "checkpoint_final.pth").exists():
         maybe_load_checkpoint(trainer, (out / "checkpoint_latest.pth").exists(), False)
         trainer.run_training()
+    seconds = time.perf_counter() - t0
+    if continued:  # part or all of the training ran in an earlier, interrupted process
+        seconds = logged_epoch_seconds(out)
     if trainer.network is None:
         trainer.initialize()
     n_params = sum(p.numel() for p in trainer.network.parameters())
-    return out.parent, n_params, time.perf_counter() - t0
+    return out.parent, n_params, seconds
+
+
+def logged_epoch_seconds(fold_dir: Path) -> float:
+    """The training time nnU-Net logged ("Epoch time: N s" per finished epoch), over every
+    training log in ``fold_dir``: what a run continued across processes took to train."""
+    return sum(float(m.group(1)) for log in sorted(fold_dir.glob("training_log_*.txt"))
+               for m in EPOCH_TIME.finditer(log.read_text()))
 
 
 def predict(job: dict, model_dir: Path) -> float:
