@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,23 @@ def test_a_cached_cell_is_computed_once_and_read_back(tmp_path):
     with pytest.raises(RuntimeError):
         cached(tmp_path / "other" / "result.json", crash)
     assert not (tmp_path / "other" / "result.json").exists()  # nothing half-written is kept
+
+
+def test_a_finished_adaptation_is_not_trained_again_on_resume(monkeypatch, tmp_path):
+    """A run cut off after training (while scoring) resumes without retraining; any other
+    request for the folder, or a run without resume, trains."""
+    manifest = tmp_path / "m.json"
+    manifest.write_text(json.dumps({"support": ["a"], "test": ["c"]}))
+    runs = []
+
+    def tune(*args, **kwargs):
+        runs.append(kwargs["steps"])
+        return {"seconds": 12.5, "loss": 0.25}
+    monkeypatch.setattr(pipelines, "tune", tune)
+    request = AdaptRequest(tmp_path, manifest, "decoder", tmp_path / "cell", steps=5)
+    first = pipelines.adapt(request)
+    again = pipelines.adapt(replace(request, resume=True))
+    assert runs == [5] and again == first == {"seconds": 12.5, "loss": 0.25}
+    pipelines.adapt(replace(request, resume=True, steps=6))  # another request: trains
+    pipelines.adapt(request)  # no resume: trains
+    assert runs == [5, 6, 5]

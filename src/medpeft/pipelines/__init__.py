@@ -10,8 +10,10 @@ the benchmark grid and the benchmarks all adapt through :func:`adapt`.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
+from medpeft.io import write_json
 from medpeft.methods.blackbox.service import load_service
 from medpeft.methods.registry import BLACKBOX, SEARCHED, TUNE, MethodSpec, resolve
 from medpeft.methods.sea.loop import sea_config
@@ -23,6 +25,8 @@ from medpeft.progress import Reporter
 from medpeft.train import distributed
 
 __all__ = ["AdaptRequest", "adapt", "check"]
+
+FINISHED = "adapt_summary.json"  # the request and its summary, once the adapter is saved
 
 
 def check(request: AdaptRequest) -> MethodSpec:
@@ -45,8 +49,26 @@ def check(request: AdaptRequest) -> MethodSpec:
 
 def adapt(request: AdaptRequest, progress: Reporter | None = None) -> dict:
     """Run the request's flow; the adapter lands in ``request.out``. Returns the training summary
-    (``seconds`` included)."""
+    (``seconds`` included). With ``resume``, a folder whose adaptation finished for the same
+    request is not trained again (e.g. a run cut off while it scored the adapter)."""
     spec = check(request)
+    finished, asked = Path(request.out) / FINISHED, _as_record(request)
+    if request.resume and finished.is_file():
+        record = json.loads(finished.read_text())
+        if record.get("request") == asked:
+            return record["summary"]
+    summary = _run(spec, request, progress)
+    if distributed.is_main():  # written last: the adapter beside it is complete
+        write_json(finished, {"request": asked, "summary": summary})
+    return summary
+
+
+def _as_record(request: AdaptRequest) -> dict:
+    """The request as JSON, less ``resume`` (a finished run answers a resumed one)."""
+    return json.loads(json.dumps({**asdict(request), "resume": None}, default=str))
+
+
+def _run(spec: MethodSpec, request: AdaptRequest, progress: Reporter | None) -> dict:
     if spec.family == SEARCHED:
         k = len(json.loads(Path(request.manifest).read_text())["support"])
         return sea_adapt(request.foundation, request.manifest, request.out,
