@@ -251,8 +251,8 @@ def test_local_only_and_pooled_arms_take_the_federations_rounds(collection, tmp_
     """Both comparison arms run the same per-round Hospital.train the federation's sites run (a fresh
     optimizer and schedule per call, the round's seed): local-only with local_steps per round,
     the pooled bound with every site's steps per round on every site's volumes."""
-    from medpeft.federated import run as fed_run
     from medpeft.federated.config import write_site_manifests
+    from medpeft.federated.flows import FixedFlow, flow_for
     from medpeft.federated.hospital import Hospital, PooledHospitals
     from medpeft.models.weights import load_foundation
     target = collection / "Task10_NewSite"
@@ -273,10 +273,12 @@ def test_local_only_and_pooled_arms_take_the_federations_rounds(collection, tmp_
     monkeypatch.setattr(Hospital, "train", train)
     monkeypatch.setattr(Hospital, "evaluate", evaluate)
     manifests = write_site_manifests(cfg)
-    assert fed_run.local_only(cfg, manifests) == {"north": 0.5, "south": 0.5}
+    flow = flow_for(cfg)
+    assert type(flow) is FixedFlow
+    assert flow.local_only(cfg, manifests) == {"north": 0.5, "south": 0.5}
     assert calls == [(s, r, 4) for s in ("north", "south") for r in (1, 2, 3)]
     calls.clear()
-    assert fed_run.pooled_bound(cfg, manifests) == {"north": 0.5, "south": 0.5}
+    assert flow.pooled_bound(cfg, manifests) == {"north": 0.5, "south": 0.5}
     assert calls == [("pooled", r, 8) for r in (1, 2, 3)]
     # neither arm overwrites a site's personalised adapter
     assert all(not save for _, save in scored)
@@ -305,3 +307,20 @@ def test_a_reply_with_non_finite_tensors_is_left_out_by_name(bad):
     assert strategy.problem(reply(broken), with_arrays=True) == "out.bias holds NaN or infinite values"
     assert isinstance(to_arrays(fine), ArrayRecord)
 
+
+
+def test_each_kind_of_plan_refuses_the_settings_it_cannot_honour():
+    from medpeft.federated.flows import FixedFlow, SearchFlow, flow_for
+    two = [{"dataset": "d1"}, {"dataset": "d2"}]
+    dp = {"clipping_norm": 1.0, "noise_multiplier": 1.0}
+    with pytest.raises(ValueError, match="'sea' settings apply to plan sea-peft, not decoder"):
+        FedConfig(foundation="f", hospitals=two, plan="decoder", sea={"budget": 0.01}).check()
+    with pytest.raises(ValueError, match="'local' tensors are not supported"):
+        FedConfig(foundation="f", hospitals=two, plan="sea-peft", local=["out.*"]).check()
+    with pytest.raises(ValueError, match="changes its set every round"):
+        FedConfig(foundation="f", hospitals=two, plan="sea-peft", aggregation="fedavg", dp=dp).check()
+    with pytest.raises(ValueError, match="unknown settings"):
+        FedConfig(foundation="f", hospitals=two, plan="sea-peft", sea={"budgett": 0.01}).check()
+    searched = FedConfig(foundation="f", hospitals=two, plan="sea-peft", sea={"budget": 0.02}).check()
+    fixed = FedConfig(foundation="f", hospitals=two, plan="decoder", aggregation="fedavg", dp=dp).check()
+    assert type(flow_for(searched)) is SearchFlow and type(flow_for(fixed)) is FixedFlow

@@ -7,43 +7,46 @@ import math
 import torch
 from safetensors.torch import load_file
 
-from medpeft.federated.config import FedConfig, fed_sea_config
+from medpeft.federated.config import FedConfig
+from medpeft.federated.plans import fed_sea_config
 from medpeft.federated.run import federate
-from medpeft.federated.sea_server import SeaAllocator, pool
+from medpeft.federated.sea_server import FederatedSearch, pool
 from medpeft.methods.adapter_io import load_adapter
 from medpeft.methods.sea.smoothing import UtilitySmoother
 from medpeft.models.weights import load_foundation, shipped_foundation
 
 
-def _qkv_pair(allocator: SeaAllocator) -> tuple[str, str]:
+def _qkv_pair(search: FederatedSearch) -> tuple[str, str]:
     """LoRA r4 and r16 on the same attention layer (one may replace the other)."""
-    r4 = next(c for c in allocator.candidates if c.name.endswith(":lora[r4]") and "qkv" in c.name)
-    r16 = next(c for c in allocator.candidates if c.name == r4.name.replace("[r4]", "[r16]"))
+    r4 = next(c for c in search.candidates if c.name.endswith(":lora[r4]") and "qkv" in c.name)
+    r16 = next(c for c in search.candidates if c.name == r4.name.replace("[r4]", "[r16]"))
     return r4.name, r16.name
 
 
-def test_allocator_takes_the_first_proposal_then_changes_only_on_consistent_votes():
-    allocator = SeaAllocator(0, str(shipped_foundation()), fed_sea_config({"votes": 2, "guard": 1}))
-    names = [c.name for c in allocator.candidates]
-    r4, r16 = _qkv_pair(allocator)
+def test_federated_search_takes_the_first_proposal_then_changes_only_on_consistent_votes():
+    search = FederatedSearch(0, str(shipped_foundation()), fed_sea_config({"votes": 2, "guard": 1}))
+    allocator = search.allocator  # the central search's allocator (methods.sea.allocator)
+    names = [c.name for c in search.candidates]
+    r4, r16 = _qkv_pair(search)
     zero = dict.fromkeys(names, 0.0)
-    allocator.allocate({**zero, r4: 0.5}, 1)  # only r4 is worth anything: taken at once
+    search.allocate({**zero, r4: 0.5}, 1)  # only r4 is worth anything: taken at once
     assert allocator.active == {r4}
-    trained = {n: t + 1.0 for n, t in allocator.wire().items()}
-    allocator.update(trained)  # the sites trained r4 in round 2 and measured it lower
+    trained = {n: t + 1.0 for n, t in search.wire().items()}
+    search.update(trained)  # the sites trained r4 in round 2 and measured it lower
     measured = {**zero, r4: 0.1, r16: 1.0}
-    allocator.allocate(measured, 2)  # calibration 0.1 / 0.5: r16's estimate counts 0.2 > 0.1
+    search.allocate(measured, 2)  # calibration 0.1 / 0.5: r16's estimate counts 0.2 > 0.1
     assert allocator.factor() == 0.1 / 0.5
     assert allocator.active == {r4}  # one vote is not enough
-    allocator.allocate(measured, 3)
+    search.allocate(measured, 3)
     assert allocator.active == {r16}  # two consistent votes: r16 replaces r4 on the layer
     assert allocator.used() <= allocator.budget
-    owned = {n for n, o in allocator.owner.items() if o == r4}
-    assert all(torch.equal(allocator.values[n], allocator.fresh[n]) for n in owned)  # reset
-    wire = set(allocator.wire())
-    assert not wire & owned and {n for n, o in allocator.owner.items() if o == r16} <= wire
-    assert all(n.startswith("out.") for n in wire if n not in allocator.owner)  # and the head
+    owned = {n for n, o in search.owner.items() if o == r4}
+    assert all(torch.equal(search.values[n], search.fresh[n]) for n in owned)  # reset
+    wire = set(search.wire())
+    assert not wire & owned and {n for n, o in search.owner.items() if o == r16} <= wire
+    assert all(n.startswith("out.") for n in wire if n not in search.owner)  # and the head
     assert [t["to"] for t in allocator.ctrl.transitions] == ["active", "inactive", "active"]
+    assert [t["round"] for t in allocator.ctrl.transitions] == [1, 3, 3]
 
 
 def test_pool_weights_sites_and_skips_unmeasured_candidates():
@@ -73,7 +76,7 @@ def test_federated_sea_sends_exactly_the_allocated_sets_and_saves_a_loadable_ada
     assert all(r["used"] <= r["budget"] for r in sea["rounds"])
     # what travelled is the head plus the candidates the server made active, nothing else
     allocated = {n for r in sea["rounds"] for n in r["active"]}
-    owner = SeaAllocator(cfg.seed, cfg.foundation, fed_sea_config()).owner
+    owner = FederatedSearch(cfg.seed, cfg.foundation, fed_sea_config()).owner
     assert {owner[n] for n in report["wire_tensors"] if n in owner} == allocated
     head = {n for n, _ in load_foundation(cfg.foundation).model.out.named_parameters()}
     assert {n for n in report["wire_tensors"] if n not in owner} == {f"out.{n}" for n in head}

@@ -194,3 +194,27 @@ def test_budget_below_the_head_is_refused(tmp_path):
         search(model, sites, iter([]), None, score=None, cfg=SeaConfig(), run_dir=tmp_path,
                rates={"lora": 0.1, "head": 0.1},
                fixed=[nn.Parameter(torch.zeros(10))], budget=5)
+
+
+def test_allocator_admits_by_value_per_parameter_and_calibrates_only_estimates():
+    from medpeft.methods.sea.allocator import Allocator, Candidate
+    switched = []
+    alloc = Allocator([Candidate("a4", "L1", 10), Candidate("a16", "L1", 40), Candidate("b", "L2", 30)],
+                      budget=60, fixed_cost=5, votes=1, guard=0,
+                      on_switch=lambda n, on: switched.append((n, on)))
+    alloc.start({"a4": 1.0, "a16": 1.5, "b": 0.9}, estimated={"a4", "a16", "b"})
+    assert alloc.active == {"a4", "b"}  # a16 + b would cost 75 > 55; one variant per layer
+    assert switched == [("a4", True), ("b", True)] or switched == [("b", True), ("a4", True)]
+    assert alloc.predicted == {"a4": 1.0, "b": 0.9} and alloc.factor() == 1.0
+    alloc.calibrate({"a4": 0.25, "b": float("nan")})  # b not measured yet: still predicted
+    assert alloc.factor() == 0.25 and alloc.predicted == {"b": 0.9}
+    # a4's value is now measured, b's still an estimate; a16's estimate outranks a4 per parameter
+    proposed = alloc.allocate({"a4": 0.25, "a16": 4.0, "b": 0.9}, estimated={"a16"}, round_no=1,
+                              when="step 20")
+    assert proposed == 1 and alloc.active == {"a16"}  # b: 40 + 30 + 5 > 60; a4 replaced
+    assert alloc.predicted == {"b": 0.9, "a16": 4.0}
+    assert [(t["site"], t["to"]) for t in alloc.ctrl.transitions][-3:] == \
+        [("a4", "inactive"), ("b", "inactive"), ("a16", "active")]
+    alloc.active.add("b")  # a caller that bypasses the allocator is caught, not trusted
+    with pytest.raises(RuntimeError, match="budget exceeded"):
+        alloc.check()

@@ -11,7 +11,6 @@ any way of getting the config (the simulation passes the object itself).
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,17 +18,13 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from medpeft.federated.config import HOSPITALS, FedConfig, fed_sea_config, load_fed_config, site_name
+from medpeft.federated.config import HOSPITALS, FedConfig, load_fed_config, site_name
+from medpeft.federated.flows import flow_for
 from medpeft.federated.hospital import Hospital
-from medpeft.federated.sea_hospital import sea_evaluate, sea_train
-from medpeft.federated.sea_server import UTILITY
 from medpeft.federated.server import run_federation
 from medpeft.federated.strategy import WEIGHT, to_arrays, to_state
-from medpeft.methods import SEA
 
 ConfigSource = Callable[[Context], FedConfig]
-KEPT = "kept"
-MEMORY = "sea-memory"  # a sea-peft site's smoother and last active set, between rounds
 
 
 def site_for(cfg: FedConfig, context: Context) -> Hospital:
@@ -48,38 +43,20 @@ def _reply(msg: Message, site: Hospital, metrics: dict, arrays: ArrayRecord | No
     return Message(content=content, reply_to=msg)
 
 
-def _kept(context: Context) -> dict:
-    return to_state(context.state[KEPT]) if KEPT in context.state.array_records else {}
-
-
 def site_train(msg: Message, context: Context, cfg: FedConfig) -> Message:
-    """Local training from the global tensors; the reply carries only the shared tensors."""
+    """Local training from the global tensors; the reply carries only the shared tensors (and,
+    for a searched plan, every candidate's utility)."""
     site = site_for(cfg, context)
     server_round = int(msg.content["config"]["server-round"])
-    if cfg.plan == SEA:
-        return _sea_site_train(msg, context, site, server_round)
-    shared, kept, metrics = site.train(to_state(msg.content["arrays"]), _kept(context), server_round)
-    if kept:
-        context.state[KEPT] = to_arrays(kept)
+    shared, metrics = flow_for(cfg).train(site, to_state(msg.content["arrays"]), context.state,
+                                          server_round)
     return _reply(msg, site, {WEIGHT: site.n_support, **metrics}, to_arrays(shared))
-
-
-def _sea_site_train(msg: Message, context: Context, site: Hospital, server_round: int) -> Message:
-    """Federated SEA-PEFT: train the active set, send it with every candidate's smoothed utility."""
-    memory = json.loads(context.state[MEMORY]["json"]) \
-        if MEMORY in context.state.config_records else {}
-    shared, utilities, memory, metrics = sea_train(site, to_state(msg.content["arrays"]), memory,
-                                                   server_round, sea=fed_sea_config(site.cfg.sea))
-    context.state[MEMORY] = ConfigRecord({"json": json.dumps(memory)})
-    return _reply(msg, site, {WEIGHT: site.n_support, UTILITY: utilities, **metrics},
-                  to_arrays(shared))
 
 
 def site_evaluate(msg: Message, context: Context, cfg: FedConfig) -> Message:
     """Dice of the global tensors (with this site's kept tensors) on the site's test volumes."""
     site = site_for(cfg, context)
-    tensors = to_state(msg.content["arrays"])
-    dice = sea_evaluate(site, tensors) if cfg.plan == SEA else site.evaluate(tensors, _kept(context))
+    dice = flow_for(cfg).evaluate(site, to_state(msg.content["arrays"]), context.state)
     return _reply(msg, site, {"dice": dice, WEIGHT: len(site.split["test"])})
 
 

@@ -19,27 +19,8 @@ from medpeft.data.msd import load_msd
 from medpeft.federated.aggregation import MODES
 from medpeft.federated.plans import LORA_PLANS, plan_named
 from medpeft.federated.privacy import DPSettings
-from medpeft.methods import SEA
-from medpeft.methods.sea.loop import SeaConfig
 
 HOSPITALS = "hospitals"  # the folder of each hospital's manifest and adapter under ``out``
-# Few audits (one a round) call for a shorter memory than the central search's.
-FEDERATED_SEA = {"decay": 0.5, "window": 3, "votes": 2, "guard": 1, "audit_sites": 8}
-
-
-def fed_sea_config(overrides: dict | None = None) -> SeaConfig:
-    """Federated SEA-PEFT settings: ``budget``, smoother and controller (the central search's
-    step schedule does not apply: sites audit once a round)."""
-    unknown = sorted(set(overrides or {}) - {f.name for f in fields(SeaConfig)})
-    if unknown:
-        raise ValueError(f"sea: unknown settings {unknown}; known: {sorted(FEDERATED_SEA)} "
-                         "and budget, lam")
-    cfg = replace(SeaConfig(), **{**FEDERATED_SEA, **(overrides or {})})
-    if cfg.budget <= 0 or cfg.votes < 1 or cfg.audit_sites < 1:
-        raise ValueError(f"federated sea-peft: budget, votes and audit_sites must be positive ({cfg})")
-    return cfg
-
-
 @dataclass
 class FedConfig:
     foundation: str
@@ -57,7 +38,7 @@ class FedConfig:
     dp: dict = field(default_factory=dict)  # clipping_norm, noise_multiplier, delta (privacy.py)
 
     def check(self) -> FedConfig:
-        plan_named(self.plan)
+        plan = plan_named(self.plan)
         if self.aggregation not in MODES:
             raise ValueError(f"aggregation {self.aggregation!r}: choose from {', '.join(MODES)}")
         if self.aggregation == "ffa" and self.plan not in LORA_PLANS:
@@ -67,10 +48,8 @@ class FedConfig:
             raise ValueError(f"a federation needs at least 2 hospitals, got {len(self.hospitals)}")
         if self.dp:
             DPSettings.from_dict(self.dp)
-            if self.aggregation == "svd" or self.plan == SEA:
-                raise ValueError("dp: the noise is calibrated to a weighted mean of clipped "
-                                 "updates: use aggregation fedavg or ffa, and a fixed plan "
-                                 f"(got aggregation {self.aggregation}, plan {self.plan})")
+        plan.check(name=self.plan, aggregation=self.aggregation, dp=self.dp, local=self.local,
+                   sea=self.sea)
         if self.rounds < 1 or self.local_steps < 1:
             raise ValueError("rounds and local_steps must be >= 1")
         for i, site in enumerate(self.hospitals):
@@ -79,13 +58,6 @@ class FedConfig:
             part, n = site.get("part", (0, 1))
             if not 0 <= part < n:
                 raise ValueError(f"hospital {site_name(site, i)}: part {part} of {n} does not exist")
-        if self.plan == SEA:
-            fed_sea_config(self.sea)
-            if self.local:
-                raise ValueError("plan sea-peft shares one active set: 'local' tensors are not "
-                                 "supported with it")
-        elif self.sea:
-            raise ValueError(f"'sea' settings apply to plan {SEA}, not {self.plan}")
         names = [site_name(s, i) for i, s in enumerate(self.hospitals)]
         if len(set(names)) != len(names):
             raise ValueError(f"hospital names must differ: {names}")

@@ -3,21 +3,66 @@
 A plan is an adaptation method with its options; the tensors it trains are what travels, except
 those matching the user's ``local`` glob patterns, which each site keeps (personalised parts).
 The frozen foundation weights never travel: every site loads them from its own checkpoint.
+
+Two kinds of plan: a ``Plan`` trains a fixed set of tensors; a ``SearchedPlan`` (SEA-PEFT)
+re-chooses the set every round. Each checks the settings it can honour; ``federated.flows``
+holds what each kind does at the server and at a hospital.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from fnmatch import fnmatchcase
 
 from medpeft.adapters.kinds import SWIN
 from medpeft.methods import SEA
+from medpeft.methods.sea.loop import SeaConfig
+
+# Few audits (one a round) call for a shorter memory than the central search's.
+FEDERATED_SEA = {"decay": 0.5, "window": 3, "votes": 2, "guard": 1, "audit_sites": 8}
+
+
+def fed_sea_config(overrides: dict | None = None) -> SeaConfig:
+    """Federated SEA-PEFT settings: ``budget``, smoother and controller (the central search's
+    step schedule does not apply: sites audit once a round)."""
+    unknown = sorted(set(overrides or {}) - {f.name for f in fields(SeaConfig)})
+    if unknown:
+        raise ValueError(f"sea: unknown settings {unknown}; known: {sorted(FEDERATED_SEA)} "
+                         "and budget, lam")
+    cfg = replace(SeaConfig(), **{**FEDERATED_SEA, **(overrides or {})})
+    if cfg.budget <= 0 or cfg.votes < 1 or cfg.audit_sites < 1:
+        raise ValueError(f"federated sea-peft: budget, votes and audit_sites must be positive ({cfg})")
+    return cfg
 
 
 @dataclass(frozen=True)
 class Plan:
+    """A fixed set of trained tensors: every round trains and sends the same ones."""
+
     method: str
     options: dict = field(default_factory=dict)
     doc: str = ""
+
+    def check(self, *, name: str, aggregation: str, dp: dict, local: list[str], sea: dict) -> None:
+        """Refuse the federation settings this plan cannot honour (messages name the setting)."""
+        if sea:
+            raise ValueError(f"'sea' settings apply to plan {SEA}, not {name}")
+        if dp and aggregation == "svd":
+            raise ValueError("dp: the noise is calibrated to a weighted mean of clipped updates: "
+                             "use aggregation fedavg or ffa (got svd)")
+
+
+@dataclass(frozen=True)
+class SearchedPlan(Plan):
+    """SEA-PEFT: one global active set, re-chosen each round from the hospitals' audits."""
+
+    def check(self, *, name: str, aggregation: str, dp: dict, local: list[str], sea: dict) -> None:
+        fed_sea_config(sea)
+        if dp:
+            raise ValueError(f"dp: the noise is calibrated to a fixed set of tensors; plan {name} "
+                             "changes its set every round: use a fixed plan")
+        if local:
+            raise ValueError(f"plan {name} shares one active set: 'local' tensors are not "
+                             "supported with it")
 
 
 PLANS: dict[str, Plan] = {
@@ -28,7 +73,7 @@ PLANS: dict[str, Plan] = {
                             "(4% of the phantom foundation: 24x fewer bytes than full FT)"),
     "decoder": Plan("decoder", {}, "fine-tune the decoder and the head"),
     "full": Plan("full", {}, "fine-tune every weight (the communication baseline)"),
-    SEA: Plan(SEA, {}, "SEA-PEFT: one global active set, re-chosen each round from the sites' "
+    SEA: SearchedPlan(SEA, {}, "SEA-PEFT: one global active set, re-chosen each round from the sites' "
                        "audits under the budget (settings: the federation's `sea`)"),
 }
 

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from medpeft.federated.accounting import human
 from medpeft.federated.config import HOSPITALS, FedConfig, write_site_manifests
-from medpeft.federated.hospital import Hospital, PooledHospitals, initial_state
+from medpeft.federated.flows import flow_for
 from medpeft.io import write_json, write_text, write_yaml
-from medpeft.methods import SEA
 
 OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0",
                "RAY_DEDUP_LOGS": "0"}
@@ -43,42 +42,6 @@ def simulate(cfg: FedConfig, client_app=None) -> None:
                                                  "include_dashboard": False}})
 
 
-def local_only(cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
-    """Each site alone: the federation's rounds of ``Hospital.train`` (a fresh optimizer, warm-up and
-    cosine cycle each round, the same per-round seeds), without averaging (sea-peft: the same
-    rounds of train, audit and allocate, alone)."""
-    if cfg.plan == SEA:
-        from medpeft.federated.sea_server import search_alone
-        return {site.name: search_alone(site, cfg.rounds)
-                for site in (Hospital(cfg, m) for m in manifests)}
-    start = initial_state(cfg)
-    scores = {}
-    for manifest in manifests:
-        site = Hospital(cfg, manifest)
-        shared, kept = _rounds(site, cfg, *start)
-        scores[site.name] = site.evaluate(shared, kept, save_personal=False)
-    return scores
-
-
-def pooled_bound(cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
-    """The centralised bound: one model trained on all sites' support volumes together, in the
-    federation's rounds with as many steps per round as all sites take together (sites x local
-    steps), scored on each site's own test volumes. Not defined for sea-peft (empty)."""
-    if cfg.plan == SEA:
-        return {}
-    sites = [Hospital(cfg, m) for m in manifests]
-    shared, kept = _rounds(PooledHospitals(cfg, sites), cfg, *initial_state(cfg),
-                           steps=len(sites) * cfg.local_steps)
-    return {site.name: site.evaluate(shared, kept, save_personal=False) for site in sites}
-
-
-def _rounds(site: Hospital, cfg: FedConfig, shared: dict, kept: dict, *, steps: int | None = None
-            ) -> tuple[dict, dict]:
-    for server_round in range(1, cfg.rounds + 1):
-        shared, kept, _ = site.train(shared, kept, server_round, steps=steps)
-    return shared, kept
-
-
 def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
     """Run the federation (simulation, or ``deployment`` on local Flower processes); report.
     ``client_app``: a replacement site app for the simulation."""
@@ -97,9 +60,10 @@ def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
         raise RuntimeError(f"{server_path}: the server app wrote no result; see Flower's lines "
                            "in log.txt there (--verbose shows them)")
     server = json.loads(server_path.read_text())
+    flow = flow_for(cfg)
     report = {**server, "out": str(out),
-              "local_only": local_only(cfg, manifests) if cfg.baseline else {},
-              "pooled": pooled_bound(cfg, manifests) if cfg.pooled else {}}
+              "local_only": flow.local_only(cfg, manifests) if cfg.baseline else {},
+              "pooled": flow.pooled_bound(cfg, manifests) if cfg.pooled else {}}
     write_json(out / "report.json", report)
     write_text(out / "report.md", report_markdown(cfg, report))
     return report

@@ -13,13 +13,10 @@ from flwr.serverapp import Grid
 
 from medpeft.federated.accounting import Ledger, arrays_bytes
 from medpeft.federated.config import FedConfig
-from medpeft.federated.hospital import build_model, initial_state, load_tensors
+from medpeft.federated.flows import flow_for
 from medpeft.federated.privacy import ACCOUNTANT, DPSettings, epsilon
-from medpeft.federated.sea_server import save_sea_adapter, sea_strategy
-from medpeft.federated.strategy import AdapterFedAvg, to_arrays, to_state
+from medpeft.federated.strategy import to_arrays, to_state
 from medpeft.io import write_json
-from medpeft.methods import SEA
-from medpeft.methods.adapter_io import save_adapter
 from medpeft.models.weights import load_foundation
 
 TIMEOUT_S = 3600.0
@@ -37,13 +34,8 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     ledger = Ledger(full_model_bytes(cfg))
     nodes = dict(fraction_train=1.0, fraction_evaluate=1.0, min_available_nodes=len(cfg.hospitals),
                  min_train_nodes=len(cfg.hospitals), min_evaluate_nodes=len(cfg.hospitals))
-    if cfg.plan == SEA:
-        strategy = sea_strategy(cfg, ledger, **nodes)
-        shared = strategy.allocator.wire()
-    else:
-        shared, _ = initial_state(cfg)
-        dp = DPSettings.from_dict(cfg.dp) if cfg.dp else None
-        strategy = AdapterFedAvg(shared, ledger, cfg.aggregation, dp=dp, seed=cfg.seed, **nodes)
+    flow = flow_for(cfg)
+    strategy, shared = flow.strategy(cfg, ledger, **nodes)
     arrays = to_arrays(shared)
     t0 = time.perf_counter()
     before = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid),
@@ -66,13 +58,6 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
         summary["dp"] = {**cfg.dp, "delta": dp.delta, "accountant": ACCOUNTANT,
                          "epsilon": epsilon(dp, cfg.rounds, len(cfg.hospitals))}
     extra = {"federation": {k: summary[k] for k in ("rounds", "plan", "aggregation", "sites")}}
-    if cfg.plan == SEA:
-        summary["sea"] = strategy.allocator.summary()
-        save_sea_adapter(out / "global", cfg, strategy.allocator, extra)
-    else:
-        foundation, state = build_model(cfg, for_saving=True)
-        load_tensors(foundation.model, final, "global adapter")
-        save_adapter(out / "global", foundation.model, state, foundation,
-                     extra={**extra, "local_patterns": cfg.local})
+    summary.update(flow.save_global(out / "global", cfg, strategy, final, extra))
     write_json(out / "server.json", summary)
     return summary

@@ -5,7 +5,8 @@ gradients, so only the active sites train, and an inactive site keeps its weight
 ``warmup`` steps, every ``audit_every`` steps the audit scores the sites and feeds the smoother;
 every ``allocate_every`` steps the knapsack proposes an active set, the ranking controller turns
 its proposals into (rare) state changes, and the loop carries them out within the budget. The
-budget (adapter sites plus the always-trained head) is asserted after every change and step.
+budget (adapter sites plus the always-trained head) is checked after every change and step; the
+allocation itself is ``allocator.Allocator``, which federated SEA-PEFT shares.
 """
 from __future__ import annotations
 
@@ -20,10 +21,10 @@ from torch import nn
 
 from medpeft.adapters.base import AdapterSite
 from medpeft.io import append_csv
+from medpeft.methods.sea.allocator import Allocator, Candidate
 from medpeft.methods.sea.audit import Score, first_order, measure, toggle_off, toggle_on
-from medpeft.methods.sea.fsr import RankingController
-from medpeft.methods.sea.knapsack import Item, greedy_knapsack
 from medpeft.methods.sea.smoothing import UtilitySmoother
+from medpeft.progress import Reporter
 
 
 @dataclass
@@ -91,43 +92,36 @@ class SearchOutcome:
 
 
 class _Search:
+    """The central search's state: audits feed the smoother, whose scores the allocator ranks."""
+
     def __init__(self, sites, fixed, scores, cfg, *, rates, budget, run_dir):
         self.sites = {s.name: s for s in sites}
         if len(self.sites) != len(sites):
             raise ValueError("two candidate sites share a name; give variants distinct tags")
-        self.fixed_cost = sum(p.numel() for p in fixed)
-        self.budget = budget
-        if self.fixed_cost > budget:
-            raise ValueError(f"budget {budget:,} is below the {self.fixed_cost:,} parameters "
-                             "that always train (the head)")
+        self.allocator = Allocator([Candidate(s.name, s.location, s.n_params) for s in sites],
+                                   budget=budget, fixed_cost=sum(p.numel() for p in fixed),
+                                   votes=cfg.votes, guard=cfg.guard, on_switch=self._enable)
         self.scores, self.cfg, self.run_dir = scores, cfg, run_dir
         self.n_audits = 0
         self.step_size = {k: r * cfg.audit_every for k, r in rates.items()}
         self.smoother = UtilitySmoother(cfg.decay, cfg.window, cfg.lam)
-        self.ctrl = RankingController(cfg.votes, cfg.guard)
         self.trained: set[str] = set()
-        self.calibration = [0.0, 0.0]  # sums of (measured, predicted) for admitted sites
-        self.predicted: dict[str, float] = {}
         self.rotation = 0
         self.round = 0
         self.audit_seconds = 0.0
 
-    # state -----------------------------------------------------------------------------------
+    def _enable(self, name: str, on: bool) -> None:
+        self.sites[name].enabled = on
+
     def active(self) -> list[AdapterSite]:
         return [s for s in self.sites.values() if s.enabled]
 
-    def used(self) -> int:
-        return self.fixed_cost + sum(s.n_params for s in self.active())
+    def values(self) -> dict[str, float]:
+        return {n: self.smoother.score(n) or 0.0 for n in self.sites}
 
-    def check_budget(self) -> None:
-        used = self.used()
-        assert used <= self.budget, f"budget exceeded: {used:,} > {self.budget:,}"
-        locations = [s.location for s in self.active()]
-        assert len(locations) == len(set(locations)), "two variants active on one layer"
-
-    def factor(self) -> float:
-        measured, predicted = self.calibration
-        return 1.0 if predicted <= 0 else min(1.0, max(0.01, measured / predicted))
+    def untrained(self) -> set[str]:
+        """Sites whose score is still a first-order estimate (never trained)."""
+        return set(self.sites) - self.trained
 
     # audit -----------------------------------------------------------------------------------
     def audit(self, model: nn.Module, step: int, estimate_fresh: bool = True) -> None:
@@ -144,12 +138,9 @@ class _Search:
                 ("toggle-on", toggle_on(model, score, [s for s in chosen if not s.enabled], base))]
         fresh = [s for s in self.sites.values() if not s.enabled and s.name not in self.trained]
         estimate = first_order(model, score, fresh, self.step_size) if estimate_fresh else {}
-        rows.append(("first-order", {n: v * self.factor() for n, v in estimate.items()}))
+        rows.append(("first-order", {n: v * self.allocator.factor() for n, v in estimate.items()}))
         model.train()
-        for name, u in rows[0][1].items():  # calibrate the estimate on admitted sites
-            if name in self.predicted:
-                self.calibration[0] += max(u, 0.0)
-                self.calibration[1] += self.predicted.pop(name)
+        self.allocator.calibrate(rows[0][1])  # admitted sites' first measurements
         log = []
         for source, utilities in rows:
             for name, u in utilities.items():
@@ -161,54 +152,24 @@ class _Search:
         self.audit_seconds += time.perf_counter() - t0
 
     # allocation ------------------------------------------------------------------------------
-    def items(self) -> list[Item]:
-        return [Item(n, s.location, s.n_params, self.smoother.score(n) or 0.0)
-                for n, s in self.sites.items()]
-
-    def propose(self, items: list[Item]) -> list[Item]:
-        return greedy_knapsack(items, self.budget - self.fixed_cost)
-
-    def switch(self, name: str, on: bool, reason: str) -> None:
-        site = self.sites[name]
-        site.enabled = on
-        if on and name not in self.trained:
-            self.predicted[name] = self.smoother.score(name) or 0.0
-        self.ctrl.commit(name, on, self.round, reason)
-
     def start(self, initial: list[str] | None) -> None:
-        names = initial if initial is not None else [i.name for i in self.propose(self.items())]
-        for name in self.sites:
-            self.ctrl.add(name, False)
-        for name in names:
-            self.switch(name, True, "initial")
-            self.ctrl.states[name].guard_left = 0
-        self.check_budget()
+        self.allocator.start(self.values(), estimated=self.untrained(), initial=initial)
 
     def allocate(self, step: int) -> None:
         self.round += 1
-        items = self.items()
-        proposal = self.propose(items)
-        up, down = self.ctrl.vote({i.name for i in proposal})
-        for name in down:
-            self.switch(name, False, f"step {step}: out of the proposed set")
-        value = {i.name: i.value / i.cost for i in items}
-        for name in sorted(up, key=lambda n: -value[n]):
-            site = self.sites[name]
-            taken = any(s.location == site.location for s in self.active())
-            if not taken and self.used() + site.n_params <= self.budget:
-                self.switch(name, True, f"step {step}: in the proposed set")
-        self.check_budget()
+        proposed = self.allocator.allocate(self.values(), estimated=self.untrained(),
+                                           round_no=self.round, when=f"step {step}")
         active = self.active()
         append_csv(self.run_dir / "allocations.csv", [{
-            "round": self.round, "step": step, "active": len(active), "used": self.used(),
-            "budget": self.budget, "proposed": len(proposal),
-            "calibration": self.factor(), "sites": " ".join(s.name for s in active)}])
+            "round": self.round, "step": step, "active": len(active),
+            "used": self.allocator.used(), "budget": self.allocator.budget, "proposed": proposed,
+            "calibration": self.allocator.factor(), "sites": " ".join(s.name for s in active)}])
 
 
 def search(model: nn.Module, sites: list[AdapterSite], batches: Iterator, loss_of: Callable,
            *, score: Score | list[Score], cfg: SeaConfig, run_dir: Path, rates: dict[str, float],
            fixed: list[nn.Parameter], budget: int, initial: list[str] | None = None,
-           progress=None) -> SearchOutcome:
+           progress: Reporter | None = None) -> SearchOutcome:
     """Run the search on ``model`` (candidate ``sites`` inserted, backbone frozen).
 
     ``loss_of(model, batch)`` is the training loss, ``score(model)`` the audit's Dice (a list:
@@ -251,11 +212,12 @@ def search(model: nn.Module, sites: list[AdapterSite], batches: Iterator, loss_o
             state.audit(model, step, estimate_fresh=step % cfg.allocate_every == 0)
         if step >= cfg.warmup and step % cfg.allocate_every == 0 and step < cfg.steps:
             state.allocate(step)
-        state.check_budget()
+        state.allocator.check()
         if progress:
-            progress.update(task, advance=1, description=f"SEA-PEFT search "
-                            f"{len(state.active())} sites, {state.used():,}/{budget:,} params")
-    append_csv(run_dir / "transitions.csv", state.ctrl.transitions)
+            progress.update(task, advance=1, description=f"SEA-PEFT search {len(state.active())} "
+                            f"sites, {state.allocator.used():,}/{budget:,} params")
+    transitions = state.allocator.ctrl.transitions
+    append_csv(run_dir / "transitions.csv", transitions)
     model.eval()
-    return SearchOutcome(state.active(), budget, state.used(), state.audit_seconds,
-                         time.perf_counter() - t0, state.ctrl.transitions)
+    return SearchOutcome(state.active(), budget, state.allocator.used(), state.audit_seconds,
+                         time.perf_counter() - t0, transitions)
