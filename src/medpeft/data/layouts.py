@@ -26,6 +26,7 @@ import numpy as np
 from medpeft.data import label_maps
 from medpeft.data.msd import Case, DataError, MSDDataset, load_msd
 from medpeft.io import save_nifti, write_json
+from medpeft.progress import Reporter
 
 
 def _flare22(root: Path) -> MSDDataset:
@@ -164,7 +165,7 @@ def combine_parts(case: Case, labels: dict[int, str]) -> np.ndarray:
     return out
 
 
-def write_msd(ds: MSDDataset, out: str | Path, progress=None) -> Path:
+def write_msd(ds: MSDDataset, out: str | Path, progress: Reporter | None = None) -> Path:
     """Write ``ds`` as an MSD folder the training pipeline reads: images linked, per-structure
     masks combined into one label map per case. Returns the folder."""
     out = Path(out)

@@ -13,6 +13,7 @@ import numpy as np
 
 from medpeft.data.msd import MSDDataset, check_case
 from medpeft.data.ontology import resolve
+from medpeft.progress import Reporter
 
 
 @dataclass
@@ -30,7 +31,7 @@ class Survey:
     problems: list[str] = field(default_factory=list)
 
 
-def survey(ds: MSDDataset, read_labels: bool = True, progress=None) -> Survey:
+def survey(ds: MSDDataset, read_labels: bool = True, progress: Reporter | None = None) -> Survey:
     """Survey ``ds``; problems are listed, never raised."""
     spacings, shapes, problems = [], [], []
     coverage: Counter = Counter()

@@ -15,6 +15,7 @@ from medpeft.data.msd import MSDDataset, check_dataset
 from medpeft.data.ontology import ClassMapping, class_mapping
 from medpeft.data.transforms import Preprocessing
 from medpeft.infer.predict import predict_labels, save_prediction
+from medpeft.progress import Reporter
 
 
 def dice_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[float]:
@@ -44,7 +45,7 @@ def surface_scores(pred: np.ndarray, truth: np.ndarray, n_classes: int,
 
 def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], mapping: ClassMapping,
                    *, pp: Preprocessing, classes: tuple[str, ...], pred_dir: Path | None = None,
-                   progress=None, desc: str = "evaluating", surface: bool = False,
+                   progress: Reporter | None = None, desc: str = "evaluating", surface: bool = False,
                    tolerance_mm: float = 2.0, largest_component: bool = False) -> list[dict]:
     """Predict each case, map model channels and labels to the dataset's local classes, score.
 
@@ -116,7 +117,7 @@ def organ_means(rows: list[dict]) -> dict[str, float]:
 
 
 def score_model(model: torch.nn.Module, ds: MSDDataset, names: list[str], foundation, *,
-                pred_dir: Path | None, progress=None, desc: str = "evaluating",
+                pred_dir: Path | None, progress: Reporter | None = None, desc: str = "evaluating",
                 classes: tuple[str, ...] | None = None) -> tuple[float, dict, list]:
     """Mean Dice, per-organ means and the rows of ``model`` (segmenting ``classes``, by default
     the foundation's) on volumes ``names`` of ``ds``, with the foundation's preprocessing."""

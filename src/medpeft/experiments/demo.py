@@ -105,7 +105,7 @@ class PhantomSetting:
     target: object  # MSDDataset of the new site
 
 
-def phantom_setting(cache: Path, cfg: DemoConfig, progress, console: Console,
+def phantom_setting(cache: Path, cfg: DemoConfig, progress: Reporter | None, console: Console,
                     *, foundation_dir: Path | None = None) -> PhantomSetting:
     """Write (or reuse) the phantom collection and provide the foundation model for ``cfg``
     (or use the one in ``foundation_dir``: benchmarks of other foundations)."""
@@ -122,7 +122,7 @@ def phantom_setting(cache: Path, cfg: DemoConfig, progress, console: Console,
     return PhantomSetting(Path(fdir), load_msd(by_role(HOLDOUT_ROLE)[0]), load_msd(by_role(TARGET_ROLE)[0]))
 
 
-def evaluate_adapter(cell: Path, setting: PhantomSetting, test: list[str], progress,
+def evaluate_adapter(cell: Path, setting: PhantomSetting, test: list[str], progress: Reporter | None,
                      *, desc: str) -> tuple[float, dict]:
     """Mean and per-organ Dice of the adapter in ``cell`` on the target's ``test`` volumes."""
     foundation = load_foundation(setting.foundation_dir)

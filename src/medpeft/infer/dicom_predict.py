@@ -9,13 +9,14 @@ import torch
 from medpeft.data.dicom import find_series, series_to_nifti
 from medpeft.data.transforms import Preprocessing
 from medpeft.infer.predict import predict_labels, prepare_output, save_prediction
+from medpeft.progress import Reporter
 
 FORMATS = ("nifti", "dicom-seg")
 
 
 def predict_series(model: torch.nn.Module, folder: str | Path, out_dir: str | Path,
                    pp: Preprocessing, *, classes: tuple[str, ...], fmt: str = "nifti",
-                   overwrite: bool = False, progress=None, largest_component: bool = False,
+                   overwrite: bool = False, progress: Reporter | None = None, largest_component: bool = False,
                    bf16: bool = False) -> tuple[list[Path], dict[str, str]]:
     """One output per CT series under ``folder``; returns (written, failures by series UID).
 

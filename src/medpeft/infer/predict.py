@@ -14,6 +14,7 @@ from medpeft.data.ontology import label_ids
 from medpeft.data.transforms import Preprocessing, load_transforms
 from medpeft.device import mixed_precision, resolve_device
 from medpeft.io import save_nifti, write_json
+from medpeft.progress import Reporter
 
 
 @torch.no_grad()
@@ -101,7 +102,7 @@ def prepare_output(out_dir: str | Path, classes: tuple[str, ...]) -> Path:
 
 def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Path,
                   pp: Preprocessing, *, classes: tuple[str, ...], overwrite: bool = False,
-                  progress=None, largest_component: bool = False, bf16: bool = False
+                  progress: Reporter | None = None, largest_component: bool = False, bf16: bool = False
                   ) -> tuple[list[Path], dict[str, str]]:
     """One label NIfTI per input, in the input's exact geometry; returns (written, failures).
 

@@ -27,6 +27,7 @@ from medpeft.device import mixed_precision, to_device
 from medpeft.io import append_jsonl, write_json
 from medpeft.models.backbones import set_gradient_checkpointing
 from medpeft.models.weights import save_state
+from medpeft.progress import Reporter
 from medpeft.train import distributed
 
 
@@ -156,7 +157,7 @@ def check_groups(model: torch.nn.Module, groups: list[dict]) -> None:
 
 
 def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConfig, *, run_dir: Path,
-               groups: list[dict] | None = None, resume: bool = False, progress=None,
+               groups: list[dict] | None = None, resume: bool = False, progress: Reporter | None = None,
                desc: str = "training", stop_after: int | None = None,
                device: str | torch.device | None = None,
                weights: list[float] | None = None) -> dict:
@@ -176,11 +177,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if resume else 0
     if not resume and main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
-    if cfg.grad_checkpoint:
-        set_gradient_checkpointing(model)
-    layout = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
-    model.to(memory_format=layout)
-    net = distributed.wrap(model, device)  # several ranks: gradients averaged over them
+    net, layout = _place(model, cfg, device)
     torch.manual_seed(cfg.seed + start + rank)
     stream = batches(dataset, cfg.batch_size, cfg.seed + start, rank, world=world,
                      workers=cfg.workers, weights=weights)
@@ -219,6 +216,17 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     if done < cfg.steps:
         summary["stopped_early"] = f"loss EMA {plateau.best:.4f} flat for {cfg.patience} steps"
     return summary
+
+
+def _place(model: torch.nn.Module, cfg: LoopConfig, device: torch.device
+           ) -> tuple[torch.nn.Module, torch.memory_format]:
+    """The network the steps call (wrapped for several ranks: gradients averaged over them) and
+    the memory layout of its inputs; gradient checkpointing as ``cfg`` asks."""
+    if cfg.grad_checkpoint:
+        set_gradient_checkpointing(model)
+    layout = torch.channels_last_3d if cfg.channels_last else torch.contiguous_format
+    model.to(memory_format=layout)
+    return distributed.wrap(model, device), layout
 
 
 def _optimizer(model: torch.nn.Module, groups: list[dict] | None, cfg: LoopConfig):

@@ -11,6 +11,7 @@ from medpeft.data.transforms import Preprocessing, cached_dataset, case_dicts
 from medpeft.io import write_yaml
 from medpeft.models.backbones import PRESETS, build_backbone
 from medpeft.models.weights import save_foundation
+from medpeft.progress import Reporter
 from medpeft.train import distributed
 from medpeft.train.loop import LoopConfig, train_loop
 from medpeft.train.losses import MarginalDiceCELoss
@@ -24,7 +25,7 @@ def source_classes(label_maps: list[dict[int, str]]) -> tuple[str, ...]:
 
 def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
              pp: Preprocessing = Preprocessing(), *, loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
-             resume: bool = False, progress=None, recipe: dict | None = None,
+             resume: bool = False, progress: Reporter | None = None, recipe: dict | None = None,
              cache_dir: str | Path | None = None, augment: str = "light",
              sampling: str = "uniform") -> Path:
     """Train a foundation model on ``sources`` (MSD folders) and save it to ``out_dir``. Under

@@ -19,6 +19,7 @@ import numpy as np
 from medpeft.data.ontology import ORGAN_ID, ORGANS, resolve
 from medpeft.data.phantom.scanner import Scanner, acquire
 from medpeft.io import save_nifti, write_json
+from medpeft.progress import Reporter
 
 # The organs the phantom draws: the first eleven of the ontology (its later entries are not drawn).
 PHANTOM_ORGANS: tuple[str, ...] = ORGANS[:11]
@@ -111,7 +112,7 @@ def source_hash(size: str, seed: int) -> str:
 
 
 def write_collection(root: str | Path, size: str = "demo", seed: int = 0, workers: int = 2,
-                     *, progress=None) -> Path:
+                     *, progress: Reporter | None = None) -> Path:
     """Write (or reuse, when already complete) the phantom collection under ``root``.
 
     Returns the path of ``collection.json``, which lists the datasets and their roles.

@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import Dataset
 
 from medpeft.methods.blackbox.service import FeatureService
+from medpeft.progress import Reporter
 from medpeft.train.loop import batches
 
 
@@ -42,7 +43,7 @@ class FeatureCache(Dataset):
 
 
 def build_cache(service: FeatureService, crops, n: int, folder: str | Path, *, key: dict,
-                seed: int = 0, progress=None) -> FeatureCache:
+                seed: int = 0, progress: Reporter | None = None) -> FeatureCache:
     """Features of ``n`` crops drawn from the ``crops`` dataset (reused when ``key`` matches)."""
     folder = Path(folder)
     meta_path = folder / "meta.json"
