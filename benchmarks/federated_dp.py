@@ -1,7 +1,7 @@
-"""The Dice cost of site-level differential privacy on the phantom's three hospitals.
+"""The Dice cost of hospital-level differential privacy on the phantom's three hospitals.
 
 `lora-everywhere` with FFA aggregation (a weighted mean, so the Gaussian mechanism's sensitivity
-holds), the same sites, rounds and local steps as configs/federated-phantom.yaml, at
+holds), the same hospitals, rounds and local steps as configs/federated-phantom.yaml, at
 epsilon = infinity (no DP), infinity with clipping only, 8 and 1 (delta 1e-5; the noise
 multiplier for each epsilon is found with Flower's RDP accountant). Runs are cached in --out.
 
@@ -40,12 +40,12 @@ def main() -> None:
     base = replace(load_fed_config(args.config), plan="lora-everywhere", aggregation="ffa",
                    rounds=args.rounds, local_steps=args.local_steps, baseline=False,
                    pooled=False)
-    sites = len(base.hospitals)
+    n_hospitals = len(base.hospitals)
     arms = [("infinity (no DP)", {}), ("infinity, clipping only", None)]
     arms += [(f"{eps:g}", {"clipping_norm": args.clip,
-                           "noise_multiplier": noise_for_epsilon(eps, args.rounds, sites)})
+                           "noise_multiplier": noise_for_epsilon(eps, args.rounds, n_hospitals)})
              for eps in (8.0, 1.0)]
-    lines = [f"# Dice vs epsilon: lora-everywhere, FFA, {sites} hospitals, {args.rounds} rounds x "
+    lines = [f"# Dice vs epsilon: lora-everywhere, FFA, {n_hospitals} hospitals, {args.rounds} rounds x "
              f"{args.local_steps} local steps, clipping norm {args.clip}, delta 1e-5, "
              f"{torch.get_num_threads()} threads", "",
              "| epsilon | noise multiplier | Dice before | Dice federated | accounted epsilon |",

@@ -1,9 +1,9 @@
 """Federated plans compared on the phantom's three hospitals: Dice, collaborative gain, bytes.
 
 Every plan runs the same federation (configs/federated-phantom.yaml unless --config: the same
-sites, support and test volumes, seed, rounds and local steps) on Flower's simulation runtime;
-each also trains every site alone through the same rounds from the same start (the local-only
-baseline) and one model on all sites' support volumes pooled (the centralised bound). LoRA
+hospitals, support and test volumes, seed, rounds and local steps) on Flower's simulation runtime;
+each also trains every hospital alone through the same rounds from the same start (the local-only
+baseline) and one model on all hospitals' support volumes pooled (the centralised bound). LoRA
 plans run with three aggregations (svd: the average of the updates, exact when its rank fits;
 fedavg: A and B averaged separately; ffa: FFA-LoRA, A frozen at the shared seed, B averaged).
 Runs are cached in --out, so an interrupted comparison resumes.
@@ -67,7 +67,7 @@ def main() -> None:
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
              f"{torch.get_num_threads()} threads")
     columns = ("plan", "aggregation", "Dice before", "Dice federated", "Dice local-only", "gain",
-               "sites gaining", "Dice pooled", "gap to pooled", "bytes / round / site",
+               "hospitals gaining", "Dice pooled", "gap to pooled", "bytes / round / hospital",
                "vs full FT", "seconds")
     rows, pooled = [], {}
     for plan, mode in arms:
@@ -94,7 +94,7 @@ def main() -> None:
 
 
 def plan_row(plan: str, mode: str, r: dict, pooled: dict, rounds: int) -> list[str]:
-    """One table row: mean Dice over the sites, the gain over local-only, the gap to pooled."""
+    """One table row: mean Dice over the hospitals, the gain over local-only, the gap to pooled."""
     mean = lambda d: statistics.mean(d.values()) if d else float("nan")  # noqa: E731
     before, fed, alone = r["dice"]["0"], r["dice"][str(rounds)], r["local_only"]
     gains = [fed[s] - alone[s] for s in fed]

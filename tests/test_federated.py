@@ -11,8 +11,8 @@ from flwr.clientapp import ClientApp
 from safetensors.torch import load_file
 
 from medpeft.federated.aggregation import aggregate_states, lora_pairs, lora_update
-from medpeft.federated.app import site_evaluate, site_train
-from medpeft.federated.config import FedConfig, load_fed_config, site_split
+from medpeft.federated.app import hospital_evaluate, hospital_train
+from medpeft.federated.config import FedConfig, hospital_split, load_fed_config
 from medpeft.federated.deployment import marked_processes, stop_marked
 from medpeft.federated.hospital import build_model
 from medpeft.federated.run import federate
@@ -117,17 +117,17 @@ def _faulty_app(cfg: FedConfig, bad: int) -> ClientApp:
     @app.train()
     def train(msg: Message, context: Context) -> Message:
         if int(context.node_config["partition-id"]) != bad:
-            return site_train(msg, context, cfg)
+            return hospital_train(msg, context, cfg)
         if int(msg.content["config"]["server-round"]) == 1:
             raise RuntimeError("disk full at the site")
-        reply = site_train(msg, context, cfg)
+        reply = hospital_train(msg, context, cfg)
         name = sorted(reply.content["arrays"].keys())[0]
         reply.content["arrays"][name] = Array(np.zeros(7, np.float32))
         return reply
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return site_evaluate(msg, context, cfg)
+        return hospital_evaluate(msg, context, cfg)
 
     return app
 
@@ -165,11 +165,11 @@ def test_simulation_sends_only_adapters_survives_a_faulty_site_and_does_not_coll
 
 def test_site_split_gives_disjoint_shares(collection):
     target = collection / "Task10_NewSite"
-    a = site_split({"dataset": str(target), "k": 2, "n_test": 2, "part": [0, 2]}, 0, seed=0)
-    b = site_split({"dataset": str(target), "k": 2, "n_test": 2, "part": [1, 2]}, 1, seed=0)
+    a = hospital_split({"dataset": str(target), "k": 2, "n_test": 2, "part": [0, 2]}, 0, seed=0)
+    b = hospital_split({"dataset": str(target), "k": 2, "n_test": 2, "part": [1, 2]}, 1, seed=0)
     assert not set(a["support"] + a["test"]) & set(b["support"] + b["test"])
     with pytest.raises(ValueError, match="needs K=9"):
-        site_split({"dataset": str(target), "k": 9, "n_test": 2, "part": [0, 2]}, 0, seed=0)
+        hospital_split({"dataset": str(target), "k": 9, "n_test": 2, "part": [0, 2]}, 0, seed=0)
 
 
 def test_arrays_round_trip_keeps_values():
@@ -251,7 +251,7 @@ def test_local_only_and_pooled_arms_take_the_federations_rounds(collection, tmp_
     """Both comparison arms run the same per-round Hospital.train the federation's sites run (a fresh
     optimizer and schedule per call, the round's seed): local-only with local_steps per round,
     the pooled bound with every site's steps per round on every site's volumes."""
-    from medpeft.federated.config import write_site_manifests
+    from medpeft.federated.config import write_hospital_manifests
     from medpeft.federated.flows import FixedFlow, flow_for
     from medpeft.federated.hospital import Hospital, PooledHospitals
     from medpeft.models.weights import load_foundation
@@ -272,7 +272,7 @@ def test_local_only_and_pooled_arms_take_the_federations_rounds(collection, tmp_
 
     monkeypatch.setattr(Hospital, "train", train)
     monkeypatch.setattr(Hospital, "evaluate", evaluate)
-    manifests = write_site_manifests(cfg)
+    manifests = write_hospital_manifests(cfg)
     flow = flow_for(cfg)
     assert type(flow) is FixedFlow
     assert flow.local_only(cfg, manifests) == {"north": 0.5, "south": 0.5}

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from medpeft.federated.config import FedConfig, write_site_manifests
+from medpeft.federated.config import FedConfig, write_hospital_manifests
 from medpeft.federated.hospital import Hospital, initial_state
 from medpeft.federated.privacy import DPSettings, add_noise, epsilon, noise_for_epsilon, noise_std
 from medpeft.models.weights import shipped_foundation
@@ -32,8 +32,8 @@ def test_every_update_a_site_sends_is_clipped_to_the_bound(collection, tmp_path)
                                                      "noise_multiplier": 1.0})
     plain = _cfg(collection, tmp_path / "plain")
     shared, kept = initial_state(plain)
-    free = Hospital(plain, write_site_manifests(plain)[0]).train(shared, kept, 1)[0]
-    sent = Hospital(clipped, write_site_manifests(clipped)[0]).train(shared, kept, 1)[0]
+    free = Hospital(plain, write_hospital_manifests(plain)[0]).train(shared, kept, 1)[0]
+    sent = Hospital(clipped, write_hospital_manifests(clipped)[0]).train(shared, kept, 1)[0]
     assert _update_norm(free, shared) > 10 * bound  # training moved further than the bound
     assert _update_norm(sent, shared) <= bound * (1 + 1e-5)
     assert _update_norm(sent, shared) > 0.9 * bound  # scaled down to it, not zeroed
@@ -56,7 +56,7 @@ def test_server_noise_spread_and_the_accountants_epsilon():
     noisy = add_noise(zeros, std, seed=1)["w"]
     assert float(noisy.std()) == pytest.approx(std, rel=0.02)
     assert torch.equal(noisy, add_noise(zeros, std, seed=1)["w"])  # reproducible
-    eps = [epsilon(DPSettings(1.0, z), rounds=3, sites=3) for z in (0.5, 1.0, 4.0)]
+    eps = [epsilon(DPSettings(1.0, z), rounds=3, hospitals=3) for z in (0.5, 1.0, 4.0)]
     assert eps[0] > eps[1] > eps[2] > 0
-    z = noise_for_epsilon(8.0, rounds=3, sites=3)
-    assert 7.5 < epsilon(DPSettings(1.0, z), rounds=3, sites=3) <= 8.0
+    z = noise_for_epsilon(8.0, rounds=3, hospitals=3)
+    assert 7.5 < epsilon(DPSettings(1.0, z), rounds=3, hospitals=3) <= 8.0

@@ -1,4 +1,4 @@
-"""``medpeft federate``: federated few-shot PEFT over several sites on Flower."""
+"""``medpeft federate``: federated few-shot PEFT over several hospitals on Flower."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,4 +42,4 @@ def federate_command(
     console.print(federation_table(report, cfg))
     console.print(f"report (per-round bytes, excluded replies): {out / 'report.md'}")
     if report["excluded"]:
-        console.print(f"[yellow]{len(report['excluded'])} site replies were left out (see report.md)[/]")
+        console.print(f"[yellow]{len(report['excluded'])} hospital replies were left out (see report.md)[/]")

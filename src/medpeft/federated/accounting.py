@@ -23,9 +23,9 @@ def arrays_bytes(arrays: ArrayRecord) -> int:
 
 @dataclass
 class Ledger:
-    """Rows ``{round, node, site, phase, direction, bytes, full_ft_bytes}``; ``full_arrays`` is
-    the serialised size of an ArrayRecord holding every weight of the model. Sites are named by
-    ``name_sites`` once the server knows which node is which site."""
+    """Rows ``{round, node, hospital, phase, direction, bytes, full_ft_bytes}``; ``full_arrays`` is
+    the serialised size of an ArrayRecord holding every weight of the model. Hospitals are named by
+    ``name_hospitals`` once the server knows which node is which hospital."""
 
     full_arrays: int
     rows: list[dict] = field(default_factory=list)
@@ -38,12 +38,12 @@ class Ledger:
         self.rows.append({"round": server_round, "node": node, "site": f"node {node}", "phase": phase,
                           "direction": direction, "bytes": size, "full_ft_bytes": full})
 
-    def name_sites(self, names: dict[int, str]) -> None:
+    def name_hospitals(self, names: dict[int, str]) -> None:
         for row in self.rows:
             row["site"] = names.get(row["node"], row["site"])
 
     def per_round(self) -> list[dict]:
-        """Bytes down and up per site and round (train and evaluate messages together)."""
+        """Bytes down and up per hospital and round (train and evaluate messages together)."""
         table: dict[tuple, dict] = {}
         for r in self.rows:
             row = table.setdefault((r["round"], r["site"]), {"round": r["round"], "site": r["site"],

@@ -1,17 +1,17 @@
-"""Server-side aggregation of the adapter tensors the sites send back.
+"""Server-side aggregation of the adapter tensors the hospitals send back.
 
-- Every tensor: FedAvg, the average weighted by each site's number of support volumes.
+- Every tensor: FedAvg, the average weighted by each hospital's number of support volumes.
 - LoRA pairs (``*.lora_A`` / ``*.lora_B``, linear or Conv3d): the average of the *updates*,
   dW = sum_i w_i B_i A_i, re-factorised to the site rank r by truncated SVD. Averaging A and B
   separately gives (sum w_i B_i)(sum w_i A_i), which has cross terms and is not that average.
   The re-factorisation is exact whenever rank(dW) <= r. The new A is orthonormal rows times the
-  sites' mean row norm of A (B absorbs the singular values), so that a pair whose dW is still zero
+  hospitals' mean row norm of A (B absorbs the singular values), so that a pair whose dW is still zero
   keeps a trainable A of its usual scale instead of collapsing to A = B = 0. A rank above the
-  layer's size (r16 on a 12-wide layer) keeps its surplus ranks as the sites' mean A rows with
+  layer's size (r16 on a 12-wide layer) keeps its surplus ranks as the hospitals' mean A rows with
   zero B columns: the product is still exact and the ranks stay trainable. When rank(dW) > r
-  (three sites at rank 4 can reach 12), the result is the best rank-r approximation of dW
+  (three hospitals at rank 4 can reach 12), the result is the best rank-r approximation of dW
   (Eckart-Young), not dW itself.
-- ``ffa`` (FFA-LoRA): every site keeps A frozen at the federation's shared seed and trains and
+- ``ffa`` (FFA-LoRA): every hospital keeps A frozen at the federation's shared seed and trains and
   sends B only, so sum_i w_i B_i A = (sum_i w_i B_i) A: plain FedAvg of B is exact at any rank,
   and half of the LoRA bytes travel.
 """
@@ -41,7 +41,7 @@ def _flat(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
 
 
 def lora_update(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """The pair's weight update B A (without the alpha / r scaling, which every site shares)."""
+    """The pair's weight update B A (without the alpha / r scaling, which every hospital shares)."""
     fa, fb = _flat(a.double(), b.double())
     return fb @ fa
 
@@ -56,7 +56,7 @@ def aggregate_lora(pairs: list[tuple[torch.Tensor, torch.Tensor]], weights: list
     k = min(rank, s.numel())  # a rank above the layer's size: the extra ranks carry no update
     scale = sum(w * _flat(a.double(), b)[0].norm(dim=1).mean() for (a, b), w in zip(pairs, weights))
     scale = float(scale) if scale > 0 else 1.0
-    a = torch.cat([scale * vh[:k],  # extra A rows: the sites' mean, with zero B columns
+    a = torch.cat([scale * vh[:k],  # extra A rows: the hospitals' mean, with zero B columns
                    sum(w * _flat(p.double(), q)[0][k:] for (p, q), w in zip(pairs, weights))])
     b = torch.cat([u[:, :k] * (s[:k] / scale), delta.new_zeros(delta.shape[0], rank - k)], dim=1)
     return a.reshape(a0.shape).to(a0.dtype), b.reshape(b0.shape).to(b0.dtype)
@@ -64,18 +64,18 @@ def aggregate_lora(pairs: list[tuple[torch.Tensor, torch.Tensor]], weights: list
 
 def aggregate_states(states: list[dict[str, torch.Tensor]], weights: list[float],
                      mode: str = "svd") -> dict[str, torch.Tensor]:
-    """One state from the sites' ``states`` (same names and shapes), weights normalised here."""
+    """One state from the hospitals' ``states`` (same names and shapes), weights normalised here."""
     if mode not in MODES:
         raise ValueError(f"unknown aggregation {mode!r}; choose from {', '.join(MODES)}")
     if not states:
-        raise ValueError("nothing to aggregate: no site sent a usable update")
+        raise ValueError("nothing to aggregate: no hospital sent a usable update")
     total = float(sum(weights))
     if total <= 0:
         raise ValueError(f"aggregation weights must be positive, got {weights}")
     weights = [w / total for w in weights]
     names = list(states[0])
     if mode == "ffa" and lora_pairs(names):
-        raise ValueError("aggregation ffa: the sites sent LoRA A factors, which FFA-LoRA keeps "
+        raise ValueError("aggregation ffa: the hospitals sent LoRA A factors, which FFA-LoRA keeps "
                          "frozen at the shared seed (only B travels)")
     out = {}
     if mode == "svd":

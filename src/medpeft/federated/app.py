@@ -1,6 +1,6 @@
-"""Flower ``ClientApp`` (one site) and ``ServerApp`` (rounds, strategy, global adapter).
+"""Flower ``ClientApp`` (one hospital) and ``ServerApp`` (rounds, strategy, global adapter).
 
-What goes on the wire: down, the shared adapter tensors and the round's config; up, the site's
+What goes on the wire: down, the shared adapter tensors and the round's config; up, the hospital's
 trained shared tensors, its number of support volumes (the FedAvg weight), its training loss
 and its name. Tensors matching the federation's ``local`` patterns stay in the node's
 ``context.state``; the frozen foundation never leaves any checkpoint folder.
@@ -18,7 +18,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from medpeft.federated.config import HOSPITALS, FedConfig, load_fed_config, site_name
+from medpeft.federated.config import HOSPITALS, FedConfig, hospital_name, load_fed_config
 from medpeft.federated.flows import flow_for
 from medpeft.federated.hospital import Hospital
 from medpeft.federated.server import run_federation
@@ -27,37 +27,37 @@ from medpeft.federated.strategy import WEIGHT, to_arrays, to_state
 ConfigSource = Callable[[Context], FedConfig]
 
 
-def site_for(cfg: FedConfig, context: Context) -> Hospital:
-    """The site of this node: ``partition-id`` in its node config picks one of ``cfg.hospitals``."""
+def hospital_for(cfg: FedConfig, context: Context) -> Hospital:
+    """The hospital of this node: ``partition-id`` in its node config picks one of ``cfg.hospitals``."""
     pid = int(context.node_config.get("partition-id", -1))
     if not 0 <= pid < len(cfg.hospitals):
         raise ValueError(f"node config partition-id={pid}: the federation has "
-                         f"{len(cfg.hospitals)} sites (0..{len(cfg.hospitals) - 1})")
-    return Hospital(cfg, Path(cfg.out) / HOSPITALS / f"{site_name(cfg.hospitals[pid], pid)}.json")
+                         f"{len(cfg.hospitals)} hospitals (0..{len(cfg.hospitals) - 1})")
+    return Hospital(cfg, Path(cfg.out) / HOSPITALS / f"{hospital_name(cfg.hospitals[pid], pid)}.json")
 
 
-def _reply(msg: Message, site: Hospital, metrics: dict, arrays: ArrayRecord | None = None) -> Message:
-    content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"site": site.name})})
+def _reply(msg: Message, hospital: Hospital, metrics: dict, arrays: ArrayRecord | None = None) -> Message:
+    content = RecordDict({"metrics": MetricRecord(metrics), "site": ConfigRecord({"site": hospital.name})})
     if arrays is not None:
         content["arrays"] = arrays
     return Message(content=content, reply_to=msg)
 
 
-def site_train(msg: Message, context: Context, cfg: FedConfig) -> Message:
+def hospital_train(msg: Message, context: Context, cfg: FedConfig) -> Message:
     """Local training from the global tensors; the reply carries only the shared tensors (and,
     for a searched plan, every candidate's utility)."""
-    site = site_for(cfg, context)
+    hospital = hospital_for(cfg, context)
     server_round = int(msg.content["config"]["server-round"])
-    shared, metrics = flow_for(cfg).train(site, to_state(msg.content["arrays"]), context.state,
+    shared, metrics = flow_for(cfg).train(hospital, to_state(msg.content["arrays"]), context.state,
                                           server_round)
-    return _reply(msg, site, {WEIGHT: site.n_support, **metrics}, to_arrays(shared))
+    return _reply(msg, hospital, {WEIGHT: hospital.n_support, **metrics}, to_arrays(shared))
 
 
-def site_evaluate(msg: Message, context: Context, cfg: FedConfig) -> Message:
-    """Dice of the global tensors (with this site's kept tensors) on the site's test volumes."""
-    site = site_for(cfg, context)
-    dice = flow_for(cfg).evaluate(site, to_state(msg.content["arrays"]), context.state)
-    return _reply(msg, site, {"dice": dice, WEIGHT: len(site.split["test"])})
+def hospital_evaluate(msg: Message, context: Context, cfg: FedConfig) -> Message:
+    """Dice of the global tensors (with this hospital's kept tensors) on the hospital's test volumes."""
+    hospital = hospital_for(cfg, context)
+    dice = flow_for(cfg).evaluate(hospital, to_state(msg.content["arrays"]), context.state)
+    return _reply(msg, hospital, {"dice": dice, WEIGHT: len(hospital.split["test"])})
 
 
 def client_app_for(config: ConfigSource) -> ClientApp:
@@ -65,11 +65,11 @@ def client_app_for(config: ConfigSource) -> ClientApp:
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
-        return site_train(msg, context, config(context))
+        return hospital_train(msg, context, config(context))
 
     @app.evaluate()
     def evaluate(msg: Message, context: Context) -> Message:
-        return site_evaluate(msg, context, config(context))
+        return hospital_evaluate(msg, context, config(context))
 
     return app
 

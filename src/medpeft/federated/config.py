@@ -2,7 +2,7 @@
 
 A hospital is one labelled folder: ``{dataset: path, k: 5, n_test: 2}``, optionally
 ``part: [i, n]`` to give it the i-th of n disjoint shares of the folder's cases (to make several
-phantom hospitals out of one folder), and ``name``. The list's key is ``hospitals`` (``sites``,
+phantom hospitals out of one folder), and ``name``. The list's key is ``hospitals`` (``hospitals``,
 its former name, is still read).
 """
 from __future__ import annotations
@@ -27,13 +27,13 @@ class FedConfig:
     hospitals: list[dict]
     out: str = "runs/federated"
     plan: str = "encoder-lora+head"
-    local: list[str] = field(default_factory=list)  # tensor patterns each site keeps
+    local: list[str] = field(default_factory=list)  # tensor patterns each hospital keeps
     rounds: int = 3
     local_steps: int = 20
     aggregation: str = "svd"
     seed: int = 0
-    baseline: bool = True  # also train each site alone through the same rounds (the gain)
-    pooled: bool = True  # also train one model on all sites' volumes pooled (the bound)
+    baseline: bool = True  # also train each hospital alone through the same rounds (the gain)
+    pooled: bool = True  # also train one model on all hospitals' volumes pooled (the bound)
     sea: dict = field(default_factory=dict)  # plan sea-peft: budget, decay, votes, guard, ...
     dp: dict = field(default_factory=dict)  # clipping_norm, noise_multiplier, delta (privacy.py)
 
@@ -52,13 +52,13 @@ class FedConfig:
                    sea=self.sea)
         if self.rounds < 1 or self.local_steps < 1:
             raise ValueError("rounds and local_steps must be >= 1")
-        for i, site in enumerate(self.hospitals):
-            if "dataset" not in site:
+        for i, hospital in enumerate(self.hospitals):
+            if "dataset" not in hospital:
                 raise ValueError(f"hospital {i}: no 'dataset' folder given")
-            part, n = site.get("part", (0, 1))
+            part, n = hospital.get("part", (0, 1))
             if not 0 <= part < n:
-                raise ValueError(f"hospital {site_name(site, i)}: part {part} of {n} does not exist")
-        names = [site_name(s, i) for i, s in enumerate(self.hospitals)]
+                raise ValueError(f"hospital {hospital_name(hospital, i)}: part {part} of {n} does not exist")
+        names = [hospital_name(s, i) for i, s in enumerate(self.hospitals)]
         if len(set(names)) != len(names):
             raise ValueError(f"hospital names must differ: {names}")
         return self
@@ -86,28 +86,28 @@ def load_fed_config(path: str | Path) -> FedConfig:
     return FedConfig(**raw).check()
 
 
-def site_name(site: dict, index: int) -> str:
-    return site.get("name") or f"site{index}"
+def hospital_name(hospital: dict, index: int) -> str:
+    return hospital.get("name") or f"site{index}"
 
 
-def site_split(site: dict, index: int, seed: int) -> dict:
-    """The site's support / test cases: its share of the folder, the test set fixed by the folder."""
-    ds = load_msd(site["dataset"])
+def hospital_split(hospital: dict, index: int, seed: int) -> dict:
+    """The hospital's support / test cases: its share of the folder, the test set fixed by the folder."""
+    ds = load_msd(hospital["dataset"])
     names = sorted(c.name for c in ds.cases)
-    i, n = site.get("part", (0, 1))
+    i, n = hospital.get("part", (0, 1))
     share = [names[j] for j in np.random.default_rng(TEST_SPLIT_SEED).permutation(len(names))
              if j % n == i]
-    k, n_test = int(site.get("k", 5)), int(site.get("n_test", 2))
+    k, n_test = int(hospital.get("k", 5)), int(hospital.get("n_test", 2))
     if len(share) < k + n_test:
-        raise ValueError(f"{ds.root}: site {site_name(site, index)} has {len(share)} cases, "
+        raise ValueError(f"{ds.root}: hospital {hospital_name(hospital, index)} has {len(share)} cases, "
                          f"needs K={k} support + {n_test} test")
     test, pool = sorted(share[:n_test]), share[n_test:]
     support = sorted(np.random.default_rng([seed, index]).choice(pool, size=k, replace=False))
     return {"dataset": str(ds.root), "k": k, "seed": seed, "support": support, "test": test,
-            "site": site_name(site, index)}
+            "site": hospital_name(hospital, index)}
 
 
-def write_site_manifests(cfg: FedConfig) -> list[Path]:
+def write_hospital_manifests(cfg: FedConfig) -> list[Path]:
     """One manifest per hospital under ``out/hospitals/``; returns their paths in order."""
-    return [write_manifest(Path(cfg.out) / HOSPITALS / f"{site_name(s, i)}.json",
-                           site_split(s, i, cfg.seed)) for i, s in enumerate(cfg.hospitals)]
+    return [write_manifest(Path(cfg.out) / HOSPITALS / f"{hospital_name(s, i)}.json",
+                           hospital_split(s, i, cfg.seed)) for i, s in enumerate(cfg.hospitals)]

@@ -1,6 +1,6 @@
 """The demo's federated section: three phantom hospitals adapt one LoRA adapter together.
 
-Each hospital holds a disjoint third of the new site's volumes (K labelled + test volumes each).
+Each hospital holds a disjoint third of the new hospital's volumes (K labelled + test volumes each).
 A finished federation (same settings) is reused, so a re-run of the demo does not redo it.
 """
 from __future__ import annotations
@@ -19,10 +19,10 @@ HOSPITALS = 3
 
 def demo_federation_config(target: Path, foundation: Path, out: Path, rounds: int, *, steps: int,
                            seed: int, k: int = 2, n_test: int = 2) -> FedConfig:
-    sites = [{"dataset": str(target), "k": k, "n_test": n_test, "part": [i, HOSPITALS],
+    hospitals = [{"dataset": str(target), "k": k, "n_test": n_test, "part": [i, HOSPITALS],
               "name": f"hospital-{i + 1}"} for i in range(HOSPITALS)]
     # the pooled bound costs the demo a minute it does not have: benchmarks/federated_plans.py
-    return FedConfig(foundation=str(foundation), hospitals=sites, out=str(out), rounds=rounds,
+    return FedConfig(foundation=str(foundation), hospitals=hospitals, out=str(out), rounds=rounds,
                      local_steps=steps, seed=seed, plan="lora-everywhere",
                      pooled=False).check().resolved()
 
@@ -52,9 +52,9 @@ def federation_table(report: dict, cfg: FedConfig) -> Table:
     for col in columns:
         table.add_column(col, justify="left" if col == "hospital" else "right", no_wrap=True)
     dice = report["dice"]
-    for site in sorted(dice["0"]):
-        fed = dice[str(cfg.rounds)][site]
-        alone = report["local_only"].get(site, float("nan"))
-        row = [site, f"{dice['0'][site]:.3f}", f"{fed:.3f}", f"{alone:.3f}", f"{fed - alone:+.3f}"]
-        table.add_row(*row, *([f"{pooled.get(site, float('nan')):.3f}"] if pooled else []))
+    for hospital in sorted(dice["0"]):
+        fed = dice[str(cfg.rounds)][hospital]
+        alone = report["local_only"].get(hospital, float("nan"))
+        row = [hospital, f"{dice['0'][hospital]:.3f}", f"{fed:.3f}", f"{alone:.3f}", f"{fed - alone:+.3f}"]
+        table.add_row(*row, *([f"{pooled.get(hospital, float('nan')):.3f}"] if pooled else []))
     return table

@@ -1,4 +1,4 @@
-"""A federation on real Flower processes on this machine: one SuperLink, one SuperNode per site.
+"""A federation on real Flower processes on this machine: one SuperLink, one SuperNode per hospital.
 
 Everything runs on 127.0.0.1 with free ports, offline, with ``FLWR_HOME`` inside the run folder
 (no managed ``:local:`` SuperLink, no dependency installation). Each process starts in its own
@@ -166,7 +166,7 @@ def stop_marked(flwr_home: str, grace: float = 10.0) -> None:
 
 
 def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0) -> None:
-    """Start a SuperLink and a SuperNode per site, submit the run with ``flwr run``, wait for
+    """Start a SuperLink and a SuperNode per hospital, submit the run with ``flwr run``, wait for
     the server's result, stop everything."""
     from medpeft.federated.run import offline_env
     out = Path(cfg.out)

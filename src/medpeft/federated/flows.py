@@ -35,16 +35,16 @@ class FixedFlow:
         dp = DPSettings.from_dict(cfg.dp) if cfg.dp else None
         return AdapterFedAvg(shared, ledger, cfg.aggregation, dp=dp, seed=cfg.seed, **nodes), shared
 
-    def train(self, site: Hospital, tensors: dict, state: RecordDict, server_round: int
+    def train(self, hospital: Hospital, tensors: dict, state: RecordDict, server_round: int
               ) -> tuple[dict, dict]:
-        """One round at ``site``: (tensors to send, metrics to send); kept tensors go to ``state``."""
-        shared, kept, metrics = site.train(tensors, _kept(state), server_round)
+        """One round at ``hospital``: (tensors to send, metrics to send); kept tensors go to ``state``."""
+        shared, kept, metrics = hospital.train(tensors, _kept(state), server_round)
         if kept:
             state[KEPT] = to_arrays(kept)
         return shared, metrics
 
-    def evaluate(self, site: Hospital, tensors: dict, state: RecordDict) -> float:
-        return site.evaluate(tensors, _kept(state))
+    def evaluate(self, hospital: Hospital, tensors: dict, state: RecordDict) -> float:
+        return hospital.evaluate(tensors, _kept(state))
 
     def save_global(self, folder: Path, cfg: FedConfig, strategy: AdapterFedAvg, final: dict,
                     extra: dict) -> dict:
@@ -61,18 +61,18 @@ class FixedFlow:
         start = initial_state(cfg)
         scores = {}
         for manifest in manifests:
-            site = Hospital(cfg, manifest)
-            shared, kept = _rounds(site, cfg, *start)
-            scores[site.name] = site.evaluate(shared, kept, save_personal=False)
+            hospital = Hospital(cfg, manifest)
+            shared, kept = _rounds(hospital, cfg, *start)
+            scores[hospital.name] = hospital.evaluate(shared, kept, save_personal=False)
         return scores
 
     def pooled_bound(self, cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
         """One model trained on all hospitals' support volumes together, in the federation's
         rounds with as many steps per round as all take together, scored at each hospital."""
-        sites = [Hospital(cfg, m) for m in manifests]
-        shared, kept = _rounds(PooledHospitals(cfg, sites), cfg, *initial_state(cfg),
-                               steps=len(sites) * cfg.local_steps)
-        return {site.name: site.evaluate(shared, kept, save_personal=False) for site in sites}
+        hospitals = [Hospital(cfg, m) for m in manifests]
+        shared, kept = _rounds(PooledHospitals(cfg, hospitals), cfg, *initial_state(cfg),
+                               steps=len(hospitals) * cfg.local_steps)
+        return {hospital.name: hospital.evaluate(shared, kept, save_personal=False) for hospital in hospitals}
 
 
 class SearchFlow(FixedFlow):
@@ -83,17 +83,17 @@ class SearchFlow(FixedFlow):
                              ledger, cfg.aggregation, **nodes)
         return strategy, strategy.search.wire()
 
-    def train(self, site: Hospital, tensors: dict, state: RecordDict, server_round: int
+    def train(self, hospital: Hospital, tensors: dict, state: RecordDict, server_round: int
               ) -> tuple[dict, dict]:
         """Train the active set; the metrics carry every candidate's smoothed utility."""
         memory = json.loads(state[MEMORY]["json"]) if MEMORY in state.config_records else {}
-        shared, utilities, memory, metrics = sea_train(site, tensors, memory, server_round,
-                                                       sea=fed_sea_config(site.cfg.sea))
+        shared, utilities, memory, metrics = sea_train(hospital, tensors, memory, server_round,
+                                                       sea=fed_sea_config(hospital.cfg.sea))
         state[MEMORY] = ConfigRecord({"json": json.dumps(memory)})
         return shared, {UTILITY: utilities, **metrics}
 
-    def evaluate(self, site: Hospital, tensors: dict, state: RecordDict) -> float:
-        return sea_evaluate(site, tensors)
+    def evaluate(self, hospital: Hospital, tensors: dict, state: RecordDict) -> float:
+        return sea_evaluate(hospital, tensors)
 
     def save_global(self, folder: Path, cfg: FedConfig, strategy: SeaFedAvg, final: dict,
                     extra: dict) -> dict:
@@ -102,8 +102,8 @@ class SearchFlow(FixedFlow):
 
     def local_only(self, cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
         """Each hospital runs the same rounds of train, audit and allocate, alone."""
-        return {site.name: search_alone(site, cfg.rounds)
-                for site in (Hospital(cfg, m) for m in manifests)}
+        return {hospital.name: search_alone(hospital, cfg.rounds)
+                for hospital in (Hospital(cfg, m) for m in manifests)}
 
     def pooled_bound(self, cfg: FedConfig, manifests: list[Path]) -> dict[str, float]:
         """Not defined for a searched plan (empty)."""
@@ -118,8 +118,8 @@ def _kept(state: RecordDict) -> dict:
     return to_state(state[KEPT]) if KEPT in state.array_records else {}
 
 
-def _rounds(site: Hospital, cfg: FedConfig, shared: dict, kept: dict, *, steps: int | None = None
+def _rounds(hospital: Hospital, cfg: FedConfig, shared: dict, kept: dict, *, steps: int | None = None
             ) -> tuple[dict, dict]:
     for server_round in range(1, cfg.rounds + 1):
-        shared, kept, _ = site.train(shared, kept, server_round, steps=steps)
+        shared, kept, _ = hospital.train(shared, kept, server_round, steps=steps)
     return shared, kept

@@ -1,8 +1,8 @@
-"""What one site does with its private data: local few-shot training and local evaluation.
+"""What one hospital does with its private data: local few-shot training and local evaluation.
 
-Every site and the server build the same model: the foundation from its own checkpoint, then the
+Every hospital and the server build the same model: the foundation from its own checkpoint, then the
 plan's method with the federation's seed, so that fresh adapter tensors agree everywhere before
-the first round. Only the tensors handed in and out here ever leave the site.
+the first round. Only the tensors handed in and out here ever leave the hospital.
 """
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def build_model(cfg: FedConfig, *, for_saving: bool = False) -> tuple[Foundation
 
 
 def initial_state(cfg: FedConfig) -> tuple[dict, dict]:
-    """(tensors that travel, tensors kept at each site) before any training."""
+    """(tensors that travel, tensors kept at each hospital) before any training."""
     foundation, _ = build_model(cfg)
     return split_state(trainable_state(foundation.model), cfg.local)
 
@@ -59,7 +59,7 @@ def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], sourc
 
 
 class Hospital:
-    """One site's private data (a K-shot manifest) and its training / evaluation."""
+    """One hospital's private data (a K-shot manifest) and its training / evaluation."""
 
     def __init__(self, cfg: FedConfig, manifest: str | Path):
         self.cfg, self.manifest = cfg, Path(manifest)
@@ -78,7 +78,7 @@ class Hospital:
         return foundation, state
 
     def training_data(self, foundation: Foundation):
-        """Random training crops of the site's support volumes."""
+        """Random training crops of the hospital's support volumes."""
         ds, mapping = load_support(foundation, self.split)
         return crop_dataset(foundation, ds, mapping, self.split["support"])
 
@@ -95,18 +95,18 @@ class Hospital:
             summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, run_dir=Path(tmp),
                                  groups=param_groups(foundation.model, state))
         out, kept = split_state(trainable_state(foundation.model), self.cfg.local)
-        if self.cfg.dp:  # the update leaves the site clipped to the DP bound
+        if self.cfg.dp:  # the update leaves the hospital clipped to the DP bound
             out = clip_update(out, shared, DPSettings.from_dict(self.cfg.dp).clipping_norm)
         return out, kept, {"train-loss": float(summary.get("loss", float("nan"))),
                            "seconds": float(summary["seconds"])}
 
     @property
     def personal_dir(self) -> Path:
-        """Where the site keeps its personalised adapter (global tensors + its kept ones)."""
+        """Where the hospital keeps its personalised adapter (global tensors + its kept ones)."""
         return Path(self.cfg.out) / HOSPITALS / self.name
 
     def evaluate(self, shared: dict, kept: dict, *, save_personal: bool = True) -> float:
-        """Mean Dice of the model with these tensors on the site's own test volumes. A site
+        """Mean Dice of the model with these tensors on the hospital's own test volumes. A hospital
         with kept tensors also saves that model as its personalised adapter (each time, so the
         last round's is what stays) unless ``save_personal`` is off (the comparison arms)."""
         foundation, state = self._model(shared, kept, for_saving=bool(kept and save_personal))
@@ -123,14 +123,14 @@ class Hospital:
 
 
 class PooledHospitals(Hospital):
-    """Every site's support volumes in one place: the centralised bound a federation approaches."""
+    """Every hospital's support volumes in one place: the centralised bound a federation approaches."""
 
-    def __init__(self, cfg: FedConfig, sites: list[Hospital]):
-        self.cfg, self.sites, self.name = cfg, sites, "pooled"
+    def __init__(self, cfg: FedConfig, hospitals: list[Hospital]):
+        self.cfg, self.hospitals, self.name = cfg, hospitals, "pooled"
 
     @property
     def n_support(self) -> int:
-        return sum(site.n_support for site in self.sites)
+        return sum(hospital.n_support for hospital in self.hospitals)
 
     def training_data(self, foundation: Foundation):
-        return ConcatDataset([site.training_data(foundation) for site in self.sites])
+        return ConcatDataset([hospital.training_data(foundation) for hospital in self.hospitals])

@@ -1,8 +1,8 @@
 """Which parts of the model a federation trains and sends, by name (the seed's comparison).
 
 A plan is an adaptation method with its options; the tensors it trains are what travels, except
-those matching the user's ``local`` glob patterns, which each site keeps (personalised parts).
-The frozen foundation weights never travel: every site loads them from its own checkpoint.
+those matching the user's ``local`` glob patterns, which each hospital keeps (personalised parts).
+The frozen foundation weights never travel: every hospital loads them from its own checkpoint.
 
 Two kinds of plan: a ``Plan`` trains a fixed set of tensors; a ``SearchedPlan`` (SEA-PEFT)
 re-chooses the set every round. Each checks the settings it can honour; ``federated.flows``
@@ -23,7 +23,7 @@ FEDERATED_SEA = {"decay": 0.5, "window": 3, "votes": 2, "guard": 1, "audit_sites
 
 def fed_sea_config(overrides: dict | None = None) -> SeaConfig:
     """Federated SEA-PEFT settings: ``budget``, smoother and controller (the central search's
-    step schedule does not apply: sites audit once a round)."""
+    step schedule does not apply: hospitals audit once a round)."""
     unknown = sorted(set(overrides or {}) - {f.name for f in fields(SeaConfig)})
     if unknown:
         raise ValueError(f"sea: unknown settings {unknown}; known: {sorted(FEDERATED_SEA)} "
@@ -73,7 +73,7 @@ PLANS: dict[str, Plan] = {
                             "(4% of the phantom foundation: 24x fewer bytes than full FT)"),
     "decoder": Plan("decoder", {}, "fine-tune the decoder and the head"),
     "full": Plan("full", {}, "fine-tune every weight (the communication baseline)"),
-    SEA: SearchedPlan(SEA, {}, "SEA-PEFT: one global active set, re-chosen each round from the sites' "
+    SEA: SearchedPlan(SEA, {}, "SEA-PEFT: one global active set, re-chosen each round from the hospitals' "
                        "audits under the budget (settings: the federation's `sea`)"),
 }
 
@@ -88,12 +88,12 @@ def plan_named(name: str) -> Plan:
 
 
 def is_local(name: str, local: list[str]) -> bool:
-    """Whether tensor ``name`` stays at its site (matches one of the ``local`` patterns)."""
+    """Whether tensor ``name`` stays at its hospital (matches one of the ``local`` patterns)."""
     return any(fnmatchcase(name, p) for p in local)
 
 
 def split_state(state: dict, local: list[str]) -> tuple[dict, dict]:
-    """(tensors that travel, tensors kept at the site)."""
+    """(tensors that travel, tensors kept at the hospital)."""
     shared = {n: t for n, t in state.items() if not is_local(n, local)}
     kept = {n: t for n, t in state.items() if is_local(n, local)}
     return shared, kept

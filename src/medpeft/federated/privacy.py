@@ -1,15 +1,15 @@
-"""Hospital-level differential privacy: each site clips its update, the server adds Gaussian noise to
+"""Hospital-level differential privacy: each hospital clips its update, the server adds Gaussian noise to
 the aggregate, and Flower's RDP accountant says what the run spent.
 
-The mechanism is DP-FedAvg with client-side fixed clipping (McMahan et al., 2018): a site's
+The mechanism is DP-FedAvg with client-side fixed clipping (McMahan et al., 2018): a hospital's
 update (its sent tensors minus the global tensors it received) is scaled to an L2 norm of at most
 ``clipping_norm`` with Flower's ``compute_clip_model_update``; the server adds noise of standard
 deviation ``noise_multiplier x clipping_norm x max_i w_i`` (Flower's ``add_gaussian_noise_inplace``)
-to the weighted mean, whose sensitivity to one site's update is ``clipping_norm x max_i w_i``
+to the weighted mean, whose sensitivity to one hospital's update is ``clipping_norm x max_i w_i``
 (the weights are normalised support-volume counts; uniform weights give Flower's C / n). Every
-site takes part in every round, so no sampling amplification is claimed: (epsilon, delta) comes
+hospital takes part in every round, so no sampling amplification is claimed: (epsilon, delta) comes
 from Flower's ``RdpAccountant`` (over Google's dp-accounting) composed over the training rounds,
-add-or-remove-one-site neighbours. The evaluation rounds' Dice metrics are not accounted.
+add-or-remove-one-hospital neighbours. The evaluation rounds' Dice metrics are not accounted.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-ACCOUNTANT = ("Flower RdpAccountant (Google dp-accounting), add-or-remove-one-site, "
+ACCOUNTANT = ("Flower RdpAccountant (Google dp-accounting), add-or-remove-one-hospital, "
               "no sampling amplification, training rounds only")
 
 
@@ -38,7 +38,7 @@ class DPSettings:
                              "noise_multiplier, delta")
         for key in ("clipping_norm", "noise_multiplier"):
             if key not in raw:
-                raise ValueError(f"dp: {key} is required (clipping_norm bounds each site's "
+                raise ValueError(f"dp: {key} is required (clipping_norm bounds each hospital's "
                                  "update; noise_multiplier scales the server's Gaussian noise)")
         settings = cls(float(raw["clipping_norm"]), float(raw["noise_multiplier"]),
                        float(raw.get("delta", 1e-5)))
@@ -81,7 +81,7 @@ def add_noise(merged: dict[str, torch.Tensor], std: float, seed: int) -> dict[st
     return {n: torch.from_numpy(a).to(merged[n].dtype) for n, a in zip(names, arrays)}
 
 
-def epsilon(settings: DPSettings, rounds: int, sites: int) -> float:
+def epsilon(settings: DPSettings, rounds: int, hospitals: int) -> float:
     """The run's epsilon at ``settings.delta`` after ``rounds`` Gaussian releases."""
     from flwr.supercore.privacy_accounting import (
         GaussianPrivacyEvent,
@@ -91,19 +91,19 @@ def epsilon(settings: DPSettings, rounds: int, sites: int) -> float:
     )
     from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
     accountant = RdpAccountant(PrivacyConfig(
-        target_delta=settings.delta, population_size=sites,
+        target_delta=settings.delta, population_size=hospitals,
         neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
         sampling_method=SamplingMethod.NO_AMPLIFICATION))
-    accountant.compose(GaussianPrivacyEvent(settings.noise_multiplier, sites, sites), count=rounds)
+    accountant.compose(GaussianPrivacyEvent(settings.noise_multiplier, hospitals, hospitals), count=rounds)
     return float(accountant.get_privacy_spent().epsilon)
 
 
-def noise_for_epsilon(target: float, rounds: int, sites: int, delta: float = 1e-5) -> float:
+def noise_for_epsilon(target: float, rounds: int, hospitals: int, delta: float = 1e-5) -> float:
     """The smallest noise multiplier whose run spends at most ``target`` epsilon (bisection)."""
     low, high = 1e-2, 1e3
     for _ in range(60):
         mid = math.sqrt(low * high)
-        if epsilon(DPSettings(1.0, mid, delta), rounds, sites) > target:
+        if epsilon(DPSettings(1.0, mid, delta), rounds, hospitals) > target:
             low = mid
         else:
             high = mid

@@ -1,9 +1,9 @@
 """``medpeft federate``: a federation on Flower's simulation runtime, then its report.
 
 Flower runs offline here: telemetry and Ray usage stats are off and ``FLWR_HOME`` is a folder of
-the run. After the rounds, each site also trains alone through the same rounds of local steps from the
+the run. After the rounds, each hospital also trains alone through the same rounds of local steps from the
 same start (what collaboration gained over local-only training), and one model trains on all
-sites' support volumes pooled (the centralised bound the federation approaches).
+hospitals' support volumes pooled (the centralised bound the federation approaches).
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from medpeft.federated.accounting import human
-from medpeft.federated.config import HOSPITALS, FedConfig, write_site_manifests
+from medpeft.federated.config import HOSPITALS, FedConfig, write_hospital_manifests
 from medpeft.federated.flows import flow_for
 from medpeft.io import write_json, write_text, write_yaml
 
@@ -28,7 +28,7 @@ def offline_env(out: Path) -> dict[str, str]:
 
 def simulate(cfg: FedConfig, client_app=None) -> None:
     """Run the federation in-process on Flower's simulation runtime (CPU only); ``client_app``
-    replaces the standard site app (e.g. one wrapped with Flower mods)."""
+    replaces the standard hospital app (e.g. one wrapped with Flower mods)."""
     from flwr.simulation import run_simulation
 
     from medpeft.federated.app import client_app_for, server_app_for
@@ -44,10 +44,10 @@ def simulate(cfg: FedConfig, client_app=None) -> None:
 
 def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
     """Run the federation (simulation, or ``deployment`` on local Flower processes); report.
-    ``client_app``: a replacement site app for the simulation."""
+    ``client_app``: a replacement hospital app for the simulation."""
     cfg = cfg.check().resolved()
     out = Path(cfg.out)
-    manifests = write_site_manifests(cfg)
+    manifests = write_hospital_manifests(cfg)
     write_yaml(out / "federation.yaml", cfg.to_dict())
     (out / "server.json").unlink(missing_ok=True)
     if deployment:
@@ -70,27 +70,27 @@ def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
 
 
 def report_markdown(cfg: FedConfig, report: dict) -> str:
-    """Per-site Dice (before, federated, local-only), left-out replies and the bytes table."""
+    """Per-hospital Dice (before, federated, local-only), left-out replies and the bytes table."""
     dice, last = report["dice"], str(cfg.rounds)
     lines = [f"# Federation: {cfg.plan}, {cfg.rounds} rounds x {cfg.local_steps} local steps, "
-             f"{len(cfg.hospitals)} sites, aggregation {cfg.aggregation}", "",
-             "| site | Dice before | Dice federated | Dice local-only | collaborative gain | "
+             f"{len(cfg.hospitals)} hospitals, aggregation {cfg.aggregation}", "",
+             "| hospital | Dice before | Dice federated | Dice local-only | collaborative gain | "
              "Dice pooled | gap to pooled |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for site in sorted(dice.get("0", {})):
-        fed = dice.get(last, {}).get(site, float("nan"))
-        alone = report["local_only"].get(site, float("nan"))
-        pooled = report.get("pooled", {}).get(site, float("nan"))
-        lines.append(f"| {site} | {dice['0'][site]:.3f} | {fed:.3f} | {alone:.3f} | "
+    for hospital in sorted(dice.get("0", {})):
+        fed = dice.get(last, {}).get(hospital, float("nan"))
+        alone = report["local_only"].get(hospital, float("nan"))
+        pooled = report.get("pooled", {}).get(hospital, float("nan"))
+        lines.append(f"| {hospital} | {dice['0'][hospital]:.3f} | {fed:.3f} | {alone:.3f} | "
                      f"{fed - alone:+.3f} | {pooled:.3f} | {fed - pooled:+.3f} |")
     totals = report["bytes_total"]
     lines += ["", f"Bytes on the wire: {human(totals['bytes'])} in {totals['messages']} messages; "
               f"full fine-tuning of the same backbone: {human(totals['full_ft_bytes'])} "
               f"(**{totals['ratio']:.0f}x** more).", "",
-              "| round | site | down | up | full FT (down + up) |", "|---:|---|---:|---:|---:|"]
+              "| round | hospital | down | up | full FT (down + up) |", "|---:|---|---:|---:|---:|"]
     lines += [f"| {r['round']} | {r['site']} | {human(r['down'])} | {human(r['up'])} | "
               f"{human(r['full_ft'])} |" for r in report["bytes_per_round"]]
     if report.get("train"):
-        lines += ["", "Sites whose update each round averaged (a site that failed, sent a bad reply "
+        lines += ["", "Hospitals whose update each round averaged (a hospital that failed, sent a bad reply "
                   "or dropped out is left out of that round only):", "",
                   "| round | contributed | left out |", "|---:|---|---|"]
         for rnd in sorted(report["train"], key=int):
@@ -101,11 +101,11 @@ def report_markdown(cfg: FedConfig, report: dict) -> str:
     if "dp" in report:
         dp = report["dp"]
         lines += ["", f"Differential privacy: updates clipped to L2 norm {dp['clipping_norm']} at "
-                  f"each site, Gaussian noise multiplier {dp['noise_multiplier']} on every "
+                  f"each hospital, Gaussian noise multiplier {dp['noise_multiplier']} on every "
                   f"aggregate: **epsilon = {dp['epsilon']:.2f}** at delta = {dp['delta']:g} "
                   f"over {cfg.rounds} rounds ({dp['accountant']})."]
     if cfg.local:
-        lines += ["", f"Kept at each site (never sent): tensors matching {cfg.local}; each site's "
+        lines += ["", f"Kept at each hospital (never sent): tensors matching {cfg.local}; each hospital's "
                   f"personalised adapter is in {Path(cfg.out) / HOSPITALS}/<hospital>/."]
     if "sea" in report:
         lines += sea_markdown(report["sea"])

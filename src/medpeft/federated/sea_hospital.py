@@ -1,13 +1,13 @@
-"""Federated SEA-PEFT, the site's side: train the active adapters, audit every candidate locally.
+"""Federated SEA-PEFT, the hospital's side: train the active adapters, audit every candidate locally.
 
-Every site and the server insert the same SEA-PEFT search space into the frozen foundation (same
+Every hospital and the server insert the same SEA-PEFT search space into the frozen foundation (same
 seed, same order), all candidates switched off. The tensors a message carries *are* the active
 set: the head plus the candidates whose tensors are present, named ``<site name>.<parameter>``
 (e.g. ``swinViT...attn.qkv:lora[r4].lora_A``), so names do not depend on which other candidates
 are inserted. A candidate the server switches off is reset to its initial values, so an inactive
 candidate is always fresh here.
 
-After local training the site audits on one crop of its own support volumes: toggle-off utility
+After local training the hospital audits on one crop of its own support volumes: toggle-off utility
 for (up to ``audit_sites``, in rotation) active candidates, the first-order estimate for the
 inactive ones (see ``methods.sea.audit``). It smooths them with its own EMA + IQR smoother, kept
 between rounds in the node's state; a candidate whose state changed starts a fresh track, since
@@ -48,23 +48,23 @@ def candidate_model(seed: int, foundation_dir: str) -> tuple[Foundation, list[Ad
     freeze(model)
     torch.manual_seed(seed)
     candidates = insert_space(model, SWIN_SPACE)
-    for site in candidates:
-        site.enabled = False
+    for candidate in candidates:
+        candidate.enabled = False
     train_head(model, {})
     return foundation, candidates, n_model
 
 
-def own_parameters(site: AdapterSite) -> dict[str, torch.nn.Parameter]:
-    return {n: p for n, p in site.named_parameters() if not n.startswith("base.")}
+def own_parameters(candidate: AdapterSite) -> dict[str, torch.nn.Parameter]:
+    return {n: p for n, p in candidate.named_parameters() if not n.startswith("base.")}
 
 
 def wire_state(model: torch.nn.Module, candidates: list[AdapterSite], names=None) -> dict:
     """Head tensors and the tensors of candidates ``names`` (default: the enabled ones)."""
     chosen = [s for s in candidates if (s.enabled if names is None else s.name in names)]
     state = {f"out.{n}": p.detach().clone() for n, p in model.out.named_parameters()}
-    for site in chosen:
-        state.update({f"{site.name}.{n}": p.detach().clone()
-                      for n, p in own_parameters(site).items()})
+    for candidate in chosen:
+        state.update({f"{candidate.name}.{n}": p.detach().clone()
+                      for n, p in own_parameters(candidate).items()})
     return state
 
 
@@ -74,17 +74,17 @@ def load_wire(model: torch.nn.Module, candidates: list[AdapterSite], tensors: di
     targets = {f"out.{n}": p for n, p in model.out.named_parameters()}
     by_name = {s.name: s for s in candidates}
     active = []
-    for site in candidates:
-        params = own_parameters(site)
-        present = [f"{site.name}.{n}" in tensors for n in params]
-        site.enabled = all(present)
-        if any(present) and not site.enabled:
-            raise ValueError(f"candidate {site.name}: the message carries only part of its tensors")
+    for candidate in candidates:
+        params = own_parameters(candidate)
+        present = [f"{candidate.name}.{n}" in tensors for n in params]
+        candidate.enabled = all(present)
+        if any(present) and not candidate.enabled:
+            raise ValueError(f"candidate {candidate.name}: the message carries only part of its tensors")
         for p in params.values():
-            p.requires_grad_(site.enabled)
-        if site.enabled:
-            active.append(site)
-            targets.update({f"{site.name}.{n}": p for n, p in params.items()})
+            p.requires_grad_(candidate.enabled)
+        if candidate.enabled:
+            active.append(candidate)
+            targets.update({f"{candidate.name}.{n}": p for n, p in params.items()})
     for name, value in tensors.items():
         if name not in targets:
             owner = name.rsplit(".", 1)[0]
@@ -99,26 +99,26 @@ def load_wire(model: torch.nn.Module, candidates: list[AdapterSite], tensors: di
 
 def _groups(model: torch.nn.Module, active: list[AdapterSite]) -> list[dict]:
     groups: dict[str, list] = {}
-    for site in active:
-        groups.setdefault(site.kind, []).extend(own_parameters(site).values())
+    for candidate in active:
+        groups.setdefault(candidate.kind, []).extend(own_parameters(candidate).values())
     groups["head"] = list(model.out.parameters())
     return [{"name": k, "params": v, "lr": DEFAULT_LR[k]} for k, v in groups.items()]
 
 
-def sea_train(site: Hospital, tensors: dict, memory: dict, server_round: int, *, sea: SeaConfig,
+def sea_train(hospital: Hospital, tensors: dict, memory: dict, server_round: int, *, sea: SeaConfig,
               steps: int | None = None) -> tuple[dict, list[float], dict, dict]:
-    """One round at one site: train the active set, audit every candidate, smooth.
+    """One round at one hospital: train the active set, audit every candidate, smooth.
 
-    ``memory`` is what the site kept from its last round (``{}`` at first). Returns (trained
+    ``memory`` is what the hospital kept from its last round (``{}`` at first). Returns (trained
     tensors, smoothed utility of every candidate in order, new memory, metrics).
     """
-    cfg = site.cfg
+    cfg = hospital.cfg
     steps = steps or cfg.local_steps
     foundation, candidates, _ = candidate_model(cfg.seed, cfg.foundation)
     model = foundation.model
     active = load_wire(model, candidates, tensors)
-    ds, mapping = load_support(foundation, site.split)
-    data = crop_dataset(foundation, ds, mapping, site.split["support"])
+    ds, mapping = load_support(foundation, hospital.split)
+    data = crop_dataset(foundation, ds, mapping, hospital.split["support"])
     loop = LoopConfig(steps=steps, warmup=max(1, steps // 10), log_every=steps,
                       checkpoint_every=10 ** 9, seed=cfg.seed + 1000 * server_round)
     with tempfile.TemporaryDirectory() as tmp:
@@ -162,8 +162,8 @@ def audit_order(active: list[AdapterSite], smoother: UtilitySmoother, server_rou
     return (new + known[start:] + known[:start])[:n]
 
 
-def sea_evaluate(site: Hospital, tensors: dict) -> float:
-    """Mean Dice at the site's test volumes with the message's active set."""
-    foundation, candidates, _ = candidate_model(site.cfg.seed, site.cfg.foundation)
+def sea_evaluate(hospital: Hospital, tensors: dict) -> float:
+    """Mean Dice at the hospital's test volumes with the message's active set."""
+    foundation, candidates, _ = candidate_model(hospital.cfg.seed, hospital.cfg.foundation)
     load_wire(foundation.model, candidates, tensors)
-    return site.dice(foundation)
+    return hospital.dice(foundation)

@@ -1,9 +1,9 @@
-"""Federated SEA-PEFT, the server's side: pool the sites' utilities, allocate one global active set.
+"""Federated SEA-PEFT, the server's side: pool the hospitals' utilities, allocate one global active set.
 
 The allocation is the central search's own (``methods.sea.allocator.Allocator``). Each round the
-sites send their trained active tensors and the smoothed utility of every
+hospitals send their trained active tensors and the smoothed utility of every
 candidate (see ``sea_hospital``). The server averages the tensors as usual (LoRA pairs exactly),
-pools the utilities (weighted by support volumes, over the sites that measured each candidate),
+pools the utilities (weighted by support volumes, over the hospitals that measured each candidate),
 runs the greedy knapsack under the budget, and lets the finite-state ranking controller turn the
 proposals into rare changes. The first allocation (after round 1, where only the head trains and
 every candidate is estimated) is taken as proposed, like the central search's start. A candidate
@@ -45,12 +45,12 @@ class FederatedSearch:
     """The global state of a federated search: every candidate's tensors and the allocator."""
 
     def __init__(self, cfg_seed: int, foundation: str, sea: SeaConfig):
-        found, sites, n_model = candidate_model(cfg_seed, foundation)
-        self.descriptions = {s.name: describe(s) for s in sites}
-        self.owner = {f"{s.name}.{n}": s.name for s in sites for n in own_parameters(s)}
-        self.fresh = wire_state(found.model, sites, names={s.name for s in sites})
+        found, candidates, n_model = candidate_model(cfg_seed, foundation)
+        self.descriptions = {s.name: describe(s) for s in candidates}
+        self.owner = {f"{s.name}.{n}": s.name for s in candidates for n in own_parameters(s)}
+        self.fresh = wire_state(found.model, candidates, names={s.name for s in candidates})
         self.values = dict(self.fresh)
-        self.allocator = Allocator([Candidate(s.name, s.location, s.n_params) for s in sites],
+        self.allocator = Allocator([Candidate(s.name, s.location, s.n_params) for s in candidates],
                                    budget=sea.budget_params(n_model),
                                    fixed_cost=sum(p.numel() for p in found.model.out.parameters()),
                                    votes=sea.votes, guard=sea.guard, on_switch=self._reset_if_off)
@@ -105,7 +105,7 @@ class FederatedSearch:
 
 
 def pool(utilities: list[list[float]], weights: list[float], names: list[str]) -> dict[str, float]:
-    """Per candidate, the weighted mean of the sites' finite utilities (NaN if none measured it)."""
+    """Per candidate, the weighted mean of the hospitals' finite utilities (NaN if none measured it)."""
     out = {}
     for i, name in enumerate(names):
         pairs = [(u[i], w) for u, w in zip(utilities, weights) if math.isfinite(u[i])]
@@ -159,22 +159,22 @@ def save_sea_adapter(folder: Path, cfg: FedConfig, search: FederatedSearch, extr
     state = apply_method(foundation.model, SEA if chosen else "head",
                          {"sites": chosen} if chosen else {})
     params = {f"out.{n}": p for n, p in foundation.model.out.named_parameters()}
-    for site in state.sites:
-        params.update({f"{site.name}.{n}": p for n, p in own_parameters(site).items()})
+    for candidate in state.sites:
+        params.update({f"{candidate.name}.{n}": p for n, p in own_parameters(candidate).items()})
     for name, p in params.items():
         p.data.copy_(search.values[name])
     save_adapter(folder, foundation.model, state, foundation,
                  extra={**extra, "sea": search.summary()})
 
 
-def search_alone(site: Hospital, rounds: int) -> float:
-    """The local-only baseline of federated SEA-PEFT: the site runs the same rounds of train,
+def search_alone(hospital: Hospital, rounds: int) -> float:
+    """The local-only baseline of federated SEA-PEFT: the hospital runs the same rounds of train,
     audit and allocate with nobody else; returns its Dice on its own test volumes."""
-    sea = fed_sea_config(site.cfg.sea)
-    search, memory = FederatedSearch(site.cfg.seed, site.cfg.foundation, sea), {}
+    sea = fed_sea_config(hospital.cfg.sea)
+    search, memory = FederatedSearch(hospital.cfg.seed, hospital.cfg.foundation, sea), {}
     names = [c.name for c in search.candidates]
     for server_round in range(1, rounds + 1):
-        tensors, utilities, memory, _ = sea_train(site, search.wire(), memory, server_round, sea=sea)
+        tensors, utilities, memory, _ = sea_train(hospital, search.wire(), memory, server_round, sea=sea)
         search.update(tensors)
         search.allocate(pool([utilities], [1.0], names), server_round)
-    return sea_evaluate(site, search.wire())
+    return sea_evaluate(hospital, search.wire())

@@ -1,7 +1,7 @@
 """The server's side of a federation: round 0 evaluation, the rounds, the saved global adapter.
 
 Writes ``out/global/`` (an adapter artefact like any other, with the federation in its config)
-and ``out/server.json`` (per-site Dice per round, left-out replies, the byte ledger).
+and ``out/server.json`` (per-hospital Dice per round, left-out replies, the byte ledger).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def full_model_bytes(cfg: FedConfig) -> int:
 
 
 def run_federation(grid: Grid, cfg: FedConfig) -> dict:
-    """Evaluate the starting adapter at every site, run ``cfg.rounds`` rounds, save the result."""
+    """Evaluate the starting adapter at every hospital, run ``cfg.rounds`` rounds, save the result."""
     out = Path(cfg.out)
     ledger = Ledger(full_model_bytes(cfg))
     nodes = dict(fraction_train=1.0, fraction_evaluate=1.0, min_available_nodes=len(cfg.hospitals),
@@ -44,9 +44,9 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=cfg.rounds,
                             timeout=TIMEOUT_S)
     final = to_state(result.arrays) if result.arrays is not None else shared
-    strategy.ledger.name_sites(strategy.sites)
+    strategy.ledger.name_hospitals(strategy.hospitals)
     summary = {"rounds": cfg.rounds, "plan": cfg.plan, "aggregation": cfg.aggregation,
-               "sites": sorted(strategy.sites.values()), "seconds": time.perf_counter() - t0,
+               "sites": sorted(strategy.hospitals.values()), "seconds": time.perf_counter() - t0,
                "dice": {str(r): d for r, d in strategy.dice.items()},
                "train": {str(r): m for r, m in strategy.train_metrics.items()},
                "excluded": strategy.excluded, "bytes": strategy.ledger.rows,

@@ -1,12 +1,12 @@
 """The server's strategy: Flower's FedAvg, made safe for adapters and honest about bytes.
 
 - Every reply is checked against the global tensors (same names, same shapes, finite values, a
-  positive weight). A site that crashed or sent a bad update is named in the log and in the
-  report, and left out of this round's average; the other sites' work is kept.
+  positive weight). A hospital that crashed or sent a bad update is named in the log and in the
+  report, and left out of this round's average; the other hospitals' work is kept.
 - Aggregation: weighted FedAvg, with LoRA pairs averaged exactly (see ``aggregation``).
 - Every message's content is weighed into a ``Ledger``.
-Sites name themselves in a ``ConfigRecord`` of each reply ("site"); the server maps node ids to
-those names so that a site whose reply is an error is still named.
+Hospitals name themselves in a ``ConfigRecord`` of each reply ("site"); the server maps node ids to
+those names so that a hospital whose reply is an error is still named.
 """
 from __future__ import annotations
 
@@ -50,21 +50,21 @@ class AdapterFedAvg(FedAvg):
         self.shapes = {k: tuple(v.shape) for k, v in reference.items()}
         self.ledger, self.mode = ledger, mode
         self.dp, self.seed = dp, seed  # dp: Gaussian noise on every aggregate (privacy.py)
-        self.sites: dict[int, str] = {}  # node id -> site name
+        self.hospitals: dict[int, str] = {}  # node id -> hospital name
         self.excluded: list[dict] = []
-        self.dice: dict[int, dict[str, float]] = {}  # round -> site -> Dice
+        self.dice: dict[int, dict[str, float]] = {}  # round -> hospital -> Dice
         self.train_metrics: dict[int, dict[str, dict]] = {}
         self.wire_names: set[str] = set()  # every tensor name any message carried, either way
 
-    def site(self, node_id: int) -> str:
-        return self.sites.get(node_id, f"node {node_id}")
+    def hospital(self, node_id: int) -> str:
+        return self.hospitals.get(node_id, f"node {node_id}")
 
     def learn_names(self, replies: Iterable[Message]) -> None:
         for msg in replies:
             if not msg.has_error():
                 for record in msg.content.config_records.values():
                     if "site" in record:
-                        self.sites[msg.metadata.src_node_id] = str(record["site"])
+                        self.hospitals[msg.metadata.src_node_id] = str(record["site"])
 
     def weigh_out(self, server_round: int, messages: Iterable[Message], phase: str) -> list[Message]:
         messages = list(messages)
@@ -90,7 +90,7 @@ class AdapterFedAvg(FedAvg):
     def problem(self, msg: Message, with_arrays: bool) -> str | None:
         """Why a reply cannot be used, or None."""
         if msg.has_error():
-            return f"the site failed: {msg.error.reason}"
+            return f"the hospital failed: {msg.error.reason}"
         content = msg.content
         metrics = [m for m in content.metric_records.values() if WEIGHT in m]
         if not metrics or not isinstance(metrics[0][WEIGHT], (int, float)) \
@@ -117,7 +117,7 @@ class AdapterFedAvg(FedAvg):
         self.learn_names(replies)
         good = []
         for msg in replies:
-            site = self.site(msg.metadata.src_node_id)
+            hospital = self.hospital(msg.metadata.src_node_id)
             if not msg.has_error():
                 self.ledger.record(server_round, msg.metadata.src_node_id, phase, "up", content=msg.content)
                 self.note_names(msg)
@@ -125,9 +125,9 @@ class AdapterFedAvg(FedAvg):
             if reason is None:
                 good.append(msg)
                 continue
-            self.excluded.append({"round": server_round, "site": site, "phase": phase,
+            self.excluded.append({"round": server_round, "site": hospital, "phase": phase,
                                   "reason": reason})
-            log.warning("round %s %s: %s left out: %s", server_round, phase, site, reason)
+            log.warning("round %s %s: %s left out: %s", server_round, phase, hospital, reason)
         return good
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -146,7 +146,7 @@ class AdapterFedAvg(FedAvg):
         if self.dp is not None:
             merged = add_noise(merged, noise_std(self.dp, weights), self.seed * 1000 + server_round)
         self.train_metrics[server_round] = {
-            self.site(m.metadata.src_node_id): {k: v for k, v in metrics_of(m).items()
+            self.hospital(m.metadata.src_node_id): {k: v for k, v in metrics_of(m).items()
                                                  if not isinstance(v, list)} for m in good}
         total = sum(weights)
         loss = sum(w * float(metrics_of(m).get("train-loss", 0.0))
@@ -161,7 +161,7 @@ class AdapterFedAvg(FedAvg):
     def record_dice(self, server_round: int, good: list[Message]) -> MetricRecord | None:
         if not good:
             return None
-        scores = {self.site(m.metadata.src_node_id): float(metrics_of(m)["dice"]) for m in good}
+        scores = {self.hospital(m.metadata.src_node_id): float(metrics_of(m)["dice"]) for m in good}
         self.dice[server_round] = scores
         finite = [d for d in scores.values() if not math.isnan(d)]
         return MetricRecord({"dice": sum(finite) / len(finite) if finite else float("nan")})
