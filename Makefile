@@ -15,11 +15,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 # the tests also check nnU-Net v2 (extra `peers`, the benchmark's peer), DICOM I/O (extra
-# `dicom`), MONAI bundles (extra `bundle`) and HF peft. nnU-Net pulls
-# torchvision through timm; PyPI's build does not load against the CPU torch and then breaks
+# `dicom`), MONAI bundles (extra `bundle`), ONNX feature services (extra `onnx`) and HF peft.
+# nnU-Net pulls torchvision through timm; PyPI's build does not load against the CPU torch and then breaks
 # the transformers/peft import, and nothing medpeft or nnU-Net runs needs it: removed.
 $(TESTED): $(STAMP)
-	$(BIN)/pip install -q -e '.[dev,fed,peers,dicom,bundle]' torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev,fed,peers,dicom,bundle,onnx]' torch==2.13.0
 	$(BIN)/pip uninstall -q -y torchvision
 	touch $(TESTED)
 

@@ -124,3 +124,25 @@ def test_fast_head_agrees_with_the_float32_head(bf16, monkeypatch):
     assert a.dtype == torch.float32 and a.shape == b.shape
     assert (a - b).abs().max() < 0.05 * b.abs().max()
     assert (a.argmax(1) == b.argmax(1)).float().mean() > 0.95
+
+
+def test_an_onnx_features_model_serves_the_same_features_as_its_network(tmp_path, monkeypatch):
+    """``--blackbox model.onnx``: onnxruntime serves the network's features at any size and
+    batch, its channels are read from one call, and a missing runtime says how to install it."""
+    pytest.importorskip("onnxruntime")
+    from medpeft.methods.blackbox.service import load_service
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv3d(1, 4, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv3d(4, 6, 1)).eval()
+    path = tmp_path / "features.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 1, 16, 16, 16),), str(path), input_names=["image"],
+                      dynamic_axes={"image": {0: "batch", 2: "d", 3: "h", 4: "w"}}, dynamo=False)
+    service = load_service(path)
+    assert service.channels == 6
+    for shape in [(1, 1, 32, 32, 32), (2, 1, 24, 40, 16)]:
+        x = torch.randn(shape)
+        with torch.no_grad():
+            assert torch.allclose(service(x), net(x), atol=1e-5)
+    monkeypatch.setitem(__import__("sys").modules, "onnxruntime", None)
+    with pytest.raises(ValueError, match="pip install onnxruntime"):
+        load_service(path)

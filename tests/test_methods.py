@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from medpeft.adapters.base import sites_of
-from medpeft.methods import apply_method, base_parameter_count, trainable_state
+from medpeft.methods import apply_method, base_parameter_count, param_groups, trainable_state
 from medpeft.models.backbones import PRESETS, build_backbone, part_of
 
 
@@ -40,8 +40,7 @@ def test_frozen_weights_stay_bit_identical(method, trained_parts):
     _step(model)
     after = _base_view(model)
     assert set(after) == set(before)
-    changed = {part_of(n) for n in before if not torch.equal(before[n], after[n])}
-    assert changed == trained_parts
+    assert {part_of(n) for n in before if not torch.equal(before[n], after[n])} == {"head"}
     for n in before:
         if part_of(n) not in trained_parts:
             assert torch.equal(before[n], after[n]), n
@@ -109,3 +108,32 @@ def test_each_adapter_kind_and_the_head_train_at_their_own_rate():
         group_rates("lora", {"adaptformer": 0.1})
     with pytest.raises(ValueError, match="optimizer groups cover"):
         check_groups(model, groups[:-1])  # the head left out
+
+
+@pytest.mark.parametrize("method,max_fraction", [("bitfit", 0.001), ("lora", 0.02)])
+def test_the_unet_backbone_tunes_with_default_targets(method, max_fraction):
+    """The Models Genesis U-Net (Universal Model, SuPreM) tunes like SwinUNETR: the method's
+    default targets find its layers, only they train, and the loss on a fixed crop falls."""
+    torch.manual_seed(0)
+    model = build_backbone(PRESETS["unet3d"], out_channels=2)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    state = apply_method(model, method, {})
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert 0 < n_trainable <= max_fraction * sum(t.numel() for t in before.values())
+    assert {s.location.split(".")[0].rstrip("0123456789") for s in state.sites} == \
+        {"down_tr", "up_tr"}  # sites on both paths of the U-Net
+    x = torch.randn(1, 1, 16, 16, 16)
+    label = torch.zeros(1, 16, 16, 16, dtype=torch.long)
+    label[:, 4:10, 5:12, 3:9] = 1
+    opt = torch.optim.AdamW([g for g in param_groups(model, state)], lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(8):
+        opt.zero_grad()
+        loss = torch.nn.functional.cross_entropy(model(x), label)
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0], losses
+    after = _base_view(model)
+    assert {part_of(n) for n in before if not torch.equal(before[n], after[n])} == {"head"}

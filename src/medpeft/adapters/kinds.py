@@ -1,4 +1,7 @@
-"""Every adapter kind by name: default placement in a SwinUNETR, what layers it takes, its options.
+"""Every adapter kind by name: default placement, what layers it takes, its options.
+
+Default placements are written for MONAI's SwinUNETR; LoRA and BitFit also name the Models
+Genesis U-Net's layers (``down_tr*`` / ``up_tr*``), so they tune either backbone without targets.
 
 ``add_sites`` inserts one kind; ``candidate_sites`` lists every place a kind could go and what it
 would cost, without changing the model (``medpeft inspect sites``).
@@ -20,6 +23,7 @@ from medpeft.adapters.scaling import IA3, SSF
 from medpeft.adapters.unfreeze import NORMS, BitFit, NormAffine
 
 SWIN = "swinViT.layers*.blocks.*"
+UNET_CONVS = ("down_tr*.ops.*.conv1", "up_tr*.ops.*.conv1")  # the U-Net's 3x3x3 convolutions
 
 
 def _token_block(m: nn.Module) -> bool:
@@ -57,7 +61,7 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "lora": Kind((f"{SWIN}.attn.qkv", f"{SWIN}.attn.proj"),
+    "lora": Kind((f"{SWIN}.attn.qkv", f"{SWIN}.attn.proj", *UNET_CONVS),
                  lambda m: isinstance(m, (nn.Linear, nn.Conv3d)), _lora, ("rank", "alpha"),
                  "low-rank update of a linear or Conv3d layer"),
     "adaptformer": Kind((f"{SWIN}.mlp",), _token_block, AdaptFormer, ("bottleneck", "scale"),
@@ -71,7 +75,7 @@ KINDS: dict[str, Kind] = {
                 SSF, (), "per-channel scale and shift of a layer's output"),
     "ia3": Kind((f"{SWIN}.attn.qkv", f"{SWIN}.mlp.linear2"), lambda m: isinstance(m, nn.Linear),
                 _ia3, (), "rescale keys, values and MLP activations"),
-    "bitfit": Kind(("swinViT.*", "encoder*", "decoder*"),
+    "bitfit": Kind(("swinViT.*", "encoder*", "decoder*", "down_tr*", "up_tr*"),
                    lambda m: isinstance(m, (nn.Linear, nn.Conv3d, nn.ConvTranspose3d))
                    and m.bias is not None, BitFit, (), "unfreeze biases"),
     "affine": Kind(("swinViT.*", "encoder*", "decoder*"), lambda m: isinstance(m, NORMS),
