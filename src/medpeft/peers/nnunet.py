@@ -127,14 +127,15 @@ def run_nnunet(ds: MSDDataset, mapping: ClassMapping, support: list[str], test: 
     (label maps of ``mapping``'s local classes, in each input's geometry). A finished training
     is reused; an interrupted one continues from nnU-Net's latest checkpoint."""
     require_nnunet()
-    t0 = time.perf_counter()
     root = Path(cell) / "nnunet"
     root.mkdir(parents=True, exist_ok=True)
-    log = root / "nnunet.log"
+    log, planning = root / "nnunet.log", root / "planning.json"
     name = "medpeft"
     if not (root / "preprocessed" / dataset_name(name) / f"{PLANS}.json").exists():
+        t0 = time.perf_counter()
         write_raw_dataset(ds, mapping, support, root / "raw", name=name)
         plan_and_preprocess(root, budget, log)
+        write_json(planning, {"seconds": time.perf_counter() - t0})
     job = {"dataset": DATASET_ID, "plans": PLANS, "configuration": CONFIGURATION,
            "budget": asdict(budget), "images": {n: str(Path(ds.case(n).image).resolve()) for n in test},
            "predictions": str((root / "predictions").resolve())}
@@ -142,6 +143,12 @@ def run_nnunet(ds: MSDDataset, mapping: ClassMapping, support: list[str], test: 
     _run([sys.executable, "-m", "medpeft.peers.nnunet_worker", str(root / "job.json")],
          nnunet_env(root), log, budget.timeout_s, what="training / prediction")
     summary = json.loads((root / "summary.json").read_text())
-    summary["seconds"] = time.perf_counter() - t0  # planning and preprocessing included
+    # conversion, planning and preprocessing + training + prediction, whichever process ran each
+    # (a cell interrupted and continued reports nnU-Net's logged epoch times for its training;
+    # planning done by a run before planning.json existed is not known and counts 0)
+    summary["planning_seconds"] = json.loads(planning.read_text())["seconds"] \
+        if planning.is_file() else None
+    summary["seconds"] = (summary["planning_seconds"] or 0.0) + summary["train_seconds"] + \
+        summary["predict_seconds"]
     summary["predictions"] = {n: str(root / "predictions" / f"{n}.nii.gz") for n in test}
     return summary
