@@ -80,7 +80,7 @@ def _foundation_dir(cache: Path, recipe: dict) -> Path:
 
 
 def _provide_foundation(fdir: Path, recipe: dict, sources: list[Path], cfg: DemoConfig,
-                        *, progress, console: Console) -> None:
+                        *, progress: Reporter | None, console: Console) -> None:
     """Reuse the cache, else the shipped checkpoint if made by the same recipe, else pre-train."""
     if (fdir / "foundation.json").exists():
         return

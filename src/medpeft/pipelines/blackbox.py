@@ -32,7 +32,7 @@ RATES = {"adapter": 3e-3, "head": 1e-2}
 
 
 def _transductive_loss(head: BlackBoxHead, service: FeatureService, info, ds, *, mapping, split,
-                       unlabelled: list[Path], gamma: float, weight: float, progress):
+                       unlabelled: list[Path], gamma: float, weight: float, progress: Reporter | None):
     """Segmentation loss plus the size penalty on one unlabelled volume per step (in turn)."""
     prior = size_prior([ds.case(n).label for n in split["support"]], mapping.value_to_local)
     voxel_ml = float(torch.tensor(info.preprocessing.spacing).prod()) / 1000.0

@@ -70,7 +70,7 @@ def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfi
 
 
 def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
-            *, audit_crops: int | None, audit_volume: str | None, progress) -> dict:
+            *, audit_crops: int | None, audit_volume: str | None, progress: Reporter | None) -> dict:
     t_start = time.perf_counter()
     foundation = load_foundation(foundation_dir)
     ds, mapping = load_support(foundation, split)
