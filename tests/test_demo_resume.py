@@ -1,0 +1,53 @@
+"""`medpeft demo` cut off part-way loses no finished work: a re-run reads finished cells back, does
+not retrain an adapter whose scoring was cut off, and reuses the pre-trained foundation."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+import pytest
+from rich.console import Console
+
+import medpeft.pipelines as pipelines
+from medpeft.experiments import demo
+
+
+def _tiny(**overrides) -> demo.DemoConfig:
+    return demo.DemoConfig(size="tiny", pretrain_steps=4, adapt_steps=3, shots=(1,),
+                           methods=("head",), only_at={"scratch": ()}, n_test=1,
+                           federated_rounds=0, **overrides)
+
+
+def test_demo_resumes_without_redoing_finished_work(collection, foundation_dir, tmp_path, monkeypatch):
+    out, cache, quiet = tmp_path / "demo", tmp_path / "cache", Console(file=open(os.devnull, "w"))
+    cache.mkdir()
+    (cache / "phantom-tiny-s0").symlink_to(collection)  # the session's tiny phantom, complete
+    monkeypatch.setattr(demo, "pretrain", lambda sources, fdir, *a, **k: shutil.copytree(
+        foundation_dir, fdir))  # the session's quickly pre-trained foundation stands in
+    real_score, scored = demo.score_model, []
+
+    def killed_while_scoring_the_adapter(*args, **kwargs):
+        scored.append(kwargs.get("desc"))
+        if str(kwargs.get("desc", "")).startswith("evaluate head"):
+            raise KeyboardInterrupt("killed")
+        return real_score(*args, **kwargs)
+    monkeypatch.setattr(demo, "score_model", killed_while_scoring_the_adapter)
+    with pytest.raises(KeyboardInterrupt):
+        demo.run_demo(out, cache, _tiny(), console=quiet)
+    assert (out / "k1" / "head" / "adapter_config.json").is_file()
+    assert not (out / "k1" / "head" / "result.json").exists()
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("finished work was done again")
+    monkeypatch.setattr(demo, "score_model", real_score)
+    monkeypatch.setattr(pipelines, "tune", refuse)  # the adapter is complete: no retraining
+    monkeypatch.setattr(demo, "pretrain", refuse)  # the foundation is cached
+    records = demo.run_demo(out, cache, _tiny(), console=quiet)
+    head = next(r for r in records if r["method"] == "head")
+    assert 0.0 <= head["mean_dice"] <= 1.0 and head["seconds"] > 0
+    assert json.loads((out / "k1" / "head" / "result.json").read_text()) == head
+
+    monkeypatch.setattr(demo, "_adapted_record", refuse)  # a finished cell is read back
+    again = demo.run_demo(out, cache, _tiny(), console=quiet)
+    assert next(r for r in again if r["method"] == "head") == head
