@@ -33,7 +33,7 @@ TEST_WORKERS ?= 2
 test: $(TESTED)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=10
 
 bench: $(TESTED)
 	$(BIN)/python benchmarks/backbone_speed.py

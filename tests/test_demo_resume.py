@@ -11,6 +11,7 @@ from rich.console import Console
 
 import medpeft.pipelines as pipelines
 from medpeft.experiments import demo
+from medpeft.models.weights import shipped_foundation
 
 
 def _tiny(**overrides) -> demo.DemoConfig:
@@ -19,12 +20,12 @@ def _tiny(**overrides) -> demo.DemoConfig:
                            federated_rounds=0, **overrides)
 
 
-def test_demo_resumes_without_redoing_finished_work(collection, foundation_dir, tmp_path, monkeypatch):
+def test_demo_resumes_without_redoing_finished_work(collection, tmp_path, monkeypatch):
     out, cache, quiet = tmp_path / "demo", tmp_path / "cache", Console(file=open(os.devnull, "w"))
     cache.mkdir()
     (cache / "phantom-tiny-s0").symlink_to(collection)  # the session's tiny phantom, complete
     monkeypatch.setattr(demo, "pretrain", lambda sources, fdir, *a, **k: shutil.copytree(
-        foundation_dir, fdir))  # the session's quickly pre-trained foundation stands in
+        shipped_foundation(), fdir))  # the shipped foundation stands in for pre-training
     real_score, scored = demo.score_model, []
 
     def killed_while_scoring_the_adapter(*args, **kwargs):
