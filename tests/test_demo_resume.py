@@ -26,10 +26,9 @@ def test_demo_resumes_without_redoing_finished_work(collection, tmp_path, monkey
     (cache / "phantom-tiny-s0").symlink_to(collection)  # the session's tiny phantom, complete
     monkeypatch.setattr(demo, "pretrain", lambda sources, fdir, *a, **k: shutil.copytree(
         shipped_foundation(), fdir))  # the shipped foundation stands in for pre-training
-    real_score, scored = demo.score_model, []
+    real_score = demo.score_model
 
     def killed_while_scoring_the_adapter(*args, **kwargs):
-        scored.append(kwargs.get("desc"))
         if str(kwargs.get("desc", "")).startswith("evaluate head"):
             raise KeyboardInterrupt("killed")
         return real_score(*args, **kwargs)

@@ -126,7 +126,7 @@ def test_the_unet_backbone_tunes_with_default_targets(method, max_fraction):
     x = torch.randn(1, 1, 16, 16, 16)
     label = torch.zeros(1, 16, 16, 16, dtype=torch.long)
     label[:, 4:10, 5:12, 3:9] = 1
-    opt = torch.optim.AdamW([g for g in param_groups(model, state)], lr=3e-3)
+    opt = torch.optim.AdamW(param_groups(model, state), lr=3e-3)
     model.train()
     losses = []
     for _ in range(8):

@@ -2,7 +2,7 @@
 
 A hospital is one labelled folder: ``{dataset: path, k: 5, n_test: 2}``, optionally
 ``part: [i, n]`` to give it the i-th of n disjoint shares of the folder's cases (to make several
-phantom hospitals out of one folder), and ``name``. The list's key is ``hospitals`` (``hospitals``,
+phantom hospitals out of one folder), and ``name``. The list's key is ``hospitals`` (``sites``,
 its former name, is still read).
 """
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Protocol
 
 from flwr.app import ConfigRecord, RecordDict
 
@@ -24,6 +25,24 @@ from medpeft.methods.adapter_io import save_adapter
 
 KEPT = "kept"  # a hospital's tensors that never travel, between rounds (node state)
 MEMORY = "sea-memory"  # a sea-peft hospital's smoother and last active set, between rounds
+
+
+class Flow(Protocol):
+    """What the server, the hospital app and the report ask of a plan."""
+
+    def strategy(self, cfg: FedConfig, ledger: Ledger, **nodes) -> tuple[AdapterFedAvg, dict]: ...
+
+    def train(self, hospital: Hospital, tensors: dict, state: RecordDict, server_round: int
+              ) -> tuple[dict, dict]: ...
+
+    def evaluate(self, hospital: Hospital, tensors: dict, state: RecordDict) -> float: ...
+
+    def save_global(self, folder: Path, cfg: FedConfig, strategy: AdapterFedAvg, final: dict,
+                    extra: dict) -> dict: ...
+
+    def local_only(self, cfg: FedConfig, manifests: list[Path]) -> dict[str, float]: ...
+
+    def pooled_bound(self, cfg: FedConfig, manifests: list[Path]) -> dict[str, float]: ...
 
 
 class FixedFlow:
@@ -75,7 +94,7 @@ class FixedFlow:
         return {hospital.name: hospital.evaluate(shared, kept, save_personal=False) for hospital in hospitals}
 
 
-class SearchFlow(FixedFlow):
+class SearchFlow:
     """SEA-PEFT: the message's tensors are the active set, re-chosen by the server each round."""
 
     def strategy(self, cfg: FedConfig, ledger: Ledger, **nodes) -> tuple[SeaFedAvg, dict]:
@@ -110,7 +129,7 @@ class SearchFlow(FixedFlow):
         return {}
 
 
-def flow_for(cfg: FedConfig) -> FixedFlow:
+def flow_for(cfg: FedConfig) -> Flow:
     return SearchFlow() if isinstance(plan_named(cfg.plan), SearchedPlan) else FixedFlow()
 
 

@@ -54,9 +54,12 @@ class FederatedSearch:
                                    budget=sea.budget_params(n_model),
                                    fixed_cost=sum(p.numel() for p in found.model.out.parameters()),
                                    votes=sea.votes, guard=sea.guard, on_switch=self._reset_if_off)
-        self.candidates = list(self.allocator.candidates.values())
         self.last: dict[str, float] = {}  # latest pooled score of each candidate
         self.rounds: list[dict] = []
+
+    @property
+    def candidates(self) -> list[Candidate]:
+        return list(self.allocator.candidates.values())
 
     def wire(self) -> dict[str, torch.Tensor]:
         """The head and the active candidates' tensors (what the next message carries)."""
