@@ -2,84 +2,99 @@
 should, and a wrong shape or an unexplained key is reported by name (never a silent strict=False)."""
 from __future__ import annotations
 
+import json
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from monai.networks.nets import SwinUNETR
 from typer.testing import CliRunner
 
 from medpeft.cli import app
 from medpeft.models.backbones import part_of
 from medpeft.models.checkpoint_file import UnsafeCheckpointError, read_checkpoint
-from medpeft.models.published import CheckpointError, load_published
+from medpeft.models.published import FSEFT_CLASSES, CheckpointError, load_published, unwrap
+
+FIXTURES = Path(__file__).parent / "fixtures" / "published"
+
+
+def published_keys(kind: str) -> dict:
+    """The committed key list of a published checkpoint (tests/fixtures/published, see derive.py)."""
+    return json.loads((FIXTURES / f"{kind}.json").read_text())
+
+
+def checkpoint_like(kind: str, *, seed: int = 0) -> dict:
+    """An object laid out as the published file: its container entries around a state dict with
+    the published names and shapes, filled with random values."""
+    fixture = published_keys(kind)
+    gen = torch.Generator().manual_seed(seed)
+    state = {k: torch.randn(s, generator=gen) * 0.02 if s else torch.tensor(7)
+             for k, s in fixture["keys"].items()}
+    if fixture["entry"] is None:
+        return state
+    extra = {"epoch": np.int64(5000), "best_acc": np.float64(0.83)}
+    return {**{k: extra[k] for k in fixture["container"]}, fixture["entry"]: state}
 
 
 @pytest.fixture(scope="module")
 def monai_keys() -> dict[str, torch.Tensor]:
-    """MONAI SwinUNETR as the published models are configured (feature 48, 7x7x7 windows)."""
-    torch.manual_seed(0)
-    return SwinUNETR(in_channels=1, out_channels=14, feature_size=48).state_dict()
+    """The BTCV release's state dict (MONAI's Swin UNETR keys, 14-class head)."""
+    return checkpoint_like("btcv")["state_dict"]
 
 
-def _body(keys: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v for k, v in keys.items() if not k.startswith("out.")}
+# what each published file carries beyond the backbone medpeft builds, by the repository's code
+EXTRAS = {"btcv": 0, "fseft": 0, "monai-ssl": 0, "universal": 13, "suprem": 13,
+          "universal-unet": 13, "suprem-unet": 13}
 
 
-def _parts_loaded(report, parts: tuple[str, ...], keys) -> bool:
-    return set(report.loaded) >= {k for k in keys if part_of(k) in parts} and not report.missing
+@pytest.mark.parametrize("kind", sorted(EXTRAS))
+def test_each_published_key_list_loads_with_nothing_missing(kind):
+    fixture = published_keys(kind)
+    source = checkpoint_like(kind)
+    model, report = load_published(source, kind, out_channels=3)
+    assert not report.missing and not report.unexpected and not report.mismatched
+    assert len(report.ignored) == EXTRAS[kind]
+    assert len(report.loaded) == len(fixture["keys"]) - EXTRAS[kind]
+    state, loaded = unwrap(source), model.state_dict()
+    some = [k for k in state if "conv" in k and state[k].dim() == 5][:3]
+    for key in some:  # values land where their names say (prefixes stripped, heads re-laid)
+        mine = next(k for k in report.loaded if key.endswith(k.removeprefix("out.conv.conv.")
+                                                             .removeprefix("swinViT.")))
+        assert torch.equal(loaded[mine][-state[key].shape[0]:], state[key])
 
 
-def test_btcv_swin_unetr_loads_whole(monai_keys):
-    model, report = load_published({"epoch": 5000, "best_acc": 0.8, "state_dict": monai_keys}, "btcv")
-    assert _parts_loaded(report, ("encoder", "decoder", "head"), monai_keys) and not report.new
-    assert torch.equal(model.state_dict()["out.conv.conv.weight"], monai_keys["out.conv.conv.weight"])
-
-
-def test_fseft_foundation_with_ddp_prefix_and_sigmoid_head(monai_keys):
-    state = {f"module.{k}": v for k, v in _body(monai_keys).items()}
-    state["module.classifier.weight"] = torch.randn(29, 48, 1, 1, 1)
-    state["module.classifier.bias"] = torch.randn(29)
-    model, report = load_published(state, "fseft")
-    assert _parts_loaded(report, ("encoder", "decoder", "head"), monai_keys)
-    assert report.preprocessing.spacing == (1.5, 1.5, 1.5) and report.preprocessing.patch == (96,) * 3
-    head = model.state_dict()["out.conv.conv.weight"]
-    assert head.shape[0] == 30 and not head[0].any()  # background row, then the 29 classes
-    assert torch.equal(head[1:], state["module.classifier.weight"])
-    x = torch.randn(1, 48, 2, 2, 2)  # softmax over [0, z_c] equals sigmoid(z_c) for one organ
-    z = torch.nn.functional.conv3d(x, state["module.classifier.weight"], state["module.classifier.bias"])
-    both = torch.stack([torch.zeros_like(z[:, 5]), z[:, 5]], 1)
-    assert torch.allclose(torch.softmax(both, 1)[:, 1], torch.sigmoid(z[:, 5]), atol=1e-6)
-
-
-def test_monai_self_supervised_swinvit_loads_the_encoder(monai_keys):
-    state = {}
-    for k, v in monai_keys.items():
-        if k.startswith("swinViT."):
-            k = k.replace(".mlp.linear1.", ".mlp.fc1.").replace(".mlp.linear2.", ".mlp.fc2.")
-            state["module." + k[len("swinViT."):]] = v
-    state["module.rotation_head.weight"] = torch.zeros(4, 768)  # self-supervised heads
-    state["module.contrastive_head.weight"] = torch.zeros(512, 768)
-    model, report = load_published({"state_dict": state}, "monai-ssl", out_channels=3)
-    swin = [k for k in monai_keys if k.startswith("swinViT.")]
-    assert set(report.loaded) == set(swin) and not report.missing
-    assert sorted(report.ignored) == ["module.contrastive_head.weight", "module.rotation_head.weight"]
+def test_published_swin_parts_match_the_names_medpeft_reports():
+    """Every Swin UNETR file covers encoder, decoder and head as its repository says."""
+    _, report = load_published(checkpoint_like("btcv"), "btcv")
+    assert {part_of(k) for k in report.loaded} == {"encoder", "decoder", "head"} and not report.new
+    _, report = load_published(checkpoint_like("monai-ssl"), "monai-ssl", out_channels=3)
+    assert {part_of(k) for k in report.loaded} == {"encoder"}
+    assert all(k.startswith("swinViT.") for k in report.loaded)
     assert any(k.startswith("decoder1.") for k in report.new)
-    assert model.state_dict()["out.conv.conv.weight"].shape[0] == 3
-
-
-@pytest.mark.parametrize("name", ["universal", "suprem"])
-def test_universal_model_and_suprem_load_encoder_and_decoder(monai_keys, name):
-    state = {f"module.backbone.{k}": v for k, v in _body(monai_keys).items()}
-    state.update({"module.precls_conv.0.weight": torch.zeros(48),
-                  "module.GAP.3.weight": torch.zeros(256, 768, 1, 1, 1),
-                  "module.controller.weight": torch.zeros(153, 512, 1, 1, 1),
-                  "module.organ_embedding.weight": torch.zeros(32, 256)})
-    _, report = load_published({"net": state, "epoch": 1}, name, out_channels=5)
-    assert _parts_loaded(report, ("encoder", "decoder"), monai_keys)
+    _, report = load_published(checkpoint_like("universal"), "universal", out_channels=5)
     assert report.new == ["out.conv.conv.weight", "out.conv.conv.bias"]
-    assert len(report.ignored) == 4
+    assert "module.organ_embedding" in report.ignored and "module.text_to_vision.weight" in report.ignored
+
+
+def test_fseft_per_organ_output_is_the_sigmoid_of_its_own_head():
+    """FSEFT's 29 sigmoid outputs become a softmax head with a zero background row: for every
+    organ, softmax over [background, organ] of medpeft's output equals the sigmoid of the original
+    classifier on the same decoder features."""
+    state = checkpoint_like("fseft", seed=3)
+    w, b = state["module.classifier.weight"] * 50, state["module.classifier.bias"] * 50
+    state["module.classifier.weight"], state["module.classifier.bias"] = w, b  # spread the logits
+    model, _ = load_published(state, "fseft")
+    features = {}
+    model.out.register_forward_pre_hook(lambda _m, args: features.update(x=args[0]))
+    with torch.no_grad():
+        logits = model.eval()(torch.randn(1, 1, 64, 64, 64, generator=torch.Generator().manual_seed(1)))
+        original = torch.sigmoid(torch.nn.functional.conv3d(features["x"], w, b))
+    assert logits.shape[1] == 30
+    for organ in range(29):
+        pair = torch.softmax(logits[:, [0, organ + 1]], dim=1)[:, 1]
+        assert torch.allclose(pair, original[:, organ], atol=1e-5), FSEFT_CLASSES[organ]
+    assert original.std() > 0.1  # the check is not between constants
 
 
 def test_wrong_shape_and_unexplained_keys_are_named(monai_keys):
@@ -96,9 +111,6 @@ def test_wrong_shape_and_unexplained_keys_are_named(monai_keys):
 
 
 def test_inspect_checkpoint_command(monai_keys, tmp_path):
-    from typer.testing import CliRunner
-
-    from medpeft.cli import app
     path = tmp_path / "swin_unetr.base_5000ep_f48_lr2e-4_pretrained.pt"
     torch.save({"state_dict": monai_keys}, path)
     result = CliRunner().invoke(app, ["inspect", "checkpoint", str(path), "--kind", "btcv"])
@@ -110,15 +122,10 @@ def test_inspect_checkpoint_command(monai_keys, tmp_path):
     assert result.exit_code == 2 and "shape of out.conv.conv.bias" in result.output
 
 
-def test_import_weights_writes_a_foundation_folder(monai_keys, tmp_path):
-    from typer.testing import CliRunner
-
-    from medpeft.cli import app
+def test_import_weights_writes_a_foundation_folder(tmp_path):
     from medpeft.infer.predict import save_prediction
     from medpeft.models.weights import load_foundation
-    state = {f"module.{k}": v for k, v in _body(monai_keys).items()}
-    state["module.classifier.weight"] = torch.randn(29, 48, 1, 1, 1)
-    state["module.classifier.bias"] = torch.randn(29)
+    state = checkpoint_like("fseft")
     torch.save({"net": state}, tmp_path / "fseft.pth")
     result = CliRunner().invoke(app, ["import-weights", str(tmp_path / "fseft.pth"), "--kind",
                                       "fseft", "--out", str(tmp_path / "fseft")])
@@ -140,44 +147,18 @@ def test_import_weights_writes_a_foundation_folder(monai_keys, tmp_path):
     assert no_head.exit_code == 2 and "--classes" in no_head.output
 
 
-def _genesis_unet_keys() -> dict[str, torch.Tensor]:
-    """The Models Genesis U-Net's state dict as its code names it (conv + batch norm pairs)."""
-    state = {}
-
-    def luconv(prefix, c_in, c_out):
-        state[f"{prefix}.conv1.weight"] = torch.randn(c_out, c_in, 3, 3, 3) * 0.01
-        state[f"{prefix}.conv1.bias"] = torch.zeros(c_out)
-        for name, value in (("weight", torch.ones(c_out)), ("bias", torch.zeros(c_out)),
-                            ("running_mean", torch.zeros(c_out)), ("running_var", torch.ones(c_out)),
-                            ("num_batches_tracked", torch.tensor(7))):
-            state[f"{prefix}.bn1.{name}"] = value
-    for name, c_in, width in (("down_tr64", 1, 64), ("down_tr128", 64, 128),
-                              ("down_tr256", 128, 256), ("down_tr512", 256, 512)):
-        luconv(f"module.backbone.{name}.ops.0", c_in, width // 2)
-        luconv(f"module.backbone.{name}.ops.1", width // 2, width)
-    for name, c_in, width in (("up_tr256", 512, 256), ("up_tr128", 256, 128), ("up_tr64", 128, 64)):
-        state[f"module.backbone.{name}.up_conv.weight"] = torch.randn(c_in, c_in, 2, 2, 2) * 0.01
-        state[f"module.backbone.{name}.up_conv.bias"] = torch.zeros(c_in)
-        luconv(f"module.backbone.{name}.ops.0", c_in + c_in // 2, width)
-        luconv(f"module.backbone.{name}.ops.1", width, width)
-    return state
-
-
 @pytest.mark.parametrize("name", ["universal-unet", "suprem-unet"])
-def test_universal_and_suprem_unet_load_encoder_and_decoder(name):
-    state = _genesis_unet_keys()
-    state["module.precls_conv.2.weight"] = torch.zeros(8, 64, 1, 1, 1)
-    state["module.organ_embedding"] = torch.zeros(32, 512)
-    model, report = load_published({"net": state}, name, out_channels=3)
-    assert len(report.loaded) == len(state) - 2 and not report.missing
-    assert report.new == ["out.conv.conv.weight", "out.conv.conv.bias"]
+def test_universal_and_suprem_unet_run_and_name_a_wrong_shape(name):
+    source = checkpoint_like(name)
+    model, _ = load_published(source, name, out_channels=3)
+    state = source["net"]
     assert torch.equal(model.state_dict()["up_tr64.ops.1.conv1.weight"],
                        state["module.backbone.up_tr64.ops.1.conv1.weight"])
     with torch.no_grad():
         assert model.eval()(torch.randn(1, 1, 16, 16, 16)).shape == (1, 3, 16, 16, 16)
     state["module.backbone.down_tr128.ops.1.conv1.weight"] = torch.zeros(64, 64, 3, 3, 3)
     with pytest.raises(CheckpointError, match="shape of down_tr128.ops.1.conv1.weight"):
-        load_published({"net": state}, name)
+        load_published(source, name)
 
 
 class _Planted:
