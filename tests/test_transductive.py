@@ -57,7 +57,9 @@ def test_keep_largest_components_per_organ():
 
 @pytest.mark.xfail(strict=True, reason="on the v3 foundation (6,400 steps) the size prior no longer "
                    "helps here: plain 0.462 Dice / 104 mL, transductive 0.362 / 121 mL against an "
-                   "80 mL prior; measured 2026-11-30, to re-examine (README 'Tasks')")
+                   "80 mL prior (2026-11-30). Its premise fails on this phantom: the new site's "
+                   "spleens, as the field of view shows them, measure 2-157 mL (median 74) and only "
+                   "3 of 16 lie within the +-20% band of the median (2026-12-01)")
 def test_size_prior_trims_an_over_segmenting_probe_and_improves_dice(collection, tmp_path):
     """Binary spleen task, K=5, linear probe: the plain probe over-segments the unlabelled scans;
     adapting with the size prior on them brings their volumes towards the band and raises Dice
@@ -95,4 +97,4 @@ def test_size_prior_trims_an_over_segmenting_probe_and_improves_dice(collection,
     (plain_dice, plain_ml), (trans_dice, trans_ml) = result["plain"], result["transductive"]
     assert plain_ml > 1.2 * prior  # the plain probe over-segments
     assert 0.8 * prior <= trans_ml <= 1.2 * prior  # gamma = 0.2: inside the band
-    assert trans_dice > plain_dice + 0.005
+    assert trans_dice > plain_dice + 0.02  # a gain outside the run-to-run noise, not 0.005
