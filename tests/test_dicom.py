@@ -89,3 +89,63 @@ def test_a_folder_without_ct_is_refused_by_name(tmp_path):
     _write_sr(tmp_path / "sr-only")
     result = _predict(tmp_path / "sr-only", tmp_path / "out")
     assert result.exit_code != 0 and "no CT series (found: SR)" in result.output
+
+
+def test_a_dicom_folder_with_seg_ground_truth_splits_and_evaluates_like_its_nifti_twin(
+        collection, tmp_path, monkeypatch):
+    """A hospital's labelled scans as DICOM: CT series (shuffled names) and the SEG objects drawn
+    on them. `split` and `evaluate` take the folder; the labels read back equal the NIfTI twin's
+    voxel for voxel and every per-organ Dice equals the twin's. A broken series and one without
+    ground truth are named and left out."""
+    from medpeft.data.msd import load_msd
+    from medpeft.evaluate.metrics import score_model
+    from medpeft.infer.dicom_seg import write_dicom_seg
+    from medpeft.models.weights import load_foundation
+    monkeypatch.setenv("MEDPEFT_CACHE", str(tmp_path / "cache"))
+    twin = load_msd(collection / "Task10_NewSite")
+    organs = tuple(twin.labels[v] for v in range(1, max(twin.labels) + 1))  # values 1..n
+    hospital, uid_of = tmp_path / "hospital", {}
+    for i, case in enumerate(twin.cases[:2]):
+        uid = write_ct_series(case.image, hospital / f"ct{i}", seed=i)
+        ct = next(s for s in find_series(hospital / f"ct{i}") if s.uid == uid)
+        label = np.asarray(nib.load(str(case.label)).dataobj).astype(np.uint8)
+        write_dicom_seg(hospital / f"seg{i}" / "seg.dcm", label, ct.files, organs)
+        uid_of[case.name] = uid
+    unlabelled = write_ct_series(twin.cases[2].image, hospital / "unlabelled", seed=7)
+    broken = write_ct_series(twin.cases[3].image, hospital / "broken", drop=3, seed=8)
+
+    result = runner.invoke(app, ["split", str(hospital), "--k", "1", "--n-test", "1", "--out",
+                                 str(tmp_path / "k2.json")], env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    assert f"series {unlabelled}: no DICOM SEG" in result.output and broken in result.output
+    manifest = json.loads((tmp_path / "k2.json").read_text())
+    from medpeft.cli_common import console
+    monkeypatch.setattr(console, "width", 240)
+    listed = runner.invoke(app, ["inspect", "data", str(hospital)])  # SEGs are labels, not problems
+    assert listed.exit_code == 1 and "labels (SEG)" in listed.output
+    assert "1 problem(s)" in listed.output and "missing slice" in listed.output
+    assert set(manifest["support"] + manifest["test"]) == set(uid_of.values())
+
+    foundation = shipped_foundation()
+    result = runner.invoke(app, ["evaluate", "--foundation", str(foundation), "--manifest",
+                                 str(tmp_path / "k2.json"), "--out", str(tmp_path / "eval")],
+                           env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    ours = {(r["case"], r["organ"]): r["dice"]
+            for r in json.loads((tmp_path / "eval" / "dice.json").read_text())}
+    names = {uid: name for name, uid in uid_of.items()}
+    test = [names[uid] for uid in manifest["test"]]
+    _, _, rows = score_model(load_foundation(foundation).model, twin, test,
+                             load_foundation(foundation), pred_dir=None)
+    assert len(rows) == len(ours) > 0
+    for r in rows:
+        assert ours[(uid_of[r["case"]], r["organ"])] == pytest.approx(r["dice"], abs=1e-6, nan_ok=True)
+    from medpeft.data.layouts import read_dataset
+    read = read_dataset(hospital)
+    for name, uid in uid_of.items():  # the SEG read back, voxel for voxel, by organ name
+        mine = np.asarray(nib.load(str(read.case(uid).label)).dataobj)
+        theirs = np.asarray(nib.load(str(twin.case(name).label)).dataobj)
+        assert mine.shape == theirs.shape
+        for value, organ in twin.labels.items():
+            back = next(v for v, o in read.labels.items() if o == organ) if value else 0
+            assert np.array_equal(mine == back, theirs == value), organ

@@ -56,7 +56,8 @@ def phantom(out: Path = typer.Argument(..., help="folder to write the collection
 
 
 @app.command()
-def split(dataset: Path = typer.Argument(..., help="target MSD folder"),
+def split(dataset: Path = typer.Argument(..., help="target dataset: any supported layout, or a "
+                                          "folder of DICOM CT series with DICOM SEG labels"),
           k: int = typer.Option(5, help="number of labelled support volumes"),
           seed: int = typer.Option(0), n_test: int = typer.Option(6, help="held-out test volumes"),
           out: Path = typer.Option(..., help="manifest JSON to write")) -> None:
@@ -65,11 +66,19 @@ def split(dataset: Path = typer.Argument(..., help="target MSD folder"),
     from medpeft.data.layouts import read_dataset
     from medpeft.data.msd import DataError
     try:
-        manifest = make_split(read_dataset(dataset), k, seed, n_test)
-    except (ValueError, DataError) as err:
+        ds = read_dataset(dataset)
+        manifest = make_split(ds, k, seed, n_test)
+    except (ValueError, DataError, ImportError) as err:
         _fail(err)
+    show_skipped(ds)
     write_manifest(out, manifest)
     console.print(f"support: {', '.join(manifest['support'])}\ntest: {', '.join(manifest['test'])}")
+
+
+def show_skipped(ds) -> None:
+    """What a dataset reader left out (a DICOM folder's broken or unlabelled series), by name."""
+    for line in ds.meta.get("skipped", []):
+        console.print(f"[yellow]skipped[/]: {line}", soft_wrap=True)
 
 
 def parse_rates(text: Optional[str]) -> float | dict[str, float] | None:
@@ -210,11 +219,12 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
         model, classes = open_adapter(adapter, f, blackbox) if adapter else (f.model, f.classes)
         split_ = read_manifest(manifest)
         ds = read_dataset(split_["dataset"], label_files=True)
+        show_skipped(ds)
         with progress_bar() as progress:
             dice, organs, rows = score_model(model, ds, split_["test"], f,
                                              pred_dir=out / "predictions", progress=progress,
                                              classes=classes)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, ImportError) as err:
         _fail(err)
     write_json(out / "dice.json", rows)
     record = {"setting": ds.name, "method": str(adapter or "zero-shot"), "k": len(split_["support"]),

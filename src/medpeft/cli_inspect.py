@@ -182,11 +182,12 @@ def _inspect_dicom(folder: Path) -> None:
     table = Table(title=f"DICOM series in {folder}")
     for col in ("SeriesInstanceUID", "modality", "slices", "description", "status"):
         table.add_column(col, overflow="fold")
+    labels = [s for s in series if s.modality == "SEG"]  # ground truth of a labelled folder
     for s in series:
-        table.add_row(s.uid, s.modality, str(len(s.files)), s.description,
-                      "ok" if s.usable else "[red]problem[/]")
+        status = "labels (SEG)" if s in labels else "ok" if s.usable else "[red]problem[/]"
+        table.add_row(s.uid, s.modality, str(len(s.files)), s.description, status)
     console.print(table)
-    problems = [p for s in series for p in s.problems]
+    problems = [p for s in series if s not in labels for p in s.problems]
     if problems:
         console.print(f"[bold red]{len(problems)} problem(s):[/]")
         for problem in problems:

@@ -106,6 +106,7 @@ def find_series(folder: str | Path) -> list[DicomSeries]:
                   (CT_IMAGE_STORAGE, ENHANCED_CT_IMAGE_STORAGE) or hasattr(h, "Rows")]
         if modality != "CT":
             item.problems.append(f"series {uid}: modality {modality}, not CT")
+            item.files = [h.filename_ for h in headers]  # e.g. the SEG objects of a labelled folder
         elif not images:
             item.problems.append(f"series {uid}: no image slices")
         else:

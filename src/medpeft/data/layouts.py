@@ -12,6 +12,8 @@ anything; :func:`read_dataset` detects the layout. Layouts:
 - ``totalsegmentator``: ``sXXXX/ct.nii.gz`` + ``sXXXX/segmentations/<structure>.nii.gz`` (one
   binary mask per structure, v1 or v2 names), or the combined variant with one multilabel
   ``sXXXX/segmentations.nii.gz`` in the v2 class order; ``meta.csv`` gives split and institute.
+- ``dicom``: CT series and the DICOM SEG objects drawn on them, under any file names
+  (:mod:`medpeft.data.dicom_dataset`; converted once to NIfTI in a cache).
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import nibabel as nib
 import numpy as np
 
 from medpeft.data import label_maps
+from medpeft.data.dicom_dataset import looks_like_dicom, read_dicom_dataset
 from medpeft.data.msd import Case, DataError, MSDDataset, load_msd
 from medpeft.io import save_nifti, write_json
 from medpeft.progress import Reporter
@@ -124,12 +127,14 @@ def _detect(root: Path) -> str | None:
         return "kits19"
     if any((p / "ct.nii.gz").exists() for p in root.iterdir() if p.is_dir()):
         return "totalsegmentator"
+    if looks_like_dicom(root):
+        return "dicom"
     return None
 
 
 READERS: dict[str, Callable[[Path], MSDDataset]] = {
     "msd": _msd, "amos": _msd, "flare22": _flare22, "btcv": _btcv, "kits19": _kits19,
-    "totalsegmentator": _totalseg}
+    "totalsegmentator": _totalseg, "dicom": read_dicom_dataset}
 
 
 def read_dataset(root: str | Path, layout: str | None = None, label_files: bool = False
