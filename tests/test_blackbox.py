@@ -1,6 +1,8 @@
 """Black-box adapters: trained on features of a model that is only called, never read."""
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -104,6 +106,9 @@ def test_cli_adapts_and_evaluates_against_a_torchscript_features_model(collectio
                                  str(tmp_path / "eval")], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert "gallbladder" in result.output  # the novel organ has its own channel and score
+    row = (tmp_path / "eval" / "results.csv").read_text().splitlines()[1]  # what the adapter trained
+    trained = json.loads((tmp_path / "bb" / "blackbox_config.json").read_text())["trainable_parameters"]
+    assert trained > 0 and f",{trained}," in row
     assert 'id="slider-0"' in (tmp_path / "eval" / "report.html").read_text()
 
 

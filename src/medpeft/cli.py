@@ -75,6 +75,18 @@ def split(dataset: Path = typer.Argument(..., help="target dataset: any supporte
     console.print(f"support: {', '.join(manifest['support'])}\ntest: {', '.join(manifest['test'])}")
 
 
+def _adapter_size(adapter: Path | None, foundation) -> dict:
+    """What the evaluated adapter trained (none for zero-shot): its parameters and seconds."""
+    from medpeft.methods.adapter_io import adapter_config
+    from medpeft.models.backbones import count_parameters
+    if adapter is None:
+        return {"trainable": 0, "trainable_pct": 0.0, "seconds": 0.0}
+    config = adapter_config(adapter)
+    trainable = int(config.get("trainable_parameters", 0))
+    return {"trainable": trainable, "trainable_pct": 100 * trainable / count_parameters(foundation.model),
+            "seconds": float(config.get("train", {}).get("seconds", 0.0))}
+
+
 def show_skipped(ds) -> None:
     """What a dataset reader left out (a DICOM folder's broken or unlabelled series), by name."""
     for line in ds.meta.get("skipped", []):
@@ -228,7 +240,7 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
         _fail(err)
     write_json(out / "dice.json", rows)
     record = {"setting": ds.name, "method": str(adapter or "zero-shot"), "k": len(split_["support"]),
-              "mean_dice": dice, "organs": organs, "trainable": 0, "trainable_pct": 0.0, "seconds": 0.0}
+              "mean_dice": dice, "organs": organs, **_adapter_size(adapter, f)}
     write_csv(out / "results.csv", [record])
     from medpeft.evaluate.html_report import scroller, write_html_report
     case = ds.case(split_["test"][0])
