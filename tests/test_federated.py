@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -181,8 +182,9 @@ def test_arrays_round_trip_keeps_values():
 
 def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tmp_path,
                                                                  monkeypatch):
-    """`medpeft federate CONFIG --deployment`: local SuperLink and SuperNodes, a table that reads
-    at 80 columns on the console, Flower's lines in log.txt, no process left behind."""
+    """`medpeft federate CONFIG --deployment`: local SuperLink and SuperNodes over TLS with
+    SuperNode authentication (a SuperNode with an unregistered key is refused and the run goes
+    on), a table that reads at 80 columns, Flower's lines in log.txt, no process left behind."""
     import yaml
     from typer.testing import CliRunner
 
@@ -195,8 +197,18 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
               "pooled": False, "local": ["out.*"]}
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setattr(console, "width", 80)
+    from medpeft.federated import deployment
+    # a drill: one more SuperNode, with a key nobody registered, knocks on the SuperLink
+    monkeypatch.setattr(deployment, "deploy", partial(deployment.deploy, uninvited=1))
     result = CliRunner().invoke(app, ["federate", str(tmp_path / "fed.yaml"), "--deployment"])
     assert result.exit_code == 0, result.output
+    logs = tmp_path / "dep" / "logs"
+    assert "No SuperNode found with the given public key" in (logs / "superlink.log").read_text()
+    assert "SuperNode ID" not in (logs / "uninvited-0.log").read_text()  # refused, never admitted
+    assert all("SuperNode ID" in (logs / f"supernode-{i}.log").read_text() for i in range(2))
+    credentials = tmp_path / "dep" / "credentials"
+    assert (credentials / "supernodes" / "site0").stat().st_mode & 0o077 == 0  # private keys
+    assert "root-certificates" in (tmp_path / "dep" / "flwr-home" / "config.toml").read_text()
     table = [line for line in result.output.splitlines() if "│" in line or "┃" in line]
     assert table and all(len(line) <= 80 for line in table)
     assert any("site0" in line for line in table) and any("site1" in line for line in table)

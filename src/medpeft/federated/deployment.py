@@ -1,7 +1,9 @@
 """A federation on real Flower processes on this machine: one SuperLink, one SuperNode per hospital.
 
 Everything runs on 127.0.0.1 with free ports, offline, with ``FLWR_HOME`` inside the run folder
-(no managed ``:local:`` SuperLink, no dependency installation). Each process starts in its own
+(no managed ``:local:`` SuperLink, no dependency installation). Every connection is TLS under the
+run's own CA, and the SuperLink admits only SuperNodes whose keys were registered for the listed
+hospitals (:mod:`medpeft.federated.credentials`). Each process starts in its own
 process group and the whole group is stopped at the end, so the ``flower-superexec`` children
 that run the ServerApp and ClientApps go too, also when the run fails or is interrupted.
 Logs: ``out/logs/*.log``.
@@ -16,7 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from medpeft.federated.config import FedConfig
+from medpeft.federated.config import FedConfig, hospital_name
+from medpeft.federated.credentials import RunCredentials, make_credentials, node_key_pair
 from medpeft.io import write_text
 
 APP_NAME = "medpeft-federation"
@@ -63,13 +66,14 @@ medpeft-config = "{config_path.resolve()}"
     return folder
 
 
-def write_connection(flwr_home: Path, control_port: int) -> None:
+def write_connection(flwr_home: Path, control_port: int, ca: Path) -> None:
+    """The ``flwr`` CLI's connection: TLS, trusting the run's own CA only."""
     write_text(flwr_home / "config.toml", f"""[superlink]
 default = "{CONNECTION}"
 
 [superlink.{CONNECTION}]
 address = "127.0.0.1:{control_port}"
-insecure = true
+root-certificates = "{ca.resolve()}"
 """)
 
 
@@ -165,28 +169,56 @@ def stop_marked(flwr_home: str, grace: float = 10.0) -> None:
             return
 
 
-def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0) -> None:
-    """Start a SuperLink and a SuperNode per hospital, submit the run with ``flwr run``, wait for
-    the server's result, stop everything."""
+def register(env: dict[str, str], public_key: Path, hospital: str) -> None:
+    """List a hospital's SuperNode key with the SuperLink (``flwr supernode register``)."""
+    done = subprocess.run([_tool("flwr"), "supernode", "register", str(public_key), CONNECTION],
+                          env=env, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise RuntimeError(f"the SuperLink refused to register {hospital}'s key {public_key}: "
+                           f"{(done.stdout + done.stderr).strip().splitlines()[-1:]}")
+
+
+def _supernode(link_port: int, port: int, credentials: RunCredentials, key: Path,
+               node_config: str) -> list[str]:
+    return [_tool("flower-supernode"), "--superlink", f"127.0.0.1:{link_port}",
+            "--root-certificates", str(credentials.ca), "--auth-supernode-private-key", str(key),
+            "--port", str(port), "--node-config", node_config]
+
+
+def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0, *,
+           uninvited: int = 0) -> None:
+    """Start a SuperLink (TLS, SuperNode authentication) and a SuperNode per hospital, each with
+    its registered key; submit the run with ``flwr run``, wait for the server's result, stop
+    everything. ``uninvited``: also start that many SuperNodes whose keys nobody registered (a
+    drill: the SuperLink must refuse them and the run go on; ``logs/uninvited-*.log``)."""
     from medpeft.federated.run import offline_env
     out = Path(cfg.out)
     env = {**os.environ, **offline_env(out)}
     # the SuperLink and SuperNodes start ``flower-superexec`` by name: this Python's scripts first
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    # Flower 1.41 serves its runtime, control and fleet APIs over HTTP on one port
-    link_port, *node_ports = free_ports(1 + len(cfg.hospitals))
-    write_connection(Path(env["FLWR_HOME"]), link_port)
+    # Flower serves its runtime, control and fleet APIs over HTTPS on one port
+    link_port, *node_ports = free_ports(1 + len(cfg.hospitals) + uninvited)
+    names = [hospital_name(h, i) for i, h in enumerate(cfg.hospitals)]
+    credentials = make_credentials(out / "credentials", names)
+    write_connection(Path(env["FLWR_HOME"]), link_port, credentials.ca)
     app = write_app(out / "flwr-app", config_path)
     with Processes(env, out / "logs") as procs:
         link = procs.start("superlink", [
-            _tool("flower-superlink"), "--insecure", "--disable-runtime-dependency-installation",
-            "--host", "127.0.0.1", "--port", str(link_port)])
+            _tool("flower-superlink"), "--disable-runtime-dependency-installation",
+            "--host", "127.0.0.1", "--port", str(link_port),
+            "--ssl-ca-certfile", str(credentials.ca), "--ssl-certfile", str(credentials.server_cert),
+            "--ssl-keyfile", str(credentials.server_key), "--enable-supernode-auth"])
         wait_for_port(link_port, link, "flower-superlink")
-        for i, port in enumerate(node_ports):
-            procs.start(f"supernode-{i}", [
-                _tool("flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{link_port}",
-                "--port", str(port), "--node-config",
-                f"partition-id={i} num-partitions={len(cfg.hospitals)}"])
+        for name in names:
+            register(env, credentials.public_key(name), name)
+        for i, (name, port) in enumerate(zip(names, node_ports)):
+            procs.start(f"supernode-{i}", _supernode(
+                link_port, port, credentials, credentials.node_keys[name],
+                f"partition-id={i} num-partitions={len(names)}"))
+        for j, port in enumerate(node_ports[len(names):]):
+            key = node_key_pair(out / "credentials" / "uninvited" / f"node{j}")
+            procs.start(f"uninvited-{j}", _supernode(link_port, port, credentials, key,
+                                                     f"partition-id={j} num-partitions={len(names)}"))
         submit = procs.start("flwr-run", [_tool("flwr"), "run", str(app), CONNECTION, "--stream"])
         deadline = time.monotonic() + timeout
         result = out / "server.json"
