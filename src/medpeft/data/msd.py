@@ -51,7 +51,7 @@ class MSDDataset:
         raise KeyError(f"{self.root}: no case named {name!r}")
 
 
-def _case_name(path: Path) -> str:
+def case_name(path: Path) -> str:
     name = path.name
     for suffix in (".nii.gz", ".nii"):
         if name.endswith(suffix):
@@ -88,9 +88,9 @@ def load_msd(root: str | Path) -> MSDDataset:
             image = root / entry["image"] if isinstance(entry, dict) else root / entry
             label = root / entry["label"] if isinstance(entry, dict) and entry.get("label") else None
             if not image.exists():  # nnU-Net v1 lists case.nii.gz for the file case_0000.nii.gz
-                channel0 = image.with_name(f"{_case_name(image)}_0000.nii.gz")
+                channel0 = image.with_name(f"{case_name(image)}_0000.nii.gz")
                 image = channel0 if channel0.exists() else image
-            cases.append(Case(_case_name(image).removesuffix("_0000"), image, label))
+            cases.append(Case(case_name(image).removesuffix("_0000"), image, label))
     else:  # nnU-Net v2: imagesTr/<case>_0000<ending>, labelsTr/<case><ending>
         ending = meta["file_ending"]
         for image in sorted((root / "imagesTr").glob(f"*_0000{ending}")):

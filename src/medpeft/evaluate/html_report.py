@@ -24,6 +24,7 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from medpeft.data.msd import case_name  # noqa: E402
 from medpeft.data.ontology import ORGAN_ID, ORGANS, resolve  # noqa: E402
 from medpeft.io import write_text  # noqa: E402
 
@@ -83,7 +84,7 @@ def scroller(image: Path, truth: Path, truth_labels: dict[int, str],
               **{name: _canonical(p).astype(np.int64) for name, p in predictions.items()}}
     frames = {name: [_data_uri(_slice_png(ct[:, :, z], None if lab is None else lab[:, :, z]))
                      for z in range(0, ct.shape[2], step)] for name, lab in panels.items()}
-    return {"case": image.name.split(".")[0], "frames": frames}
+    return {"case": case_name(image), "frames": frames}  # whole, also when it is a DICOM UID
 
 
 def _table(header: list[str], rows: list[list], best: dict[int, set[int]] | None = None) -> str:
