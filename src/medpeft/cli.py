@@ -77,13 +77,14 @@ def split(dataset: Path = typer.Argument(..., help="target dataset: any supporte
 
 def _adapter_size(adapter: Path | None, foundation) -> dict:
     """What the evaluated adapter trained (none for zero-shot): its parameters and seconds."""
+    from medpeft.methods import base_parameter_count
     from medpeft.methods.adapter_io import adapter_config
-    from medpeft.models.backbones import count_parameters
     if adapter is None:
         return {"trainable": 0, "trainable_pct": 0.0, "seconds": 0.0}
     config = adapter_config(adapter)
     trainable = int(config.get("trainable_parameters", 0))
-    return {"trainable": trainable, "trainable_pct": 100 * trainable / count_parameters(foundation.model),
+    # the backbone's own parameters: open_adapter has put a white-box adapter's sites into it
+    return {"trainable": trainable, "trainable_pct": 100 * trainable / base_parameter_count(foundation.model),
             "seconds": float(config.get("train", {}).get("seconds", 0.0))}
 
 

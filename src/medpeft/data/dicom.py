@@ -39,6 +39,7 @@ class DicomSeries:
     files: list[Path] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     description: str = ""
+    sop_uids: list[str] = field(default_factory=list)  # SOPInstanceUID of each file, same order
 
     @property
     def usable(self) -> bool:
@@ -112,6 +113,7 @@ def find_series(folder: str | Path) -> list[DicomSeries]:
         else:
             ordered, problems = _position_problems(uid, images)
             item.files, item.problems = [h.filename_ for h in ordered], problems
+            item.sop_uids = [str(getattr(h, "SOPInstanceUID", "")) for h in ordered]
         series.append(item)
     return series
 

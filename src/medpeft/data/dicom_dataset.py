@@ -55,11 +55,10 @@ def _read_segs(seg_series: list[DicomSeries]) -> list:
 
 def _label_volume(seg, ct: DicomSeries, value_of: dict[str, int]) -> np.ndarray:
     """The SEG's segments as one label map (slice, row, column) over the series' slices in
-    position order, values by segment label."""
-    import pydicom
-    sops = [str(pydicom.dcmread(str(f), stop_before_pixels=True).SOPInstanceUID) for f in ct.files]
+    position order (the headers ``find_series`` read), values by segment label."""
     numbers = list(seg.get_segment_numbers())
-    pixels = seg.get_pixels_by_source_instance(sops, segment_numbers=numbers, combine_segments=True,
+    pixels = seg.get_pixels_by_source_instance(ct.sop_uids, segment_numbers=numbers,
+                                               combine_segments=True,
                                                relabel=False, assert_missing_frames_are_empty=True)
     lut = np.zeros(max(numbers) + 1, dtype=np.uint8)
     for n in numbers:
@@ -91,8 +90,7 @@ def read_dicom_dataset(root: str | Path, *, cache: Path | None = None) -> MSDDat
     root, cache = Path(root), cache or dicom_cache()
     series = find_series(root)
     cts = {s.uid: s for s in series if s.usable}
-    skipped = [p for s in series if s.modality not in ("CT", "SEG") or
-               (s.modality == "CT" and not s.usable) for p in s.problems]
+    skipped = [p for s in series if s.modality != "SEG" for p in s.problems]  # SEGs are labels
     segs = _read_segs([s for s in series if s.modality == "SEG"])
     names = sorted({_segment_name(seg.get_segment_description(n).segment_label)
                     for _, seg in segs for n in seg.get_segment_numbers()})
