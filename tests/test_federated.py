@@ -184,7 +184,9 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
                                                                  monkeypatch):
     """`medpeft federate CONFIG --deployment`: local SuperLink and SuperNodes over TLS with
     SuperNode authentication (a SuperNode with an unregistered key is refused and the run goes
-    on), a table that reads at 80 columns, Flower's lines in log.txt, no process left behind."""
+    on); a hospital whose SuperNode dies mid-round (SIGKILL) is left out of that round, the round
+    completes with the other, and the hospital rejoins with its key and trains the next round; a
+    table that reads at 80 columns, Flower's lines in log.txt, no process left behind."""
     import yaml
     from typer.testing import CliRunner
 
@@ -193,13 +195,14 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     target = collection / "Task10_NewSite"
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
     config = {"foundation": str(shipped_foundation()), "hospitals": sites, "out": str(tmp_path / "dep"),
-              "plan": "encoder-lora+head", "rounds": 1, "local_steps": 2, "baseline": False,
+              "plan": "encoder-lora+head", "rounds": 2, "local_steps": 2, "baseline": False,
               "pooled": False, "local": ["out.*"]}
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setattr(console, "width", 80)
     from medpeft.federated import deployment
     # a drill: one more SuperNode, with a key nobody registered, knocks on the SuperLink
-    monkeypatch.setattr(deployment, "deploy", partial(deployment.deploy, uninvited=1))
+    # and a dropout: site1's SuperNode is killed once it has received round 1's training
+    monkeypatch.setattr(deployment, "deploy", partial(deployment.deploy, uninvited=1, drop=(1, 1)))
     result = CliRunner().invoke(app, ["federate", str(tmp_path / "fed.yaml"), "--deployment"])
     assert result.exit_code == 0, result.output
     logs = tmp_path / "dep" / "logs"
@@ -214,7 +217,13 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     assert any("site0" in line for line in table) and any("site1" in line for line in table)
     assert (tmp_path / "dep" / "log.txt").is_file()
     report = json.loads((tmp_path / "dep" / "report.json").read_text())
-    assert set(report["train"]["1"]) == {"site0", "site1"}  # both SuperNodes trained
+    assert set(report["train"]["1"]) == {"site0"}  # site1 died mid-round: the round went on
+    assert [(e["round"], e["site"], e["phase"]) for e in report["excluded"]] == [(1, "site1", "train")]
+    assert "dropped out" in report["excluded"][0]["reason"]
+    assert set(report["train"]["2"]) == {"site0", "site1"}  # site1 rejoined and trained
+    node_id = lambda log: log.read_text().split("SuperNode ID: ")[1].split()[0]  # noqa: E731
+    assert node_id(logs / "supernode-1-rejoined.log") == node_id(logs / "supernode-1.log")
+    assert "| 1 | site0 | site1 |" in (tmp_path / "dep" / "report.md").read_text()
     assert report["bytes_total"]["ratio"] >= 40
     assert (tmp_path / "dep" / "global" / "adapter.safetensors").is_file()
     # the head is personalised: it never travels, and each site saved its own
@@ -336,3 +345,60 @@ def test_each_kind_of_plan_refuses_the_settings_it_cannot_honour():
     searched = FedConfig(foundation="f", hospitals=two, plan="sea-peft", sea={"budget": 0.02}).check()
     fixed = FedConfig(foundation="f", hospitals=two, plan="decoder", aggregation="fedavg", dp=dp).check()
     assert type(flow_for(searched)) is SearchFlow and type(flow_for(fixed)) is FixedFlow
+
+
+def test_a_hospital_that_drops_out_is_left_out_by_name_and_the_round_goes_on():
+    """Of three hospitals asked, one SuperNode went offline (Flower's error reply) and one never
+    answered (the round's timeout): both are named, the round averages the one that replied."""
+    from types import SimpleNamespace
+
+    from flwr.app import ConfigRecord, MetricRecord, RecordDict
+    from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
+
+    from medpeft.federated.accounting import Ledger
+    from medpeft.federated.strategy import WEIGHT, AdapterFedAvg, to_arrays, to_state
+    reference = {"x.lora_B": torch.zeros(5, 4)}
+    strategy = AdapterFedAvg(reference, Ledger(1000), "fedavg")
+    sent = [SimpleNamespace(metadata=SimpleNamespace(dst_node_id=n, message_id=f"m{n}")) for n in (5, 6, 7)]
+    strategy.hospitals = {5: "north", 6: "south", 7: "east"}  # learnt from earlier replies
+    strategy.sent[(2, "train")] = sent
+    answered = SimpleNamespace(metadata=SimpleNamespace(src_node_id=5), has_error=lambda: False,
+                               content=RecordDict({"arrays": to_arrays({"x.lora_B": torch.ones(5, 4)}),
+                                                   "metrics": MetricRecord({WEIGHT: 2}),
+                                                   "site": ConfigRecord({"site": "north"})}))
+    # Flower's SuperLink answers for an offline SuperNode: the reply comes from the SuperLink
+    offline = SimpleNamespace(metadata=SimpleNamespace(src_node_id=SUPERLINK_NODE_ID,
+                                                       reply_to_message_id="m6"),
+                              has_error=lambda: True,
+                              error=SimpleNamespace(code=ErrorCode.NODE_UNAVAILABLE, reason="x"))
+    arrays, metrics = strategy.aggregate_train(2, [answered, offline])
+    assert torch.equal(to_state(arrays)["x.lora_B"], torch.ones(5, 4)) and metrics["sites"] == 1
+    reasons = {e["site"]: e["reason"] for e in strategy.excluded}
+    assert set(reasons) == {"south", "east"} and all(e["round"] == 2 for e in strategy.excluded)
+    assert "went offline" in reasons["south"] and "round_timeout_s" in reasons["east"]
+    with pytest.raises(ValueError, match="min_hospitals 3"):
+        FedConfig(foundation="f", hospitals=[{"dataset": "a"}, {"dataset": "b"}], min_hospitals=3).check()
+
+
+def test_a_restarted_hospital_takes_its_kept_tensors_from_its_saved_adapter(collection, tmp_path):
+    """A SuperNode that restarts has lost its node state; the hospital's kept (never sent) tensors
+    come back from the personalised adapter it saved, not from the foundation's start."""
+    from flwr.app import RecordDict
+
+    from medpeft.federated.config import write_hospital_manifests
+    from medpeft.federated.flows import _kept
+    from medpeft.federated.hospital import Hospital
+    sites = [{"dataset": str(collection / "Task10_NewSite"), "k": 1, "n_test": 1, "part": [i, 2]}
+             for i in range(2)]
+    cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path / "fed"),
+                    local=["out.*"]).check().resolved()
+    hospital = Hospital(cfg, write_hospital_manifests(cfg)[0])
+    assert _kept(RecordDict(), hospital) == {}  # nothing saved yet: the plan's start
+    foundation, state = build_model(cfg)
+    with torch.no_grad():
+        foundation.model.out.conv.conv.weight.add_(1.0)
+    from medpeft.methods.adapter_io import save_adapter
+    save_adapter(hospital.personal_dir, foundation.model, state, foundation)
+    restored = _kept(RecordDict(), hospital)
+    assert set(restored) == {n for n in trainable_state(foundation.model) if n.startswith("out.")}
+    assert torch.equal(restored["out.conv.conv.weight"], foundation.model.out.conv.conv.weight)

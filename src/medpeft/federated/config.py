@@ -36,6 +36,10 @@ class FedConfig:
     pooled: bool = True  # also train one model on all hospitals' volumes pooled (the bound)
     sea: dict = field(default_factory=dict)  # plan sea-peft: budget, decay, votes, guard, ...
     dp: dict = field(default_factory=dict)  # clipping_norm, noise_multiplier, delta (privacy.py)
+    # dropouts: a round starts once this many hospitals are connected and averages whoever replies
+    # (a SuperNode that goes offline mid-round is left out of that round; it may rejoin later)
+    min_hospitals: int = 2
+    round_timeout_s: float = 3600.0  # a reply not in by then counts as a dropout
 
     def check(self) -> FedConfig:
         plan = plan_named(self.plan)
@@ -50,6 +54,11 @@ class FedConfig:
             DPSettings.from_dict(self.dp)
         plan.check(name=self.plan, aggregation=self.aggregation, dp=self.dp, local=self.local,
                    sea=self.sea)
+        if not 1 <= self.min_hospitals <= len(self.hospitals):
+            raise ValueError(f"min_hospitals {self.min_hospitals}: must be between 1 and the "
+                             f"{len(self.hospitals)} hospitals listed")
+        if not self.round_timeout_s > 0:
+            raise ValueError(f"round_timeout_s {self.round_timeout_s}: must be > 0 seconds")
         if self.rounds < 1 or self.local_steps < 1:
             raise ValueError("rounds and local_steps must be >= 1")
         for i, hospital in enumerate(self.hospitals):

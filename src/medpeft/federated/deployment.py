@@ -10,6 +10,7 @@ Logs: ``out/logs/*.log``.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -116,6 +117,7 @@ class Processes:
 
     def __init__(self, env: dict[str, str], logs: Path):
         self.env, self.logs, self.procs = env, logs, []
+        self.named: dict[str, subprocess.Popen] = {}
         logs.mkdir(parents=True, exist_ok=True)
 
     def start(self, name: str, args: list[str]) -> subprocess.Popen:
@@ -124,6 +126,7 @@ class Processes:
                                 start_new_session=True)
         log.close()
         self.procs.append(proc)
+        self.named[name] = proc
         return proc
 
     def __enter__(self) -> Processes:
@@ -185,19 +188,69 @@ def _supernode(link_port: int, port: int, credentials: RunCredentials, key: Path
             "--port", str(port), "--node-config", node_config]
 
 
+class DropDrill:
+    """A hospital's SuperNode dies without a goodbye (SIGKILL, its ClientApp with it) once it
+    has received round ``at_round``'s training; after the SuperLink marks it offline (Flower's
+    heartbeat, at most 60 s) and the server has had time to collect the error reply, the
+    hospital starts again with the same key and must take part in later rounds."""
+
+    def __init__(self, procs: Processes, index: int, at_round: int, restart: list[str], port: int):
+        self.procs, self.index, self.at_round = procs, index, at_round
+        self.restart, self.port = restart, port
+        self.state, self.offline_at, self.asked_at = "armed", 0.0, 0.0
+
+    def log(self) -> Path:
+        return self.procs.logs / f"supernode-{self.index}.log"
+
+    def step(self) -> None:
+        if self.state == "armed":
+            text = self.log().read_text(errors="replace") if self.log().is_file() else ""
+            if text.count("Receiving: train message") >= self.at_round:
+                self.node_id = text.split("SuperNode ID: ", 1)[1].split()[0]
+                self.kill()
+                self.state = "killed"
+        elif self.state == "killed" and time.monotonic() - self.asked_at > 5.0:
+            self.asked_at = time.monotonic()  # each `flwr` call costs a Python start: every 5 s
+            if self.offline():
+                self.state, self.offline_at = "offline", time.monotonic()
+        elif self.state == "offline" and time.monotonic() - self.offline_at > 8.0:
+            # the ServerApp polls for replies every 3 s: by now it holds the error reply
+            self.procs.start(f"supernode-{self.index}-rejoined", self.restart)
+            self.state = "rejoined"
+
+    def kill(self) -> None:
+        os.killpg(self.procs.named[f"supernode-{self.index}"].pid, signal.SIGKILL)
+        for pid in marked_processes(self.procs.env["FLWR_HOME"]):
+            try:  # the ClientApp and SuperExec talk to the SuperNode's runtime port
+                if f":{self.port}".encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    os.kill(pid, signal.SIGKILL)
+            except (OSError, ProcessLookupError):
+                pass
+
+    def offline(self) -> bool:
+        listed = subprocess.run([_tool("flwr"), "supernode", "list", CONNECTION, "--format", "json"],
+                                env=self.procs.env, capture_output=True, text=True, timeout=60)
+        try:
+            nodes = json.loads(listed.stdout)["nodes"]
+        except (ValueError, KeyError):
+            return False
+        return any(n["node-id"] == self.node_id and n["status"] == "offline" for n in nodes)
+
+
 def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0, *,
-           uninvited: int = 0) -> None:
+           uninvited: int = 0, drop: tuple[int, int] | None = None) -> None:
     """Start a SuperLink (TLS, SuperNode authentication) and a SuperNode per hospital, each with
     its registered key; submit the run with ``flwr run``, wait for the server's result, stop
     everything. ``uninvited``: also start that many SuperNodes whose keys nobody registered (a
-    drill: the SuperLink must refuse them and the run go on; ``logs/uninvited-*.log``)."""
+    drill: the SuperLink must refuse them and the run go on; ``logs/uninvited-*.log``).
+    ``drop``: (hospital index, round) for a ``DropDrill``."""
     from medpeft.federated.run import offline_env
     out = Path(cfg.out)
     env = {**os.environ, **offline_env(out)}
     # the SuperLink and SuperNodes start ``flower-superexec`` by name: this Python's scripts first
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # Flower serves its runtime, control and fleet APIs over HTTPS on one port
-    link_port, *node_ports = free_ports(1 + len(cfg.hospitals) + uninvited)
+    link_port, rejoin_port, *node_ports = free_ports(2 + len(cfg.hospitals) + uninvited)
     names = [hospital_name(h, i) for i, h in enumerate(cfg.hospitals)]
     credentials = make_credentials(out / "credentials", names)
     write_connection(Path(env["FLWR_HOME"]), link_port, credentials.ca)
@@ -219,6 +272,12 @@ def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0, *,
             key = node_key_pair(out / "credentials" / "uninvited" / f"node{j}")
             procs.start(f"uninvited-{j}", _supernode(link_port, port, credentials, key,
                                                      f"partition-id={j} num-partitions={len(names)}"))
+        drill = None
+        if drop is not None:
+            i, at_round = drop
+            drill = DropDrill(procs, i, at_round, _supernode(
+                link_port, rejoin_port, credentials, credentials.node_keys[names[i]],
+                f"partition-id={i} num-partitions={len(names)}"), node_ports[i])
         submit = procs.start("flwr-run", [_tool("flwr"), "run", str(app), CONNECTION, "--stream"])
         deadline = time.monotonic() + timeout
         result = out / "server.json"
@@ -232,6 +291,8 @@ def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0, *,
             if submit.poll() not in (None, 0):
                 raise RuntimeError(f"flwr run failed ({submit.returncode}); see "
                                    f"{out / 'logs' / 'flwr-run.log'}")
+            if drill is not None:
+                drill.step()
             time.sleep(1.0)
         try:  # let the run end by itself (the ServerApp exits after writing its result)
             submit.wait(timeout=60)

@@ -57,13 +57,13 @@ class FixedFlow:
     def train(self, hospital: Hospital, tensors: dict, state: RecordDict, server_round: int
               ) -> tuple[dict, dict]:
         """One round at ``hospital``: (tensors to send, metrics to send); kept tensors go to ``state``."""
-        shared, kept, metrics = hospital.train(tensors, _kept(state), server_round)
+        shared, kept, metrics = hospital.train(tensors, _kept(state, hospital), server_round)
         if kept:
             state[KEPT] = to_arrays(kept)
         return shared, metrics
 
     def evaluate(self, hospital: Hospital, tensors: dict, state: RecordDict) -> float:
-        return hospital.evaluate(tensors, _kept(state))
+        return hospital.evaluate(tensors, _kept(state, hospital))
 
     def save_global(self, folder: Path, cfg: FedConfig, strategy: AdapterFedAvg, final: dict,
                     extra: dict) -> dict:
@@ -133,8 +133,10 @@ def flow_for(cfg: FedConfig) -> Flow:
     return SearchFlow() if isinstance(plan_named(cfg.plan), SearchedPlan) else FixedFlow()
 
 
-def _kept(state: RecordDict) -> dict:
-    return to_state(state[KEPT]) if KEPT in state.array_records else {}
+def _kept(state: RecordDict, hospital: Hospital) -> dict:
+    """The hospital's kept tensors: from the node's state, or, for a SuperNode that restarted
+    (its state is gone), from the personalised adapter it saved at its last evaluation."""
+    return to_state(state[KEPT]) if KEPT in state.array_records else hospital.saved_kept()
 
 
 def _rounds(hospital: Hospital, cfg: FedConfig, shared: dict, kept: dict, *, steps: int | None = None

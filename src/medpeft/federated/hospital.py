@@ -10,6 +10,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from torch.utils.data import ConcatDataset
 
 from medpeft.data.fewshot import read_manifest
@@ -18,7 +19,7 @@ from medpeft.federated.config import HOSPITALS, FedConfig
 from medpeft.federated.plans import plan_named, split_state
 from medpeft.federated.privacy import DPSettings, clip_update
 from medpeft.methods import MethodState, apply_method, param_groups, trainable_state
-from medpeft.methods.adapter_io import save_adapter
+from medpeft.methods.adapter_io import WEIGHTS, save_adapter
 from medpeft.models.weights import Foundation, load_foundation
 from medpeft.pipelines.tune import crop_dataset, load_support
 from medpeft.train.loop import LoopConfig, train_loop
@@ -104,6 +105,14 @@ class Hospital:
     def personal_dir(self) -> Path:
         """Where the hospital keeps its personalised adapter (global tensors + its kept ones)."""
         return Path(self.cfg.out) / HOSPITALS / self.name
+
+    def saved_kept(self) -> dict:
+        """The kept tensors of the personalised adapter this run saved last, or {} before there
+        is one (``federate`` clears the folder when a run starts)."""
+        path = self.personal_dir / WEIGHTS
+        if not self.cfg.local or not path.is_file():
+            return {}
+        return split_state(load_file(str(path)), self.cfg.local)[1]
 
     def evaluate(self, shared: dict, kept: dict, *, save_personal: bool = True) -> float:
         """Mean Dice of the model with these tensors on the hospital's own test volumes. A hospital

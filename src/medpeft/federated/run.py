@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections import Counter
 from pathlib import Path
 
 from medpeft.federated.accounting import human
-from medpeft.federated.config import HOSPITALS, FedConfig, write_hospital_manifests
+from medpeft.federated.config import HOSPITALS, FedConfig, hospital_name, write_hospital_manifests
 from medpeft.federated.flows import flow_for
 from medpeft.io import write_json, write_text, write_yaml
 
@@ -47,6 +48,8 @@ def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
     ``client_app``: a replacement hospital app for the simulation."""
     cfg = cfg.check().resolved()
     out = Path(cfg.out)
+    for i, hospital in enumerate(cfg.hospitals):  # an earlier run's personalised adapters
+        shutil.rmtree(out / HOSPITALS / hospital_name(hospital, i), ignore_errors=True)
     manifests = write_hospital_manifests(cfg)
     write_yaml(out / "federation.yaml", cfg.to_dict())
     (out / "server.json").unlink(missing_ok=True)

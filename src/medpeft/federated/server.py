@@ -5,6 +5,7 @@ and ``out/server.json`` (per-hospital Dice per round, left-out replies, the byte
 """
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 
@@ -19,7 +20,8 @@ from medpeft.federated.strategy import to_arrays, to_state
 from medpeft.io import write_json
 from medpeft.models.weights import load_foundation
 
-TIMEOUT_S = 3600.0
+JOIN_TIMEOUT_S = 300.0  # how long round 0 waits for every listed hospital to connect
+log = logging.getLogger("medpeft.federated")
 
 
 def full_model_bytes(cfg: FedConfig) -> int:
@@ -28,21 +30,38 @@ def full_model_bytes(cfg: FedConfig) -> int:
     return arrays_bytes(to_arrays(dict(model.named_parameters())))
 
 
+def wait_for_hospitals(grid: Grid, cfg: FedConfig, timeout: float = JOIN_TIMEOUT_S) -> int:
+    """Wait until every listed hospital is connected, at most ``timeout`` s; go on with fewer
+    only if ``cfg.min_hospitals`` are (a site that joins late takes part from its next round)."""
+    deadline = time.monotonic() + timeout
+    while (connected := len(list(grid.get_node_ids()))) < len(cfg.hospitals):
+        if time.monotonic() > deadline:
+            if connected < cfg.min_hospitals:
+                raise RuntimeError(f"{connected} of {len(cfg.hospitals)} hospitals connected "
+                                   f"within {timeout:.0f} s; min_hospitals is {cfg.min_hospitals}")
+            log.warning("starting with %d of %d hospitals connected", connected, len(cfg.hospitals))
+            break
+        time.sleep(1.0)
+    return connected
+
+
 def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     """Evaluate the starting adapter at every hospital, run ``cfg.rounds`` rounds, save the result."""
     out = Path(cfg.out)
     ledger = Ledger(full_model_bytes(cfg))
-    nodes = dict(fraction_train=1.0, fraction_evaluate=1.0, min_available_nodes=len(cfg.hospitals),
-                 min_train_nodes=len(cfg.hospitals), min_evaluate_nodes=len(cfg.hospitals))
+    quorum = cfg.min_hospitals  # every connected hospital is asked; a round waits for this many
+    nodes = dict(fraction_train=1.0, fraction_evaluate=1.0, min_available_nodes=quorum,
+                 min_train_nodes=quorum, min_evaluate_nodes=quorum)
     flow = flow_for(cfg)
     strategy, shared = flow.strategy(cfg, ledger, **nodes)
     arrays = to_arrays(shared)
     t0 = time.perf_counter()
+    wait_for_hospitals(grid, cfg)
     before = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid),
-                                   timeout=TIMEOUT_S)
+                                   timeout=cfg.round_timeout_s)
     strategy.aggregate_evaluate(0, before)
     result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=cfg.rounds,
-                            timeout=TIMEOUT_S)
+                            timeout=cfg.round_timeout_s)
     final = to_state(result.arrays) if result.arrays is not None else shared
     strategy.ledger.name_hospitals(strategy.hospitals)
     summary = {"rounds": cfg.rounds, "plan": cfg.plan, "aggregation": cfg.aggregation,

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord
+from flwr.common.constant import SUPERLINK_NODE_ID, ErrorCode
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 
@@ -55,6 +56,7 @@ class AdapterFedAvg(FedAvg):
         self.dice: dict[int, dict[str, float]] = {}  # round -> hospital -> Dice
         self.train_metrics: dict[int, dict[str, dict]] = {}
         self.wire_names: set[str] = set()  # every tensor name any message carried, either way
+        self.sent: dict[tuple[int, str], list[Message]] = {}  # (round, phase) -> messages sent
 
     def hospital(self, node_id: int) -> str:
         return self.hospitals.get(node_id, f"node {node_id}")
@@ -68,6 +70,7 @@ class AdapterFedAvg(FedAvg):
 
     def weigh_out(self, server_round: int, messages: Iterable[Message], phase: str) -> list[Message]:
         messages = list(messages)
+        self.sent[(server_round, phase)] = messages
         for msg in messages:
             self.ledger.record(server_round, msg.metadata.dst_node_id, phase, "down", content=msg.content)
             self.note_names(msg)
@@ -90,6 +93,8 @@ class AdapterFedAvg(FedAvg):
     def problem(self, msg: Message, with_arrays: bool) -> str | None:
         """Why a reply cannot be used, or None."""
         if msg.has_error():
+            if msg.error.code == ErrorCode.NODE_UNAVAILABLE:
+                return "dropped out: its SuperNode went offline during the round"
             return f"the hospital failed: {msg.error.reason}"
         content = msg.content
         metrics = [m for m in content.metric_records.values() if WEIGHT in m]
@@ -116,8 +121,13 @@ class AdapterFedAvg(FedAvg):
         replies = list(replies)
         self.learn_names(replies)
         good = []
+        asked = {m.metadata.dst_node_id for m in self.sent.get((server_round, phase), [])}
+        silent = asked - {self.sender(server_round, phase, m) for m in replies}
+        for node in sorted(silent):
+            self.leave_out(server_round, phase, self.hospital(node), "dropped out: no reply within "
+                           "the round's timeout (round_timeout_s)")
         for msg in replies:
-            hospital = self.hospital(msg.metadata.src_node_id)
+            hospital = self.hospital(self.sender(server_round, phase, msg))
             if not msg.has_error():
                 self.ledger.record(server_round, msg.metadata.src_node_id, phase, "up", content=msg.content)
                 self.note_names(msg)
@@ -125,10 +135,22 @@ class AdapterFedAvg(FedAvg):
             if reason is None:
                 good.append(msg)
                 continue
-            self.excluded.append({"round": server_round, "site": hospital, "phase": phase,
-                                  "reason": reason})
-            log.warning("round %s %s: %s left out: %s", server_round, phase, hospital, reason)
+            self.leave_out(server_round, phase, hospital, reason)
         return good
+
+    def sender(self, server_round: int, phase: str, reply: Message) -> int:
+        """The node a reply stands for: Flower's own error replies (a SuperNode offline) come from
+        the SuperLink and name the message they answer."""
+        if reply.metadata.src_node_id != SUPERLINK_NODE_ID:
+            return reply.metadata.src_node_id
+        return next((m.metadata.dst_node_id for m in self.sent.get((server_round, phase), [])
+                     if m.metadata.message_id == reply.metadata.reply_to_message_id),
+                    reply.metadata.src_node_id)
+
+    def leave_out(self, server_round: int, phase: str, hospital: str, reason: str) -> None:
+        self.excluded.append({"round": server_round, "site": hospital, "phase": phase,
+                              "reason": reason})
+        log.warning("round %s %s: %s left out: %s", server_round, phase, hospital, reason)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
