@@ -31,10 +31,11 @@ class Ledger:
     rows: list[dict] = field(default_factory=list)
 
     def record(self, server_round: int, node: int, phase: str, direction: str,
-               *, content: RecordDict) -> None:
+               *, content: RecordDict, masked: int = 0) -> None:
+        """``masked``: bytes of tensors the content carries as masked bytes (SecAgg+), not arrays."""
         size = content_bytes(content)
-        arrays = sum(arrays_bytes(a) for a in content.array_records.values())
-        full = size - arrays + (self.full_arrays if content.array_records else 0)
+        arrays = sum(arrays_bytes(a) for a in content.array_records.values()) + masked
+        full = size - arrays + (self.full_arrays if content.array_records or masked else 0)
         self.rows.append({"round": server_round, "node": node, "site": f"node {node}", "phase": phase,
                           "direction": direction, "bytes": size, "full_ft_bytes": full})
 

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from medpeft.federated.config import HOSPITALS, FedConfig, hospital_name, load_fed_config
 from medpeft.federated.flows import flow_for
 from medpeft.federated.hospital import Hospital
+from medpeft.federated.secure import is_secure_train, secaggplus_when_asked, secure_train_reply
 from medpeft.federated.server import run_federation
 from medpeft.federated.strategy import WEIGHT, to_arrays, to_state
 
@@ -47,6 +48,11 @@ def hospital_train(msg: Message, context: Context, cfg: FedConfig) -> Message:
     """Local training from the global tensors; the reply carries only the shared tensors (and,
     for a searched plan, every candidate's utility)."""
     hospital = hospital_for(cfg, context)
+    if is_secure_train(msg):  # SecAgg+: the reply is a FitRes that secaggplus_mod masks
+        def train(tensors: dict, server_round: int) -> tuple[dict, dict, int, str]:
+            shared, metrics = flow_for(cfg).train(hospital, tensors, context.state, server_round)
+            return shared, metrics, hospital.n_support, hospital.name
+        return secure_train_reply(msg, train)
     server_round = int(msg.content["config"]["server-round"])
     shared, metrics = flow_for(cfg).train(hospital, to_state(msg.content["arrays"]), context.state,
                                           server_round)
@@ -61,7 +67,8 @@ def hospital_evaluate(msg: Message, context: Context, cfg: FedConfig) -> Message
 
 
 def client_app_for(config: ConfigSource) -> ClientApp:
-    app = ClientApp()
+    # Flower's secaggplus_mod runs SecAgg+'s stages and masks the training reply
+    app = ClientApp(mods=[secaggplus_when_asked])
 
     @app.train()
     def train(msg: Message, context: Context) -> Message:
@@ -79,7 +86,7 @@ def server_app_for(config: ConfigSource) -> ServerApp:
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        run_federation(grid, config(context))
+        run_federation(grid, config(context), context)
 
     return app
 

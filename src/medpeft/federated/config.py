@@ -19,6 +19,7 @@ from medpeft.data.msd import load_msd
 from medpeft.federated.aggregation import MODES
 from medpeft.federated.plans import LORA_PLANS, plan_named
 from medpeft.federated.privacy import DPSettings
+from medpeft.federated.secure import SecureSettings
 
 HOSPITALS = "hospitals"  # the folder of each hospital's manifest and adapter under ``out``
 @dataclass
@@ -40,6 +41,7 @@ class FedConfig:
     # (a SuperNode that goes offline mid-round is left out of that round; it may rejoin later)
     min_hospitals: int = 2
     round_timeout_s: float = 3600.0  # a reply not in by then counts as a dropout
+    secure_aggregation: bool | dict = False  # SecAgg+ (secure.py): true, or threshold, clipping_range
 
     def check(self) -> FedConfig:
         plan = plan_named(self.plan)
@@ -59,6 +61,8 @@ class FedConfig:
                              f"{len(self.hospitals)} hospitals listed")
         if not self.round_timeout_s > 0:
             raise ValueError(f"round_timeout_s {self.round_timeout_s}: must be > 0 seconds")
+        if self.secure_aggregation:
+            self.check_secure()
         if self.rounds < 1 or self.local_steps < 1:
             raise ValueError("rounds and local_steps must be >= 1")
         for i, hospital in enumerate(self.hospitals):
@@ -71,6 +75,23 @@ class FedConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"hospital names must differ: {names}")
         return self
+
+    def check_secure(self) -> None:
+        settings = SecureSettings.from_setting(self.secure_aggregation)
+        if self.aggregation not in ("fedavg", "ffa"):
+            raise ValueError(f"secure_aggregation with aggregation {self.aggregation!r}: the server "
+                             "holds only the sum, so choose fedavg or ffa (svd needs each "
+                             "hospital's own LoRA factors)")
+        if self.plan == "sea-peft":
+            raise ValueError("secure_aggregation does not cover federated SEA-PEFT (its audits' "
+                             "utilities travel in the clear)")
+        if len(self.hospitals) < settings.threshold:
+            raise ValueError(f"secure_aggregation threshold {settings.threshold} needs at least "
+                             f"{settings.threshold} hospitals; the federation lists {len(self.hospitals)}")
+        if self.min_hospitals < settings.threshold:
+            raise ValueError(f"min_hospitals {self.min_hospitals} is below the secure_aggregation "
+                             f"threshold {settings.threshold}: a round could start with too few "
+                             "hospitals to unmask the sum")
 
     def resolved(self) -> FedConfig:
         """The same federation with absolute paths (Flower's processes run elsewhere)."""

@@ -9,14 +9,15 @@ import logging
 import time
 from pathlib import Path
 
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid
 
 from medpeft.federated.accounting import Ledger, arrays_bytes
 from medpeft.federated.config import FedConfig
 from medpeft.federated.flows import flow_for
 from medpeft.federated.privacy import ACCOUNTANT, DPSettings, epsilon
-from medpeft.federated.strategy import to_arrays, to_state
+from medpeft.federated.secure import SecureSettings, masked_bytes, secure_train_round
+from medpeft.federated.strategy import AdapterFedAvg, to_arrays, to_state
 from medpeft.io import write_json
 from medpeft.models.weights import load_foundation
 
@@ -45,7 +46,53 @@ def wait_for_hospitals(grid: Grid, cfg: FedConfig, timeout: float = JOIN_TIMEOUT
     return connected
 
 
-def run_federation(grid: Grid, cfg: FedConfig) -> dict:
+class MeteredGrid:
+    """The grid SecAgg+ talks through, weighing every message of its four stages into the ledger."""
+
+    def __init__(self, grid: Grid, ledger: Ledger):
+        self.grid, self.ledger, self.server_round = grid, ledger, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.grid, name)
+
+    def send_and_receive(self, messages, *, timeout: float | None = None):
+        messages = list(messages)
+        for msg in messages:
+            self.ledger.record(self.server_round, msg.metadata.dst_node_id, "train", "down",
+                               content=msg.content)
+        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        for msg in replies:
+            if not msg.has_error():
+                self.ledger.record(self.server_round, msg.metadata.src_node_id, "train", "up",
+                                   content=msg.content, masked=masked_bytes(msg))
+        return replies
+
+
+def secure_rounds(grid: Grid, context: Context, cfg: FedConfig, strategy: AdapterFedAvg,
+                  shared: dict) -> dict:
+    """``cfg.rounds`` rounds whose training runs SecAgg+ (the evaluation as usual); the final
+    shared tensors."""
+    settings = SecureSettings.from_setting(cfg.secure_aggregation)
+    metered = MeteredGrid(grid, strategy.ledger)
+    max_weight = float(max(int(h.get("k", 5)) for h in cfg.hospitals))  # FedAvg weights <= 1
+    for server_round in range(1, cfg.rounds + 1):
+        metered.server_round = server_round
+        result = secure_train_round(metered, context, shared, server_round=server_round,
+                                    settings=settings, max_weight=max_weight,
+                                    timeout=cfg.round_timeout_s)
+        if result.aggregate is not None:
+            weights = [float(res.num_examples) for res in result.results]
+            shared = strategy.noised(result.aggregate, weights, server_round)
+            strategy.train_metrics[server_round] = {
+                str(res.metrics["site"]): {k: v for k, v in res.metrics.items() if k != "site"}
+                for res in result.results}
+        replies = grid.send_and_receive(strategy.configure_evaluate(
+            server_round, to_arrays(shared), ConfigRecord(), grid), timeout=cfg.round_timeout_s)
+        strategy.aggregate_evaluate(server_round, replies)
+    return shared
+
+
+def run_federation(grid: Grid, cfg: FedConfig, context: Context) -> dict:
     """Evaluate the starting adapter at every hospital, run ``cfg.rounds`` rounds, save the result."""
     out = Path(cfg.out)
     ledger = Ledger(full_model_bytes(cfg))
@@ -60,9 +107,12 @@ def run_federation(grid: Grid, cfg: FedConfig) -> dict:
     before = grid.send_and_receive(strategy.configure_evaluate(0, arrays, ConfigRecord(), grid),
                                    timeout=cfg.round_timeout_s)
     strategy.aggregate_evaluate(0, before)
-    result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=cfg.rounds,
-                            timeout=cfg.round_timeout_s)
-    final = to_state(result.arrays) if result.arrays is not None else shared
+    if cfg.secure_aggregation:
+        final = secure_rounds(grid, context, cfg, strategy, shared)
+    else:
+        result = strategy.start(grid=grid, initial_arrays=arrays, num_rounds=cfg.rounds,
+                                timeout=cfg.round_timeout_s)
+        final = to_state(result.arrays) if result.arrays is not None else shared
     strategy.ledger.name_hospitals(strategy.hospitals)
     summary = {"rounds": cfg.rounds, "plan": cfg.plan, "aggregation": cfg.aggregation,
                "sites": sorted(strategy.hospitals.values()), "seconds": time.perf_counter() - t0,

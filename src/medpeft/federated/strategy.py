@@ -164,9 +164,7 @@ class AdapterFedAvg(FedAvg):
         """The weighted aggregate of usable train replies and their mean training loss."""
         weights = [float(metrics_of(m)[WEIGHT]) for m in good]
         states = [to_state(next(iter(m.content.array_records.values()))) for m in good]
-        merged = aggregate_states(states, weights, self.mode)
-        if self.dp is not None:
-            merged = add_noise(merged, noise_std(self.dp, weights), self.seed * 1000 + server_round)
+        merged = self.noised(aggregate_states(states, weights, self.mode), weights, server_round)
         self.train_metrics[server_round] = {
             self.hospital(m.metadata.src_node_id): {k: v for k, v in metrics_of(m).items()
                                                  if not isinstance(v, list)} for m in good}
@@ -174,6 +172,13 @@ class AdapterFedAvg(FedAvg):
         loss = sum(w * float(metrics_of(m).get("train-loss", 0.0))
                    for w, m in zip(weights, good)) / total
         return to_arrays(merged), MetricRecord({"train-loss": loss, "sites": len(good)})
+
+    def noised(self, merged: dict[str, torch.Tensor], weights: list[float], server_round: int
+               ) -> dict[str, torch.Tensor]:
+        """The aggregate with the DP Gaussian noise of the round added (unchanged without dp)."""
+        if self.dp is None:
+            return merged
+        return add_noise(merged, noise_std(self.dp, weights), self.seed * 1000 + server_round)
 
     def aggregate_evaluate(self, server_round: int, replies: Iterable[Message]
                            ) -> MetricRecord | None:
