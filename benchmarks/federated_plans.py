@@ -11,7 +11,7 @@ Run `make demo` first (it writes the phantom).
 
 Usage: python benchmarks/federated_plans.py [--rounds 4] [--local-steps 10]
          [--plans encoder-lora+head lora-everywhere decoder full sea-peft] [--seed 1]
-         [--aggregations svd fedavg ffa] [--report-only]
+         [--aggregations svd fedavg ffa] [--secure] [--report-only]
 (3 seeds of the LoRA aggregations: --plans lora-everywhere --seed S --out runs/fed-s{S})
 """
 from __future__ import annotations
@@ -54,14 +54,20 @@ def main() -> None:
                         "config's")
     parser.add_argument("--aggregations", nargs="+", default=["svd", "fedavg", "ffa"],
                         help="for the LoRA plans (the others always average)")
+    parser.add_argument("--secure", action="store_true",
+                        help="every arm with secure aggregation (SecAgg+; fedavg and ffa only)")
     parser.add_argument("--report-only", action="store_true",
                         help="tabulate the finished arms; run nothing (safe beside a run)")
     args = parser.parse_args()
     base = replace(load_fed_config(args.config), rounds=args.rounds, local_steps=args.local_steps)
     if args.seed is not None:
         base = replace(base, seed=args.seed)
+    if args.secure:
+        base = replace(base, secure_aggregation=True)
     lora_modes = [m for m in args.aggregations if m != "svd"]
     arms = [(p, "svd") for p in args.plans if p not in LORA_PLANS or "svd" in args.aggregations]
+    if args.secure:  # the server holds only the sum: the plain weighted mean of every tensor
+        arms = [(p, "fedavg") for p in args.plans if p not in LORA_PLANS]
     arms += [(p, mode) for mode in lora_modes for p in args.plans if p in LORA_PLANS]
     title = (f"{len(base.hospitals)} hospitals, {args.rounds} rounds x {args.local_steps} local steps, "
              f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
@@ -71,7 +77,7 @@ def main() -> None:
                "vs full FT", "seconds")
     rows, pooled = [], {}
     for plan, mode in arms:
-        folder = Path(args.out) / f"{plan}-{mode}"
+        folder = Path(args.out) / f"{plan}-{mode}{'-secagg' if args.secure else ''}"
         if args.report_only and not (folder / "report.json").exists():
             continue
         # the pooled bound does not depend on the aggregation: trained once per plan
@@ -85,7 +91,8 @@ def main() -> None:
         table.add_row(*row)
     Console(width=220).print(table)
     command = (f"python benchmarks/federated_plans.py --rounds {args.rounds} "
-               f"--local-steps {args.local_steps} --plans {' '.join(args.plans)}")
+               f"--local-steps {args.local_steps} --plans {' '.join(args.plans)}"
+               f"{' --secure' if args.secure else ''}")
     print(f"command: {command}")
     lines = [f"# Federated plans: {title}", "", f"command: `{command}`", "",
              "| " + " | ".join(columns) + " |", "|---|---|" + "---:|" * (len(columns) - 2)]
