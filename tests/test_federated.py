@@ -402,3 +402,47 @@ def test_a_restarted_hospital_takes_its_kept_tensors_from_its_saved_adapter(coll
     restored = _kept(RecordDict(), hospital)
     assert set(restored) == {n for n in trainable_state(foundation.model) if n.startswith("out.")}
     assert torch.equal(restored["out.conv.conv.weight"], foundation.model.out.conv.conv.weight)
+
+
+def test_a_deployment_refuses_an_expired_or_mismatched_certificate_by_name(collection, tmp_path):
+    """`tls: {ca, certificate, key}` (the hospital network's own PKI) is checked before any
+    Flower process starts: each problem names its file, and no global adapter is written."""
+    import yaml
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from typer.testing import CliRunner
+
+    from medpeft.cli import app
+    from medpeft.federated.credentials import _certificate, _name, _pem_key, hospital_credentials
+
+    def pki(tag: str, *, days: float = 7, days_ago: float = 0, signer_tag: str | None = None):
+        ca_key, cert_key = ec.generate_private_key(ec.SECP384R1()), ec.generate_private_key(ec.SECP384R1())
+        ca = _certificate(_name("ca"), _name("ca"), ca_key.public_key(), ca_key, ca=True)
+        signer = ec.generate_private_key(ec.SECP384R1()) if signer_tag else ca_key
+        cert = _certificate(_name("127.0.0.1"), _name("ca"), cert_key.public_key(), signer, ca=False,
+                            days=days, days_ago=days_ago)
+        paths = {k: tmp_path / f"{tag}-{k}.pem" for k in ("ca", "certificate", "key")}
+        paths["ca"].write_bytes(ca.public_bytes(Encoding.PEM))
+        paths["certificate"].write_bytes(cert.public_bytes(Encoding.PEM))
+        paths["key"].write_bytes(_pem_key(cert_key))
+        return {k: str(v) for k, v in paths.items()}
+
+    good = pki("good")
+    assert str(hospital_credentials(good, tmp_path / "c", ["a"]).server_cert) == good["certificate"]
+    expired = pki("expired", days=1, days_ago=10)
+    with pytest.raises(ValueError, match=f"tls certificate {expired['certificate']} is not valid now"):
+        hospital_credentials(expired, tmp_path / "c", ["a"])
+    stranger = pki("stranger", signer_tag="other")
+    with pytest.raises(ValueError, match="was not issued by the CA .*stranger-ca.pem"):
+        hospital_credentials(stranger, tmp_path / "c", ["a"])
+    with pytest.raises(ValueError, match="other-key.pem does not belong to the certificate .*good"):
+        hospital_credentials({**good, "key": pki("other")["key"]}, tmp_path / "c", ["a"])
+    sites = [{"dataset": str(collection / "Task10_NewSite"), "k": 1, "n_test": 1, "part": [i, 2]}
+             for i in range(2)]
+    config = {"foundation": str(shipped_foundation()), "hospitals": sites, "out": str(tmp_path / "dep"),
+              "rounds": 1, "local_steps": 1, "baseline": False, "pooled": False, "tls": expired}
+    (tmp_path / "fed.yaml").write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["federate", str(tmp_path / "fed.yaml"), "--deployment"])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and "expired-certificate.pem is not valid now" in said
+    assert not (tmp_path / "dep" / "global").exists() and not (tmp_path / "dep" / "logs").exists()

@@ -42,6 +42,7 @@ class FedConfig:
     min_hospitals: int = 2
     round_timeout_s: float = 3600.0  # a reply not in by then counts as a dropout
     secure_aggregation: bool | dict = False  # SecAgg+ (secure.py): true, or threshold, clipping_range
+    tls: dict = field(default_factory=dict)  # --deployment: {ca, certificate, key} of your own PKI
 
     def check(self) -> FedConfig:
         plan = plan_named(self.plan)

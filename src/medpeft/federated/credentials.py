@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
@@ -50,12 +51,13 @@ def _name(common: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def _certificate(subject: x509.Name, issuer: x509.Name, public_key, signer, *, ca: bool):
-    now = datetime.datetime.now(datetime.timezone.utc)
+def _certificate(subject: x509.Name, issuer: x509.Name, public_key, signer, *, ca: bool,
+                 days: float = VALID_DAYS, days_ago: float = 0.0):
+    """Valid from ``days_ago`` days (and 5 minutes) before now, for ``days`` days."""
+    start = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=days_ago, minutes=5)
     builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
                .public_key(public_key).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+               .not_valid_before(start).not_valid_after(start + datetime.timedelta(days=days))
                .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
     if not ca:
         builder = builder.add_extension(x509.SubjectAlternativeName(
@@ -93,3 +95,52 @@ def make_credentials(folder: Path, hospitals: list[str]) -> RunCredentials:
         server_key=_write(folder / "superlink.key", _pem_key(server_key), private=True),
         node_keys={h: node_key_pair(folder / "supernodes" / re.sub(r"[^\w.-]", "_", h))
                    for h in hospitals})
+
+
+def _read_certificate(path: Path, what: str) -> x509.Certificate:
+    try:
+        return x509.load_pem_x509_certificate(Path(path).read_bytes())
+    except FileNotFoundError:
+        raise ValueError(f"tls {what} {path}: no such file") from None
+    except ValueError as err:
+        raise ValueError(f"tls {what} {path}: not a PEM certificate ({err})") from None
+
+
+def hospital_credentials(tls: dict, folder: Path, hospitals: list[str]) -> RunCredentials:
+    """The SuperLink's TLS from the hospital network's own PKI (``tls: {ca, certificate, key}``),
+    checked before any process starts; SuperNode keys are still made for the run. Each problem
+    names its file: a missing or unreadable file, a certificate outside its validity period, one
+    its CA did not sign, one not valid for 127.0.0.1, a key that is not the certificate's."""
+    unknown = sorted(set(tls) - {"ca", "certificate", "key"})
+    missing = sorted({"ca", "certificate", "key"} - set(tls))
+    if unknown or missing:
+        raise ValueError(f"tls: needs ca, certificate and key (missing {missing}, unknown {unknown})")
+    ca_path, cert_path, key_path = (Path(tls[k]).expanduser() for k in ("ca", "certificate", "key"))
+    ca, cert = _read_certificate(ca_path, "ca"), _read_certificate(cert_path, "certificate")
+    now = datetime.datetime.now(datetime.timezone.utc)
+    for path, c in ((ca_path, ca), (cert_path, cert)):
+        if not c.not_valid_before_utc <= now <= c.not_valid_after_utc:
+            raise ValueError(f"tls certificate {path} is not valid now: valid from "
+                             f"{c.not_valid_before_utc:%Y-%m-%d %H:%M} to "
+                             f"{c.not_valid_after_utc:%Y-%m-%d %H:%M} UTC")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except (ValueError, TypeError, InvalidSignature):
+        raise ValueError(f"tls certificate {cert_path} was not issued by the CA {ca_path}") from None
+    try:
+        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        local = ipaddress.ip_address("127.0.0.1") in names.get_values_for_type(x509.IPAddress)
+    except x509.ExtensionNotFound:
+        local = False
+    if not local:
+        raise ValueError(f"tls certificate {cert_path} does not name 127.0.0.1 (subject "
+                         "alternative names), where the SuperLink listens")
+    try:
+        key = serialization.load_pem_private_key(key_path.read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as err:
+        raise ValueError(f"tls key {key_path}: not a readable unencrypted PEM private key ({err})") from None
+    raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*raw) != cert.public_key().public_bytes(*raw):
+        raise ValueError(f"tls key {key_path} does not belong to the certificate {cert_path}")
+    return RunCredentials(ca=ca_path, server_cert=cert_path, server_key=key_path, node_keys={
+        h: node_key_pair(folder / "supernodes" / re.sub(r"[^\w.-]", "_", h)) for h in hospitals})

@@ -20,7 +20,12 @@ import time
 from pathlib import Path
 
 from medpeft.federated.config import FedConfig, hospital_name
-from medpeft.federated.credentials import RunCredentials, make_credentials, node_key_pair
+from medpeft.federated.credentials import (
+    RunCredentials,
+    hospital_credentials,
+    make_credentials,
+    node_key_pair,
+)
 from medpeft.io import write_text
 
 APP_NAME = "medpeft-federation"
@@ -252,7 +257,8 @@ def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0, *,
     # Flower serves its runtime, control and fleet APIs over HTTPS on one port
     link_port, rejoin_port, *node_ports = free_ports(2 + len(cfg.hospitals) + uninvited)
     names = [hospital_name(h, i) for i, h in enumerate(cfg.hospitals)]
-    credentials = make_credentials(out / "credentials", names)
+    credentials = (hospital_credentials(cfg.tls, out / "credentials", names) if cfg.tls
+                   else make_credentials(out / "credentials", names))
     write_connection(Path(env["FLWR_HOME"]), link_port, credentials.ca)
     app = write_app(out / "flwr-app", config_path)
     with Processes(env, out / "logs") as procs:
