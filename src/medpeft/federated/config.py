@@ -56,7 +56,7 @@ class FedConfig:
         if self.dp:
             DPSettings.from_dict(self.dp)
         plan.check(name=self.plan, aggregation=self.aggregation, dp=self.dp, local=self.local,
-                   sea=self.sea)
+                   sea=self.sea, secure=bool(self.secure_aggregation))
         if not 1 <= self.min_hospitals <= len(self.hospitals):
             raise ValueError(f"min_hospitals {self.min_hospitals}: must be between 1 and the "
                              f"{len(self.hospitals)} hospitals listed")
@@ -79,13 +79,6 @@ class FedConfig:
 
     def check_secure(self) -> None:
         settings = SecureSettings.from_setting(self.secure_aggregation)
-        if self.aggregation not in ("fedavg", "ffa"):
-            raise ValueError(f"secure_aggregation with aggregation {self.aggregation!r}: the server "
-                             "holds only the sum, so choose fedavg or ffa (svd needs each "
-                             "hospital's own LoRA factors)")
-        if self.plan == "sea-peft":
-            raise ValueError("secure_aggregation does not cover federated SEA-PEFT (its audits' "
-                             "utilities travel in the clear)")
         if len(self.hospitals) < settings.threshold:
             raise ValueError(f"secure_aggregation threshold {settings.threshold} needs at least "
                              f"{settings.threshold} hospitals; the federation lists {len(self.hospitals)}")

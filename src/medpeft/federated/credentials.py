@@ -81,6 +81,11 @@ def node_key_pair(path: Path) -> Path:
     return path
 
 
+def _node_keys(folder: Path, hospitals: list[str]) -> dict[str, Path]:
+    """One SuperNode key pair per hospital, under ``folder/supernodes``."""
+    return {h: node_key_pair(folder / "supernodes" / re.sub(r"[^\w.-]", "_", h)) for h in hospitals}
+
+
 def make_credentials(folder: Path, hospitals: list[str]) -> RunCredentials:
     """A CA, the SuperLink's TLS certificate and a key pair per hospital, under ``folder``."""
     ca_key = ec.generate_private_key(ec.SECP384R1())
@@ -93,8 +98,7 @@ def make_credentials(folder: Path, hospitals: list[str]) -> RunCredentials:
         ca=_write(folder / "ca.pem", ca_cert.public_bytes(pem)),
         server_cert=_write(folder / "superlink.pem", server_cert.public_bytes(pem)),
         server_key=_write(folder / "superlink.key", _pem_key(server_key), private=True),
-        node_keys={h: node_key_pair(folder / "supernodes" / re.sub(r"[^\w.-]", "_", h))
-                   for h in hospitals})
+        node_keys=_node_keys(folder, hospitals))
 
 
 def _read_certificate(path: Path, what: str) -> x509.Certificate:
@@ -142,5 +146,5 @@ def hospital_credentials(tls: dict, folder: Path, hospitals: list[str]) -> RunCr
     raw = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     if key.public_key().public_bytes(*raw) != cert.public_key().public_bytes(*raw):
         raise ValueError(f"tls key {key_path} does not belong to the certificate {cert_path}")
-    return RunCredentials(ca=ca_path, server_cert=cert_path, server_key=key_path, node_keys={
-        h: node_key_pair(folder / "supernodes" / re.sub(r"[^\w.-]", "_", h)) for h in hospitals})
+    return RunCredentials(ca=ca_path, server_cert=cert_path, server_key=key_path,
+                          node_keys=_node_keys(folder, hospitals))

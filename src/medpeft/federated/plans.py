@@ -42,10 +42,15 @@ class Plan:
     options: dict = field(default_factory=dict)
     doc: str = ""
 
-    def check(self, *, name: str, aggregation: str, dp: dict, local: list[str], sea: dict) -> None:
+    def check(self, *, name: str, aggregation: str, dp: dict, local: list[str], sea: dict,
+              secure: bool = False) -> None:
         """Refuse the federation settings this plan cannot honour (messages name the setting)."""
         if sea:
             raise ValueError(f"'sea' settings apply to plan {SEA}, not {name}")
+        if secure and aggregation not in ("fedavg", "ffa"):
+            raise ValueError(f"secure_aggregation with aggregation {aggregation!r}: the server "
+                             "holds only the sum, so choose fedavg or ffa (svd needs each "
+                             "hospital's own LoRA factors)")
         if dp and aggregation == "svd":
             raise ValueError("dp: the noise is calibrated to a weighted mean of clipped updates: "
                              "use aggregation fedavg or ffa (got svd)")
@@ -55,8 +60,12 @@ class Plan:
 class SearchedPlan(Plan):
     """SEA-PEFT: one global active set, re-chosen each round from the hospitals' audits."""
 
-    def check(self, *, name: str, aggregation: str, dp: dict, local: list[str], sea: dict) -> None:
+    def check(self, *, name: str, aggregation: str, dp: dict, local: list[str], sea: dict,
+              secure: bool = False) -> None:
         fed_sea_config(sea)
+        if secure:
+            raise ValueError("secure_aggregation does not cover federated SEA-PEFT (its audits' "
+                             "utilities travel in the clear)")
         if dp:
             raise ValueError(f"dp: the noise is calibrated to a fixed set of tensors; plan {name} "
                              "changes its set every round: use a fixed plan")

@@ -80,15 +80,15 @@ class SumOnly(Strategy):
     """The legacy strategy SecAgg+ calls: it asks every connected hospital and receives only the
     unmasked aggregate (the same parameters in every result), which it keeps."""
 
-    def __init__(self, shared: dict[str, torch.Tensor], server_round: int):
-        self.names, self.server_round = sorted(shared), server_round
+    def __init__(self, shared: dict[str, torch.Tensor]):
+        self.names = sorted(shared)
         self.dtypes = {n: t.dtype for n, t in shared.items()}  # SecAgg+ dequantises to float64
         self.aggregate: dict[str, torch.Tensor] | None = None
         self.results: list[FitRes] = []
 
     def configure_fit(self, server_round, parameters, client_manager):
         # legacy configs hold scalars only: the names travel as one line each
-        config = {"server-round": self.server_round, "names": "\n".join(self.names)}
+        config = {"server-round": server_round, "names": "\n".join(self.names)}
         return [(proxy, FitIns(parameters, config)) for proxy in client_manager.all().values()]
 
     def aggregate_fit(self, server_round, results, failures):
@@ -121,14 +121,13 @@ def secure_train_round(grid: Grid, context: Context, shared: dict[str, torch.Ten
                        timeout: float) -> SumOnly:
     """One training round under SecAgg+; the returned strategy holds the aggregate (or None
     when too few hospitals stayed to unmask it) and the hospitals' clear-text metrics."""
-    names = sorted(shared)
-    strategy = SumOnly(shared, server_round)
+    strategy = SumOnly(shared)
     manager = SimpleClientManager()
     for node_id in grid.get_node_ids():
         manager.register(GridClientProxy(node_id, grid, grid.run.run_id))
     legacy = LegacyContext(context, strategy=strategy, client_manager=manager)
     legacy.state.array_records[MAIN_PARAMS_RECORD] = compat.parameters_to_arrayrecord(
-        ndarrays_to_parameters([shared[n].detach().cpu().numpy() for n in names]), True)
+        ndarrays_to_parameters([shared[n].detach().cpu().numpy() for n in strategy.names]), True)
     legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: server_round})
     workflow = SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=settings.threshold,
                                   max_weight=max_weight, clipping_range=settings.clipping_range,

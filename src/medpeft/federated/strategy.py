@@ -42,6 +42,16 @@ def metrics_of(msg: Message) -> MetricRecord:
     return next(iter(msg.content.metric_records.values()))
 
 
+def sender(reply: Message, sent: list[Message]) -> int:
+    """The node a reply stands for: Flower's own error replies (a SuperNode offline) come from
+    the SuperLink and name the message they answer."""
+    if reply.metadata.src_node_id != SUPERLINK_NODE_ID:
+        return reply.metadata.src_node_id
+    return next((m.metadata.dst_node_id for m in sent
+                 if m.metadata.message_id == reply.metadata.reply_to_message_id),
+                reply.metadata.src_node_id)
+
+
 class AdapterFedAvg(FedAvg):
     """FedAvg over adapter tensors with per-reply checks, LoRA-exact averaging and a ledger."""
 
@@ -56,7 +66,7 @@ class AdapterFedAvg(FedAvg):
         self.dice: dict[int, dict[str, float]] = {}  # round -> hospital -> Dice
         self.train_metrics: dict[int, dict[str, dict]] = {}
         self.wire_names: set[str] = set()  # every tensor name any message carried, either way
-        self.sent: dict[tuple[int, str], list[Message]] = {}  # (round, phase) -> messages sent
+        self.sent: dict[tuple[int, str], list[Message]] = {}  # (round, phase) -> sent, unanswered
 
     def hospital(self, node_id: int) -> str:
         return self.hospitals.get(node_id, f"node {node_id}")
@@ -121,13 +131,13 @@ class AdapterFedAvg(FedAvg):
         replies = list(replies)
         self.learn_names(replies)
         good = []
-        asked = {m.metadata.dst_node_id for m in self.sent.get((server_round, phase), [])}
-        silent = asked - {self.sender(server_round, phase, m) for m in replies}
-        for node in sorted(silent):
+        sent = self.sent.pop((server_round, phase), [])
+        senders = [sender(msg, sent) for msg in replies]
+        for node in sorted({m.metadata.dst_node_id for m in sent} - set(senders)):
             self.leave_out(server_round, phase, self.hospital(node), "dropped out: no reply within "
                            "the round's timeout (round_timeout_s)")
-        for msg in replies:
-            hospital = self.hospital(self.sender(server_round, phase, msg))
+        for msg, node in zip(replies, senders):
+            hospital = self.hospital(node)
             if not msg.has_error():
                 self.ledger.record(server_round, msg.metadata.src_node_id, phase, "up", content=msg.content)
                 self.note_names(msg)
@@ -137,15 +147,6 @@ class AdapterFedAvg(FedAvg):
                 continue
             self.leave_out(server_round, phase, hospital, reason)
         return good
-
-    def sender(self, server_round: int, phase: str, reply: Message) -> int:
-        """The node a reply stands for: Flower's own error replies (a SuperNode offline) come from
-        the SuperLink and name the message they answer."""
-        if reply.metadata.src_node_id != SUPERLINK_NODE_ID:
-            return reply.metadata.src_node_id
-        return next((m.metadata.dst_node_id for m in self.sent.get((server_round, phase), [])
-                     if m.metadata.message_id == reply.metadata.reply_to_message_id),
-                    reply.metadata.src_node_id)
 
     def leave_out(self, server_round: int, phase: str, hospital: str, reason: str) -> None:
         self.excluded.append({"round": server_round, "site": hospital, "phase": phase,
