@@ -27,9 +27,13 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
                                                       "disk here, keyed by the preprocessing "
                                                       "(default: in memory)"),
              workers: int = typer.Option(0, help="data-loading worker processes"),
-             augment: str = typer.Option("phase", help="intensity augmentation: phase (per-organ "
-                                         "contrast, intensity curve, noise, blur; measured "
-                                         "best) | light (scale and shift only)"),
+             augment: str = typer.Option("phase", help="augmentation: phase (per-organ "
+                                         "contrast, intensity curve, noise, blur) | "
+                                         "phase-shape (phase, and random rotation and scaling) "
+                                         "| light (scale and shift only)"),
+             init: Optional[Path] = typer.Option(None, help="start from this foundation's "
+                                                 "weights (continued pre-training; same "
+                                                 "backbone and organs)"),
              sampling: str = typer.Option("organ-balanced", help="organ-balanced (every organ the "
                                           "same share of the draws, however few datasets label "
                                           "it; measured best) | uniform (every volume equally)"),
@@ -49,7 +53,7 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
                                                        channels_last=channels_last,
                                                        workers=workers),
                 resume=resume, progress=progress, cache_dir=cache_dir, augment=augment,
-                sampling=sampling)
+                sampling=sampling, init=init)
     except (ValueError, FileNotFoundError) as err:
         fail(err)
     if distributed.is_main():

@@ -6,6 +6,8 @@ contrast (kidney cortex ~35 HU instead of ~175), with oral contrast (stomach ~26
 organs by their brightness and fails there. ``phase`` therefore moves each labelled organ's
 intensity by its own random amount, remaps the whole intensity curve, and adds noise and blur,
 so that the model has to rely on shape and position as well as on brightness.
+``phase-shape`` adds random rotation and scaling of each patch: the source sets label an organ on
+6 to 14 volumes, few shapes for a network to learn by heart.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import (
     MapTransform,
+    RandAffined,
     RandGaussianNoised,
     RandGaussianSmoothd,
     RandHistogramShiftd,
@@ -22,7 +25,7 @@ from monai.transforms import (
     RandShiftIntensityd,
 )
 
-AUGMENTATIONS = ("light", "phase")
+AUGMENTATIONS = ("light", "phase", "phase-shape")
 
 
 class RandOrganIntensityd(RandomizableTransform, MapTransform):
@@ -52,8 +55,17 @@ class RandOrganIntensityd(RandomizableTransform, MapTransform):
         return d
 
 
-def intensity_augmentation(name: str) -> list:
-    """The random intensity steps of augmentation ``name`` (after the patch is cropped)."""
+def shape_augmentation() -> list:
+    """Rotate (up to 15 degrees about each axis) and scale (up to 15%) half of the patches, the
+    anatomical variation of one organ between patients; labels nearest, edges repeated."""
+    return [RandAffined(keys=["image", "label"], prob=0.5, rotate_range=(0.26, 0.26, 0.26),
+                        scale_range=(0.15, 0.15, 0.15), mode=("bilinear", "nearest"),
+                        padding_mode="border")]
+
+
+def patch_augmentation(name: str) -> list:
+    """The random steps of augmentation ``name`` after the patch is cropped: intensity, and for
+    ``phase-shape`` shape first."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; choose from {AUGMENTATIONS}")
     light = [RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
@@ -61,6 +73,7 @@ def intensity_augmentation(name: str) -> list:
     if name == "light":
         return light
     return [
+        *(shape_augmentation() if name == "phase-shape" else []),
         RandOrganIntensityd(keys="image", label_key="label", max_offset=0.25, prob=0.6),
         RandHistogramShiftd(keys="image", num_control_points=(5, 10), prob=0.3),
         *light,

@@ -28,7 +28,7 @@ from monai.transforms import (
     SpatialPadd,
 )
 
-from medpeft.data.augment import intensity_augmentation
+from medpeft.data.augment import patch_augmentation
 from medpeft.data.msd import MSDDataset
 from medpeft.data.ontology import ClassMapping
 
@@ -96,7 +96,7 @@ def class_balanced_ratios(n_local: int) -> list[float]:
 
 def train_transforms(pp: Preprocessing, n_local: int, augment: str = "light") -> tuple[list, list]:
     """(deterministic, random) training steps after loading: pad to the patch and index each
-    class's voxels once (cached); then draw a class-balanced patch and augment its intensity
+    class's voxels once (cached); then draw a class-balanced patch and augment it
     (``augment``: see :mod:`medpeft.data.augment`)."""
     deterministic = [
         SpatialPadd(keys=["image", "label"], spatial_size=pp.patch),
@@ -107,7 +107,7 @@ def train_transforms(pp: Preprocessing, n_local: int, augment: str = "light") ->
                                 num_classes=n_local, ratios=class_balanced_ratios(n_local),
                                 indices_key="label_classes", num_samples=1, warn=False),
         DeleteItemsd(keys="label_classes"),
-        *intensity_augmentation(augment),
+        *patch_augmentation(augment),
         EnsureTyped(keys=["image", "label"], track_meta=False),
     ]
     return deterministic, random

@@ -3,14 +3,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from medpeft.data.balance import SAMPLINGS, organ_balanced_weights
 from medpeft.data.layouts import read_dataset
 from medpeft.data.msd import check_dataset
 from medpeft.data.ontology import ORGANS, class_mapping, resolve
 from medpeft.data.transforms import Preprocessing, cached_dataset, case_dicts
 from medpeft.io import write_yaml
-from medpeft.models.backbones import PRESETS, build_backbone
-from medpeft.models.weights import save_foundation
+from medpeft.models.backbones import PRESETS, BackboneConfig, build_backbone
+from medpeft.models.weights import load_foundation, save_foundation
 from medpeft.progress import Reporter
 from medpeft.train import distributed
 from medpeft.train.loop import LoopConfig, train_loop
@@ -27,18 +29,23 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
              pp: Preprocessing = Preprocessing(), *, loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
              resume: bool = False, progress: Reporter | None = None, recipe: dict | None = None,
              cache_dir: str | Path | None = None, augment: str = "light",
-             sampling: str = "uniform") -> Path:
+             sampling: str = "uniform", init: str | Path | None = None) -> Path:
     """Train a foundation model on ``sources`` (MSD folders) and save it to ``out_dir``. Under
     torchrun every rank trains on its shard (DDP); rank 0 writes. ``cache_dir``: keep the
     preprocessed volumes on disk there (reused by later runs) instead of in memory.
     ``augment``: the intensity augmentation (:mod:`medpeft.data.augment`); ``sampling``: every
-    volume equally often, or ``organ-balanced`` (:mod:`medpeft.data.balance`)."""
+    volume equally often, or ``organ-balanced`` (:mod:`medpeft.data.balance`). ``init``: a
+    foundation folder whose weights the run starts from (continued pre-training)."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; choose from {SAMPLINGS}")
     datasets = [read_dataset(s, label_files=True) for s in sources]
     for ds in datasets:
         check_dataset(ds)
     classes = source_classes([ds.labels for ds in datasets])
+    cfg = PRESETS[backbone]
+    model = build_backbone(cfg, len(classes) + 1)
+    if init is not None:  # before anything is written: a refused start leaves no run folder
+        start_from(model, init, backbone=cfg, classes=classes, pp=pp)
     mappings = {ds.name: class_mapping(ds.labels, classes) for ds in datasets}
     items = [item for ds in datasets for item in case_dicts(ds, mappings[ds.name])]
     out_dir = Path(out_dir)
@@ -46,11 +53,10 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
         write_yaml(out_dir / "config.yaml", {
             "command": "pretrain", "sources": [str(s) for s in sources], "backbone": backbone,
             "classes": classes, "preprocessing": pp.to_dict(), "loop": loop.to_dict(),
-            "augment": augment, "sampling": sampling, "ranks": distributed.world_size()})
+            "augment": augment, "sampling": sampling, "init": str(init) if init else None,
+            "ranks": distributed.world_size()})
     data = cached_dataset(items, pp, mappings, train=True, cache_dir=cache_dir,
                           augment=augment)
-    cfg = PRESETS[backbone]
-    model = build_backbone(cfg, len(classes) + 1)
     weights = organ_balanced_weights(items, mappings) if sampling == "organ-balanced" else None
     summary = train_loop(model, data, MarginalDiceCELoss(), loop, run_dir=out_dir, resume=resume,
                          progress=progress, desc="pre-training", weights=weights)
@@ -59,3 +65,17 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     return save_foundation(out_dir, model, cfg, classes, pp=pp,
                            extra={"sources": [ds.name for ds in datasets], "train": summary,
                                   "recipe": recipe or {}})
+
+
+def start_from(model: torch.nn.Module, init: str | Path, *, backbone: BackboneConfig,
+               classes: tuple[str, ...], pp: Preprocessing) -> None:
+    """Load foundation ``init``'s weights into ``model``. A different backbone, organ list or
+    preprocessing is refused by name: the weights would not mean the same thing."""
+    foundation = load_foundation(init)
+    for what, theirs, ours in (("backbone", foundation.backbone, backbone),
+                               ("organs", tuple(foundation.classes), tuple(classes)),
+                               ("preprocessing", foundation.preprocessing, pp)):
+        if theirs != ours:
+            raise ValueError(f"{init}: the --init foundation's {what} ({theirs}) is not this "
+                             f"run's ({ours})")
+    model.load_state_dict(foundation.model.state_dict())
