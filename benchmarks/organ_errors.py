@@ -1,0 +1,113 @@
+"""Why each organ scores what it scores: a foundation's errors on a labelled set, organ by organ.
+
+For every organ: Dice; where its true voxels went (the organ, background or another organ);
+what its predicted voxels truly were; predicted / true volume per case; and the ceiling of the
+working grid (the truth resampled down to the foundation's spacing and back, linear, argmax), so
+that resolution can be told apart from the model. Confusion with a neighbour, boundary errors
+(background both ways) and a resolution limit each leave a different trace.
+
+Usage: python benchmarks/organ_errors.py FOUNDATION DATASET [--out errors.json]
+  e.g. src/medpeft/assets/phantom-foundation runs/cache/phantom-demo-s0/Task06_SourceHoldout
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from scipy.ndimage import zoom
+
+from medpeft.data.layouts import read_dataset
+from medpeft.data.ontology import class_mapping
+from medpeft.infer.predict import predict_labels
+from medpeft.io import write_json
+from medpeft.models.weights import load_foundation
+
+
+def grid_ceiling(truth: np.ndarray, zooms: np.ndarray, spacing: np.ndarray, n: int) -> np.ndarray:
+    """The best label map a model on a ``spacing`` grid can return: each class's mask resampled
+    down and back up (linear), then argmax."""
+    scores = []
+    for c in range(n):
+        small = zoom((truth == c).astype(np.float32), zooms / spacing, order=1)
+        back = zoom(small, np.array(truth.shape) / np.array(small.shape), order=1)
+        scores.append(back[tuple(slice(0, s) for s in truth.shape)])
+    return np.argmax(np.stack(scores), 0)
+
+
+def confusion(pred: np.ndarray, truth: np.ndarray, n: int) -> np.ndarray:
+    """Counts[true class, predicted class]."""
+    return np.bincount(truth.ravel() * n + pred.ravel(), minlength=n * n).reshape(n, n)
+
+
+def dice_of(counts: np.ndarray, c: int) -> float:
+    return float(2 * counts[c, c] / max(counts[c].sum() + counts[:, c].sum(), 1))
+
+
+def measure(foundation_dir: str, dataset: str) -> dict:
+    """Totals of the model's and the grid ceiling's confusions, and per-case volume ratios."""
+    f = load_foundation(foundation_dir)
+    ds = read_dataset(dataset, label_files=True)
+    mapping = class_mapping(ds.labels, f.classes)
+    n, c2l = mapping.n_local, np.array(mapping.channel_to_local, dtype=np.uint8)
+    lut = np.zeros(max(mapping.value_to_local) + 1, np.int64)
+    for value, local in mapping.value_to_local.items():
+        lut[value] = local
+    model_counts, ceiling_counts, ratios = np.zeros((n, n), np.int64), np.zeros((n, n), np.int64), []
+    spacing = np.array(f.preprocessing.spacing, dtype=float)
+    for case in ds.cases:
+        with torch.no_grad():
+            pred = c2l[predict_labels(f.model.eval(), case.image, f.preprocessing)].astype(np.int64)
+        label = nib.load(str(case.label))
+        truth = lut[np.asarray(label.dataobj).astype(np.int64)]
+        counts = confusion(pred, truth, n)
+        model_counts += counts
+        zooms = np.array(label.header.get_zooms()[:3], dtype=float)
+        ceiling_counts += confusion(grid_ceiling(truth, zooms, spacing, n), truth, n)
+        ratios.append([float(counts[:, c].sum() / counts[c].sum()) if counts[c].sum() else None
+                       for c in range(n)])
+    return {"names": list(mapping.local_names), "model": model_counts.tolist(),
+            "ceiling": ceiling_counts.tolist(), "volume_ratio_per_case": ratios}
+
+
+def top(shares: np.ndarray, names: list[str], skip: int) -> str:
+    order = [j for j in np.argsort(shares)[::-1] if j != skip][:2]
+    return ", ".join(f"{names[j]} {shares[j]:.2f}" for j in order if shares[j] >= 0.005) or "-"
+
+
+def table(result: dict) -> Table:
+    names, counts = result["names"], np.array(result["model"])
+    ceiling = np.array(result["ceiling"])
+    out = Table(title="errors per organ (Dice over all cases' voxels; shares of true / predicted voxels)")
+    for column in ("organ", "Dice", "grid ceiling", "found", "missed as", "false from",
+                   "pred/true volume per case"):
+        out.add_column(column)
+    for c in range(1, len(names)):
+        if counts[c].sum() == 0:
+            continue
+        found = counts[c] / counts[c].sum()
+        came = counts[:, c] / max(counts[:, c].sum(), 1)
+        per_case = " ".join(f"{r[c]:.2f}" for r in result["volume_ratio_per_case"] if r[c] is not None)
+        out.add_row(names[c], f"{dice_of(counts, c):.3f}", f"{dice_of(ceiling, c):.3f}",
+                    f"{found[c]:.2f}", top(found, names, c), top(came, names, c), per_case)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("foundation")
+    parser.add_argument("dataset")
+    parser.add_argument("--out", type=Path, default=None, help="write the counts as JSON")
+    args = parser.parse_args()
+    result = measure(args.foundation, args.dataset)
+    Console(width=160).print(table(result))
+    if args.out:
+        write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()
