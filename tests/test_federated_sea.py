@@ -4,13 +4,15 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
 from medpeft.federated.config import FedConfig
 from medpeft.federated.plans import fed_sea_config
 from medpeft.federated.run import federate
-from medpeft.federated.sea_server import FederatedSearch, pool
+from medpeft.federated.sea_server import FederatedSearch, SeaFedAvg, pool
+from medpeft.federated.secure import utilities_from_aggregate, utilities_to_tensors
 from medpeft.methods.adapter_io import load_adapter
 from medpeft.methods.sea.smoothing import UtilitySmoother
 from medpeft.models.weights import load_foundation, shipped_foundation
@@ -54,6 +56,20 @@ def test_pool_weights_sites_and_skips_unmeasured_candidates():
     assert pooled["a"] == 2.5 and math.isnan(pooled["b"]) and pooled["c"] == 2.0
 
 
+def test_masked_utilities_sum_to_the_pooled_utilities():
+    """Under SecAgg+ the server gets the weighted mean of every tensor; the two utility tensors'
+    means give what ``pool`` gives from the clear utilities, NaN where nobody measured."""
+    sites = [[1.0, math.nan, 2.0, -0.5], [3.0, math.nan, math.nan, 0.25], [0.5, math.nan, 4.0, 1.0]]
+    weights = [1.0, 3.0, 2.0]
+    sent = [utilities_to_tensors(u) for u in sites]
+    mean = {n: sum(w * t[n] for w, t in zip(weights, sent)) / sum(weights) for n in sent[0]}
+    tensors, utilities = utilities_from_aggregate({**mean, "out.weight": torch.ones(2)})
+    expected = pool(sites, weights, list("abcd"))
+    assert list(tensors) == ["out.weight"]
+    for got, name in zip(utilities, "abcd"):
+        assert (math.isnan(got) and math.isnan(expected[name])) or abs(got - expected[name]) < 1e-6
+
+
 def test_smoother_survives_a_round_trip_between_rounds():
     smoother = UtilitySmoother(0.5, 3, 0.25)
     for u in (0.1, 0.4, -0.2, 0.3):
@@ -64,14 +80,29 @@ def test_smoother_survives_a_round_trip_between_rounds():
     assert back.score("x") == smoother.score("x")
 
 
+@pytest.mark.parametrize("secure", [False, True], ids=["plain", "secagg"])
 def test_federated_sea_sends_exactly_the_allocated_sets_and_saves_a_loadable_adapter(
-        collection, tmp_path):
+        collection, tmp_path, monkeypatch, secure):
+    """Plain, and under SecAgg+ (the audits' utilities masked and summed with the tensors)."""
     target = collection / "Task10_NewSite"
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
     cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path / "sea"),
-                    plan="sea-peft", rounds=2, local_steps=2, baseline=False, pooled=False)
+                    plan="sea-peft", rounds=2, local_steps=2, baseline=False, pooled=False,
+                    aggregation="fedavg" if secure else "svd", secure_aggregation=secure)
+    pooled_rounds = []
+    original = SeaFedAvg.secure_aggregate
+
+    def spy(self, aggregate, weights, server_round):
+        pooled_rounds.append(utilities_from_aggregate(aggregate)[1])
+        return original(self, aggregate, weights, server_round)
+
+    monkeypatch.setattr(SeaFedAvg, "secure_aggregate", spy)
     report = federate(cfg)
     sea = report["sea"]
+    if secure:  # both rounds allocated from summed utilities, some candidates measured
+        n = len(FederatedSearch(cfg.seed, cfg.foundation, fed_sea_config()).candidates)
+        assert len(pooled_rounds) == 2 and all(len(u) == n for u in pooled_rounds)
+        assert all(any(math.isfinite(x) for x in u) for u in pooled_rounds)
     assert [r["round"] for r in sea["rounds"]] == [1, 2] and sea["rounds"][0]["active"]
     assert all(r["used"] <= r["budget"] for r in sea["rounds"])
     # what travelled is the head plus the candidates the server made active, nothing else

@@ -21,7 +21,14 @@ from flwr.serverapp import Grid, ServerApp
 from medpeft.federated.config import HOSPITALS, FedConfig, hospital_name, load_fed_config
 from medpeft.federated.flows import flow_for
 from medpeft.federated.hospital import Hospital
-from medpeft.federated.secure import is_secure_train, secaggplus_when_asked, secure_train_reply
+from medpeft.federated.sea_server import UTILITY
+from medpeft.federated.secure import (
+    adapter_tensors,
+    is_secure_train,
+    secaggplus_when_asked,
+    secure_train_reply,
+    utilities_to_tensors,
+)
 from medpeft.federated.server import run_federation
 from medpeft.federated.strategy import WEIGHT, to_arrays, to_state
 
@@ -50,7 +57,10 @@ def hospital_train(msg: Message, context: Context, cfg: FedConfig) -> Message:
     hospital = hospital_for(cfg, context)
     if is_secure_train(msg):  # SecAgg+: the reply is a FitRes that secaggplus_mod masks
         def train(tensors: dict, server_round: int) -> tuple[dict, dict, int, str]:
-            shared, metrics = flow_for(cfg).train(hospital, tensors, context.state, server_round)
+            shared, metrics = flow_for(cfg).train(hospital, adapter_tensors(tensors), context.state,
+                                                  server_round)
+            if UTILITY in metrics:  # a searched plan's audits: masked and summed with the tensors
+                shared = {**shared, **utilities_to_tensors(metrics.pop(UTILITY))}
             return shared, metrics, hospital.n_support, hospital.name
         return secure_train_reply(msg, train)
     server_round = int(msg.content["config"]["server-round"])

@@ -63,9 +63,9 @@ class SearchedPlan(Plan):
     def check(self, *, name: str, aggregation: str, dp: dict, local: list[str], sea: dict,
               secure: bool = False) -> None:
         fed_sea_config(sea)
-        if secure:
-            raise ValueError("secure_aggregation does not cover federated SEA-PEFT (its audits' "
-                             "utilities travel in the clear)")
+        if secure and aggregation != "fedavg":
+            raise ValueError(f"secure_aggregation with plan {name}: the server holds only the "
+                             f"sum, so use aggregation fedavg (got {aggregation})")
         if dp:
             raise ValueError(f"dp: the noise is calibrated to a fixed set of tensors; plan {name} "
                              "changes its set every round: use a fixed plan")

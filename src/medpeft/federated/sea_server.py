@@ -30,6 +30,7 @@ from medpeft.federated.sea_hospital import (
     sea_train,
     wire_state,
 )
+from medpeft.federated.secure import utilities_from_aggregate, utilities_to_tensors
 from medpeft.federated.strategy import WEIGHT, AdapterFedAvg, metrics_of, to_arrays, to_state
 from medpeft.methods import SEA, apply_method
 from medpeft.methods.adapter_io import save_adapter
@@ -153,6 +154,20 @@ class SeaFedAvg(AdapterFedAvg):
                       [c.name for c in self.search.candidates])
         self.search.allocate(pooled, server_round)
         return to_arrays(self.search.wire()), metrics
+
+    def secure_wire(self, shared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The active set, and room for the hospitals' masked utilities."""
+        return {**shared, **utilities_to_tensors([0.0] * len(self.search.candidates))}
+
+    def secure_aggregate(self, aggregate: dict[str, torch.Tensor], weights: list[float],
+                         server_round: int) -> dict[str, torch.Tensor]:
+        """Update the active set from the summed tensors and allocate from the summed
+        utilities, as ``aggregate_train`` does from the clear ones."""
+        tensors, utilities = utilities_from_aggregate(aggregate)
+        self.search.update(tensors)
+        self.search.allocate(dict(zip([c.name for c in self.search.candidates], utilities)),
+                             server_round)
+        return self.search.wire()
 
 
 def save_sea_adapter(folder: Path, cfg: FedConfig, search: FederatedSearch, extra: dict) -> None:

@@ -13,7 +13,9 @@ bridge to medpeft's Message-API federation:
 
 What composes: ``fedavg`` (A and B averaged separately) and ``ffa`` (FFA-LoRA: A frozen, so the
 average of B is the exact average update). ``svd`` needs every hospital's own LoRA factors and is
-refused, as is federated SEA-PEFT (its utilities would travel in the clear).
+refused. Federated SEA-PEFT composes too: its audits' utilities ride in the masked sum as two
+more tensors (each utility where measured, and 1 where measured), whose summed ratio is the same
+weighted mean of measured utilities the plain server pools.
 Quantisation (Flower's): each value is clipped to +- ``clipping_range`` and quantised in steps of
 2 x clipping_range / 2^22 (3.8e-6 at the default 8.0) after weighting; tested against the plain
 weighted mean.
@@ -50,6 +52,7 @@ from flwr.serverapp import Grid
 
 log = logging.getLogger("medpeft.federated")
 LEGACY_TRAIN = "fitins.parameters"  # the array record a SecAgg+ training message carries
+SUMMED_UTILITY, MEASURED = "secagg.utility", "secagg.measured"  # SEA-PEFT's audits, masked too
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,29 @@ def secure_train_reply(msg: Message, train: TrainFn) -> Message:
     scalars = {k: v for k, v in metrics.items() if isinstance(v, (int, float, str))}
     fitres = FitRes(Status(Code.OK, ""), parameters, weight, {**scalars, "site": name})
     return Message(compat.fitres_to_recorddict(fitres, keep_input=True), reply_to=msg)
+
+
+def utilities_to_tensors(utilities: list[float]) -> dict[str, torch.Tensor]:
+    """A searched plan's audit utilities as tensors SecAgg+ can sum: the utility where this
+    hospital measured it (0 elsewhere), and 1 where it did."""
+    values = torch.tensor([float(u) for u in utilities], dtype=torch.float64)
+    measured = torch.isfinite(values)
+    return {SUMMED_UTILITY: torch.where(measured, values, 0.0).float(), MEASURED: measured.float()}
+
+
+def adapter_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``tensors`` without the room made for a searched plan's utilities."""
+    return {n: t for n, t in tensors.items() if n not in (SUMMED_UTILITY, MEASURED)}
+
+
+def utilities_from_aggregate(aggregate: dict[str, torch.Tensor]
+                             ) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """(the adapter tensors, the pooled utilities) of a SecAgg+ aggregate. Both utility tensors
+    are weighted means, so their ratio is the weighted mean over the hospitals that measured a
+    candidate; NaN where none did (a count below half a quantisation-safe hospital share)."""
+    tensors = adapter_tensors(aggregate)
+    summed, measured = aggregate[SUMMED_UTILITY].double(), aggregate[MEASURED].double()
+    return tensors, [float(s / m) if m > 1e-3 else float("nan") for s, m in zip(summed, measured)]
 
 
 def is_secure_train(msg: Message) -> bool:

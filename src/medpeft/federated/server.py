@@ -77,12 +77,13 @@ def secure_rounds(grid: Grid, context: Context, cfg: FedConfig, strategy: Adapte
     max_weight = float(max(int(h.get("k", 5)) for h in cfg.hospitals))  # FedAvg weights <= 1
     for server_round in range(1, cfg.rounds + 1):
         metered.server_round = server_round
-        result = secure_train_round(metered, context, shared, server_round=server_round,
+        result = secure_train_round(metered, context, strategy.secure_wire(shared),
+                                    server_round=server_round,
                                     settings=settings, max_weight=max_weight,
                                     timeout=cfg.round_timeout_s)
         if result.aggregate is not None:
             weights = [float(res.num_examples) for res in result.results]
-            shared = strategy.noised(result.aggregate, weights, server_round)
+            shared = strategy.secure_aggregate(result.aggregate, weights, server_round)
             strategy.train_metrics[server_round] = {
                 str(res.metrics["site"]): {k: v for k, v in res.metrics.items() if k != "site"}
                 for res in result.results}

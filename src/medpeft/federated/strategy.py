@@ -174,6 +174,15 @@ class AdapterFedAvg(FedAvg):
                    for w, m in zip(weights, good)) / total
         return to_arrays(merged), MetricRecord({"train-loss": loss, "sites": len(good)})
 
+    def secure_wire(self, shared: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """What a SecAgg+ round sends and sums: the shared tensors."""
+        return shared
+
+    def secure_aggregate(self, aggregate: dict[str, torch.Tensor], weights: list[float],
+                         server_round: int) -> dict[str, torch.Tensor]:
+        """The next shared tensors from a SecAgg+ round's unmasked weighted mean."""
+        return self.noised(aggregate, weights, server_round)
+
     def noised(self, merged: dict[str, torch.Tensor], weights: list[float], server_round: int
                ) -> dict[str, torch.Tensor]:
         """The aggregate with the DP Gaussian noise of the round added (unchanged without dp)."""
