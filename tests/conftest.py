@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from filelock import FileLock
 
 # Under pytest-xdist (`make test` runs one worker per core) each worker trains on one thread:
 # two one-thread processes do about twice the work of one two-thread process on these small 3D
@@ -23,10 +24,29 @@ else:
 TINY_PRETRAIN_STEPS = int(os.environ.get("MEDPEFT_TEST_PRETRAIN_STEPS", "100"))
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """``build(folder)`` once for all test workers: the first to take the lock builds on every
+    core while the others wait, instead of each worker building its own copy on one core. The
+    tests only read what is built here."""
+    root = tmp_path_factory.getbasetemp()
+    root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
+    folder, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            threads = torch.get_num_threads()
+            torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+            try:
+                build(folder)
+            finally:
+                torch.set_num_threads(threads)
+            done.touch()
+    return folder
+
+
 @pytest.fixture(scope="session")
 def collection(tmp_path_factory) -> Path:
     from medpeft.data.phantom.collection import write_collection
-    return write_collection(tmp_path_factory.mktemp("phantom"), "tiny", seed=0).parent
+    return built_once(tmp_path_factory, "phantom", lambda folder: write_collection(folder, "tiny", seed=0))
 
 
 def datasets_with_role(root: Path, role: str) -> list[Path]:
@@ -38,6 +58,6 @@ def datasets_with_role(root: Path, role: str) -> list[Path]:
 def foundation_dir(collection, tmp_path_factory) -> Path:
     from medpeft.train.loop import LoopConfig
     from medpeft.train.pretrain import pretrain
-    out = tmp_path_factory.mktemp("foundation")
-    return pretrain(datasets_with_role(collection, "source"), out,
-                    loop=LoopConfig(steps=TINY_PRETRAIN_STEPS, lr=2e-3, log_every=10))
+    return built_once(tmp_path_factory, "foundation", lambda folder: pretrain(
+        datasets_with_role(collection, "source"), folder,
+        loop=LoopConfig(steps=TINY_PRETRAIN_STEPS, lr=2e-3, log_every=10)))
