@@ -33,7 +33,7 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     """Train a foundation model on ``sources`` (MSD folders) and save it to ``out_dir``. Under
     torchrun every rank trains on its shard (DDP); rank 0 writes. ``cache_dir``: keep the
     preprocessed volumes on disk there (reused by later runs) instead of in memory.
-    ``augment``: the intensity augmentation (:mod:`medpeft.data.augment`); ``sampling``: every
+    ``augment``: the patch augmentation (:mod:`medpeft.data.augment`); ``sampling``: every
     volume equally often, or ``organ-balanced`` (:mod:`medpeft.data.balance`). ``init``: a
     foundation folder whose weights the run starts from (continued pre-training)."""
     if sampling not in SAMPLINGS:
