@@ -54,9 +54,7 @@ def measure(foundation_dir: str, dataset: str) -> dict:
     ds = read_dataset(dataset, label_files=True)
     mapping = class_mapping(ds.labels, f.classes)
     n, c2l = mapping.n_local, np.array(mapping.channel_to_local, dtype=np.uint8)
-    lut = np.zeros(max(mapping.value_to_local) + 1, np.int64)
-    for value, local in mapping.value_to_local.items():
-        lut[value] = local
+    lut = mapping.value_lut().astype(np.int64)
     model_counts, ceiling_counts, ratios = np.zeros((n, n), np.int64), np.zeros((n, n), np.int64), []
     spacing = np.array(f.preprocessing.spacing, dtype=float)
     for case in ds.cases:

@@ -25,7 +25,6 @@ def test_pretraining_learns_and_saves(foundation_dir):
     assert last < 0.9 * first, losses
 
 
-
 def test_continued_pretraining_starts_from_the_given_foundation(collection, foundation_dir, tmp_path):
     """--init: one step at a vanishing rate leaves the given foundation's weights; a different
     backbone is refused by name before anything is written."""

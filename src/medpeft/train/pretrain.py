@@ -43,9 +43,9 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
         check_dataset(ds)
     classes = source_classes([ds.labels for ds in datasets])
     cfg = PRESETS[backbone]
-    model = build_backbone(cfg, len(classes) + 1)
-    if init is not None:  # before anything is written: a refused start leaves no run folder
-        start_from(model, init, backbone=cfg, classes=classes, pp=pp)
+    # before anything is written: a refused start leaves no run folder
+    model = (build_backbone(cfg, len(classes) + 1) if init is None
+             else start_from(init, backbone=cfg, classes=classes, pp=pp))
     mappings = {ds.name: class_mapping(ds.labels, classes) for ds in datasets}
     items = [item for ds in datasets for item in case_dicts(ds, mappings[ds.name])]
     out_dir = Path(out_dir)
@@ -67,9 +67,9 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
                                   "recipe": recipe or {}})
 
 
-def start_from(model: torch.nn.Module, init: str | Path, *, backbone: BackboneConfig,
-               classes: tuple[str, ...], pp: Preprocessing) -> None:
-    """Load foundation ``init``'s weights into ``model``. A different backbone, organ list or
+def start_from(init: str | Path, *, backbone: BackboneConfig, classes: tuple[str, ...],
+               pp: Preprocessing) -> torch.nn.Module:
+    """Foundation ``init``'s network, to train further. A different backbone, organ list or
     preprocessing is refused by name: the weights would not mean the same thing."""
     foundation = load_foundation(init)
     for what, theirs, ours in (("backbone", foundation.backbone, backbone),
@@ -78,4 +78,4 @@ def start_from(model: torch.nn.Module, init: str | Path, *, backbone: BackboneCo
         if theirs != ours:
             raise ValueError(f"{init}: the --init foundation's {what} ({theirs}) is not this "
                              f"run's ({ours})")
-    model.load_state_dict(foundation.model.state_dict())
+    return foundation.model
