@@ -9,10 +9,12 @@ back, never retrained; a row that cannot run (nnU-Net not installed, crashed, ou
 named with its log and the other rows are still written.
 
 Usage: python benchmarks/peers.py [CONFIG] [--seeds 0 1 2] [--shots 1 5 10] [--skip nnunet]
+       [--reuse-peers OLD/results.csv]  (a new foundation: the from-scratch rows never read it)
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import time
 from dataclasses import replace
@@ -24,6 +26,7 @@ from rich.markup import escape
 from medpeft.evaluate.peers_report import write_peers_report
 from medpeft.evaluate.report import machine
 from medpeft.experiments.grid import NNUNET, load_grid, run_grid, write_rows
+from medpeft.methods import SCRATCH
 from medpeft.peers.nnunet import NnUNetBudget
 from medpeft.progress import progress_bar
 
@@ -37,6 +40,24 @@ def finished_rows(cfg) -> list[dict]:
     return rows
 
 
+# rows that never read the foundation's weights: re-measuring them on a new foundation is the same run
+FOUNDATION_FREE = (SCRATCH, NNUNET)
+TYPES = {"k": int, "seed": int, "dice": float, "trainable": int, "seconds": float}
+
+
+def reused_rows(path: Path, cfg) -> list[dict]:
+    """The foundation-free peers' rows of an earlier run's ``results.csv`` (same phantom, seeds
+    and K), typed as the grid writes them."""
+    with open(path, newline="") as fh:
+        rows = [r for r in csv.DictReader(fh) if r["method"] in FOUNDATION_FREE
+                and r["method"] in cfg.methods]
+    rows = [{k: TYPES[k](v) if k in TYPES and v != "" else v for k, v in r.items()} for r in rows]
+    rows = [r for r in rows if r["k"] in cfg.shots and r["seed"] in cfg.seeds]
+    if not rows:
+        raise SystemExit(f"{path}: no {' or '.join(FOUNDATION_FREE)} rows for these seeds and K")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default="configs/peers-phantom.yaml")
@@ -45,19 +66,24 @@ def main() -> None:
     parser.add_argument("--skip", nargs="+", default=[], help="rows to leave out")
     parser.add_argument("--report-only", action="store_true",
                         help="report the finished cells; train nothing (safe beside a run)")
+    parser.add_argument("--reuse-peers", type=Path, help="an earlier run's results.csv: its "
+                        "from-scratch rows (scratch, nnunet) are read, not retrained")
     args = parser.parse_args()
     cfg = load_grid(args.config)
     methods = [m for m in cfg.methods if m not in args.skip]
     cfg = replace(cfg, methods=methods, shots=args.shots or cfg.shots,
                   seeds=args.seeds or cfg.seeds)
-    console, failures, rows = Console(), [], []
+    console, failures = Console(), []
+    reused = reused_rows(args.reuse_peers, cfg) if args.reuse_peers else []
+    run_cfg = replace(cfg, methods=[m for m in methods if not (reused and m in FOUNDATION_FREE)])
+    rows = list(reused)
     t0 = time.perf_counter()
     if args.report_only:
-        rows = finished_rows(cfg)
+        rows += finished_rows(run_cfg)
     else:
         with progress_bar() as progress:
             for seed in cfg.seeds:  # seed-major: a partial run has every K of its first seeds
-                seed_rows, _ = run_grid(replace(cfg, seeds=[seed]), progress, failures)
+                seed_rows, _ = run_grid(replace(run_cfg, seeds=[seed]), progress, failures)
                 rows += [r for r in seed_rows
                          if r["method"] != "zero-shot" or seed == cfg.seeds[0]]
     out = Path(cfg.out)
@@ -71,6 +97,8 @@ def main() -> None:
               "nnU-Net": f"{budget.epochs} epochs x {budget.iterations} iterations, its planner "
                          f"at {budget.target_spacing} mm with a {budget.memory_target_gb} GB "
                          f"memory target, fold all, CPU, no test-time mirroring",
+              "from-scratch rows": f"read from {args.reuse_peers} (they never use the "
+                                   "foundation)" if reused else "trained in this run",
               "wall time of this invocation (s)": "finished cells read back (--report-only)"
               if args.report_only else f"{time.perf_counter() - t0:.0f}"}
     report, table, _ = write_peers_report(out, rows, methods, header, failures=failures)

@@ -51,3 +51,27 @@ def test_demo_resumes_without_redoing_finished_work(collection, tmp_path, monkey
     monkeypatch.setattr(demo, "_adapted_record", refuse)  # a finished cell is read back
     again = demo.run_demo(out, cache, _tiny(), console=quiet)
     assert next(r for r in again if r["method"] == "head") == head
+
+
+def test_demo_pretraining_runs_both_stages_of_the_shipped_recipe(tmp_path, monkeypatch):
+    """`--retrain` re-makes the shipped foundation: the first stage, then the shape-augmented
+    continuation from its weights; a finished first stage is not trained again."""
+    calls = []
+
+    def fake_pretrain(sources, fdir, *args, **kwargs):
+        calls.append((fdir, kwargs))
+        (fdir / "foundation.json").parent.mkdir(parents=True, exist_ok=True)
+        (fdir / "foundation.json").write_text("{}")
+    monkeypatch.setattr(demo, "pretrain", fake_pretrain)
+    cfg = demo.DemoConfig(retrain=True)
+    quiet = Console(file=open(os.devnull, "w"))
+    demo._provide_foundation(tmp_path / "f", {"r": 1}, [], cfg, progress=None, console=quiet)
+    (first, k1), (final, k2) = calls
+    assert final == tmp_path / "f" and k2["init"] == first and k1.get("init") is None
+    assert (k1["loop"].steps, k1["augment"]) == (cfg.pretrain_steps, cfg.pretrain_augment)
+    assert (k2["loop"].steps, k2["loop"].lr, k2["augment"]) == \
+        (cfg.continue_steps, cfg.continue_lr, "phase-shape")
+    assert k2["recipe"] == {"r": 1} and k1.get("recipe") is None
+    (final / "foundation.json").unlink()
+    demo._provide_foundation(tmp_path / "f", {"r": 1}, [], cfg, progress=None, console=quiet)
+    assert len(calls) == 3 and calls[2][0] == final  # the first stage is reused

@@ -259,7 +259,7 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          cache: Path = typer.Option(Path("runs/cache"), help="reused phantom data and foundation"),
-         pretrain_steps: Optional[int] = typer.Option(None, help="default: the shipped "
+         pretrain_steps: Optional[int] = typer.Option(None, help="first stage; default: the shipped "
                                                       "foundation's recipe"),
          adapt_steps: int = typer.Option(ADAPT_STEPS),
          method: Optional[list[str]] = typer.Option(

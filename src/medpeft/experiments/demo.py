@@ -10,7 +10,7 @@ import hashlib
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -46,11 +46,16 @@ class DemoConfig:
     size: str = "demo"
     seed: int = 0
     backbone: str = "swin-fast"
-    # the shipped foundation's recipe (README "Why organs collapsed, and the recipe that fixed it")
-    pretrain_steps: int = 6400
+    # the shipped foundation's recipe (README "Why organs collapsed, and the recipe that fixed it"):
+    # a first stage, then a continuation with shape augmentation at a lower rate from its weights
+    pretrain_steps: int = 9600
     pretrain_lr: float = 2e-3
     pretrain_augment: str = "phase"  # medpeft.data.augment
-    pretrain_sampling: str = "organ-balanced"  # medpeft.data.balance
+    pretrain_sampling: str = "organ-balanced"  # medpeft.data.balance (both stages)
+    pretrain_bf16: bool = True  # both stages: bf16 autocast and channels-last where native
+    continue_steps: int = 1600  # 0: one stage only
+    continue_lr: float = 5e-4
+    continue_augment: str = "phase-shape"
     retrain: bool = False
     adapt_steps: int = ADAPT_STEPS
     shots: tuple[int, ...] = (1, 5)
@@ -69,9 +74,11 @@ class DemoConfig:
 
 def pretrain_recipe(sources_hash: str, cfg: DemoConfig) -> dict:
     """Everything that determines the demo's foundation model (the source datasets, not the target)."""
+    continued = ({"steps": cfg.continue_steps, "lr": cfg.continue_lr,
+                  "augment": cfg.continue_augment} if cfg.continue_steps else None)
     return {"sources": sources_hash, "backbone": cfg.backbone, "steps": cfg.pretrain_steps,
             "lr": cfg.pretrain_lr, "seed": cfg.seed, "augment": cfg.pretrain_augment,
-            "sampling": cfg.pretrain_sampling}
+            "sampling": cfg.pretrain_sampling, "bf16": cfg.pretrain_bf16, "continued": continued}
 
 
 def _foundation_dir(cache: Path, recipe: dict) -> Path:
@@ -90,10 +97,20 @@ def _provide_foundation(fdir: Path, recipe: dict, sources: list[Path], cfg: Demo
         console.print(f"using the shipped foundation model ({shipped}); --retrain to pre-train")
         shutil.copytree(shipped, fdir)
         return
+    loop = LoopConfig(steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed,
+                      bf16=cfg.pretrain_bf16, channels_last=cfg.pretrain_bf16)
+    if not cfg.continue_steps:
+        pretrain(sources, fdir, cfg.backbone, loop=loop, resume=True, progress=progress,
+                 recipe=recipe, augment=cfg.pretrain_augment, sampling=cfg.pretrain_sampling)
+        return
+    first = fdir.parent / f"{fdir.name}-stage1"
+    if not (first / "foundation.json").exists():
+        pretrain(sources, first, cfg.backbone, loop=loop, resume=True, progress=progress,
+                 augment=cfg.pretrain_augment, sampling=cfg.pretrain_sampling)
     pretrain(sources, fdir, cfg.backbone,
-             loop=LoopConfig(steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed),
-             resume=True, progress=progress, recipe=recipe, augment=cfg.pretrain_augment,
-             sampling=cfg.pretrain_sampling)
+             loop=replace(loop, steps=cfg.continue_steps, lr=cfg.continue_lr), resume=True,
+             progress=progress, recipe=recipe, augment=cfg.continue_augment,
+             sampling=cfg.pretrain_sampling, init=first)
 
 
 @dataclass
