@@ -147,6 +147,8 @@ def test_simulation_sends_only_adapters_survives_a_faulty_site_and_does_not_coll
     assert set(report["train"]["1"]) == set(report["train"]["2"]) == {"north", "south"}
     text = (tmp_path / "fed" / "report.md").read_text()
     assert "| 1 | north, south | faulty |" in text and "| 2 | north, south | faulty |" in text
+    # arms that did not run get no column (no "nan" for a new user to puzzle over)
+    assert "nan" not in text and "Dice pooled" not in text and "Dice local-only" not in text
     # only trained adapter tensors travelled, never a frozen foundation weight
     foundation, _ = build_model(cfg)
     trainable = set(trainable_state(foundation.model))
@@ -446,3 +448,14 @@ def test_a_deployment_refuses_an_expired_or_mismatched_certificate_by_name(colle
     said = " ".join(result.output.split())
     assert result.exit_code != 0 and "expired-certificate.pem is not valid now" in said
     assert not (tmp_path / "dep" / "global").exists() and not (tmp_path / "dep" / "logs").exists()
+
+
+def test_report_dice_table_has_a_column_pair_per_arm_that_ran():
+    from medpeft.federated.run import _dice_rows
+    report = {"dice": {"0": {"a": 0.4}, "2": {"a": 0.7}}, "local_only": {"a": 0.6},
+              "pooled": {"a": 0.75}}
+    head, _, row = _dice_rows(report, "2")
+    assert "Dice local-only" in head and "Dice pooled" in head
+    assert row == "| a | 0.400 | 0.700 | 0.600 | +0.100 | 0.750 | -0.050 |"
+    head, _, row = _dice_rows({**report, "pooled": {}}, "2")
+    assert "pooled" not in head and row == "| a | 0.400 | 0.700 | 0.600 | +0.100 |"

@@ -72,19 +72,30 @@ def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
     return report
 
 
-def report_markdown(cfg: FedConfig, report: dict) -> str:
-    """Per-hospital Dice (before, federated, local-only), left-out replies and the bytes table."""
-    dice, last = report["dice"], str(cfg.rounds)
-    lines = [f"# Federation: {cfg.plan}, {cfg.rounds} rounds x {cfg.local_steps} local steps, "
-             f"{len(cfg.hospitals)} hospitals, aggregation {cfg.aggregation}", "",
-             "| hospital | Dice before | Dice federated | Dice local-only | collaborative gain | "
-             "Dice pooled | gap to pooled |", "|---|---:|---:|---:|---:|---:|---:|"]
+def _dice_rows(report: dict, last: str) -> list[str]:
+    """Per-hospital Dice; the local-only and pooled columns only where those arms ran."""
+    dice, alone, pooled = report["dice"], report.get("local_only"), report.get("pooled")
+    head = ["hospital", "Dice before", "Dice federated"]
+    head += ["Dice local-only", "collaborative gain"] if alone else []
+    head += ["Dice pooled", "gap to pooled"] if pooled else []
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
     for hospital in sorted(dice.get("0", {})):
         fed = dice.get(last, {}).get(hospital, float("nan"))
-        alone = report["local_only"].get(hospital, float("nan"))
-        pooled = report.get("pooled", {}).get(hospital, float("nan"))
-        lines.append(f"| {hospital} | {dice['0'][hospital]:.3f} | {fed:.3f} | {alone:.3f} | "
-                     f"{fed - alone:+.3f} | {pooled:.3f} | {fed - pooled:+.3f} |")
+        cells = [hospital, f"{dice['0'][hospital]:.3f}", f"{fed:.3f}"]
+        for arm in (alone, pooled):
+            if arm:
+                value = arm.get(hospital, float("nan"))
+                cells += [f"{value:.3f}", f"{fed - value:+.3f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def report_markdown(cfg: FedConfig, report: dict) -> str:
+    """Per-hospital Dice (before, federated, local-only, pooled), left-out replies and the bytes
+    table."""
+    lines = [f"# Federation: {cfg.plan}, {cfg.rounds} rounds x {cfg.local_steps} local steps, "
+             f"{len(cfg.hospitals)} hospitals, aggregation {cfg.aggregation}", ""]
+    lines += _dice_rows(report, str(cfg.rounds))
     totals = report["bytes_total"]
     lines += ["", f"Bytes on the wire: {human(totals['bytes'])} in {totals['messages']} messages; "
               f"full fine-tuning of the same backbone: {human(totals['full_ft_bytes'])} "
