@@ -9,6 +9,7 @@ import sys
 
 import nibabel as nib
 import numpy as np
+import yaml
 from typer.testing import CliRunner
 
 from medpeft.cli import app
@@ -27,6 +28,8 @@ def test_bundle_run_by_monai_equals_medpeft_predict(collection, tmp_path):
     assert runner.invoke(app, ["adapt", "--foundation", base, "--manifest", str(manifest),
                                "--method", "lora", "--steps", "3", "--out",
                                str(tmp_path / "lora")]).exit_code == 0
+    # adaptation trains under bf16 autocast by default (a no-op where the device lacks it)
+    assert yaml.safe_load((tmp_path / "lora" / "config.yaml").read_text())["loop"]["bf16"] is True
     result = runner.invoke(app, ["export", str(tmp_path / "lora"), "--foundation", base,
                                  "--bundle", str(tmp_path / "bundle")])
     assert result.exit_code == 0, result.output

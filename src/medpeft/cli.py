@@ -150,7 +150,9 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           patience: int = typer.Option(0, help="stop early once the training loss's moving "
                                        "average has been flat this many steps (0: never)"),
           seed: int = typer.Option(0), resume: bool = typer.Option(False),
-          bf16: bool = typer.Option(False, help="bf16 autocast where the device runs it natively"),
+          bf16: bool = typer.Option(True, help="bf16 autocast where the device runs it natively "
+                                    "(same Dice, about 2x faster on AVX512-bf16/AMX CPUs); "
+                                    "a no-op elsewhere"),
           grad_checkpoint: bool = typer.Option(False, help="recompute the Swin blocks in backward"),
           verbose: bool = typer.Option(False, help=VERBOSE_HELP),
           ) -> None:

@@ -33,6 +33,7 @@ class FedConfig:
     local_steps: int = 20
     aggregation: str = "svd"
     seed: int = 0
+    bf16: bool = True  # local training under bf16 autocast where native (as `medpeft adapt`)
     baseline: bool = True  # also train each hospital alone through the same rounds (the gain)
     pooled: bool = True  # also train one model on all hospitals' volumes pooled (the bound)
     sea: dict = field(default_factory=dict)  # plan sea-peft: budget, decay, votes, guard, ...

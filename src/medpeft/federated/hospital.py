@@ -91,7 +91,8 @@ class Hospital:
         data = self.training_data(foundation)
         steps = steps or self.cfg.local_steps
         loop = LoopConfig(steps=steps, warmup=max(1, steps // 10), log_every=max(1, steps),
-                          checkpoint_every=10 ** 9, seed=self.cfg.seed + 1000 * server_round)
+                          checkpoint_every=10 ** 9, seed=self.cfg.seed + 1000 * server_round,
+                          bf16=self.cfg.bf16)
         with tempfile.TemporaryDirectory() as tmp:
             summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, run_dir=Path(tmp),
                                  groups=param_groups(foundation.model, state))

@@ -120,7 +120,8 @@ def sea_train(hospital: Hospital, tensors: dict, memory: dict, server_round: int
     ds, mapping = load_support(foundation, hospital.split)
     data = crop_dataset(foundation, ds, mapping, hospital.split["support"])
     loop = LoopConfig(steps=steps, warmup=max(1, steps // 10), log_every=steps,
-                      checkpoint_every=10 ** 9, seed=cfg.seed + 1000 * server_round)
+                      checkpoint_every=10 ** 9, seed=cfg.seed + 1000 * server_round,
+                      bf16=cfg.bf16)
     with tempfile.TemporaryDirectory() as tmp:
         summary = train_loop(model, data, MarginalDiceCELoss(), loop, run_dir=Path(tmp),
                              groups=_groups(model, active))

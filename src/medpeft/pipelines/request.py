@@ -27,7 +27,9 @@ class AdaptRequest:
     # tune family
     lr: float | dict[str, float] | None = None  # one rate, or {group: rate} over the defaults
     options: dict | None = None  # the method's options (rank, alpha, targets, bottleneck, ...)
-    bf16: bool = False
+    # bf16 autocast where the device runs it natively, a no-op elsewhere (K=5 decoder on the
+    # phantom: the same Dice, 0.770, in 54 s against 115 s in float32 on an AMX CPU)
+    bf16: bool = True
     grad_checkpoint: bool = False
     augment: str = "light"
     # searched family: medpeft.methods.sea.loop.sea_config settings (budget, steps, votes, ...)
