@@ -49,6 +49,9 @@ def test_shape_augmentation_moves_image_and_label_together():
         assert (out_image[organs] == out_label[organs]).float().mean() > 0.945
     assert 4 <= moved <= 12  # about half the patches (prob 0.5)
     assert len(patch_augmentation("phase-shape")) == len(patch_augmentation("phase")) + 1
+    # ``shape`` (adaptation): the same move before the light intensity jitter, no phase offsets
+    shape = [type(t) for t in patch_augmentation("shape")]
+    assert shape == [type(affine)] + [type(t) for t in patch_augmentation("light")]
 
 
 def test_unknown_augmentation_is_refused():

@@ -78,3 +78,11 @@ def test_device_option_is_checked_before_any_work():
         assert resolve_device("cpu").type == "cpu"
     finally:
         set_device(None)
+
+
+def test_adapt_refuses_an_unknown_augmentation_before_writing(tmp_path):
+    result = runner.invoke(app, ["adapt", "--foundation", str(tmp_path), "--manifest",
+                                 str(tmp_path / "k1.json"), "--out", str(tmp_path / "o"),
+                                 "--augment", "heavy"])
+    assert result.exit_code != 0 and "unknown augmentation --augment 'heavy'" in result.output
+    assert not (tmp_path / "o").exists()

@@ -19,7 +19,7 @@ from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
 from medpeft.cli_predict import predict_command
 from medpeft.cli_pretrain import pretrain_command
-from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD
+from medpeft.methods import ADAPT_AUGMENT, ADAPT_STEPS, DEFAULT_METHOD
 from medpeft.progress import progress_bar
 from medpeft.quiet import quiet_console
 
@@ -154,6 +154,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                                     "(same Dice, about 2x faster on AVX512-bf16/AMX CPUs); "
                                     "a no-op elsewhere"),
           grad_checkpoint: bool = typer.Option(False, help="recompute the Swin blocks in backward"),
+          augment: str = typer.Option(ADAPT_AUGMENT, help="the support patches' augmentation: "
+                                      "light | shape | phase | phase-shape"),
           verbose: bool = typer.Option(False, help=VERBOSE_HELP),
           ) -> None:
     """Few-shot adaptation; writes only the trained tensors (the delta) and their config.
@@ -174,7 +176,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
             foundation, manifest, method, out, steps=steps, seed=seed, resume=resume,
             patience=patience, organs=tuple(organ or ()), lr=parse_rates(lr),
             options=method_options(rank, alpha, targets, bottleneck, scale, kernel),
-            bf16=bf16, grad_checkpoint=grad_checkpoint, sea=sea, audit_volume=audit_volume,
+            bf16=bf16, grad_checkpoint=grad_checkpoint, augment=augment, sea=sea,
+            audit_volume=audit_volume,
             blackbox=blackbox, gamma=gamma,
             unlabelled=tuple(nifti_inputs(unlabelled)) if transductive else ())
         check(request)

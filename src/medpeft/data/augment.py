@@ -25,7 +25,7 @@ from monai.transforms import (
     RandShiftIntensityd,
 )
 
-AUGMENTATIONS = ("light", "phase", "phase-shape")
+AUGMENTATIONS = ("light", "shape", "phase", "phase-shape")
 
 
 class RandOrganIntensityd(RandomizableTransform, MapTransform):
@@ -65,13 +65,13 @@ def shape_augmentation() -> list:
 
 def patch_augmentation(name: str) -> list:
     """The random steps of augmentation ``name`` after the patch is cropped: intensity, and for
-    ``phase-shape`` shape first."""
+    ``shape`` and ``phase-shape`` shape first."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; choose from {AUGMENTATIONS}")
     light = [RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
              RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5)]
-    if name == "light":
-        return light
+    if name in ("light", "shape"):
+        return [*(shape_augmentation() if name == "shape" else []), *light]
     return [
         *(shape_augmentation() if name == "phase-shape" else []),
         RandOrganIntensityd(keys="image", label_key="label", max_offset=0.25, prob=0.6),

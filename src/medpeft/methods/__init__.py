@@ -23,6 +23,8 @@ DEFAULT_METHOD = "decoder"
 # Steps of `medpeft adapt` (benchmarks/adapt_recipe.py at K=5 on the phantom's new site, decoder:
 # 240 steps 0.538 mean Dice against 0.445 at 80; README "Adaptation recipe").
 ADAPT_STEPS = 240
+# The support patches' augmentation (medpeft.data.augment) while adapting.
+ADAPT_AUGMENT = "light"
 SEA = "sea-peft"  # searched topology: the sites are chosen by medpeft.methods.sea
 # Rates that suit each part in the few-shot regime (swept on the phantom target site at K=5:
 # benchmarks/lr_sweep.py); ``scratch`` takes the foundation's own pre-training rate. A PEFT method

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from medpeft.data.augment import AUGMENTATIONS
 from medpeft.io import write_json
 from medpeft.methods.blackbox.service import load_service
 from medpeft.methods.registry import BLACKBOX, SEARCHED, TUNE, MethodSpec, resolve
@@ -32,6 +33,9 @@ FINISHED = "adapt_summary.json"  # the request and its summary, once the adapter
 def check(request: AdaptRequest) -> MethodSpec:
     """The request's method, parsed; a ValueError for settings its family cannot honour."""
     spec = resolve(request.method)
+    if request.augment not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation --augment {request.augment!r}; choose from "
+                         f"{', '.join(AUGMENTATIONS)}")
     if spec.family != BLACKBOX and (request.unlabelled or request.blackbox):
         raise ValueError("transductive adaptation and --blackbox run on black-box adapters "
                          "(their whole-volume features are cached once): use --method "
