@@ -45,16 +45,16 @@ FOUNDATION_FREE = (SCRATCH, NNUNET)
 TYPES = {"k": int, "seed": int, "dice": float, "trainable": int, "seconds": float}
 
 
-def reused_rows(path: Path, cfg) -> list[dict]:
-    """The foundation-free peers' rows of an earlier run's ``results.csv`` (same phantom, seeds
-    and K), typed as the grid writes them."""
+def reused_rows(path: Path, cfg, methods: list[str]) -> list[dict]:
+    """The rows of ``methods`` (foundation-free peers) in an earlier run's ``results.csv`` (same
+    phantom, seeds and K), typed as the grid writes them."""
     with open(path, newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r["method"] in FOUNDATION_FREE
+        rows = [r for r in csv.DictReader(fh) if r["method"] in methods
                 and r["method"] in cfg.methods]
     rows = [{k: TYPES[k](v) if k in TYPES and v != "" else v for k, v in r.items()} for r in rows]
     rows = [r for r in rows if r["k"] in cfg.shots and r["seed"] in cfg.seeds]
     if not rows:
-        raise SystemExit(f"{path}: no {' or '.join(FOUNDATION_FREE)} rows for these seeds and K")
+        raise SystemExit(f"{path}: no {' or '.join(methods)} rows for these seeds and K")
     return rows
 
 
@@ -67,15 +67,18 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true",
                         help="report the finished cells; train nothing (safe beside a run)")
     parser.add_argument("--reuse-peers", type=Path, help="an earlier run's results.csv: its "
-                        "from-scratch rows (scratch, nnunet) are read, not retrained")
+                        "from-scratch rows are read, not retrained")
+    parser.add_argument("--reuse-methods", nargs="+", default=list(FOUNDATION_FREE),
+                        choices=FOUNDATION_FREE, help="the rows --reuse-peers reads")
     args = parser.parse_args()
     cfg = load_grid(args.config)
     methods = [m for m in cfg.methods if m not in args.skip]
     cfg = replace(cfg, methods=methods, shots=args.shots or cfg.shots,
                   seeds=args.seeds or cfg.seeds)
     console, failures = Console(), []
-    reused = reused_rows(args.reuse_peers, cfg) if args.reuse_peers else []
-    run_cfg = replace(cfg, methods=[m for m in methods if not (reused and m in FOUNDATION_FREE)])
+    reuse = args.reuse_methods if args.reuse_peers else []
+    reused = reused_rows(args.reuse_peers, cfg, reuse) if reuse else []
+    run_cfg = replace(cfg, methods=[m for m in methods if m not in reuse])
     rows = list(reused)
     t0 = time.perf_counter()
     if args.report_only:
@@ -97,8 +100,8 @@ def main() -> None:
               "nnU-Net": f"{budget.epochs} epochs x {budget.iterations} iterations, its planner "
                          f"at {budget.target_spacing} mm with a {budget.memory_target_gb} GB "
                          f"memory target, fold all, CPU, no test-time mirroring",
-              "from-scratch rows": f"read from {args.reuse_peers} (they never use the "
-                                   "foundation)" if reused else "trained in this run",
+              "rows read back": f"{', '.join(reuse)} from {args.reuse_peers} (they never "
+                                "use the foundation)" if reused else "none",
               "wall time of this invocation (s)": "finished cells read back (--report-only)"
               if args.report_only else f"{time.perf_counter() - t0:.0f}"}
     report, table, _ = write_peers_report(out, rows, methods, header, failures=failures)
