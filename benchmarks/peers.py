@@ -70,6 +70,8 @@ def main() -> None:
                         "from-scratch rows are read, not retrained")
     parser.add_argument("--reuse-methods", nargs="+", default=list(FOUNDATION_FREE),
                         choices=FOUNDATION_FREE, help="the rows --reuse-peers reads")
+    parser.add_argument("--reuse-variant", help="keep the scratch rows read back as their own "
+                        "peer row, scratch@VARIANT (an earlier recipe), beside a fresh scratch")
     args = parser.parse_args()
     cfg = load_grid(args.config)
     methods = [m for m in cfg.methods if m not in args.skip]
@@ -78,7 +80,11 @@ def main() -> None:
     console, failures = Console(), []
     reuse = args.reuse_methods if args.reuse_peers else []
     reused = reused_rows(args.reuse_peers, cfg, reuse) if reuse else []
-    run_cfg = replace(cfg, methods=[m for m in methods if m not in reuse])
+    if args.reuse_variant and SCRATCH in reuse:  # both scratch recipes are peers
+        variant = f"{SCRATCH}@{args.reuse_variant}"
+        reused = [{**r, "method": variant} if r["method"] == SCRATCH else r for r in reused]
+        methods, reuse = methods + [variant], [m for m in reuse if m != SCRATCH]
+    run_cfg = replace(cfg, methods=[m for m in methods if m not in reuse and "@" not in m])
     rows = list(reused)
     t0 = time.perf_counter()
     if args.report_only:
@@ -100,8 +106,9 @@ def main() -> None:
               "nnU-Net": f"{budget.epochs} epochs x {budget.iterations} iterations, its planner "
                          f"at {budget.target_spacing} mm with a {budget.memory_target_gb} GB "
                          f"memory target, fold all, CPU, no test-time mirroring",
-              "rows read back": f"{', '.join(reuse)} from {args.reuse_peers} (they never "
-                                "use the foundation)" if reused else "none",
+              "rows read back": f"{', '.join(sorted({r['method'] for r in reused}))} from "
+                                f"{args.reuse_peers} (they never use the foundation)"
+                                if reused else "none",
               "wall time of this invocation (s)": "finished cells read back (--report-only)"
               if args.report_only else f"{time.perf_counter() - t0:.0f}"}
     report, table, _ = write_peers_report(out, rows, methods, header, failures=failures)

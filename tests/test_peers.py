@@ -182,6 +182,11 @@ def test_peers_table_pairs_cases_against_the_best_peer(tmp_path):
     text = report.read_text()
     assert "| nnU-Net v2 from scratch | 10 |" in text and "## Rows that could not run" in text
     assert (tmp_path / "peers.png").stat().st_size > 1000
+    # a peer in an earlier recipe (scratch@light) is a peer too: here the best one
+    rows += _rows("scratch@light", 5, 0, {c: 0.55 for c in cases})
+    _, _, tests = write_peers_report(tmp_path, rows, ["zero-shot", "decoder", "scratch", "nnunet",
+                                                      "scratch@light"], {"command": "x"}, failures=[])
+    assert {t["best_peer"] for t in tests} == {"scratch@light"}
 
 
 def test_nnunet_training_time_survives_an_interrupted_run(tmp_path):

@@ -19,6 +19,11 @@ from medpeft.io import atomic_path, write_text  # noqa: E402
 from medpeft.methods import DEFAULT_METHOD  # noqa: E402
 
 PEERS = ("scratch", "nnunet")  # trained on the K support volumes alone
+
+
+def is_peer(method: str) -> bool:
+    """A peer row, also in a recipe variant (``scratch@light-fp32``: the registry's spelling)."""
+    return method.split("@")[0] in PEERS
 LABELS = {"zero-shot": "zero-shot (foundation as is)", "scratch": "same network from scratch",
           "nnunet": "nnU-Net v2 from scratch", "full": "full fine-tuning",
           DEFAULT_METHOD: f"{DEFAULT_METHOD} (medpeft adapt's default)"}
@@ -74,7 +79,7 @@ def against_best_peer(rows: list[dict], table: list[dict]) -> list[dict]:
     cases = case_scores(rows)
     out = []
     for k in sorted({t["k"] for t in table if t["k"]}):
-        peers = [t for t in table if t["k"] == k and t["method"] in PEERS]
+        peers = [t for t in table if t["k"] == k and is_peer(t["method"])]
         if not peers:
             continue
         best = max(peers, key=lambda t: t["dice"])["method"]
@@ -99,7 +104,7 @@ def plot_dice_vs_k(path: Path, table: list[dict]) -> None:
         if method == "zero-shot":
             ax.axhline(pts[0]["dice"], color="grey", ls=":", label=LABELS[method])
             continue
-        style = "--" if method in PEERS else "-"
+        style = "--" if is_peer(method) else "-"
         ax.errorbar([t["k"] for t in pts], [t["dice"] for t in pts],
                     yerr=[0 if math.isnan(t["sd"]) else t["sd"] for t in pts], ls=style,
                     marker="o", capsize=3, label=LABELS.get(method, method))
