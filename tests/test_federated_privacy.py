@@ -35,7 +35,7 @@ def test_every_update_a_site_sends_is_clipped_to_the_bound(collection, tmp_path)
     free = Hospital(plain, write_hospital_manifests(plain)[0]).train(shared, kept, 1)[0]
     sent = Hospital(clipped, write_hospital_manifests(clipped)[0]).train(shared, kept, 1)[0]
     assert _update_norm(free, shared) > 10 * bound  # training moved further than the bound
-    assert _update_norm(sent, shared) <= bound * (1 + 1e-5)
+    assert _update_norm(sent, shared) <= bound  # on the tensors as sent, rounding included
     assert _update_norm(sent, shared) > 0.9 * bound  # scaled down to it, not zeroed
 
 

@@ -53,13 +53,28 @@ class DPSettings:
 
 def clip_update(sent: dict[str, torch.Tensor], received: dict[str, torch.Tensor],
                 clipping_norm: float) -> dict[str, torch.Tensor]:
-    """``sent`` with its update from ``received`` scaled to an L2 norm of at most the bound."""
+    """``sent`` with its update from ``received`` scaled to an L2 norm of at most the bound, as
+    sent: Flower clips in float64, and rounding back to the tensors' dtype can push the norm a
+    hair over, so the target shrinks by the overshoot until what is sent is within the bound."""
     from flwr.supercore.differential_privacy import compute_clip_model_update
     names = sorted(sent)
-    new = [sent[n].detach().double().numpy().copy() for n in names]
     old = [received[n].detach().double().numpy() for n in names]
-    compute_clip_model_update(new, old, clipping_norm)
-    return {n: torch.from_numpy(a).to(sent[n].dtype) for n, a in zip(names, new)}
+    target = clipping_norm
+    for _ in range(8):
+        new = [sent[n].detach().double().numpy().copy() for n in names]
+        compute_clip_model_update(new, old, target)
+        out = {n: torch.from_numpy(a).to(sent[n].dtype) for n, a in zip(names, new)}
+        norm = update_norm(out, received)
+        if norm <= clipping_norm:
+            return out
+        target *= clipping_norm / norm * (1 - 1e-6)
+    raise RuntimeError(f"the update's norm {norm} stays above the clipping norm {clipping_norm}")
+
+
+def update_norm(sent: dict[str, torch.Tensor], received: dict[str, torch.Tensor]) -> float:
+    """The L2 norm of ``sent - received`` over every tensor, in float64."""
+    return math.sqrt(sum(float((sent[n].double() - received[n].double()).norm()) ** 2
+                         for n in sent))
 
 
 def noise_std(settings: DPSettings, weights: list[float]) -> float:
