@@ -2,14 +2,19 @@
 calibrated spread, and epsilon comes from Flower's RDP accountant."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
 from medpeft.federated.config import FedConfig, write_hospital_manifests
 from medpeft.federated.hospital import Hospital, initial_state
-from medpeft.federated.privacy import DPSettings, add_noise, epsilon, noise_for_epsilon, noise_std
+from medpeft.federated.privacy import (
+    DPSettings,
+    add_noise,
+    epsilon,
+    noise_for_epsilon,
+    noise_std,
+    update_norm,
+)
 from medpeft.models.weights import shipped_foundation
 
 
@@ -21,9 +26,6 @@ def _cfg(collection, tmp_path, **kw) -> FedConfig:
                      **kw).check().resolved()
 
 
-def _update_norm(sent: dict, received: dict) -> float:
-    return math.sqrt(sum(float((sent[n].double() - received[n].double()).norm()) ** 2
-                         for n in sent))
 
 
 def test_every_update_a_site_sends_is_clipped_to_the_bound(collection, tmp_path):
@@ -34,9 +36,9 @@ def test_every_update_a_site_sends_is_clipped_to_the_bound(collection, tmp_path)
     shared, kept = initial_state(plain)
     free = Hospital(plain, write_hospital_manifests(plain)[0]).train(shared, kept, 1)[0]
     sent = Hospital(clipped, write_hospital_manifests(clipped)[0]).train(shared, kept, 1)[0]
-    assert _update_norm(free, shared) > 10 * bound  # training moved further than the bound
-    assert _update_norm(sent, shared) <= bound  # on the tensors as sent, rounding included
-    assert _update_norm(sent, shared) > 0.9 * bound  # scaled down to it, not zeroed
+    assert update_norm(free, shared) > 10 * bound  # training moved further than the bound
+    assert update_norm(sent, shared) <= bound  # on the tensors as sent, rounding included
+    assert update_norm(sent, shared) > 0.9 * bound  # scaled down to it, not zeroed
 
 
 def test_dp_settings_are_checked_by_name(collection, tmp_path):

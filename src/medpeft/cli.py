@@ -19,7 +19,7 @@ from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
 from medpeft.cli_predict import predict_command
 from medpeft.cli_pretrain import pretrain_command
-from medpeft.methods import ADAPT_AUGMENT, ADAPT_STEPS, DEFAULT_METHOD
+from medpeft.methods import ADAPT_AUGMENT, ADAPT_BF16, ADAPT_STEPS, DEFAULT_METHOD
 from medpeft.progress import progress_bar
 from medpeft.quiet import quiet_console
 
@@ -150,7 +150,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           patience: int = typer.Option(0, help="stop early once the training loss's moving "
                                        "average has been flat this many steps (0: never)"),
           seed: int = typer.Option(0), resume: bool = typer.Option(False),
-          bf16: bool = typer.Option(True, help="bf16 autocast where the device runs it natively "
+          bf16: bool = typer.Option(ADAPT_BF16, help="bf16 autocast where the device runs it natively "
                                     "(same Dice, about 2x faster on AVX512-bf16/AMX CPUs); "
                                     "a no-op elsewhere"),
           grad_checkpoint: bool = typer.Option(False, help="recompute the Swin blocks in backward"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medpeft.methods import ADAPT_AUGMENT, ADAPT_STEPS
+from medpeft.methods import ADAPT_AUGMENT, ADAPT_BF16, ADAPT_STEPS
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,7 @@ class AdaptRequest:
     # tune family
     lr: float | dict[str, float] | None = None  # one rate, or {group: rate} over the defaults
     options: dict | None = None  # the method's options (rank, alpha, targets, bottleneck, ...)
-    # bf16 autocast where the device runs it natively, a no-op elsewhere (K=5 decoder on the
-    # phantom: the same Dice, 0.770, in 54 s against 115 s in float32 on an AMX CPU)
-    bf16: bool = True
+    bf16: bool = ADAPT_BF16
     grad_checkpoint: bool = False
     augment: str = ADAPT_AUGMENT  # medpeft.data.augment
     # searched family: medpeft.methods.sea.loop.sea_config settings (budget, steps, votes, ...)

@@ -13,7 +13,15 @@ from medpeft.data.msd import MSDDataset, check_dataset
 from medpeft.data.ontology import ClassMapping, class_mapping
 from medpeft.data.transforms import cached_dataset, case_dicts
 from medpeft.io import write_yaml
-from medpeft.methods import ADAPT_AUGMENT, ADAPT_STEPS, SCRATCH, apply_method, group_rates, param_groups
+from medpeft.methods import (
+    ADAPT_AUGMENT,
+    ADAPT_BF16,
+    ADAPT_STEPS,
+    SCRATCH,
+    apply_method,
+    group_rates,
+    param_groups,
+)
 from medpeft.methods.adapter_io import save_adapter
 from medpeft.methods.novel_organs import INITS, prototype_rows, set_head_classes, task_classes
 from medpeft.models.backbones import build_backbone
@@ -42,7 +50,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
           options: dict | None = None, steps: int = ADAPT_STEPS,
           lr: float | dict[str, float] | None = None, seed: int = 0, resume: bool = False,
           organs: tuple[str, ...] = (), head_init: str = "prototype", patience: int = 0,
-          progress: Reporter | None = None, bf16: bool = True, grad_checkpoint: bool = False,
+          progress: Reporter | None = None, bf16: bool = ADAPT_BF16, grad_checkpoint: bool = False,
           augment: str = ADAPT_AUGMENT) -> dict:
     """Adapt with ``method`` on the manifest's support volumes; writes the adapter to ``out_dir``.
 
