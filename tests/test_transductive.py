@@ -55,46 +55,38 @@ def test_keep_largest_components_per_organ():
     assert (b == 1).sum() == 27 and (b == 2).sum() == 1 and b[8, 8, 8] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="on the v3 foundation (6,400 steps) the size prior no longer "
-                   "helps here: plain 0.462 Dice / 104 mL, transductive 0.362 / 121 mL against an "
-                   "80 mL prior (2026-11-30). Its premise fails on this phantom: the new site's "
-                   "spleens, as the field of view shows them, measure 2-157 mL (median 74) and only "
-                   "3 of 16 lie within the +-20% band of the median (2026-12-01)")
-def test_size_prior_trims_an_over_segmenting_probe_and_improves_dice(collection, tmp_path):
-    """Binary spleen task, K=5, linear probe: the plain probe over-segments the unlabelled scans;
-    adapting with the size prior on them brings their volumes towards the band and raises Dice
-    (demo phantom: 0.304 -> 0.358, predicted 400 -> 75-146 mL against a 94 mL prior)."""
+def test_transductive_training_pulls_the_unlabelled_volumes_into_the_prior_band(
+        collection, foundation_dir, tmp_path):
+    """The size term is wired into black-box training: from the same start, seed and support
+    volumes, the transductive head's soft volumes on the unlabelled scans lie closer to the band
+    around the support masks' prior than the plain head's. Whether that raises Dice at a site is
+    a measurement, not a test (benchmarks/transductive.py; on the v5 phantom it does not: README)."""
     from medpeft.data.fewshot import make_split, write_manifest
     from medpeft.data.msd import load_msd
-    from medpeft.data.ontology import class_mapping
-    from medpeft.evaluate.metrics import evaluate_cases, mean_dice
     from medpeft.methods.blackbox.predictor import load_blackbox, volume_features
     from medpeft.methods.blackbox.service import foundation_service
-    from medpeft.models.weights import load_foundation, shipped_foundation
+    from medpeft.models.weights import load_foundation
     from medpeft.pipelines.blackbox import blackbox_adapt
     target = load_msd(collection / "Task10_NewSite")
     split = make_split(target, 5, seed=0, n_test=3)
     manifest = write_manifest(tmp_path / "k5.json", split)
     unlabelled = [target.case(n).image for n in split["test"]]
-    f = load_foundation(shipped_foundation())
+    f = load_foundation(foundation_dir)
     service = foundation_service(f.model)
     features = [volume_features(service, p, f.preprocessing).float() for p in unlabelled]
     voxel_ml = float(np.prod(f.preprocessing.spacing)) / 1000
-    result = {}
-    for name, scans in (("plain", ()), ("transductive", unlabelled)):
-        summary = blackbox_adapt(shipped_foundation(), manifest, tmp_path / name, kind="linear",
-                                 organs=("spleen",), steps=100, service=service, unlabelled=scans)
-        predictor, config = load_blackbox(tmp_path / name, service)
-        with torch.no_grad():
-            volumes = [float((predictor.head(x).argmax(1) == 1).sum()) * voxel_ml for x in features]
-        rows = evaluate_cases(predictor, target, split["test"],
-                              class_mapping(target.labels, ("spleen",)), pp=f.preprocessing,
-                                            classes=("spleen",))
-        result[name] = (mean_dice(rows), float(np.median(volumes)))
-    prior = summary["transductive"]["prior_ml"]["spleen"]
-    print(f"prior {prior:.0f} mL; (Dice, median volume mL): {result}")  # tiny: 80 mL;
-    # plain (0.354, 179 mL), transductive (0.367, 66 mL)
-    (plain_dice, plain_ml), (trans_dice, trans_ml) = result["plain"], result["transductive"]
-    assert plain_ml > 1.2 * prior  # the plain probe over-segments
-    assert 0.8 * prior <= trans_ml <= 1.2 * prior  # gamma = 0.2: inside the band
-    assert trans_dice > plain_dice + 0.02  # a gain outside the run-to-run noise, not 0.005
+    distance, prior = {}, None
+    for arm, scans in (("plain", ()), ("transductive", unlabelled)):
+        summary = blackbox_adapt(foundation_dir, manifest, tmp_path / arm, kind="linear",
+                                 organs=("spleen",), steps=40, service=service, unlabelled=scans,
+                                 size_weight=5.0)
+        prior = summary["transductive"]["prior_ml"]["spleen"] if scans else prior
+        predictor, _ = load_blackbox(tmp_path / arm, service)
+        distance[arm] = predictor.head
+    penalty = SizePenalty({1: prior}, 0.2, voxel_ml, torch.tensor([0, 1]))
+    with torch.no_grad():
+        distance = {arm: float(sum(penalty(head(x)) for x in features)) / len(features)
+                    for arm, head in distance.items()}
+    print(f"prior {prior:.0f} mL; mean log-distance to the band: {distance}")
+    assert distance["plain"] > 0.05  # the plain probe misses the band: the test has work to do
+    assert distance["transductive"] < 0.5 * distance["plain"], distance
