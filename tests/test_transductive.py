@@ -75,18 +75,18 @@ def test_transductive_training_pulls_the_unlabelled_volumes_into_the_prior_band(
     service = foundation_service(f.model)
     features = [volume_features(service, p, f.preprocessing).float() for p in unlabelled]
     voxel_ml = float(np.prod(f.preprocessing.spacing)) / 1000
-    distance, prior = {}, None
+    heads, prior = {}, None
     for arm, scans in (("plain", ()), ("transductive", unlabelled)):
         summary = blackbox_adapt(foundation_dir, manifest, tmp_path / arm, kind="linear",
                                  organs=("spleen",), steps=40, service=service, unlabelled=scans,
                                  size_weight=5.0)
         prior = summary["transductive"]["prior_ml"]["spleen"] if scans else prior
         predictor, _ = load_blackbox(tmp_path / arm, service)
-        distance[arm] = predictor.head
+        heads[arm] = predictor.head
     penalty = SizePenalty({1: prior}, 0.2, voxel_ml, torch.tensor([0, 1]))
     with torch.no_grad():
         distance = {arm: float(sum(penalty(head(x)) for x in features)) / len(features)
-                    for arm, head in distance.items()}
+                    for arm, head in heads.items()}
     print(f"prior {prior:.0f} mL; mean log-distance to the band: {distance}")
     assert distance["plain"] > 0.05  # the plain probe misses the band: the test has work to do
     assert distance["transductive"] < 0.5 * distance["plain"], distance
