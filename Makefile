@@ -27,13 +27,14 @@ demo: $(STAMP)
 	$(BIN)/medpeft demo
 
 # one test worker per core of the CI machine (2), each training on one thread (tests/conftest.py);
-# work stealing evens out the long tests (session fixtures are built once per worker); ruff and
-# the layer contract (lint-imports, pyproject.toml) first
+# the slowest tests go first and each worker takes one test at a time, so the long ones overlap
+# (session fixtures are built once for all workers); ruff and the layer contract (lint-imports,
+# pyproject.toml) first
 TEST_WORKERS ?= 2
 test: $(TESTED)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal --durations=10
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1 --durations=10
 
 bench: $(TESTED)
 	$(BIN)/python benchmarks/backbone_speed.py

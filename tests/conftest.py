@@ -60,3 +60,31 @@ def foundation_dir(collection, tmp_path_factory) -> Path:
     return built_once(tmp_path_factory, "foundation", lambda folder: pretrain(
         datasets_with_role(collection, "source"), folder,
         loop=LoopConfig(steps=TINY_PRETRAIN_STEPS, lr=2e-3, log_every=10, bf16=True)))
+
+
+# Longest first (the slowest tests as measured in `make test`, seconds): `make test` hands each
+# worker its next test only when it finishes one (--dist load --maxschedchunk 1), so the long
+# tests start early and the short ones fill in around them instead of one worker running a long
+# test alone at the end. The order changes wall time only, never what a test checks.
+SLOW_FIRST = (
+    "test_federated.py::test_deployment_on_superlink",  # 250, mostly waiting on Flower's processes
+    "test_federated.py::test_simulation_sends_only_adapters",  # 120-160
+    "test_peers.py::test_scratch_peer_learns",  # 100-120
+    "test_federated_sea.py::test_federated_sea_sends",  # 50-75 each
+    "test_organ_floor.py::test_default_adaptation",  # 55-65
+    "test_novel_organs.py::test_novel_organ_decoder",  # 60
+    "test_federated_secure.py::test_secure_aggregation_hands",  # 50
+    "test_blackbox.py::test_blackbox_never_touches",  # 45-55
+    "test_distributed.py::test_torchrun_pretraining",  # 45
+    "test_benchmark_grid.py::",  # 30-55 each
+    "test_sea_adapt.py::test_sea_peft_search",  # 40
+    "test_demo_resume.py::",  # 40
+    "test_transductive.py::test_transductive_training",  # 30
+    "test_distributed.py::test_two_gloo_ranks",  # 30
+)
+
+
+def pytest_collection_modifyitems(items) -> None:
+    def rank(item) -> int:
+        return next((i for i, key in enumerate(SLOW_FIRST) if key in item.nodeid), len(SLOW_FIRST))
+    items.sort(key=rank)  # stable: every other test keeps pytest's order
