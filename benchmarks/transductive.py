@@ -44,7 +44,7 @@ def run_seed(args, seed: int, f, service) -> dict:
     cell = args.out / f"k{args.shots}-s{seed}"
     manifest = write_manifest(cell / "manifest.json", split)
     unlabelled = [target.case(n).image for n in split["test"]]
-    features = [volume_features(service, p, f.preprocessing).float() for p in unlabelled]
+    features: list[torch.Tensor] = []  # computed once, and only when a cell is not cached yet
     voxel_ml = float(np.prod(f.preprocessing.spacing)) / 1000
     record: dict = {"seed": seed}
     for arm in ARMS:
@@ -54,6 +54,8 @@ def run_seed(args, seed: int, f, service) -> dict:
                                      service=service,
                                      unlabelled=unlabelled if arm == "transductive" else ())
             predictor, _ = load_blackbox(cell / arm, service)
+            if not features:
+                features.extend(volume_features(service, p, f.preprocessing).float() for p in unlabelled)
             with torch.no_grad():
                 volumes = [float((predictor.head(x).argmax(1) == 1).sum()) * voxel_ml for x in features]
             rows = evaluate_cases(predictor, target, split["test"],
@@ -66,12 +68,20 @@ def run_seed(args, seed: int, f, service) -> dict:
     return record
 
 
+def _shown(path: Path) -> str:
+    """A path as a reader can find it: relative to the working directory when inside it."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def markdown(records: list[dict], args) -> str:
     lines = [f"# Transductive size prior vs plain probe: {args.organ}, K={args.shots}, "
              f"{args.kind} head, {args.steps} steps", "",
              f"- command: `python benchmarks/transductive.py {' '.join(args.argv)}`",
              f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-             f"- foundation: {args.foundation}; dataset: {args.dataset}, {args.n_test} test volumes "
+             f"- foundation: {_shown(args.foundation)}; dataset: {args.dataset}, {args.n_test} test volumes "
              "(also the unlabelled scans)", "",
              "| seed | prior mL | plain: Dice | plain: median mL | transductive: Dice | "
              "transductive: median mL | gain |",
@@ -107,7 +117,7 @@ def main() -> None:
     records = [run_seed(args, seed, f, service) for seed in args.seeds]
     text = markdown(records, args)
     write_text(args.out / "transductive.md", text)
-    Console().print(text)
+    Console().print(text, soft_wrap=True)
 
 
 if __name__ == "__main__":
