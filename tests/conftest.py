@@ -29,9 +29,9 @@ TINY_PRETRAIN_STEPS = int(os.environ.get("MEDPEFT_TEST_PRETRAIN_STEPS", "100"))
 def built_once(tmp_path_factory, name: str, build) -> Path:
     """``build(folder)`` once for all test workers: the first to take the lock builds while the
     others wait for it, instead of each worker building its own copy. It builds on the worker's
-    one thread: the other worker is usually running a test that needs no fixture, and two threads
-    beside it made the build 2x slower (spin-waiting), not faster. The tests only read what is
-    built here."""
+    own threads (one under xdist): the other worker is usually running a test that needs no
+    fixture, and two threads beside it made the build 2x slower (spin-waiting), not faster. The
+    tests only read what is built here."""
     root = tmp_path_factory.getbasetemp()
     root = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root
     folder, done = root / name, root / f"{name}.done"
