@@ -37,9 +37,8 @@ from medpeft.pipelines.blackbox import blackbox_adapt
 ARMS = ("plain", "transductive")
 
 
-def run_seed(args, seed: int, f, service) -> dict:
-    """Both arms for one seed: {arm: {dice, median_ml}, prior_ml}."""
-    target = load_msd(args.dataset)
+def run_seed(args, seed: int, target, foundation_dir: Path, f, service) -> dict:
+    """Both arms for one seed: {seed, arm: {dice, median_ml, prior_ml}} (the prior: transductive only)."""
     split = make_split(target, args.shots, seed, args.n_test)
     cell = args.out / f"k{args.shots}-s{seed}"
     manifest = write_manifest(cell / "manifest.json", split)
@@ -49,7 +48,7 @@ def run_seed(args, seed: int, f, service) -> dict:
     record: dict = {"seed": seed}
     for arm in ARMS:
         def compute(arm=arm) -> dict:
-            summary = blackbox_adapt(args.foundation, manifest, cell / arm, kind=args.kind,
+            summary = blackbox_adapt(foundation_dir, manifest, cell / arm, kind=args.kind,
                                      organs=(args.organ,), steps=args.steps, seed=seed,
                                      service=service,
                                      unlabelled=unlabelled if arm == "transductive" else ())
@@ -64,16 +63,7 @@ def run_seed(args, seed: int, f, service) -> dict:
             prior = summary.get("transductive", {}).get("prior_ml", {}).get(args.organ)
             return {"dice": mean_dice(rows), "median_ml": float(np.median(volumes)), "prior_ml": prior}
         record[arm] = cached(cell / f"{arm}.json", compute)
-    record["prior_ml"] = record["transductive"]["prior_ml"]
     return record
-
-
-def _shown(path: Path) -> str:
-    """A path as a reader can find it: relative to the working directory when inside it."""
-    try:
-        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 def markdown(records: list[dict], args) -> str:
@@ -81,14 +71,14 @@ def markdown(records: list[dict], args) -> str:
              f"{args.kind} head, {args.steps} steps", "",
              f"- command: `python benchmarks/transductive.py {' '.join(args.argv)}`",
              f"- machine: {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
-             f"- foundation: {_shown(args.foundation)}; dataset: {args.dataset}, {args.n_test} test volumes "
-             "(also the unlabelled scans)", "",
+             f"- foundation: {args.foundation or 'the shipped one'}; dataset: {args.dataset}, "
+             f"{args.n_test} test volumes (also the unlabelled scans)", "",
              "| seed | prior mL | plain: Dice | plain: median mL | transductive: Dice | "
              "transductive: median mL | gain |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         p, t = r["plain"], r["transductive"]
-        lines.append(f"| {r['seed']} | {r['prior_ml']:.0f} | {p['dice']:.3f} | {p['median_ml']:.0f} | "
+        lines.append(f"| {r['seed']} | {t['prior_ml']:.0f} | {p['dice']:.3f} | {p['median_ml']:.0f} | "
                      f"{t['dice']:.3f} | {t['median_ml']:.0f} | {t['dice'] - p['dice']:+.3f} |")
     gains = [r["transductive"]["dice"] - r["plain"]["dice"] for r in records]
     mean = {arm: statistics.mean(r[arm]["dice"] for r in records) for arm in ARMS}
@@ -99,7 +89,7 @@ def markdown(records: list[dict], args) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--foundation", type=Path, default=shipped_foundation())
+    ap.add_argument("--foundation", type=Path, default=None, help="default: the shipped one")
     ap.add_argument("--dataset", type=Path, default=Path("runs/cache/phantom-demo-s0/Task10_NewSite"))
     ap.add_argument("--organ", default="spleen")
     ap.add_argument("--kind", default="linear", choices=["linear", "spatial"])
@@ -112,9 +102,11 @@ def main() -> None:
     args.argv = sys.argv[1:]
     if not (args.dataset / "dataset.json").is_file():
         sys.exit(f"{args.dataset}: no dataset.json (run `make demo` or `medpeft phantom` first)")
-    f = load_foundation(args.foundation)
+    foundation_dir = args.foundation or shipped_foundation()
+    f = load_foundation(foundation_dir)
     service = foundation_service(f.model)
-    records = [run_seed(args, seed, f, service) for seed in args.seeds]
+    target = load_msd(args.dataset)
+    records = [run_seed(args, seed, target, foundation_dir, f, service) for seed in args.seeds]
     text = markdown(records, args)
     write_text(args.out / "transductive.md", text)
     Console().print(text, soft_wrap=True)

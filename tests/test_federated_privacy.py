@@ -26,8 +26,6 @@ def _cfg(collection, tmp_path, **kw) -> FedConfig:
                      **kw).check().resolved()
 
 
-
-
 def test_every_update_a_site_sends_is_clipped_to_the_bound(collection, tmp_path):
     bound = 1e-3
     clipped = _cfg(collection, tmp_path / "dp", dp={"clipping_norm": bound,
