@@ -28,20 +28,22 @@ def _greedy(ranked: list[Item], budget: int, start: list[Item]) -> list[Item]:
 
 
 def _improve(chosen: list[Item], pool: list[Item], budget: int) -> list[Item]:
-    """1-exchange local search: add an item, dropping at most one chosen, while value rises."""
+    """1-exchange local search: add an item, dropping at most one chosen, while value rises.
+    The chosen set's cost and the item's rival on its layer are counted once per item, not once
+    per (item, dropped item) pair."""
     improved = True
     while improved:
         improved = False
         for item in pool:
             if item in chosen:
                 continue
-            for out in [None] + chosen:
-                rest = [c for c in chosen if c is not out]
-                if any(c.group == item.group for c in rest) or \
-                        total_cost(rest) + item.cost > budget:
+            used, rival = total_cost(chosen), next((c for c in chosen if c.group == item.group), None)
+            for out in [None] + chosen:  # at most one chosen item per layer: ``rival``
+                if (rival is not None and rival is not out) or \
+                        used - (out.cost if out else 0) + item.cost > budget:
                     continue
                 if item.value > (out.value if out else 0.0) + 1e-12:
-                    chosen, improved = rest + [item], True
+                    chosen, improved = [c for c in chosen if c is not out] + [item], True
                     break
     return chosen
 
