@@ -68,13 +68,13 @@ def test_transductive_training_pulls_the_unlabelled_volumes_into_the_prior_band(
     from medpeft.methods.blackbox.predictor import load_blackbox, volume_features
     from medpeft.methods.blackbox.service import foundation_service
     from medpeft.models.backbones import build_backbone
-    from medpeft.models.weights import load_foundation
+    from medpeft.models.weights import describe_foundation
     from medpeft.pipelines.blackbox import blackbox_adapt
     target = load_msd(collection / "Task10_NewSite")
     split = make_split(target, 5, seed=0, n_test=3)
     manifest = write_manifest(tmp_path / "k5.json", split)
     unlabelled = [target.case(n).image for n in split["test"]]
-    f = load_foundation(foundation_dir)
+    f = describe_foundation(foundation_dir)  # its architecture and preprocessing, not its weights
     torch.manual_seed(0)  # fixed features: the tiny foundation differs from run to run
     service = foundation_service(build_backbone(f.backbone, len(f.classes) + 1))
     features = [volume_features(service, p, f.preprocessing).float() for p in unlabelled]
