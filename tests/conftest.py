@@ -14,6 +14,11 @@ from filelock import FileLock
 # networks; run alone, the suite takes up to two threads.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
+    # and so does every process a test starts (Flower's ClientApp per message, SuperNodes,
+    # torchrun ranks, the nnU-Net worker): at torch's default of one thread per core, each
+    # oversubscribed the cores the two workers already fill, spin-waiting (the deployment
+    # test's ClientApps used ~20 s of CPU per message)
+    os.environ["OMP_NUM_THREADS"] = "1"
 else:
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 

@@ -198,7 +198,7 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
     config = {"foundation": str(shipped_foundation()), "hospitals": sites, "out": str(tmp_path / "dep"),
               "plan": "encoder-lora+head", "rounds": 2, "local_steps": 2, "baseline": False,
-              "pooled": False, "local": ["out.*"]}
+              "pooled": False, "local": ["out.*"], "heartbeat_s": 10}
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setattr(console, "width", 80)
     from medpeft.federated import deployment
@@ -237,6 +237,21 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump({**config, "roundz": 2}))
     bad = CliRunner().invoke(app, ["federate", str(tmp_path / "bad.yaml")])
     assert bad.exit_code != 0 and "unknown keys ['roundz']" in bad.output
+
+
+def test_supernode_announces_the_configured_heartbeat_within_flowers_range(monkeypatch):
+    import importlib
+
+    from medpeft.federated import supernode
+    readers = [importlib.import_module(name) for name in supernode._READERS]
+    for module in readers:  # restored after the test
+        monkeypatch.setattr(module, "HEARTBEAT_DEFAULT_INTERVAL", module.HEARTBEAT_DEFAULT_INTERVAL)
+    supernode.announce(12)
+    assert [module.HEARTBEAT_DEFAULT_INTERVAL for module in readers] == [12, 12]
+    with pytest.raises(ValueError, match="heartbeat_s 5: Flower's SuperLink accepts 10 to 1800 s"):
+        supernode.announce(5)
+    with pytest.raises(ValueError, match="heartbeat_s 5: must be 10 to 1800 seconds"):
+        FedConfig(foundation="f", hospitals=[{"dataset": "a"}, {"dataset": "b"}], heartbeat_s=5).check()
 
 
 def test_stop_marked_finds_and_ends_processes_of_this_run_only(tmp_path):

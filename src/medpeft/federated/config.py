@@ -44,6 +44,9 @@ class FedConfig:
     round_timeout_s: float = 3600.0  # a reply not in by then counts as a dropout
     secure_aggregation: bool | dict = False  # SecAgg+ (secure.py): true, or threshold, clipping_range
     tls: dict = field(default_factory=dict)  # --deployment: {ca, certificate, key} of your own PKI
+    # --deployment: the heartbeat interval each SuperNode announces; the SuperLink marks a hospital
+    # offline after 2 missed (Flower's default 30 s: a dead hospital is noticed within 60 s)
+    heartbeat_s: float = 30.0
 
     def check(self) -> FedConfig:
         plan = plan_named(self.plan)
@@ -63,6 +66,8 @@ class FedConfig:
                              f"{len(self.hospitals)} hospitals listed")
         if not self.round_timeout_s > 0:
             raise ValueError(f"round_timeout_s {self.round_timeout_s}: must be > 0 seconds")
+        if not 10 <= self.heartbeat_s <= 1800:  # what Flower's SuperLink accepts
+            raise ValueError(f"heartbeat_s {self.heartbeat_s}: must be 10 to 1800 seconds")
         if self.secure_aggregation:
             self.check_secure()
         if self.rounds < 1 or self.local_steps < 1:

@@ -187,16 +187,18 @@ def register(env: dict[str, str], public_key: Path, hospital: str) -> None:
 
 
 def _supernode(link_port: int, port: int, credentials: RunCredentials, key: Path,
-               node_config: str) -> list[str]:
-    return [_tool("flower-supernode"), "--superlink", f"127.0.0.1:{link_port}",
+               node_config: str, heartbeat_s: float) -> list[str]:
+    """``flower-supernode`` through :mod:`medpeft.federated.supernode` (its heartbeat interval)."""
+    return [sys.executable, "-m", "medpeft.federated.supernode", f"{heartbeat_s:g}",
+            "--superlink", f"127.0.0.1:{link_port}",
             "--root-certificates", str(credentials.ca), "--auth-supernode-private-key", str(key),
             "--port", str(port), "--node-config", node_config]
 
 
 class DropDrill:
     """A hospital's SuperNode dies without a goodbye (SIGKILL, its ClientApp with it) once it
-    has received round ``at_round``'s training; after the SuperLink marks it offline (Flower's
-    heartbeat, at most 60 s) and the server has had time to collect the error reply, the
+    has received round ``at_round``'s training; after the SuperLink marks it offline (two missed
+    heartbeats: at most 2 x ``heartbeat_s``) and the server has had time to collect the error reply, the
     hospital starts again with the same key and must take part in later rounds."""
 
     def __init__(self, procs: Processes, index: int, at_round: int, restart: list[str], port: int):
@@ -273,17 +275,18 @@ def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0, *,
         for i, (name, port) in enumerate(zip(names, node_ports)):
             procs.start(f"supernode-{i}", _supernode(
                 link_port, port, credentials, credentials.node_keys[name],
-                f"partition-id={i} num-partitions={len(names)}"))
+                f"partition-id={i} num-partitions={len(names)}", cfg.heartbeat_s))
         for j, port in enumerate(node_ports[len(names):]):
             key = node_key_pair(out / "credentials" / "uninvited" / f"node{j}")
-            procs.start(f"uninvited-{j}", _supernode(link_port, port, credentials, key,
-                                                     f"partition-id={j} num-partitions={len(names)}"))
+            procs.start(f"uninvited-{j}", _supernode(
+                link_port, port, credentials, key,
+                f"partition-id={j} num-partitions={len(names)}", cfg.heartbeat_s))
         drill = None
         if drop is not None:
             i, at_round = drop
             drill = DropDrill(procs, i, at_round, _supernode(
                 link_port, rejoin_port, credentials, credentials.node_keys[names[i]],
-                f"partition-id={i} num-partitions={len(names)}"), node_ports[i])
+                f"partition-id={i} num-partitions={len(names)}", cfg.heartbeat_s), node_ports[i])
         submit = procs.start("flwr-run", [_tool("flwr"), "run", str(app), CONNECTION, "--stream"])
         deadline = time.monotonic() + timeout
         result = out / "server.json"
