@@ -244,6 +244,26 @@ class DropDrill:
         return any(n["node-id"] == self.node_id and n["status"] == "offline" for n in nodes)
 
 
+def wait_for_result(out: Path, link: subprocess.Popen, submit: subprocess.Popen,
+                    drill: DropDrill | None, timeout: float) -> None:
+    """Until the ServerApp has written ``server.json``; a SuperLink that exits, a failed
+    ``flwr run`` or the timeout end the wait with the log to read. Steps the drill meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not (out / "server.json").is_file():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the federation did not finish within {timeout:.0f} s "
+                               f"(logs: {out / 'logs'})")
+        if link.poll() is not None:
+            raise RuntimeError(f"flower-superlink exited ({link.returncode}); see "
+                               f"{out / 'logs' / 'superlink.log'}")
+        if submit.poll() not in (None, 0):
+            raise RuntimeError(f"flwr run failed ({submit.returncode}); see "
+                               f"{out / 'logs' / 'flwr-run.log'}")
+        if drill is not None:
+            drill.step()
+        time.sleep(1.0)
+
+
 def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0, *,
            uninvited: int = 0, drop: tuple[int, int] | None = None) -> None:
     """Start a SuperLink (TLS, SuperNode authentication) and a SuperNode per hospital, each with
@@ -272,37 +292,22 @@ def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0, *,
         wait_for_port(link_port, link, "flower-superlink")
         for name in names:
             register(env, credentials.public_key(name), name)
+
+        def node(key: Path, i: int, port: int) -> list[str]:
+            return _supernode(link_port, port, credentials, key,
+                              f"partition-id={i} num-partitions={len(names)}", cfg.heartbeat_s)
         for i, (name, port) in enumerate(zip(names, node_ports)):
-            procs.start(f"supernode-{i}", _supernode(
-                link_port, port, credentials, credentials.node_keys[name],
-                f"partition-id={i} num-partitions={len(names)}", cfg.heartbeat_s))
+            procs.start(f"supernode-{i}", node(credentials.node_keys[name], i, port))
         for j, port in enumerate(node_ports[len(names):]):
             key = node_key_pair(out / "credentials" / "uninvited" / f"node{j}")
-            procs.start(f"uninvited-{j}", _supernode(
-                link_port, port, credentials, key,
-                f"partition-id={j} num-partitions={len(names)}", cfg.heartbeat_s))
+            procs.start(f"uninvited-{j}", node(key, j, port))
         drill = None
         if drop is not None:
             i, at_round = drop
-            drill = DropDrill(procs, i, at_round, _supernode(
-                link_port, rejoin_port, credentials, credentials.node_keys[names[i]],
-                f"partition-id={i} num-partitions={len(names)}", cfg.heartbeat_s), node_ports[i])
+            drill = DropDrill(procs, i, at_round, node(credentials.node_keys[names[i]], i, rejoin_port),
+                              node_ports[i])
         submit = procs.start("flwr-run", [_tool("flwr"), "run", str(app), CONNECTION, "--stream"])
-        deadline = time.monotonic() + timeout
-        result = out / "server.json"
-        while not result.is_file():
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the federation did not finish within {timeout:.0f} s "
-                                   f"(logs: {out / 'logs'})")
-            if link.poll() is not None:
-                raise RuntimeError(f"flower-superlink exited ({link.returncode}); see "
-                                   f"{out / 'logs' / 'superlink.log'}")
-            if submit.poll() not in (None, 0):
-                raise RuntimeError(f"flwr run failed ({submit.returncode}); see "
-                                   f"{out / 'logs' / 'flwr-run.log'}")
-            if drill is not None:
-                drill.step()
-            time.sleep(1.0)
+        wait_for_result(out, link, submit, drill, timeout)
         try:  # let the run end by itself (the ServerApp exits after writing its result)
             submit.wait(timeout=60)
         except subprocess.TimeoutExpired:
