@@ -26,7 +26,8 @@ $(TESTED): $(STAMP)
 demo: $(STAMP)
 	$(BIN)/medpeft demo
 
-# one test worker per core of the CI machine (2), each training on one thread (tests/conftest.py);
+# one test worker per core of the CI machine (2), each training on one thread, as does every
+# process a test starts (tests/conftest.py);
 # the slowest tests go first and each worker takes one test at a time, so the long ones overlap
 # (session fixtures are built once for all workers); ruff and the layer contract (lint-imports,
 # pyproject.toml) first

@@ -138,7 +138,7 @@ def test_simulation_sends_only_adapters_survives_a_faulty_site_and_does_not_coll
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 3], "name": name}
              for i, name in enumerate(("north", "south", "faulty"))]
     cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path / "fed"),
-                    rounds=2, local_steps=6, baseline=False, pooled=False)
+                    rounds=2, local_steps=6, baseline=False, pooled=False, simulation_workers=1)
     report = federate(cfg, client_app=_faulty_app(cfg, bad=2))
     # the faulty site is named and left out; the others' work is kept in both rounds
     excluded = {(e["round"], e["site"]): e["reason"] for e in report["excluded"]}

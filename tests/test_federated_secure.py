@@ -30,7 +30,7 @@ def test_secure_aggregation_hands_the_server_only_the_weighted_mean(collection, 
     cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=_sites(collection, 3),
                     out=str(tmp_path / "fed"), plan="encoder-lora+head", rounds=1, local_steps=2,
                     aggregation="fedavg", secure_aggregation=True, min_hospitals=3,
-                    baseline=False, pooled=False)
+                    baseline=False, pooled=False, simulation_workers=1)
     sent: dict[str, tuple[list[np.ndarray], int]] = {}
     app = ClientApp(mods=[secure.secaggplus_when_asked])
 

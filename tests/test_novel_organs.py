@@ -70,13 +70,14 @@ def test_loss_plateau_stops_only_when_the_moving_average_is_flat():
 def test_novel_organ_decoder_tuning_beats_random_head_only(collection, tmp_path):
     """K=5, binary gallbladder task (the foundation never saw a gallbladder): tuning the decoder
     with the new head row segments it; a randomly initialised head row on frozen features does
-    not (measured: 0.33 vs 0.00 on the demo phantom)."""
+    not (measured: 0.33 vs 0.00 on the demo phantom). 40 steps each: on this tiny collection
+    0.35 vs 0.00 (at 80 steps 0.48 vs 0.00, for twice the time)."""
     target = load_msd(collection / "Task10_NewSite")
     split = make_split(target, 5, seed=0, n_test=3)
     manifest = write_manifest(tmp_path / "k5.json", split)
     dice = {}
     for method in ("head", "decoder"):
-        adapt(shipped_foundation(), manifest, method, tmp_path / method, steps=80,
+        adapt(shipped_foundation(), manifest, method, tmp_path / method, steps=40,
               organs=("gallbladder",), head_init="random")
         foundation = load_foundation(shipped_foundation())
         model, classes = open_adapter(tmp_path / method, foundation)

@@ -47,6 +47,9 @@ class FedConfig:
     # --deployment: the heartbeat interval each SuperNode announces; the SuperLink marks a hospital
     # offline after 2 missed (Flower's default 30 s: a dead hospital is noticed within 60 s)
     heartbeat_s: float = 30.0
+    # simulation: how many hospitals train at once (Ray actors, one core each; each imports
+    # medpeft, ~8 s of CPU); 0: one per core, at most one per hospital
+    simulation_workers: int = 0
 
     def check(self) -> FedConfig:
         plan = plan_named(self.plan)
@@ -66,6 +69,9 @@ class FedConfig:
                              f"{len(self.hospitals)} hospitals listed")
         if not self.round_timeout_s > 0:
             raise ValueError(f"round_timeout_s {self.round_timeout_s}: must be > 0 seconds")
+        if self.simulation_workers < 0:
+            raise ValueError(f"simulation_workers {self.simulation_workers}: must be >= 0 "
+                             "(0: one per core)")
         if not 10 <= self.heartbeat_s <= 1800:  # what Flower's SuperLink accepts
             raise ValueError(f"heartbeat_s {self.heartbeat_s}: must be 10 to 1800 seconds")
         if self.secure_aggregation:

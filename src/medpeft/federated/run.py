@@ -34,13 +34,12 @@ def simulate(cfg: FedConfig, client_app=None) -> None:
 
     from medpeft.federated.app import client_app_for, server_app_for
     os.environ.update(offline_env(Path(cfg.out)))
+    workers = cfg.simulation_workers or max(1, min(len(cfg.hospitals), os.cpu_count() or 1))
     run_simulation(server_app=server_app_for(lambda _: cfg),
                    client_app=client_app or client_app_for(lambda _: cfg),
                    num_supernodes=len(cfg.hospitals),
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": max(1, min(len(cfg.hospitals),
-                                                                        os.cpu_count() or 1)),
-                                                 "include_dashboard": False}})
+                                   "init_args": {"num_cpus": workers, "include_dashboard": False}})
 
 
 def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
