@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from functools import partial
 
 import numpy as np
@@ -252,6 +253,23 @@ def test_supernode_announces_the_configured_heartbeat_within_flowers_range(monke
         supernode.announce(5)
     with pytest.raises(ValueError, match="heartbeat_s 5: must be 10 to 1800 seconds"):
         FedConfig(foundation="f", hospitals=[{"dataset": "a"}, {"dataset": "b"}], heartbeat_s=5).check()
+
+
+def test_simulation_trains_as_many_hospitals_at_once_as_asked(tmp_path, monkeypatch):
+    import flwr.simulation
+
+    from medpeft.federated.run import OFFLINE_ENV, simulate
+    for name in [*OFFLINE_ENV, "FLWR_HOME"]:  # simulate() sets them: restored after the test
+        monkeypatch.setenv(name, "")
+    asked = []
+    monkeypatch.setattr(flwr.simulation, "run_simulation",
+                        lambda **kw: asked.append(kw["backend_config"]["init_args"]["num_cpus"]))
+    three = [{"dataset": "a"}, {"dataset": "b"}, {"dataset": "c"}]
+    for workers in (1, 3, 0):
+        simulate(FedConfig(foundation="f", hospitals=three, out=str(tmp_path), simulation_workers=workers))
+    assert asked == [1, 3, max(1, min(3, os.cpu_count() or 1))]
+    with pytest.raises(ValueError, match="simulation_workers -1: must be >= 0"):
+        FedConfig(foundation="f", hospitals=three, simulation_workers=-1).check()
 
 
 def test_stop_marked_finds_and_ends_processes_of_this_run_only(tmp_path):

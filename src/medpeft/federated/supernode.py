@@ -37,11 +37,11 @@ def announce(interval_s: float) -> None:
         module.HEARTBEAT_DEFAULT_INTERVAL = interval_s
 
 
-def main(argv: list[str]) -> int:
+def main(argv: list[str]) -> None:
     from flwr.supernode.cli import flower_supernode
     announce(float(argv[0]))
     sys.argv = ["flower-supernode", *argv[1:]]
-    return flower_supernode()
+    flower_supernode()
 
 
 if __name__ == "__main__":
