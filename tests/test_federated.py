@@ -139,8 +139,10 @@ def test_simulation_sends_only_adapters_survives_a_faulty_site_and_does_not_coll
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 3], "name": name}
              for i, name in enumerate(("north", "south", "faulty"))]
     cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path / "fed"),
-                    rounds=2, local_steps=6, baseline=False, pooled=False, simulation_workers=1)
+                    rounds=2, local_steps=6, baseline=False, pooled=False, simulation_workers=1,
+                    evaluate_every=2)
     report = federate(cfg, client_app=_faulty_app(cfg, bad=2))
+    assert sorted(report["dice"]) == ["0", "2"]  # evaluated before and after, not after round 1
     # the faulty site is named and left out; the others' work is kept in both rounds
     excluded = {(e["round"], e["site"]): e["reason"] for e in report["excluded"]}
     assert "disk full" in excluded[(1, "faulty")]
@@ -199,7 +201,7 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
     config = {"foundation": str(shipped_foundation()), "hospitals": sites, "out": str(tmp_path / "dep"),
               "plan": "encoder-lora+head", "rounds": 2, "local_steps": 2, "baseline": False,
-              "pooled": False, "local": ["out.*"], "heartbeat_s": 10}
+              "pooled": False, "local": ["out.*"], "heartbeat_s": 10, "evaluate_every": 2}
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setattr(console, "width", 80)
     from medpeft.federated import deployment
@@ -270,6 +272,15 @@ def test_simulation_trains_as_many_hospitals_at_once_as_asked(tmp_path, monkeypa
     assert asked == [1, 3, max(1, min(3, os.cpu_count() or 1))]
     with pytest.raises(ValueError, match="simulation_workers -1: must be >= 0"):
         FedConfig(foundation="f", hospitals=three, simulation_workers=-1).check()
+
+
+def test_evaluated_rounds_are_the_start_every_nth_and_the_last():
+    two = [{"dataset": "a"}, {"dataset": "b"}]
+    rounds = lambda n, every: FedConfig(foundation="f", hospitals=two, rounds=n,  # noqa: E731
+                                        evaluate_every=every).check().evaluated_rounds()
+    assert rounds(3, 1) == {0, 1, 2, 3} and rounds(5, 2) == {0, 2, 4, 5} and rounds(2, 9) == {0, 2}
+    with pytest.raises(ValueError, match="evaluate_every must be >= 1"):
+        rounds(2, 0)
 
 
 def test_stop_marked_finds_and_ends_processes_of_this_run_only(tmp_path):

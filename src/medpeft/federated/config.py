@@ -31,6 +31,9 @@ class FedConfig:
     local: list[str] = field(default_factory=list)  # tensor patterns each hospital keeps
     rounds: int = 3
     local_steps: int = 20
+    # the global adapter is evaluated at every hospital before round 1, after every N-th round and
+    # after the last (each evaluation costs each hospital about as much as a round's training)
+    evaluate_every: int = 1
     aggregation: str = "svd"
     seed: int = 0
     bf16: bool = True  # local training under bf16 autocast where native (as `medpeft adapt`)
@@ -76,8 +79,8 @@ class FedConfig:
             raise ValueError(f"heartbeat_s {self.heartbeat_s}: must be 10 to 1800 seconds")
         if self.secure_aggregation:
             self.check_secure()
-        if self.rounds < 1 or self.local_steps < 1:
-            raise ValueError("rounds and local_steps must be >= 1")
+        if self.rounds < 1 or self.local_steps < 1 or self.evaluate_every < 1:
+            raise ValueError("rounds, local_steps and evaluate_every must be >= 1")
         for i, hospital in enumerate(self.hospitals):
             if "dataset" not in hospital:
                 raise ValueError(f"hospital {i}: no 'dataset' folder given")
@@ -88,6 +91,10 @@ class FedConfig:
         if len(set(names)) != len(names):
             raise ValueError(f"hospital names must differ: {names}")
         return self
+
+    def evaluated_rounds(self) -> set[int]:
+        """The rounds after which the hospitals evaluate (0: before the first)."""
+        return {0, self.rounds} | set(range(self.evaluate_every, self.rounds + 1, self.evaluate_every))
 
     def check_secure(self) -> None:
         settings = SecureSettings.from_setting(self.secure_aggregation)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 
 import numpy as np
 import torch
@@ -56,8 +56,10 @@ class AdapterFedAvg(FedAvg):
     """FedAvg over adapter tensors with per-reply checks, LoRA-exact averaging and a ledger."""
 
     def __init__(self, reference: dict[str, torch.Tensor], ledger: Ledger, mode: str = "svd",
-                 dp: DPSettings | None = None, *, seed: int = 0, **kwargs):
+                 dp: DPSettings | None = None, *, seed: int = 0,
+                 evaluated_rounds: Collection[int] | None = None, **kwargs):
         super().__init__(weighted_by_key=WEIGHT, **kwargs)
+        self.evaluated_rounds = evaluated_rounds  # None: every round
         self.shapes = {k: tuple(v.shape) for k, v in reference.items()}
         self.ledger, self.mode = ledger, mode
         self.dp, self.seed = dp, seed  # dp: Gaussian noise on every aggregate (privacy.py)
@@ -93,6 +95,8 @@ class AdapterFedAvg(FedAvg):
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                            grid: Grid) -> Iterable[Message]:
+        if self.evaluated_rounds is not None and server_round not in self.evaluated_rounds:
+            return self.weigh_out(server_round, [], "evaluate")  # nobody is asked, nobody missed
         return self.weigh_out(server_round, super().configure_evaluate(server_round, arrays,
                                                                         config, grid), "evaluate")
 
