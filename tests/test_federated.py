@@ -284,7 +284,6 @@ def test_evaluated_rounds_are_the_start_every_nth_and_the_last():
 
 
 def test_stop_marked_finds_and_ends_processes_of_this_run_only(tmp_path):
-    import os
     import subprocess
     home = str(tmp_path / "flwr-home")
     mine = subprocess.Popen(["sleep", "60"], env={**os.environ, "FLWR_HOME": home},

@@ -38,9 +38,9 @@ def _improve(chosen: list[Item], pool: list[Item], budget: int) -> list[Item]:
             if item in chosen:
                 continue
             used, rival = total_cost(chosen), next((c for c in chosen if c.group == item.group), None)
-            for out in [None] + chosen:  # at most one chosen item per layer: ``rival``
-                if (rival is not None and rival is not out) or \
-                        used - (out.cost if out else 0) + item.cost > budget:
+            # at most one chosen item per layer: an item with a rival can only replace it
+            for out in [rival] if rival is not None else [None] + chosen:
+                if used - (out.cost if out else 0) + item.cost > budget:
                     continue
                 if item.value > (out.value if out else 0.0) + 1e-12:
                     chosen, improved = [c for c in chosen if c is not out] + [item], True
