@@ -29,6 +29,22 @@ def test_split_and_error_messages(collection, tmp_path):
     assert label.name in result.output and "missing" in result.output
 
 
+def test_pretrain_working_grid_options(collection, tmp_path):
+    """--preprocessing picks a preset and --spacing overrides its grid; bad values are named."""
+    from medpeft.cli_pretrain import working_grid
+    from medpeft.data.transforms import PRESETS
+    assert working_grid("btcv", None) == PRESETS["btcv"]
+    assert working_grid("cpu-fast", (4.0, 4.0, 3.0)).spacing == (4.0, 4.0, 3.0)
+    assert working_grid("cpu-fast", (4.0, 4.0, 3.0)).patch == PRESETS["cpu-fast"].patch
+    source = str(collection / "Task02_Liver")
+    for option, named in ((["--preprocessing", "fine"], "--preprocessing 'fine'"),
+                          (["--spacing", "4", "0", "4"], "--spacing must be positive")):
+        result = runner.invoke(app, ["pretrain", "--source", source, "--out", str(tmp_path / "f"),
+                                     "--steps", "1", *option])
+        assert result.exit_code == 2 and named in result.output, result.output
+        assert not (tmp_path / "f").exists()
+
+
 def test_help_lists_the_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 from conftest import datasets_with_role
 
 from medpeft.data.phantom.collection import PHANTOM_ORGANS
+from medpeft.data.transforms import Preprocessing
 from medpeft.models.weights import load_foundation
 from medpeft.train.loop import LoopConfig
 from medpeft.train.pretrain import pretrain
@@ -26,15 +28,21 @@ def test_pretraining_learns_and_saves(foundation_dir):
 
 
 def test_continued_pretraining_starts_from_the_given_foundation(collection, foundation_dir, tmp_path):
-    """--init: one step at a vanishing rate leaves the given foundation's weights; a different
-    backbone is refused by name before anything is written."""
+    """--init: one step at a vanishing rate leaves the given foundation's weights, here moved to
+    a finer working grid; a different backbone or intensity window is refused by name before
+    anything is written."""
     sources = datasets_with_role(collection, "source")
-    out = pretrain(sources, tmp_path / "continued", loop=LoopConfig(steps=1, lr=1e-12),
+    finer = replace(Preprocessing(), spacing=(4.0, 4.0, 4.0))
+    out = pretrain(sources, tmp_path / "continued", pp=finer, loop=LoopConfig(steps=1, lr=1e-12),
                    init=foundation_dir, augment="phase-shape")
-    given, continued = load_foundation(foundation_dir).model, load_foundation(out).model
-    for (name, a), b in zip(given.state_dict().items(), continued.state_dict().values()):
+    given, continued = load_foundation(foundation_dir), load_foundation(out)
+    assert continued.preprocessing.spacing == (4.0, 4.0, 4.0) != given.preprocessing.spacing
+    for (name, a), b in zip(given.model.state_dict().items(), continued.model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
     with pytest.raises(ValueError, match="--init foundation's backbone"):
         pretrain(sources, tmp_path / "small", "swin-small", loop=LoopConfig(steps=1),
                  init=foundation_dir)
-    assert not (tmp_path / "small").exists()
+    with pytest.raises(ValueError, match="--init foundation's intensity window"):
+        pretrain(sources, tmp_path / "window", pp=replace(finer, hu_window=(-1000.0, 1000.0)),
+                 loop=LoopConfig(steps=1), init=foundation_dir)
+    assert not (tmp_path / "small").exists() and not (tmp_path / "window").exists()

@@ -70,11 +70,13 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
 def start_from(init: str | Path, *, backbone: BackboneConfig, classes: tuple[str, ...],
                pp: Preprocessing) -> torch.nn.Module:
     """Foundation ``init``'s network, to train further. A different backbone, organ list or
-    preprocessing is refused by name: the weights would not mean the same thing."""
+    intensity window is refused by name: the weights would not mean the same thing. A different
+    working grid (spacing, patch) is allowed: the convolutions and windowed attention apply at
+    any grid, and continuing on a finer one is how a foundation is moved to it."""
     foundation = load_foundation(init)
     for what, theirs, ours in (("backbone", foundation.backbone, backbone),
                                ("organs", tuple(foundation.classes), tuple(classes)),
-                               ("preprocessing", foundation.preprocessing, pp)):
+                               ("intensity window", foundation.preprocessing.hu_window, pp.hu_window)):
         if theirs != ours:
             raise ValueError(f"{init}: the --init foundation's {what} ({theirs}) is not this "
                              f"run's ({ours})")
