@@ -1,0 +1,3 @@
+#!/bin/bash
+# v5 continued 1,600 steps at lr 5e-4, phase-shape (as v5's own second stage), on a 4 mm working grid (64x64x32 patches): does a finer grid lift the thin spleen?
+cd /work/main && OMP_NUM_THREADS=1 exec nice -n 5 /work/main/.venv/bin/python -m medpeft.cli pretrain $(for t in Task01_AbdomenMulti Task02_Liver Task03_Kidney Task04_Spleen Task05_SpinePelvis Task07_Pancreas; do echo --source /work/main/runs/cache/phantom-demo-s0/$t; done) --out /work/main/runs/pt-v6/grid4 --steps 1600 --lr 5e-4 --seed 0 --checkpoint-every 200 --augment phase-shape --sampling organ-balanced --bf16 --channels-last --init /work/main/src/medpeft/assets/phantom-foundation --spacing 4 4 4 --resume

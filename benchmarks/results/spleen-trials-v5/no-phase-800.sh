@@ -1,0 +1,3 @@
+#!/bin/bash
+# v5 continued 800 steps at lr 2e-4 with shape augmentation only (no phase offsets): does in-domain intensity come back for the spleen?
+cd /work/wt-bg && OMP_NUM_THREADS=1 PYTHONPATH=/work/wt-bg/src exec nice -n 5 /work/main/.venv/bin/python -m medpeft.cli pretrain $(for t in Task01_AbdomenMulti Task02_Liver Task03_Kidney Task04_Spleen Task05_SpinePelvis Task07_Pancreas; do echo --source /work/main/runs/cache/phantom-demo-s0/$t; done) --out /work/main/runs/pt-v6/finish --steps 800 --lr 2e-4 --seed 0 --checkpoint-every 200 --augment shape --sampling organ-balanced --bf16 --channels-last --init /work/main/src/medpeft/assets/phantom-foundation --resume
