@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import torch
 from typer.testing import CliRunner
@@ -34,6 +35,8 @@ def test_pretrain_working_grid_options(collection, tmp_path):
     from medpeft.cli_pretrain import working_grid
     from medpeft.data.transforms import PRESETS
     assert working_grid("btcv", None) == PRESETS["btcv"]
+    assert working_grid(None, None) is None  # pretrain's own choice: --init's grid, or cpu-fast
+    assert working_grid(None, (4.0, 4.0, 4.0)) == replace(PRESETS["cpu-fast"], spacing=(4.0, 4.0, 4.0))
     assert working_grid("cpu-fast", (4.0, 4.0, 3.0)).spacing == (4.0, 4.0, 3.0)
     assert working_grid("cpu-fast", (4.0, 4.0, 3.0)).patch == PRESETS["cpu-fast"].patch
     source = str(collection / "Task02_Liver")

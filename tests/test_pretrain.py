@@ -12,7 +12,7 @@ from medpeft.data.phantom.collection import PHANTOM_ORGANS
 from medpeft.data.transforms import Preprocessing
 from medpeft.models.weights import load_foundation
 from medpeft.train.loop import LoopConfig
-from medpeft.train.pretrain import pretrain
+from medpeft.train.pretrain import pretrain, start_from
 
 
 def test_pretraining_learns_and_saves(foundation_dir):
@@ -37,6 +37,9 @@ def test_continued_pretraining_starts_from_the_given_foundation(collection, foun
                    init=foundation_dir, augment="phase-shape")
     given, continued = load_foundation(foundation_dir), load_foundation(out)
     assert continued.preprocessing.spacing == (4.0, 4.0, 4.0) != given.preprocessing.spacing
+    # continuing again without a grid keeps the foundation's own, not the 5 mm default
+    _, grid = start_from(out, backbone=given.backbone, classes=given.classes, pp=None)
+    assert grid == continued.preprocessing
     for (name, a), b in zip(given.model.state_dict().items(), continued.model.state_dict().values()):
         assert torch.allclose(a.float(), b.float(), atol=1e-6), name
     with pytest.raises(ValueError, match="--init foundation's backbone"):

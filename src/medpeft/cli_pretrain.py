@@ -37,11 +37,13 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
              sampling: str = typer.Option("organ-balanced", help="organ-balanced (every organ the "
                                           "same share of the draws, however few datasets label "
                                           "it; measured best) | uniform (every volume equally)"),
-             preprocessing: str = typer.Option("cpu-fast", help="working grid and intensity "
-                                               "window: cpu-fast (5 mm, 64x64x32 patches) | "
-                                               "seed-1.5mm | btcv | monai-ssl"),
+             preprocessing: Optional[str] = typer.Option(
+                 None, help="working grid and intensity window: cpu-fast (5 mm, 64x64x32 "
+                 "patches; the default) | seed-1.5mm | btcv | monai-ssl; with --init, by "
+                 "default the foundation's own"),
              spacing: Optional[tuple[float, float, float]] = typer.Option(
-                 None, help="working spacing X Y Z in mm, overriding the preset's"),
+                 None, help="working spacing X Y Z in mm, overriding the preset's (or the --init "
+                 "foundation's)"),
              resume: bool = typer.Option(False, help="continue from the last checkpoint")) -> None:
     """Supervised pre-training with the partial-label (marginal) loss. Several processes:
     torchrun --nproc-per-node N $(which medpeft) pretrain ... (DDP; gloo on CPU, NCCL on GPUs)."""
@@ -50,7 +52,7 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
     from medpeft.train.loop import LoopConfig
     from medpeft.train.pretrain import pretrain as run
     try:
-        pp = working_grid(preprocessing, spacing)
+        pp = working_grid(preprocessing, spacing, init=init)
         with distributed.process_group(), progress_bar() as progress:
             run(source, out, backbone, pp, loop=LoopConfig(steps=steps, lr=lr, seed=seed,
                                                        checkpoint_every=checkpoint_every,
@@ -66,13 +68,21 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
         console.print(f"foundation model: {out}")
 
 
-def working_grid(preset: str, spacing: tuple[float, float, float] | None):
-    """The preprocessing preset ``preset``, at ``spacing`` when one is given."""
+def working_grid(preset: str | None, spacing: tuple[float, float, float] | None, *,
+                 init: Path | None = None):
+    """The preprocessing of the run: preset ``preset`` (by default the ``init`` foundation's own,
+    or the 5 mm CPU preset), at ``spacing`` when one is given; None leaves the choice to
+    :func:`pretrain`, which makes the same one."""
     from dataclasses import replace
 
     from medpeft.data.transforms import PRESETS
-    if preset not in PRESETS:
+    from medpeft.models.weights import load_foundation
+    if preset is not None and preset not in PRESETS:
         raise ValueError(f"--preprocessing {preset!r} is not one of {sorted(PRESETS)}")
     if spacing is not None and min(spacing) <= 0:
         raise ValueError(f"--spacing must be positive millimetres, not {spacing}")
-    return PRESETS[preset] if spacing is None else replace(PRESETS[preset], spacing=tuple(spacing))
+    if spacing is None:
+        return PRESETS[preset] if preset else None
+    base = (PRESETS[preset] if preset else
+            load_foundation(init).preprocessing if init else PRESETS["cpu-fast"])
+    return replace(base, spacing=tuple(spacing))

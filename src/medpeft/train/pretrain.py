@@ -26,7 +26,7 @@ def source_classes(label_maps: list[dict[int, str]]) -> tuple[str, ...]:
 
 
 def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
-             pp: Preprocessing = Preprocessing(), *, loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
+             pp: Preprocessing | None = None, *, loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
              resume: bool = False, progress: Reporter | None = None, recipe: dict | None = None,
              cache_dir: str | Path | None = None, augment: str = "light",
              sampling: str = "uniform", init: str | Path | None = None) -> Path:
@@ -35,7 +35,8 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     preprocessed volumes on disk there (reused by later runs) instead of in memory.
     ``augment``: the patch augmentation (:mod:`medpeft.data.augment`); ``sampling``: every
     volume equally often, or ``organ-balanced`` (:mod:`medpeft.data.balance`). ``init``: a
-    foundation folder whose weights the run starts from (continued pre-training)."""
+    foundation folder whose weights the run starts from (continued pre-training). ``pp``: the
+    working grid and window; by default ``init``'s, or the 5 mm CPU preset for a new model."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; choose from {SAMPLINGS}")
     datasets = [read_dataset(s, label_files=True) for s in sources]
@@ -44,8 +45,10 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     classes = source_classes([ds.labels for ds in datasets])
     cfg = PRESETS[backbone]
     # before anything is written: a refused start leaves no run folder
-    model = (build_backbone(cfg, len(classes) + 1) if init is None
-             else start_from(init, backbone=cfg, classes=classes, pp=pp))
+    if init is None:
+        model, pp = build_backbone(cfg, len(classes) + 1), pp or Preprocessing()
+    else:
+        model, pp = start_from(init, backbone=cfg, classes=classes, pp=pp)
     mappings = {ds.name: class_mapping(ds.labels, classes) for ds in datasets}
     items = [item for ds in datasets for item in case_dicts(ds, mappings[ds.name])]
     out_dir = Path(out_dir)
@@ -68,16 +71,18 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
 
 
 def start_from(init: str | Path, *, backbone: BackboneConfig, classes: tuple[str, ...],
-               pp: Preprocessing) -> torch.nn.Module:
-    """Foundation ``init``'s network, to train further. A different backbone, organ list or
-    intensity window is refused by name: the weights would not mean the same thing. A different
-    working grid (spacing, patch) is allowed: the convolutions and windowed attention apply at
-    any grid, and continuing on a finer one is how a foundation is moved to it."""
+               pp: Preprocessing | None) -> tuple[torch.nn.Module, Preprocessing]:
+    """Foundation ``init``'s network to train further, and the preprocessing to train it with
+    (``pp``, or the foundation's own). A different backbone, organ list or intensity window is
+    refused by name: the weights would not mean the same thing. A different working grid
+    (spacing, patch) is allowed: the convolutions and windowed attention apply at any grid, and
+    continuing on a finer one is how a foundation is moved to it."""
     foundation = load_foundation(init)
+    pp = pp or foundation.preprocessing
     for what, theirs, ours in (("backbone", foundation.backbone, backbone),
                                ("organs", tuple(foundation.classes), tuple(classes)),
                                ("intensity window", foundation.preprocessing.hu_window, pp.hu_window)):
         if theirs != ours:
             raise ValueError(f"{init}: the --init foundation's {what} ({theirs}) is not this "
                              f"run's ({ours})")
-    return foundation.model
+    return foundation.model, pp
