@@ -30,12 +30,14 @@ def gather(folders: list[Path], k: int) -> list[dict]:
 
 
 def lead_per_seed(records: list[dict]) -> dict[int, float]:
-    """SEA-PEFT's Dice minus the best fixed method's, at each seed where both ran."""
+    """SEA-PEFT's Dice minus the best fixed method's, at each seed where every method of the
+    table has finished (a seed still running would compare SEA-PEFT with a few weak methods)."""
+    methods = {r["method"] for r in records}
     by_seed: dict[int, dict[str, float]] = {}
     for r in records:
         by_seed.setdefault(r["seed"], {})[r["method"]] = r["dice"]
     return {s: d[SEA] - max(v for m, v in d.items() if m != SEA)
-            for s, d in sorted(by_seed.items()) if SEA in d and len(d) > 1}
+            for s, d in sorted(by_seed.items()) if SEA in d and len(d) > 1 and set(d) == methods}
 
 
 def markdown(records: list[dict], k: int) -> str:
