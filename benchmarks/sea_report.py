@@ -15,8 +15,7 @@ import sys
 from pathlib import Path
 
 from medpeft.io import write_json, write_text
-
-SEA = "sea-peft"
+from medpeft.methods import SEA
 
 
 def gather(folders: list[Path], k: int) -> list[dict]:
