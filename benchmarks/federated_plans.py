@@ -20,7 +20,9 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import statistics
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -90,9 +92,8 @@ def main() -> None:
     for row in rows:
         table.add_row(*row)
     Console(width=220).print(table)
-    command = (f"python benchmarks/federated_plans.py --rounds {args.rounds} "
-               f"--local-steps {args.local_steps} --plans {' '.join(args.plans)}"
-               f"{' --secure' if args.secure else ''}")
+    # the arguments as given (seed, aggregations and out included), so the line reproduces the run
+    command = "python benchmarks/federated_plans.py " + shlex.join(sys.argv[1:])
     print(f"command: {command}")
     lines = [f"# Federated plans: {title}", "", f"command: `{command}`", "",
              "| " + " | ".join(columns) + " |", "|---|---|" + "---:|" * (len(columns) - 2)]
