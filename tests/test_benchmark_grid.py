@@ -29,6 +29,7 @@ def test_grid_runs_resumes_and_reports(collection, tmp_path, monkeypatch):
     result = CliRunner().invoke(app, ["benchmark", config], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     out = tmp_path / "grid"
+    assert (out / "log.txt").is_file()  # library chatter goes to the run's log, not the screen
     rows = list(csv.DictReader(open(out / "results.csv")))
     organs = {r["organ"] for r in rows}
     # zero-shot once (fixed test set) + 2 methods x 2 seeds, each on 2 cases x every organ

@@ -132,6 +132,7 @@ def test_a_dicom_folder_with_seg_ground_truth_splits_and_evaluates_like_its_nift
                            env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert manifest["test"][0] in (tmp_path / "eval" / "report.html").read_text()  # the whole UID
+    assert (tmp_path / "eval" / "log.txt").is_file()  # library chatter in the log, not on screen
     ours = {(r["case"], r["organ"]): r["dice"]
             for r in json.loads((tmp_path / "eval" / "dice.json").read_text())}
     names = {uid: name for name, uid in uid_of.items()}

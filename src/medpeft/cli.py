@@ -223,7 +223,8 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
              out: Path = typer.Option(..., help="folder for predictions and results"),
              adapter: Optional[Path] = typer.Option(None, help="adapter folder (none: zero-shot)"),
              blackbox: Optional[Path] = typer.Option(None, help="black-box adapters: the features "
-                                                     "model they were trained on")) -> None:
+                                                     "model they were trained on"),
+             verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
     """Sliding-window inference on the manifest's test volumes; per-organ Dice (CSV + JSON)."""
     from medpeft.data.fewshot import read_manifest
     from medpeft.data.layouts import read_dataset
@@ -233,15 +234,16 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
     from medpeft.methods.adapter_io import open_adapter
     from medpeft.models.weights import load_foundation
     try:
-        f = load_foundation(foundation)
-        model, classes = open_adapter(adapter, f, blackbox) if adapter else (f.model, f.classes)
-        split_ = read_manifest(manifest)
-        ds = read_dataset(split_["dataset"], label_files=True)
-        show_skipped(ds)
-        with progress_bar() as progress:
-            dice, organs, rows = score_model(model, ds, split_["test"], f,
-                                             pred_dir=out / "predictions", progress=progress,
-                                             classes=classes)
+        with quiet_console(out, console, verbose=verbose):
+            f = load_foundation(foundation)
+            model, classes = open_adapter(adapter, f, blackbox) if adapter else (f.model, f.classes)
+            split_ = read_manifest(manifest)
+            ds = read_dataset(split_["dataset"], label_files=True)
+            show_skipped(ds)
+            with progress_bar() as progress:
+                dice, organs, rows = score_model(model, ds, split_["test"], f,
+                                                 pred_dir=out / "predictions", progress=progress,
+                                                 classes=classes)
     except (ValueError, FileNotFoundError, ImportError) as err:
         _fail(err)
     write_json(out / "dice.json", rows)
@@ -293,7 +295,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
 
 
 @app.command()
-def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)")) -> None:
+def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"),
+              verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
     """Datasets x methods x K x seeds; resumable; results.csv, paired.csv, report.md with plots."""
     from rich.markup import escape
 
@@ -302,15 +305,16 @@ def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"
     try:
         cfg = load_grid(config)
         failures: list[str] = []
-        with progress_bar() as progress:
+        with quiet_console(cfg.out, console, verbose=verbose), progress_bar() as progress:
             rows, datasets = run_grid(cfg, progress, failures)
+            out = Path(cfg.out)
+            pairs = paired(rows, cfg.reference or cfg.methods[0])
+            if pairs:
+                write_rows(out / "paired.csv", pairs, tuple(pairs[0]))
+            report = write_grid_report(out, rows, pairs, datasets,
+                                       command=f"medpeft benchmark {config}")
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
-    out = Path(cfg.out)
-    pairs = paired(rows, cfg.reference or cfg.methods[0])
-    if pairs:
-        write_rows(out / "paired.csv", pairs, tuple(pairs[0]))
-    report = write_grid_report(out, rows, pairs, datasets, command=f"medpeft benchmark {config}")
     console.print(f"{len(rows)} rows in {out / 'results.csv'}; report: {report}")
     for failure in failures:
         console.print(f"[bold red]not run:[/] {escape(failure)}", soft_wrap=True)

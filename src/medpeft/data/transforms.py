@@ -63,6 +63,9 @@ def inside_body(x: torch.Tensor) -> torch.Tensor:
     return x > 0.0
 
 
+RAS_LABELS = (("L", "R"), ("P", "A"), ("I", "S"))
+
+
 def load_transforms(pp: Preprocessing, mapping: ClassMapping | None, with_label: bool = True) -> Compose:
     """Deterministic preprocessing of one case dict (``image`` [+ ``label``] paths)."""
     keys = ["image", "label"] if with_label else ["image"]
@@ -70,7 +73,8 @@ def load_transforms(pp: Preprocessing, mapping: ClassMapping | None, with_label:
     steps = [
         LoadImaged(keys=keys, reader="NibabelReader"),
         EnsureChannelFirstd(keys=keys),
-        Orientationd(keys=keys, axcodes="RAS"),
+        # labels spelled out: MONAI 1.6 warns that their default is changing (same meaning: RAS)
+        Orientationd(keys=keys, axcodes="RAS", labels=RAS_LABELS),
         Spacingd(keys=keys, pixdim=pp.spacing, mode=modes),
         ScaleIntensityRanged(keys="image", a_min=pp.hu_window[0], a_max=pp.hu_window[1],
                              b_min=0.0, b_max=1.0, clip=True),

@@ -134,8 +134,8 @@ def dice_plots(records: list[dict]) -> list[str]:
             ax.plot([r[x_key] for r in rs], [r["mean_dice"] for r in rs], "o-", label=method)
         ax.set_xlabel(label)
         ax.set_ylabel("mean Dice")
-        if log:
-            ax.set_xscale("log")
+        if log:  # symlog: zero-shot's 0 trainable parameters stays on the axis
+            ax.set_xscale("symlog", linthresh=1)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
         uris.append(figure_uri(fig))
