@@ -58,6 +58,8 @@ def main() -> None:
                         help="for the LoRA plans (the others always average)")
     parser.add_argument("--secure", action="store_true",
                         help="every arm with secure aggregation (SecAgg+; fedavg and ffa only)")
+    parser.add_argument("--server-lr", type=float, default=1.0,
+                        help="FedOpt's server learning rate (fixed plans, fedavg or ffa)")
     parser.add_argument("--report-only", action="store_true",
                         help="tabulate the finished arms; run nothing (safe beside a run)")
     args = parser.parse_args()
@@ -66,6 +68,7 @@ def main() -> None:
         base = replace(base, seed=args.seed)
     if args.secure:
         base = replace(base, secure_aggregation=True)
+    base = replace(base, server_lr=args.server_lr)
     lora_modes = [m for m in args.aggregations if m != "svd"]
     arms = [(p, "svd") for p in args.plans if p not in LORA_PLANS or "svd" in args.aggregations]
     if args.secure:  # the server holds only the sum: the plain weighted mean of every tensor
@@ -79,7 +82,8 @@ def main() -> None:
                "vs full FT", "seconds")
     rows, pooled = [], {}
     for plan, mode in arms:
-        folder = Path(args.out) / f"{plan}-{mode}{'-secagg' if args.secure else ''}"
+        folder = Path(args.out) / (f"{plan}-{mode}{'-secagg' if args.secure else ''}"
+                                   f"{f'-slr{args.server_lr:g}' if args.server_lr != 1 else ''}")
         if args.report_only and not (folder / "report.json").exists():
             continue
         # the pooled bound does not depend on the aggregation: trained once per plan

@@ -89,6 +89,22 @@ def test_ffa_averages_b_exactly_and_sends_no_a(tmp_path):
         FedConfig(foundation="f", hospitals=sites, plan="decoder", aggregation="ffa").check()
 
 
+def test_affine_plans_send_norm_deltas_and_the_head_and_ffa_keeps_their_lora_a_home(tmp_path):
+    """`affine` sends norm scale/shift deltas (encoder and decoder) and the head, nothing else;
+    `lora+affine` is a LoRA plan: under FFA its A factors stay frozen and home."""
+    sites = [{"dataset": "unused", "name": n} for n in ("a", "b")]
+    sent = {}
+    for plan, mode in (("affine", "fedavg"), ("lora+affine", "ffa")):
+        cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, plan=plan,
+                        aggregation=mode, out=str(tmp_path)).check()
+        sent[plan] = set(trainable_state(build_model(cfg)[0].model))
+    affine = sent["affine"]
+    assert all(n.endswith(("weight_delta", "bias_delta")) or n.startswith("out.") for n in affine)
+    assert any(n.startswith("swinViT.") for n in affine) and any(n.startswith("decoder") for n in affine)
+    lora = sent["lora+affine"] - affine
+    assert lora and all(n.endswith(".lora_B") for n in lora) and affine <= sent["lora+affine"]
+
+
 def test_svd_keeps_a_trainable_A_when_no_site_moved_B_and_pairs_conv_sites():
     names = ["l.lora_A", "l.lora_B", "c.lora_A.weight", "c.lora_B.weight", "c.base.bias"]
     assert lora_pairs(names) == {"l": ("l.lora_A", "l.lora_B"),
@@ -423,6 +439,40 @@ def test_a_hospital_that_drops_out_is_left_out_by_name_and_the_round_goes_on():
     assert "went offline" in reasons["south"] and "round_timeout_s" in reasons["east"]
     with pytest.raises(ValueError, match="min_hospitals 3"):
         FedConfig(foundation="f", hospitals=[{"dataset": "a"}, {"dataset": "b"}], min_hospitals=3).check()
+
+
+def test_server_lr_moves_the_global_tensors_by_that_multiple_of_the_mean_update(monkeypatch):
+    """FedOpt's server step: a round that starts from 1.0 and averages hospitals at 2.0 and 4.0
+    (weights 1, 1) ends at 1 + 2 x (3 - 1) = 5 with server_lr 2; plans whose tensors change set or
+    whose LoRA pairs are re-factorised refuse it by name."""
+    from types import SimpleNamespace
+
+    from flwr.app import ConfigRecord, MetricRecord, RecordDict
+    from flwr.serverapp.strategy import FedAvg
+
+    from medpeft.federated.accounting import Ledger
+    from medpeft.federated.strategy import WEIGHT, AdapterFedAvg, to_arrays, to_state
+    start = {"x.weight_delta": torch.ones(4)}
+    strategy = AdapterFedAvg(start, Ledger(1000), "fedavg", server_lr=2.0)
+    monkeypatch.setattr(FedAvg, "configure_train", lambda *a, **k: [])  # a Message needs a live run
+    strategy.configure_train(1, to_arrays(start), ConfigRecord(), grid=None)
+
+    def reply(node, value):
+        return SimpleNamespace(metadata=SimpleNamespace(src_node_id=node), has_error=lambda: False,
+                               content=RecordDict({"arrays": to_arrays({"x.weight_delta": value}),
+                                                   "metrics": MetricRecord({WEIGHT: 1})}))
+    arrays, _ = strategy.aggregate_train(1, [reply(5, torch.full((4,), 2.0)),
+                                             reply(6, torch.full((4,), 4.0))])
+    assert torch.allclose(to_state(arrays)["x.weight_delta"], torch.full((4,), 5.0))
+    two = [{"dataset": "d1"}, {"dataset": "d2"}]
+    FedConfig(foundation="f", hospitals=two, plan="affine", server_lr=2.0).check()
+    FedConfig(foundation="f", hospitals=two, plan="lora-everywhere", aggregation="ffa",
+              server_lr=2.0).check()
+    for plan, mode in (("lora-everywhere", "svd"), ("sea-peft", "fedavg")):
+        with pytest.raises(ValueError, match="server_lr 2.0 moves each tensor along its mean"):
+            FedConfig(foundation="f", hospitals=two, plan=plan, aggregation=mode, server_lr=2.0).check()
+    with pytest.raises(ValueError, match="server_lr 0: must be > 0"):
+        FedConfig(foundation="f", hospitals=two, plan="affine", server_lr=0).check()
 
 
 def test_a_restarted_hospital_takes_its_kept_tensors_from_its_saved_adapter(collection, tmp_path):

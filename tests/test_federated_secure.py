@@ -10,6 +10,7 @@ from flwr.compat.common import recorddict_compat as compat
 from safetensors.torch import load_file
 
 from medpeft.federated.config import FedConfig
+from medpeft.federated.hospital import initial_state
 from medpeft.models.weights import shipped_foundation
 
 
@@ -22,7 +23,8 @@ def test_secure_aggregation_hands_the_server_only_the_weighted_mean(collection, 
     """Three hospitals (weights 1, 2, 1), one SecAgg+ round: what the hospitals sent is recorded
     at the hospital, before secaggplus_mod masks it; the server's strategy only ever sees one
     aggregate, no hospital's own update, and it equals the plain weighted mean within SecAgg+'s
-    quantisation error."""
+    quantisation error. With server_lr 2 the global adapter moves twice that mean's update (a
+    server step needs only the sum)."""
 
     from medpeft.federated import secure
     from medpeft.federated.app import hospital_evaluate, hospital_train
@@ -30,7 +32,7 @@ def test_secure_aggregation_hands_the_server_only_the_weighted_mean(collection, 
     cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=_sites(collection, 3),
                     out=str(tmp_path / "fed"), plan="encoder-lora+head", rounds=1, local_steps=2,
                     aggregation="fedavg", secure_aggregation=True, min_hospitals=3,
-                    baseline=False, pooled=False, simulation_workers=1)
+                    baseline=False, pooled=False, simulation_workers=1, server_lr=2.0)
     sent: dict[str, tuple[list[np.ndarray], int]] = {}
     app = ClientApp(mods=[secure.secaggplus_when_asked])
 
@@ -75,9 +77,11 @@ def test_secure_aggregation_hands_the_server_only_the_weighted_mean(collection, 
     saved = load_file(str(tmp_path / "fed" / "global" / "adapter.safetensors"))
     shared = sorted(set(saved) & set(report["wire_tensors"]))
     assert shared and len(shared) == len(aggregate)
+    start = initial_state(cfg)[0]
     for name, value in zip(shared, aggregate):
         assert saved[name].dtype == torch.float32
-        assert torch.allclose(saved[name], torch.from_numpy(value).float(), atol=1e-6), name
+        stepped = start[name].double() + 2 * (torch.from_numpy(value).double() - start[name].double())
+        assert torch.allclose(saved[name].double(), stepped, atol=1e-6), name
     assert set(report["train"]["1"]) == {"site0", "site1", "site2"}
     assert names
 

@@ -20,6 +20,7 @@ from medpeft.federated.aggregation import MODES
 from medpeft.federated.plans import LORA_PLANS, plan_named
 from medpeft.federated.privacy import DPSettings
 from medpeft.federated.secure import SecureSettings
+from medpeft.methods import SEA
 
 HOSPITALS = "hospitals"  # the folder of each hospital's manifest and adapter under ``out``
 @dataclass
@@ -35,6 +36,9 @@ class FedConfig:
     # after the last (each evaluation costs each hospital about as much as a round's training)
     evaluate_every: int = 1
     aggregation: str = "svd"
+    # FedOpt's server learning rate: the global tensors move by this times the hospitals' mean
+    # update (1: plain FedAvg); averaging K hospitals' updates makes about one hospital's progress
+    server_lr: float = 1.0
     seed: int = 0
     bf16: bool = True  # local training under bf16 autocast where native (as `medpeft adapt`)
     baseline: bool = True  # also train each hospital alone through the same rounds (the gain)
@@ -61,6 +65,13 @@ class FedConfig:
         if self.aggregation == "ffa" and self.plan not in LORA_PLANS:
             raise ValueError(f"aggregation ffa (FFA-LoRA) needs a LoRA plan "
                              f"({', '.join(LORA_PLANS)}), not {self.plan!r}")
+        if not 0 < self.server_lr <= 10:
+            raise ValueError(f"server_lr {self.server_lr}: must be > 0 and <= 10 (1: plain FedAvg)")
+        if self.server_lr != 1 and (self.aggregation == "svd" and self.plan in LORA_PLANS
+                                    or self.plan == SEA):
+            raise ValueError(f"server_lr {self.server_lr} moves each tensor along its mean update: "
+                             f"it needs a fixed plan with aggregation fedavg or ffa (got plan "
+                             f"{self.plan!r}, aggregation {self.aggregation!r})")
         if len(self.hospitals) < 2:
             raise ValueError(f"a federation needs at least 2 hospitals, got {len(self.hospitals)}")
         if self.dp:

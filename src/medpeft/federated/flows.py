@@ -52,7 +52,8 @@ class FixedFlow:
         """The server's strategy and the tensors the first round sends."""
         shared, _ = initial_state(cfg)
         dp = DPSettings.from_dict(cfg.dp) if cfg.dp else None
-        return AdapterFedAvg(shared, ledger, cfg.aggregation, dp=dp, seed=cfg.seed, **nodes), shared
+        return AdapterFedAvg(shared, ledger, cfg.aggregation, dp=dp, seed=cfg.seed,
+                             server_lr=cfg.server_lr, **nodes), shared
 
     def train(self, hospital: Hospital, tensors: dict, state: RecordDict, server_round: int
               ) -> tuple[dict, dict]:

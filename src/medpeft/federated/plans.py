@@ -80,6 +80,11 @@ PLANS: dict[str, Plan] = {
     "lora-everywhere": Plan("lora", {"targets": ["swinViT.*", "encoder*", "decoder*"], "rank": 4},
                             "LoRA r4 on every linear and convolution layer, plus the head "
                             "(4% of the phantom foundation: 24x fewer bytes than full FT)"),
+    "affine": Plan("affine", {}, "norm scale and shift everywhere, plus the head (6,791 weights "
+                   "on the phantom foundation: plain averaging is exact)"),
+    "lora+affine": Plan("lora+affine", {}, "LoRA at the lora method's sites and norm scale and "
+                        "shift everywhere, plus the head (15,431 weights on the phantom "
+                        "foundation)"),
     "decoder": Plan("decoder", {}, "fine-tune the decoder and the head"),
     "full": Plan("full", {}, "fine-tune every weight (the communication baseline)"),
     SEA: SearchedPlan(SEA, {}, "SEA-PEFT: one global active set, re-chosen each round from the hospitals' "
@@ -87,7 +92,7 @@ PLANS: dict[str, Plan] = {
 }
 
 # the plans whose adapters are LoRA pairs: the ones the svd / fedavg / ffa aggregations tell apart
-LORA_PLANS = tuple(name for name, plan in PLANS.items() if plan.method == "lora")
+LORA_PLANS = tuple(name for name, plan in PLANS.items() if "lora" in plan.method.split("+"))
 
 
 def plan_named(name: str) -> Plan:

@@ -56,9 +56,11 @@ class AdapterFedAvg(FedAvg):
     """FedAvg over adapter tensors with per-reply checks, LoRA-exact averaging and a ledger."""
 
     def __init__(self, reference: dict[str, torch.Tensor], ledger: Ledger, mode: str = "svd",
-                 dp: DPSettings | None = None, *, seed: int = 0,
+                 dp: DPSettings | None = None, *, seed: int = 0, server_lr: float = 1.0,
                  evaluated_rounds: Collection[int] | None = None, **kwargs):
         super().__init__(weighted_by_key=WEIGHT, **kwargs)
+        self.server_lr = server_lr  # FedOpt: the global tensors move by server_lr x the mean update
+        self.previous: dict[str, torch.Tensor] = {}  # the global tensors the round started from
         self.evaluated_rounds = evaluated_rounds  # None: every round
         self.shapes = {k: tuple(v.shape) for k, v in reference.items()}
         self.ledger, self.mode = ledger, mode
@@ -90,6 +92,7 @@ class AdapterFedAvg(FedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        self.previous = to_state(arrays) if self.server_lr != 1 else {}
         return self.weigh_out(server_round, super().configure_train(server_round, arrays, config,
                                                                      grid), "train")
 
@@ -169,7 +172,8 @@ class AdapterFedAvg(FedAvg):
         """The weighted aggregate of usable train replies and their mean training loss."""
         weights = [float(metrics_of(m)[WEIGHT]) for m in good]
         states = [to_state(next(iter(m.content.array_records.values()))) for m in good]
-        merged = self.noised(aggregate_states(states, weights, self.mode), weights, server_round)
+        merged = self.server_step(self.previous, self.noised(
+            aggregate_states(states, weights, self.mode), weights, server_round))
         self.train_metrics[server_round] = {
             self.hospital(m.metadata.src_node_id): {k: v for k, v in metrics_of(m).items()
                                                  if not isinstance(v, list)} for m in good}
@@ -186,6 +190,16 @@ class AdapterFedAvg(FedAvg):
                          server_round: int) -> dict[str, torch.Tensor]:
         """The next shared tensors from a SecAgg+ round's unmasked weighted mean."""
         return self.noised(aggregate, weights, server_round)
+
+    def server_step(self, previous: dict[str, torch.Tensor], merged: dict[str, torch.Tensor]
+                    ) -> dict[str, torch.Tensor]:
+        """previous + server_lr x (merged - previous), tensor by tensor (FedOpt's server step;
+        the identity at server_lr 1). Works on the sum SecAgg+ reveals: it needs no hospital's
+        own update."""
+        if self.server_lr == 1:
+            return merged
+        return {n: (previous[n].double() + self.server_lr * (m.double() - previous[n].double())
+                    ).to(m.dtype) for n, m in merged.items()}
 
     def noised(self, merged: dict[str, torch.Tensor], weights: list[float], server_round: int
                ) -> dict[str, torch.Tensor]:
