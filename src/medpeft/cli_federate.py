@@ -16,7 +16,8 @@ def federate_command(
                                         "flower-supernode processes instead of the simulation"),
         rounds: Optional[int] = typer.Option(None, help="override the YAML's rounds"),
         plan: Optional[str] = typer.Option(None, help="override the YAML's plan: encoder-lora+head"
-                                           " | lora-everywhere | decoder | full | sea-peft"),
+                                           " | lora-everywhere | affine | lora+affine | decoder"
+                                           " | full | sea-peft"),
         aggregation: Optional[str] = typer.Option(None, help="override the YAML's aggregation: "
                                                   "svd | fedavg | ffa (FFA-LoRA)"),
         out: Optional[Path] = typer.Option(None, help="override the YAML's run folder"),
