@@ -55,6 +55,13 @@ def test_help_lists_the_commands():
         assert command in result.output
 
 
+def test_federate_help_lists_every_plan():
+    from medpeft.federated.plans import PLANS
+    result = runner.invoke(app, ["federate", "--help"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    assert all(f" {name} " in result.output.replace("|", " ") for name in PLANS), result.output
+
+
 def test_inspect_sites_and_model(monkeypatch):
     from medpeft.cli_common import console  # sized when first imported: widen it for the names
     monkeypatch.setattr(console, "width", 200)
