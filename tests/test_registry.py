@@ -14,11 +14,13 @@ from medpeft.pipelines import AdaptRequest, check
 
 
 @pytest.mark.parametrize("name, base, family, init, kind", [
-    ("decoder", "decoder", TUNE, "prototype", None),
+    ("decoder", "decoder", TUNE, "random", None),
+    ("decoder@prototype", "decoder", TUNE, "prototype", None),
     ("head@random", "head", TUNE, "random", None),
-    ("lora+affine", "lora+affine", TUNE, "prototype", None),
-    ("scratch", "scratch", TUNE, "prototype", None),
-    ("sea-peft", "sea-peft", SEARCHED, "prototype", None),
+    ("lora+affine", "lora+affine", TUNE, "random", None),
+    ("scratch", "scratch", TUNE, "random", None),
+    ("sea-peft", "sea-peft", SEARCHED, "random", None),
+    ("blackbox-spatial", "blackbox-spatial", BLACKBOX, "prototype", "spatial"),
     ("blackbox-spatial@random", "blackbox-spatial", BLACKBOX, "random", "spatial"),
 ])
 def test_resolve_parses_every_family(name, base, family, init, kind):

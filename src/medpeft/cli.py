@@ -136,8 +136,9 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           blackbox: Optional[Path] = typer.Option(
               None, help="blackbox-*: a TorchScript / ONNX model returning features, called only "
               "(default: the foundation, sealed)"),
-          head_init: str = typer.Option("prototype", help="novel organs' head rows: prototype | "
-                                        "random"),
+          head_init: Optional[str] = typer.Option(
+              None, help="head rows a model has not learnt: random | prototype (default: random "
+              "for a novel organ's row, measured best at K >= 5; prototype for a black-box head)"),
           organ: Optional[list[str]] = typer.Option(
               None, help="an organ to segment (repeatable; default: the foundation's; one organ: "
               "a binary task; 'all': the foundation's). An organ the foundation does not know is "
@@ -170,7 +171,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                **({"budget": budget} if budget is not None else {})}
         if transductive and unlabelled is None:
             raise ValueError("--transductive needs --unlabelled DIR (the site's scans)")
-        if head_init != "prototype" and "@" not in method:
+        if head_init is not None and "@" not in method:
             method = f"{method}@{head_init}"  # the registry's spelling: head@random
         request = AdaptRequest(
             foundation, manifest, method, out, steps=steps, seed=seed, resume=resume,

@@ -20,7 +20,8 @@ from torch import nn
 from medpeft.data.ontology import resolve
 from medpeft.methods.prototypes import class_means, voxel_features
 
-INITS = ("random", "prototype")
+RANDOM, PROTOTYPE = "random", "prototype"
+INITS = (RANDOM, PROTOTYPE)
 MARGIN = 2.0
 
 

@@ -18,7 +18,7 @@ from medpeft.methods import SEA, check_method
 from medpeft.methods.blackbox.heads import KINDS as BLACKBOX_KINDS
 from medpeft.methods.blackbox.heads import PREFIX, blackbox_kind
 from medpeft.methods.finetune import SCRATCH
-from medpeft.methods.novel_organs import INITS
+from medpeft.methods.novel_organs import INITS, PROTOTYPE, RANDOM
 
 TUNE, SEARCHED, BLACKBOX = "tune", "searched", "black-box"
 FAMILIES = (TUNE, SEARCHED, BLACKBOX)
@@ -31,7 +31,7 @@ class MethodSpec:
     name: str  # as written, e.g. "head@random"
     base: str  # without the initialisation, e.g. "head"
     family: str  # TUNE | SEARCHED | BLACKBOX
-    head_init: str = "prototype"  # novel organs' head rows: prototype | random
+    head_init: str = "random"  # novel organs' head rows: random | prototype
     blackbox_kind: str | None = None  # linear | spatial | spatial1 for the black-box family
 
     @property
@@ -43,11 +43,14 @@ class MethodSpec:
 def resolve(name: str) -> MethodSpec:
     """Parse and check ``name``; a ValueError lists what exists when it is not a method."""
     base, _, init = name.partition("@")
-    init = init or "prototype"
+    kind = blackbox_kind(base)
+    # unsaid: a black-box head starts from class prototypes; a tuned model's novel row at random
+    # (prototype rows collapsed to no organ at K = 5 / 10 on the novel gallbladder, v2 and v5:
+    # README "Tasks: binary organs and novel organs")
+    init = init or (PROTOTYPE if kind is not None else RANDOM)
     if init not in INITS:
         raise ValueError(f"method {name!r}: the initialisation after '@' is one of "
                          f"{', '.join(INITS)}")
-    kind = blackbox_kind(base)
     if kind is not None:
         return MethodSpec(name, base, BLACKBOX, init, kind)
     if base == SEA:

@@ -49,7 +49,7 @@ def crop_dataset(foundation: Foundation, ds: MSDDataset, mapping: ClassMapping,
 def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
           options: dict | None = None, steps: int = ADAPT_STEPS,
           lr: float | dict[str, float] | None = None, seed: int = 0, resume: bool = False,
-          organs: tuple[str, ...] = (), head_init: str = "prototype", patience: int = 0,
+          organs: tuple[str, ...] = (), head_init: str = "random", patience: int = 0,
           progress: Reporter | None = None, bf16: bool = ADAPT_BF16, grad_checkpoint: bool = False,
           augment: str = ADAPT_AUGMENT) -> dict:
     """Adapt with ``method`` on the manifest's support volumes; writes the adapter to ``out_dir``.
