@@ -1,0 +1,39 @@
+"""benchmarks/federated_seeds.py: the federated arms' figures over seeds, from their reports."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "federated_seeds.py"
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("federated_seeds", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(folder: Path, fed: dict, alone: dict, pooled: dict | None, plan: str = "affine") -> None:
+    folder.mkdir(parents=True)
+    report = {"plan": plan, "rounds": 3, "dice": {"0": {}, "3": fed}, "local_only": alone,
+              "bytes_per_round": [{"round": 0, "down": 5, "up": 5}, {"round": 1, "down": 100, "up": 50}],
+              "bytes_total": {"ratio": 300.0}}
+    if pooled:
+        report["pooled"] = pooled
+    (folder / "report.json").write_text(json.dumps(report))
+
+
+def test_seeds_table_shares_each_runs_pooled_bound_and_counts_every_hospital(tmp_path):
+    s0, s1 = tmp_path / "s0", tmp_path / "s1"
+    _report(s0 / "affine-svd", {"a": 0.6, "b": 0.5}, {"a": 0.5, "b": 0.55}, {"a": 0.7, "b": 0.6})
+    _report(s0 / "affine-fedavg", {"a": 0.62, "b": 0.52}, {"a": 0.5, "b": 0.55}, None)
+    _report(s1 / "affine-svd", {"a": 0.7, "b": 0.6}, {"a": 0.6, "b": 0.5}, {"a": 0.8, "b": 0.7})
+    rows = {row[0]: row for row in _module().table_rows([s0, s1])}
+    svd, fedavg = rows["affine-svd"], rows["affine-fedavg"]
+    assert svd[1] == "2" and fedavg[1] == "1"  # an arm counts only the seeds where it finished
+    assert svd[2] == "0.600 +- 0.071"  # federated means 0.55 and 0.65
+    assert svd[5] == "3/4"  # per hospital: +0.1, -0.05, +0.1, +0.1
+    assert svd[7] == "-0.100" and fedavg[7] == "-0.080"  # fedavg shares seed 0's pooled bound
+    assert svd[8] == "150 B" and svd[9] == "300x"
