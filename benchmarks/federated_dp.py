@@ -1,17 +1,20 @@
 """The Dice cost of hospital-level differential privacy on the phantom's three hospitals.
 
-`lora-everywhere` with FFA aggregation (a weighted mean, so the Gaussian mechanism's sensitivity
-holds), the same hospitals, rounds and local steps as configs/federated-phantom.yaml, at
+`lora-everywhere` with FFA aggregation, or another fixed plan with FedAvg (``--plan``; a weighted
+mean either way, so the Gaussian mechanism's sensitivity holds), the same hospitals, rounds and
+local steps as configs/federated-phantom.yaml, at
 epsilon = infinity (no DP), infinity with clipping only, 8 and 1 (delta 1e-5; the noise
 multiplier for each epsilon is found with Flower's RDP accountant). Runs are cached in --out.
 
-Usage: python benchmarks/federated_dp.py [--rounds 3] [--local-steps 10] [--clip 0.1]
+Usage: python benchmarks/federated_dp.py [--plan affine] [--rounds 3] [--local-steps 10] [--clip 0.1]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,12 +35,15 @@ def run(cfg, out: Path) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/federated-phantom.yaml")
+    ap.add_argument("--plan", default="lora-everywhere",
+                    help="lora-everywhere runs FFA; any other fixed plan FedAvg")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--local-steps", type=int, default=10)
     ap.add_argument("--clip", type=float, default=0.1, help="clipping norm of every update")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-federated-dp"))
     args = ap.parse_args()
-    base = replace(load_fed_config(args.config), plan="lora-everywhere", aggregation="ffa",
+    mode = "ffa" if args.plan == "lora-everywhere" else "fedavg"
+    base = replace(load_fed_config(args.config), plan=args.plan, aggregation=mode,
                    rounds=args.rounds, local_steps=args.local_steps, baseline=False,
                    pooled=False)
     n_hospitals = len(base.hospitals)
@@ -45,7 +51,7 @@ def main() -> None:
     arms += [(f"{eps:g}", {"clipping_norm": args.clip,
                            "noise_multiplier": noise_for_epsilon(eps, args.rounds, n_hospitals)})
              for eps in (8.0, 1.0)]
-    lines = [f"# Dice vs epsilon: lora-everywhere, FFA, {n_hospitals} hospitals, {args.rounds} rounds x "
+    lines = [f"# Dice vs epsilon: {args.plan}, {mode}, {n_hospitals} hospitals, {args.rounds} rounds x "
              f"{args.local_steps} local steps, clipping norm {args.clip}, delta 1e-5, "
              f"{torch.get_num_threads()} threads", "",
              "| epsilon | noise multiplier | Dice before | Dice federated | accounted epsilon |",
@@ -62,8 +68,7 @@ def main() -> None:
                      f"{'-' if eps is None else f'{eps:.2f}'} |")
         print(lines[-1], flush=True)
     write_text(args.out / "federated-dp.md", "\n".join(lines) + "\n")
-    print(f"command: python benchmarks/federated_dp.py --rounds {args.rounds} --local-steps "
-          f"{args.local_steps} --clip {args.clip}")
+    print("command: python benchmarks/federated_dp.py " + shlex.join(sys.argv[1:]))
 
 
 if __name__ == "__main__":

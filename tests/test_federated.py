@@ -182,7 +182,7 @@ def test_simulation_sends_only_adapters_survives_a_faulty_site_and_does_not_coll
     for site in ("north", "south"):
         assert report["dice"]["2"][site] >= report["dice"]["0"][site] - 0.05
     saved = json.loads((tmp_path / "fed" / "global" / "adapter_config.json").read_text())
-    assert saved["federation"]["plan"] == "encoder-lora+head"
+    assert saved["federation"]["plan"] == "affine"  # the default plan
 
 
 def test_site_split_gives_disjoint_shares(collection):

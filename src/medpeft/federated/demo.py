@@ -23,7 +23,7 @@ def demo_federation_config(target: Path, foundation: Path, out: Path, rounds: in
               "name": f"hospital-{i + 1}"} for i in range(HOSPITALS)]
     # the pooled bound costs the demo a minute it does not have: benchmarks/federated_plans.py
     return FedConfig(foundation=str(foundation), hospitals=hospitals, out=str(out), rounds=rounds,
-                     local_steps=steps, seed=seed, plan="lora-everywhere",
+                     local_steps=steps, seed=seed, plan="affine", aggregation="fedavg",
                      pooled=False).check().resolved()
 
 
