@@ -37,7 +37,7 @@ class FedConfig:
     evaluate_every: int = 1
     aggregation: str = "svd"
     # FedOpt's server learning rate: the global tensors move by this times the hospitals' mean
-    # update (1: plain FedAvg); averaging K hospitals' updates makes about one hospital's progress
+    # update (1: plain FedAvg; 2 overshot on the phantom's three hospitals, README)
     server_lr: float = 1.0
     seed: int = 0
     bf16: bool = True  # local training under bf16 autocast where native (as `medpeft adapt`)
