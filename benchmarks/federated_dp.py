@@ -1,8 +1,8 @@
 """The Dice cost of hospital-level differential privacy on the phantom's three hospitals.
 
-`lora-everywhere` with FFA aggregation, or another fixed plan with FedAvg (``--plan``; a weighted
-mean either way, so the Gaussian mechanism's sensitivity holds), the same hospitals, rounds and
-local steps as configs/federated-phantom.yaml, at
+`lora-everywhere` with FFA aggregation, or another fixed plan (``--plan``; FFA for LoRA plans,
+FedAvg for the others: a weighted mean either way, so the Gaussian mechanism's sensitivity
+holds), the same hospitals, rounds and local steps as configs/federated-phantom.yaml, at
 epsilon = infinity (no DP), infinity with clipping only, 8 and 1 (delta 1e-5; the noise
 multiplier for each epsilon is found with Flower's RDP accountant). Runs are cached in --out.
 
@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from medpeft.federated.config import load_fed_config
+from medpeft.federated.plans import LORA_PLANS
 from medpeft.federated.privacy import noise_for_epsilon
 from medpeft.federated.run import federate
 from medpeft.io import write_text
@@ -36,13 +37,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", default="configs/federated-phantom.yaml")
     ap.add_argument("--plan", default="lora-everywhere",
-                    help="lora-everywhere runs FFA; any other fixed plan FedAvg")
+                    help="a LoRA plan runs FFA; any other fixed plan FedAvg")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--local-steps", type=int, default=10)
     ap.add_argument("--clip", type=float, default=0.1, help="clipping norm of every update")
     ap.add_argument("--out", type=Path, default=Path("runs/bench-federated-dp"))
     args = ap.parse_args()
-    mode = "ffa" if args.plan == "lora-everywhere" else "fedavg"
+    mode = "ffa" if args.plan in LORA_PLANS else "fedavg"
     base = replace(load_fed_config(args.config), plan=args.plan, aggregation=mode,
                    rounds=args.rounds, local_steps=args.local_steps, baseline=False,
                    pooled=False)

@@ -76,7 +76,7 @@ def working_grid(preset: str | None, spacing: tuple[float, float, float] | None,
     from dataclasses import replace
 
     from medpeft.data.transforms import PRESETS
-    from medpeft.models.weights import load_foundation
+    from medpeft.models.weights import describe_foundation
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"--preprocessing {preset!r} is not one of {sorted(PRESETS)}")
     if spacing is not None and min(spacing) <= 0:
@@ -84,5 +84,5 @@ def working_grid(preset: str | None, spacing: tuple[float, float, float] | None,
     if spacing is None:
         return PRESETS[preset] if preset else None
     base = (PRESETS[preset] if preset else
-            load_foundation(init).preprocessing if init else PRESETS["cpu-fast"])
+            describe_foundation(init).preprocessing if init else PRESETS["cpu-fast"])
     return replace(base, spacing=tuple(spacing))

@@ -20,7 +20,6 @@ from medpeft.federated.aggregation import MODES
 from medpeft.federated.plans import LORA_PLANS, plan_named
 from medpeft.federated.privacy import DPSettings
 from medpeft.federated.secure import SecureSettings
-from medpeft.methods import SEA
 
 HOSPITALS = "hospitals"  # the folder of each hospital's manifest and adapter under ``out``
 @dataclass
@@ -67,17 +66,12 @@ class FedConfig:
                              f"({', '.join(LORA_PLANS)}), not {self.plan!r}")
         if not 0 < self.server_lr <= 10:
             raise ValueError(f"server_lr {self.server_lr}: must be > 0 and <= 10 (1: plain FedAvg)")
-        if self.server_lr != 1 and (self.aggregation == "svd" and self.plan in LORA_PLANS
-                                    or self.plan == SEA):
-            raise ValueError(f"server_lr {self.server_lr} moves each tensor along its mean update: "
-                             f"it needs a fixed plan with aggregation fedavg or ffa (got plan "
-                             f"{self.plan!r}, aggregation {self.aggregation!r})")
         if len(self.hospitals) < 2:
             raise ValueError(f"a federation needs at least 2 hospitals, got {len(self.hospitals)}")
         if self.dp:
             DPSettings.from_dict(self.dp)
         plan.check(name=self.plan, aggregation=self.aggregation, dp=self.dp, local=self.local,
-                   sea=self.sea, secure=bool(self.secure_aggregation))
+                   sea=self.sea, secure=bool(self.secure_aggregation), server_lr=self.server_lr)
         if not 1 <= self.min_hospitals <= len(self.hospitals):
             raise ValueError(f"min_hospitals {self.min_hospitals}: must be between 1 and the "
                              f"{len(self.hospitals)} hospitals listed")

@@ -34,6 +34,12 @@ def fed_sea_config(overrides: dict | None = None) -> SeaConfig:
     return cfg
 
 
+def server_lr_refused(server_lr: float, name: str, aggregation: str) -> ValueError:
+    return ValueError(f"server_lr {server_lr} moves each tensor along its mean update: it needs a "
+                      f"fixed plan with aggregation fedavg or ffa (got plan {name!r}, aggregation "
+                      f"{aggregation!r})")
+
+
 @dataclass(frozen=True)
 class Plan:
     """A fixed set of trained tensors: every round trains and sends the same ones."""
@@ -42,9 +48,16 @@ class Plan:
     options: dict = field(default_factory=dict)
     doc: str = ""
 
+    @property
+    def has_lora_pairs(self) -> bool:
+        """Whether its adapters hold LoRA pairs (the ones svd / fedavg / ffa tell apart)."""
+        return "lora" in self.method.split("+")
+
     def check(self, *, name: str, aggregation: str, dp: dict, local: list[str], sea: dict,
-              secure: bool = False) -> None:
+              secure: bool = False, server_lr: float = 1.0) -> None:
         """Refuse the federation settings this plan cannot honour (messages name the setting)."""
+        if server_lr != 1 and aggregation == "svd" and self.has_lora_pairs:
+            raise server_lr_refused(server_lr, name, aggregation)
         if sea:
             raise ValueError(f"'sea' settings apply to plan {SEA}, not {name}")
         if secure and aggregation not in ("fedavg", "ffa"):
@@ -61,7 +74,9 @@ class SearchedPlan(Plan):
     """SEA-PEFT: one global active set, re-chosen each round from the hospitals' audits."""
 
     def check(self, *, name: str, aggregation: str, dp: dict, local: list[str], sea: dict,
-              secure: bool = False) -> None:
+              secure: bool = False, server_lr: float = 1.0) -> None:
+        if server_lr != 1:  # the tensors change set every round: no previous value to step from
+            raise server_lr_refused(server_lr, name, aggregation)
         fed_sea_config(sea)
         if secure and aggregation != "fedavg":
             raise ValueError(f"secure_aggregation with plan {name}: the server holds only the "
@@ -92,7 +107,7 @@ PLANS: dict[str, Plan] = {
 }
 
 # the plans whose adapters are LoRA pairs: the ones the svd / fedavg / ffa aggregations tell apart
-LORA_PLANS = tuple(name for name, plan in PLANS.items() if "lora" in plan.method.split("+"))
+LORA_PLANS = tuple(name for name, plan in PLANS.items() if plan.has_lora_pairs)
 
 
 def plan_named(name: str) -> Plan:
