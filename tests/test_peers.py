@@ -42,9 +42,10 @@ def test_scratch_peer_learns_from_random_weights(foundation_dir, target, tmp_pat
     untrained = build_backbone(f.backbone, len(f.classes) + 1).eval()
     before = mean_dice(evaluate_cases(untrained, target, split["test"], mapping, pp=f.preprocessing,
                                       classes=f.classes))
-    # light augmentation: 120 steps is the test's budget, and shape augmentation (the default)
-    # slows learning from random weights (benchmarks/peers.py runs the defaults)
-    adapt(foundation_dir, manifest, "scratch", tmp_path / "scratch", steps=120, seed=0,
+    # light augmentation: 80 steps is the test's budget, and shape augmentation (the default)
+    # slows learning from random weights (benchmarks/peers.py runs the defaults). On the tiny
+    # foundation's 64 x 32 x 32 patches, liver reached 0.77 Dice after 80 steps (0.50 after 60)
+    adapt(foundation_dir, manifest, "scratch", tmp_path / "scratch", steps=80, seed=0,
           augment="light")
     model, classes = open_adapter(tmp_path / "scratch", load_foundation(foundation_dir))
     config = json.loads((tmp_path / "scratch" / "adapter_config.json").read_text())
