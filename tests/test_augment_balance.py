@@ -30,6 +30,28 @@ def test_organ_intensity_moves_each_organ_by_one_offset_and_leaves_background():
     assert 0.0 <= out.min() and out.max() <= 1.0
 
 
+def test_soft_organ_offsets_ramp_across_the_edge_where_hard_ones_step():
+    """``soft-phase-shape``: the organ's offset fades over voxels on both sides of its edge (a
+    scanner's blur) instead of jumping on the label's voxel boundary; deep inside it is whole."""
+    label = torch.zeros(1, 24, 8, 8)
+    label[:, 8:20] = 1
+    image = torch.full((1, 24, 8, 8), 0.5)
+    hard = RandOrganIntensityd(max_offset=0.25, prob=1.0)
+    soft = RandOrganIntensityd(max_offset=0.25, prob=1.0, edge_sigma=(1.0, 1.0))
+    profiles = {}
+    for name, aug in (("hard", hard), ("soft", soft)):
+        aug.set_random_state(0)
+        profiles[name] = (aug({"image": image, "label": label})["image"] - 0.5)[0, :, 4, 4]
+    full = profiles["hard"][12]
+    assert abs(float(full)) > 0.01 and torch.allclose(profiles["soft"][13], full, atol=1e-4)
+    assert profiles["hard"][7] == 0 and abs(float(profiles["hard"][8] - full)) < 1e-6  # a step
+    outside, inside = profiles["soft"][7] / full, profiles["soft"][8] / full  # a ramp
+    assert 0.1 < outside < 0.5 < inside < 0.9, (float(outside), float(inside))
+    kinds = [type(t).__name__ for t in patch_augmentation("soft-phase-shape")]
+    assert kinds == [type(t).__name__ for t in patch_augmentation("phase-shape")]
+    organ = next(t for t in patch_augmentation("soft-phase-shape") if isinstance(t, RandOrganIntensityd))
+    assert organ.edge_sigma is not None
+
 def test_shape_augmentation_moves_image_and_label_together():
     """Rotated or scaled patches change the label's shape, and an image that is a copy of the
     label, moved by the same draw (linear) and rounded, agrees with it (nearest) on the organs'

@@ -30,7 +30,9 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
              augment: str = typer.Option("phase", help="augmentation: phase (per-organ "
                                          "contrast, intensity curve, noise, blur) | "
                                          "phase-shape (phase, and random rotation and scaling) "
-                                         "| light (scale and shift only)"),
+                                         "| soft-phase-shape (phase-shape, organ offsets "
+                                         "blurred across their edges) | light (scale and "
+                                         "shift only)"),
              init: Optional[Path] = typer.Option(None, help="start from this foundation's "
                                                  "weights (continued pre-training; same "
                                                  "backbone and organs)"),
