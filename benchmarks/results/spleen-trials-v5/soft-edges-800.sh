@@ -1,0 +1,3 @@
+#!/bin/bash
+# v5 continued 800 steps, lr 5e-4: $1 = augmentation (phase-shape control | soft-phase-shape), $2 = out name
+cd /tmp/wt-soft && OMP_NUM_THREADS=1 PYTHONPATH=/tmp/wt-soft/src exec nice -n 5 /work/main/.venv/bin/python -m medpeft.cli pretrain $(for t in Task01_AbdomenMulti Task02_Liver Task03_Kidney Task04_Spleen Task05_SpinePelvis Task07_Pancreas; do echo --source /work/main/runs/cache/phantom-demo-s0/$t; done) --out /work/main/runs/pt-v6/$2 --steps 800 --lr 5e-4 --seed 0 --checkpoint-every 200 --augment $1 --sampling organ-balanced --bf16 --channels-last --init /work/main/src/medpeft/assets/phantom-foundation --resume
