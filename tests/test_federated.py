@@ -236,6 +236,7 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     table = [line for line in result.output.splitlines() if "│" in line or "┃" in line]
     assert table and all(len(line) <= 80 for line in table)
     assert any("site0" in line for line in table) and any("site1" in line for line in table)
+    assert "nan" not in result.output and "alone" not in result.output  # baseline: false
     assert (tmp_path / "dep" / "log.txt").is_file()
     report = json.loads((tmp_path / "dep" / "report.json").read_text())
     assert set(report["train"]["1"]) == {"site0"}  # site1 died mid-round: the round went on

@@ -1,4 +1,4 @@
-"""The demo's federated section: three phantom hospitals adapt one LoRA adapter together.
+"""The demo's federated section: three phantom hospitals adapt one affine adapter together.
 
 Each hospital holds a disjoint third of the new hospital's volumes (K labelled + test volumes each).
 A finished federation (same settings) is reused, so a re-run of the demo does not redo it.
@@ -47,14 +47,18 @@ def federation_table(report: dict, cfg: FedConfig) -> Table:
                   caption=f"{human(totals['bytes'])} on the wire vs "
                           f"{human(totals['full_ft_bytes'])} for full fine-tuning "
                           f"({totals['ratio']:.0f}x less)")
-    pooled = report.get("pooled") or {}
-    columns = ["hospital", "before", "federated", "alone", "gain"] + (["pooled"] if pooled else [])
+    pooled, alone = report.get("pooled") or {}, report.get("local_only") or {}
+    # an arm that did not run (baseline: false, pooled: false) gets no column, never a "nan"
+    columns = ["hospital", "before", "federated", *(["alone", "gain"] if alone else []),
+               *(["pooled"] if pooled else [])]
     for col in columns:
         table.add_column(col, justify="left" if col == "hospital" else "right", no_wrap=True)
     dice = report["dice"]
     for hospital in sorted(dice["0"]):
         fed = dice[str(cfg.rounds)][hospital]
-        alone = report["local_only"].get(hospital, float("nan"))
-        row = [hospital, f"{dice['0'][hospital]:.3f}", f"{fed:.3f}", f"{alone:.3f}", f"{fed - alone:+.3f}"]
+        row = [hospital, f"{dice['0'][hospital]:.3f}", f"{fed:.3f}"]
+        if alone:
+            mine = alone.get(hospital, float("nan"))
+            row += [f"{mine:.3f}", f"{fed - mine:+.3f}"]
         table.add_row(*row, *([f"{pooled.get(hospital, float('nan')):.3f}"] if pooled else []))
     return table
