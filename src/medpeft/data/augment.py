@@ -84,7 +84,7 @@ def patch_augmentation(name: str) -> list:
     if name in ("light", "shape"):
         return [*(shape_augmentation() if name == "shape" else []), *light]
     return [
-        *(shape_augmentation() if name.endswith("phase-shape") else []),
+        *(shape_augmentation() if name in ("phase-shape", "soft-phase-shape") else []),
         RandOrganIntensityd(keys="image", label_key="label", max_offset=0.25, prob=0.6,
                             edge_sigma=(0.5, 1.5) if name == "soft-phase-shape" else None),
         RandHistogramShiftd(keys="image", num_control_points=(5, 10), prob=0.3),
