@@ -5,6 +5,7 @@ import json
 import shutil
 from dataclasses import replace
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -112,3 +113,37 @@ def test_adapt_refuses_an_unknown_augmentation_before_writing(tmp_path):
                                  "--augment", "heavy"])
     assert result.exit_code != 0 and "unknown augmentation --augment 'heavy'" in result.output
     assert not (tmp_path / "o").exists()
+
+
+def test_medpeft_processes_skip_the_optional_packages_monai_would_import_for_nothing(tmp_path):
+    """The `medpeft` command and the deployment's Flower components mark transformers and ignite
+    absent before MONAI is imported (MONAI then treats them as not installed); a package this
+    process already imported stays. sys.modules is restored afterwards."""
+    import importlib
+    import sys
+    import types
+
+    from monai.utils import optional_import
+
+    from medpeft.startup import UNUSED_OPTIONAL, skip_unused_optional_packages
+    saved = {name: sys.modules[name] for name in UNUSED_OPTIONAL if name in sys.modules}
+    try:
+        for name in UNUSED_OPTIONAL:
+            sys.modules.pop(name, None)
+        sys.modules["ignite"] = imported = types.ModuleType("ignite")  # imported before: kept
+        skip_unused_optional_packages()
+        assert sys.modules["ignite"] is imported
+        with pytest.raises(ModuleNotFoundError):
+            importlib.import_module("transformers")
+        assert optional_import("transformers")[1] is False
+    finally:
+        for name in UNUSED_OPTIONAL:
+            sys.modules.pop(name, None)
+        sys.modules.update(saved)
+    # where it is called: the console script, and the components each Flower app process loads
+    from importlib.metadata import entry_points
+
+    from medpeft.federated.deployment import write_app
+    assert [e.value for e in entry_points(group="console_scripts", name="medpeft")] == ["medpeft.entry:main"]
+    app_toml = (write_app(tmp_path / "app", tmp_path / "fed.yaml") / "pyproject.toml").read_text()
+    assert 'clientapp = "medpeft.federated.components:client_app"' in app_toml

@@ -63,8 +63,8 @@ packages = ["."]
 publisher = "medpeft"
 
 [tool.flwr.app.components]
-serverapp = "medpeft.federated.app:server_app"
-clientapp = "medpeft.federated.app:client_app"
+serverapp = "medpeft.federated.components:server_app"
+clientapp = "medpeft.federated.components:client_app"
 
 [tool.flwr.app.config]
 medpeft-config = "{config_path.resolve()}"
