@@ -1,6 +1,7 @@
 """Federated PEFT on Flower: exact LoRA aggregation, only adapters on the wire, faulty sites."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from functools import partial
@@ -275,18 +276,26 @@ def test_supernode_announces_the_configured_heartbeat_within_flowers_range(monke
 
 
 def test_simulation_trains_as_many_hospitals_at_once_as_asked(tmp_path, monkeypatch):
+    """As many Ray workers as asked; each actor first skips MONAI's unused optional imports."""
     import flwr.simulation
+    import ray
 
     from medpeft.federated.run import OFFLINE_ENV, simulate
+    from medpeft.startup import skip_unused_optional_packages
     for name in [*OFFLINE_ENV, "FLWR_HOME"]:  # simulate() sets them: restored after the test
         monkeypatch.setenv(name, "")
-    asked = []
-    monkeypatch.setattr(flwr.simulation, "run_simulation",
-                        lambda **kw: asked.append(kw["backend_config"]["init_args"]["num_cpus"]))
+    asked, ran = [], []
+    monkeypatch.setattr(ray, "init", lambda **kw: asked.append(kw))
+    monkeypatch.setattr(ray, "shutdown", lambda: None)
+    monkeypatch.setattr(flwr.simulation, "run_simulation", lambda **kw: ran.append(kw["num_supernodes"]))
     three = [{"dataset": "a"}, {"dataset": "b"}, {"dataset": "c"}]
     for workers in (1, 3, 0):
         simulate(FedConfig(foundation="f", hospitals=three, out=str(tmp_path), simulation_workers=workers))
-    assert asked == [1, 3, max(1, min(3, os.cpu_count() or 1))]
+    assert [kw["num_cpus"] for kw in asked] == [1, 3, max(1, min(3, os.cpu_count() or 1))]
+    assert ran == [3, 3, 3]
+    hook = asked[0]["runtime_env"]["worker_process_setup_hook"]
+    module, name = hook.rsplit(".", 1)
+    assert getattr(importlib.import_module(module), name) is skip_unused_optional_packages
     with pytest.raises(ValueError, match="simulation_workers -1: must be >= 0"):
         FedConfig(foundation="f", hospitals=three, simulation_workers=-1).check()
 

@@ -18,6 +18,7 @@ from medpeft.federated.config import HOSPITALS, FedConfig, hospital_name, write_
 from medpeft.federated.flows import flow_for
 from medpeft.io import write_json, write_text, write_yaml
 
+SKIP_UNUSED = "medpeft.startup.skip_unused_optional_packages"  # medpeft.startup
 OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0",
                "RAY_DEDUP_LOGS": "0"}
 
@@ -34,12 +35,19 @@ def simulate(cfg: FedConfig, client_app=None) -> None:
 
     from medpeft.federated.app import client_app_for, server_app_for
     os.environ.update(offline_env(Path(cfg.out)))
+    import ray
     workers = cfg.simulation_workers or max(1, min(len(cfg.hospitals), os.cpu_count() or 1))
-    run_simulation(server_app=server_app_for(lambda _: cfg),
-                   client_app=client_app or client_app_for(lambda _: cfg),
-                   num_supernodes=len(cfg.hospitals),
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": workers, "include_dashboard": False}})
+    # Ray starts here, not in Flower (which uses a running Ray as it is): each actor, a hospital's
+    # ClientApp, skips MONAI's unused optional imports before it unpickles the apps
+    ray.init(num_cpus=workers, include_dashboard=False,
+             runtime_env={"worker_process_setup_hook": SKIP_UNUSED})
+    try:
+        run_simulation(server_app=server_app_for(lambda _: cfg),
+                       client_app=client_app or client_app_for(lambda _: cfg),
+                       num_supernodes=len(cfg.hospitals),
+                       backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0}})
+    finally:
+        ray.shutdown()  # Flower shuts it down after the rounds, not after an error
 
 
 def federate(cfg: FedConfig, deployment: bool = False, client_app=None) -> dict:
