@@ -285,6 +285,7 @@ def test_simulation_trains_as_many_hospitals_at_once_as_asked(tmp_path, monkeypa
     for name in [*OFFLINE_ENV, "FLWR_HOME"]:  # simulate() sets them: restored after the test
         monkeypatch.setenv(name, "")
     asked, ran = [], []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
     monkeypatch.setattr(ray, "init", lambda **kw: asked.append(kw))
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     monkeypatch.setattr(flwr.simulation, "run_simulation", lambda **kw: ran.append(kw["num_supernodes"]))

@@ -6,7 +6,8 @@ are installed: transformers (one network, Transchex; installed beside HF peft) a
 installed a process took 12 s of CPU to import the federated app against 7.6 s without them
 (x86_64 Xeon, one thread). A Flower ClientApp pays that per message (Flower starts one process per
 message), and so does every torchrun rank. The entry points of such processes (the ``medpeft``
-command, the deployment's Flower components) call :func:`skip_unused_optional_packages` first.
+command, the deployment's Flower components, each simulation actor through Ray's worker set-up
+hook) call :func:`skip_unused_optional_packages` first.
 It marks the packages absent the way Python documents (``sys.modules[name] = None``), and
 MONAI's ``optional_import`` then treats them as not installed. A process that already imported
 one (it needs it) keeps it.

@@ -18,7 +18,7 @@ from medpeft.federated.config import HOSPITALS, FedConfig, hospital_name, write_
 from medpeft.federated.flows import flow_for
 from medpeft.io import write_json, write_text, write_yaml
 
-SKIP_UNUSED = "medpeft.startup.skip_unused_optional_packages"  # medpeft.startup
+SKIP_UNUSED = "medpeft.startup.skip_unused_optional_packages"
 OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0",
                "RAY_DEDUP_LOGS": "0"}
 
@@ -31,16 +31,18 @@ def offline_env(out: Path) -> dict[str, str]:
 def simulate(cfg: FedConfig, client_app=None) -> None:
     """Run the federation in-process on Flower's simulation runtime (CPU only); ``client_app``
     replaces the standard hospital app (e.g. one wrapped with Flower mods)."""
+    import ray
     from flwr.simulation import run_simulation
 
     from medpeft.federated.app import client_app_for, server_app_for
     os.environ.update(offline_env(Path(cfg.out)))
-    import ray
     workers = cfg.simulation_workers or max(1, min(len(cfg.hospitals), os.cpu_count() or 1))
     # Ray starts here, not in Flower (which uses a running Ray as it is): each actor, a hospital's
-    # ClientApp, skips MONAI's unused optional imports before it unpickles the apps
-    ray.init(num_cpus=workers, include_dashboard=False,
-             runtime_env={"worker_process_setup_hook": SKIP_UNUSED})
+    # ClientApp, skips MONAI's unused optional imports before it unpickles the apps. A Ray the
+    # caller already runs is used as it is, as Flower would.
+    if not ray.is_initialized():
+        ray.init(num_cpus=workers, include_dashboard=False,
+                 runtime_env={"worker_process_setup_hook": SKIP_UNUSED})
     try:
         run_simulation(server_app=server_app_for(lambda _: cfg),
                        client_app=client_app or client_app_for(lambda _: cfg),
