@@ -17,8 +17,10 @@ from medpeft.federated.accounting import human
 from medpeft.federated.config import HOSPITALS, FedConfig, hospital_name, write_hospital_manifests
 from medpeft.federated.flows import flow_for
 from medpeft.io import write_json, write_text, write_yaml
+from medpeft.startup import skip_unused_optional_packages
 
-SKIP_UNUSED = "medpeft.startup.skip_unused_optional_packages"
+# the Ray worker set-up hook, by its dotted path (derived: a rename cannot leave it dangling)
+SKIP_UNUSED = f"{skip_unused_optional_packages.__module__}.{skip_unused_optional_packages.__qualname__}"
 OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0",
                "RAY_DEDUP_LOGS": "0"}
 
