@@ -26,6 +26,8 @@ from medpeft.progress import progress_bar
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--foundation", type=Path, default=None,
+                    help="default: the demo's (seeds other than 0 pre-train their own)")
     ap.add_argument("--method", action="append", required=True)
     ap.add_argument("--rate", action="append", type=float, required=True)
     ap.add_argument("--shots", type=int, default=5)
@@ -38,7 +40,8 @@ def main() -> None:
     cfg = DemoConfig(seed=args.seed)
     rows = []
     with progress_bar() as progress:
-        setting = phantom_setting(args.cache, cfg, progress, console)
+        setting = phantom_setting(args.cache, cfg, progress, console,
+                                  foundation_dir=args.foundation)
         split = make_split(setting.target, args.shots, args.seed, cfg.n_test)
         manifest = write_manifest(args.out / f"k{args.shots}" / "manifest.json", split)
         for method in args.method:
@@ -61,7 +64,8 @@ def main() -> None:
     for col in ("method", "rate", "Dice", "s"):
         table.add_column(col, justify="left" if col == "method" else "right")
     for method, rate, r in rows:
-        default = any(lr_plan(method)[g] == rate for g in lr_plan(method) if g != "head")
+        plan = lr_plan(method, args.shots)
+        default = any(plan[g] == rate for g in plan if g != "head")
         table.add_row(method, f"{rate:g}{'*' if default else ''}", f"{r['dice']:.3f}",
                       f"{r['seconds']:.0f}")
     console.print(table)

@@ -9,7 +9,8 @@ back, never retrained; a row that cannot run (nnU-Net not installed, crashed, ou
 named with its log and the other rows are still written.
 
 Usage: python benchmarks/peers.py [CONFIG] [--seeds 0 1 2] [--shots 1 5 10] [--skip nnunet]
-       [--reuse-peers OLD/results.csv]  (a new foundation: the from-scratch rows never read it)
+       [--reuse-peers OLD/results.csv]  (a new foundation: the from-scratch rows never read it;
+       a new default recipe: --reuse-methods names the rows it left as they were)
 """
 from __future__ import annotations
 
@@ -50,12 +51,25 @@ def reused_rows(path: Path, cfg, methods: list[str]) -> list[dict]:
     phantom, seeds and K), typed as the grid writes them."""
     with open(path, newline="") as fh:
         rows = [r for r in csv.DictReader(fh) if r["method"] in methods
-                and r["method"] in cfg.methods]
+                and r["method"].split("@")[0] in cfg.methods]  # scratch@VARIANT: a peer recipe
     rows = [{k: TYPES[k](v) if k in TYPES and v != "" else v for k, v in r.items()} for r in rows]
     rows = [r for r in rows if r["k"] in cfg.shots and r["seed"] in cfg.seeds]
     if not rows:
         raise SystemExit(f"{path}: no {' or '.join(methods)} rows for these seeds and K")
     return rows
+
+
+def _reused_note(reused: list[dict], path: Path | None) -> str:
+    """Which rows the report read back, and why each needed no new run."""
+    if not reused:
+        return "none"
+    methods = sorted({r["method"] for r in reused})
+    free = [m for m in methods if m.split("@")[0] in FOUNDATION_FREE]
+    same = [m for m in methods if m not in free]
+    return (f"{', '.join(methods)} from {path} ("
+            + "; ".join(([f"{', '.join(free)}: never use the foundation"] if free else [])
+                        + ([f"{', '.join(same)}: same foundation and recipe"] if same else []))
+            + ")")
 
 
 def main() -> None:
@@ -69,7 +83,8 @@ def main() -> None:
     parser.add_argument("--reuse-peers", type=Path, help="an earlier run's results.csv: its "
                         "from-scratch rows are read, not retrained")
     parser.add_argument("--reuse-methods", nargs="+", default=list(FOUNDATION_FREE),
-                        choices=FOUNDATION_FREE, help="the rows --reuse-peers reads")
+                        help="the rows --reuse-peers reads: the foundation-free peers, or rows "
+                        "whose foundation and recipe have not changed since that run")
     parser.add_argument("--reuse-variant", help="keep the scratch rows read back as their own "
                         "peer row, scratch@VARIANT (an earlier recipe), beside a fresh scratch")
     args = parser.parse_args()
@@ -84,6 +99,7 @@ def main() -> None:
         variant = f"{SCRATCH}@{args.reuse_variant}"
         reused = [{**r, "method": variant} if r["method"] == SCRATCH else r for r in reused]
         methods, reuse = methods + [variant], [m for m in reuse if m != SCRATCH]
+    methods += [m for m in reuse if "@" in m and m not in methods]  # variants read back as such
     run_cfg = replace(cfg, methods=[m for m in methods if m not in reuse and "@" not in m])
     rows = list(reused)
     t0 = time.perf_counter()
@@ -106,9 +122,7 @@ def main() -> None:
               "nnU-Net": f"{budget.epochs} epochs x {budget.iterations} iterations, its planner "
                          f"at {budget.target_spacing} mm with a {budget.memory_target_gb} GB "
                          f"memory target, fold all, CPU, no test-time mirroring",
-              "rows read back": f"{', '.join(sorted({r['method'] for r in reused}))} from "
-                                f"{args.reuse_peers} (they never use the foundation)"
-                                if reused else "none",
+              "rows read back": _reused_note(reused, args.reuse_peers),
               "wall time of this invocation (s)": "finished cells read back (--report-only)"
               if args.report_only else f"{time.perf_counter() - t0:.0f}"}
     report, table, _ = write_peers_report(out, rows, methods, header, failures=failures)
