@@ -118,7 +118,8 @@ def main() -> None:
     header = {"command": f"python benchmarks/peers.py {args.config}" +
               (f" --seeds {' '.join(map(str, cfg.seeds))}" if args.seeds else ""),
               "machine": machine(), "dataset": ", ".join(d["path"] for d in cfg.datasets),
-              "adaptation steps": f"{cfg.steps} (per-row schedules: {schedule})",
+              "adaptation steps": f"{cfg.steps or 'medpeft adapt defaults (medpeft.methods.adapt_steps)'}"
+                                  f" (per-row schedules: {schedule})",
               "nnU-Net": f"{budget.epochs} epochs x {budget.iterations} iterations, its planner "
                          f"at {budget.target_spacing} mm with a {budget.memory_target_gb} GB "
                          f"memory target, fold all, CPU, no test-time mirroring",

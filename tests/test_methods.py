@@ -111,6 +111,29 @@ def test_each_adapter_kind_and_the_head_train_at_their_own_rate():
         check_groups(model, groups[:-1])  # the head left out
 
 
+def test_the_decoder_rate_grows_with_the_support_set_up_to_its_cap():
+    """Decoder tuning's measured best rate grows with K (README "Adaptation recipe"); other parts
+    keep theirs, and a rate the user gives wins at every K."""
+    from medpeft.methods import DEFAULT_LR, SHOT_SCALING, group_rates
+    cap = SHOT_SCALING["decoder"].rate_cap
+    assert group_rates("decoder", shots=1) == {"decoder": DEFAULT_LR["decoder"]}
+    assert group_rates("decoder", shots=2)["decoder"] == pytest.approx(2 * DEFAULT_LR["decoder"])
+    for k in (cap, 10, 100):
+        assert group_rates("decoder", shots=k)["decoder"] == pytest.approx(cap * DEFAULT_LR["decoder"])
+    assert group_rates("full", shots=10) == {"full": DEFAULT_LR["full"]}
+    assert group_rates("lora", shots=10)["lora"] == DEFAULT_LR["lora"]
+    assert group_rates("decoder", 5e-4, shots=10) == {"decoder": 5e-4}
+
+
+def test_the_decoder_steps_grow_with_the_support_set_from_the_common_default():
+    from medpeft.methods import ADAPT_STEPS, SHOT_SCALING, adapt_steps
+    per_volume = SHOT_SCALING["decoder"].steps_per_volume
+    assert adapt_steps("decoder", 1) == adapt_steps("decoder", 5) == ADAPT_STEPS
+    assert adapt_steps("decoder", 10) == max(ADAPT_STEPS, 10 * per_volume) > ADAPT_STEPS
+    assert adapt_steps("decoder", 20) == 20 * per_volume
+    assert adapt_steps("full", 10) == adapt_steps("lora", 20) == ADAPT_STEPS
+
+
 @pytest.mark.parametrize("method,max_fraction", [("bitfit", 0.001), ("lora", 0.02)])
 def test_the_unet_backbone_tunes_with_default_targets(method, max_fraction):
     """The Models Genesis U-Net (Universal Model, SuPreM) tunes like SwinUNETR: the method's

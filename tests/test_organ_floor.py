@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import yaml
 from conftest import datasets_with_role
 
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.msd import load_msd
 from medpeft.data.ontology import class_mapping
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice, organ_means
-from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD
+from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD, group_rates
 from medpeft.methods.adapter_io import open_adapter
 from medpeft.models.weights import load_foundation, shipped_foundation
 from medpeft.pipelines.tune import adapt
@@ -65,6 +66,8 @@ def test_default_adaptation_segments_every_organ_at_the_new_site(collection, tmp
 
     adapt(shipped_foundation(), write_manifest(tmp_path / "k5.json", split), DEFAULT_METHOD,
           tmp_path / "adapter", steps=SUITE_STEPS, seed=0)
+    rates = yaml.safe_load((tmp_path / "adapter" / "config.yaml").read_text())["lr"]
+    assert rates == group_rates(DEFAULT_METHOD, shots=5)  # the rate for K=5, not K=1's
     model, _ = open_adapter(tmp_path / "adapter", load_foundation(shipped_foundation()))
     adapted, organs = _scores(model, foundation, target, split["test"])
     print(f"zero-shot {zero_shot:.3f}, {DEFAULT_METHOD} K=5 {adapted:.3f}",

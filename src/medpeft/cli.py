@@ -115,10 +115,13 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                                      "joined by + (lora+affine), sea-peft (searched), or "
                                      "blackbox-linear | blackbox-spatial | blackbox-spatial1"),
           out: Path = typer.Option(..., help="adapter output folder"),
-          steps: int = typer.Option(ADAPT_STEPS),
+          steps: Optional[int] = typer.Option(
+              None, help=f"training steps (default {ADAPT_STEPS}; decoder: 48 per support volume, "
+              f"at least {ADAPT_STEPS})"),
           lr: Optional[str] = typer.Option(
               None, help="one rate for all groups, or group=rate pairs (lora=0.03,head=0.01); "
-              "default: each adapter kind and the head at its own rate"),
+              "default: each adapter kind and the head at its own rate; decoder: 3e-3 per support "
+              "volume, at most 1.2e-2"),
           rank: Optional[int] = typer.Option(None, help="LoRA rank (default 4)"),
           alpha: Optional[float] = typer.Option(None, help="LoRA alpha (default 2 x rank)"),
           targets: Optional[list[str]] = typer.Option(
@@ -269,7 +272,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          cache: Path = typer.Option(Path("runs/cache"), help="reused phantom data and foundation"),
          pretrain_steps: Optional[int] = typer.Option(None, help="first stage; default: the shipped "
                                                       "foundation's recipe"),
-         adapt_steps: int = typer.Option(ADAPT_STEPS),
+         adapt_steps: Optional[int] = typer.Option(None, help="default: adapt's for each method and K"),
          method: Optional[list[str]] = typer.Option(
              None, help=f"methods to compare (repeatable; default {DEFAULT_METHOD}, adapt's "
              "default; the from-scratch peer runs at K=5); 'all' for every preset"),

@@ -24,7 +24,7 @@ from medpeft.evaluate.metrics import score_model
 from medpeft.evaluate.report import overlay_png, results_table, write_csv, write_report
 from medpeft.experiments.cell import adapt_and_open, cached
 from medpeft.io import write_json, write_text
-from medpeft.methods import ADAPT_STEPS, DEFAULT_METHOD, SCRATCH
+from medpeft.methods import DEFAULT_METHOD, SCRATCH
 from medpeft.methods.adapter_io import open_adapter
 from medpeft.methods.registry import TUNE, resolve
 from medpeft.models.backbones import count_parameters
@@ -57,7 +57,7 @@ class DemoConfig:
     continue_lr: float = 5e-4
     continue_augment: str = "phase-shape"
     retrain: bool = False
-    adapt_steps: int = ADAPT_STEPS
+    adapt_steps: int | None = None  # None: `medpeft adapt`'s default for the method and K
     shots: tuple[int, ...] = (1, 5)
     methods: tuple[str, ...] = DEMO_METHODS
     n_test: int = 6

@@ -29,7 +29,7 @@ from medpeft.evaluate.metrics import evaluate_cases, score_label_files
 from medpeft.evaluate.paired import ZERO_SHOT, paired
 from medpeft.experiments.cell import adapt_and_open, cached
 from medpeft.io import atomic_path
-from medpeft.methods import ADAPT_STEPS, SEA
+from medpeft.methods import SEA
 from medpeft.methods.novel_organs import set_head_classes, task_classes
 from medpeft.methods.registry import SEARCHED, TUNE, resolve
 from medpeft.models.weights import describe_foundation, load_foundation
@@ -52,7 +52,7 @@ class GridConfig:
     methods: list[str]
     shots: list[int] = field(default_factory=lambda: [1, 5, 10])
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    steps: int = ADAPT_STEPS
+    steps: int | None = None  # None: `medpeft adapt`'s default for each method and K
     reference: str | None = None  # of the paired comparison (default: the first method)
     surface: bool = True
     tolerance_mm: float = 2.0

@@ -21,7 +21,8 @@ PRESETS = ("full", "decoder", "head", "lora", "bitfit", "affine", "adaptformer",
 # new site: decoder 0.703, lora+affine 0.671, affine 0.663, lora 0.555; README "Adaptation recipe")
 DEFAULT_METHOD = "decoder"
 # Steps of `medpeft adapt` (benchmarks/adapt_recipe.py at K=5 on the phantom's new site, decoder:
-# 240 steps 0.538 mean Dice against 0.445 at 80; README "Adaptation recipe").
+# 240 steps 0.538 mean Dice against 0.445 at 80; README "Adaptation recipe"); the least a part
+# whose steps grow with the support set takes (SHOT_SCALING).
 ADAPT_STEPS = 240
 # The support patches' augmentation while adapting (medpeft.data.augment): ``shape`` rotates and
 # scales half the patches before the light jitter. Decoder, v5 foundation, the phantom's new
@@ -40,11 +41,35 @@ DEFAULT_LR = {"scratch": 2e-3, "full": 1e-3, "decoder": 3e-3, "head": 1e-2, "lor
               "ssf": 1e-2, "ia3": 1e-2}
 
 
-def lr_plan(method: str) -> dict[str, float]:
-    """The default rate of each parameter group ``method`` trains, by group name."""
+@dataclass(frozen=True)
+class ShotScaling:
+    """How a part's recipe grows with K support volumes: rate DEFAULT_LR x min(K, ``rate_cap``),
+    steps max(ADAPT_STEPS, ``steps_per_volume`` x K)."""
+
+    rate_cap: int = 1
+    steps_per_volume: int = 0
+
+
+# Measured for decoder tuning only (v5 foundation, mean of seeds 0/1/2, each on its own phantom;
+# benchmarks/lr_sweep.py, README "Adaptation recipe"). Rates at 240 steps: K=1 best at 3e-3 (0.614;
+# 6e-3 0.605, 1.2e-2 0.565); K=5 0.749 / 0.762 / 0.766 / 0.766 at 3e-3 / 6e-3 / 1.2e-2 / 2.4e-2;
+# K=10 0.767 / 0.780 / 0.786 / 0.783. Steps at 1.2e-2: K=10 480 steps 0.813 against 240's 0.786;
+# K=5 480 steps 0.773 against 0.766 (2x the time, not taken).
+SHOT_SCALING = {"decoder": ShotScaling(rate_cap=4, steps_per_volume=48)}
+
+
+def adapt_steps(method: str, shots: int) -> int:
+    """`medpeft adapt`'s default steps for ``method`` with ``shots`` support volumes."""
+    return max(ADAPT_STEPS, SHOT_SCALING.get(method, ShotScaling()).steps_per_volume * shots)
+
+
+def lr_plan(method: str, shots: int = 1) -> dict[str, float]:
+    """The default rate of each parameter group ``method`` trains with ``shots`` support volumes,
+    by group name."""
     check_method(method)
     if method in PARTS_TRAINED:
-        return {method: DEFAULT_LR[method]}
+        cap = SHOT_SCALING.get(method, ShotScaling()).rate_cap
+        return {method: DEFAULT_LR[method] * min(max(shots, 1), cap)}
     kinds = list(KINDS) if method == SEA else peft_kinds(method)
     return {**{k: DEFAULT_LR[k] for k in kinds}, "head": DEFAULT_LR["head"]}
 
@@ -92,9 +117,11 @@ def base_parameter_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if id(p) not in adapter)
 
 
-def group_rates(method: str, lr: float | dict[str, float] | None = None) -> dict[str, float]:
-    """Each group's rate: the defaults, all set to ``lr`` (a number) or updated by ``lr`` (a dict)."""
-    plan = lr_plan(method)
+def group_rates(method: str, lr: float | dict[str, float] | None = None, *,
+                shots: int = 1) -> dict[str, float]:
+    """Each group's rate: the defaults for ``shots`` support volumes, all set to ``lr`` (a number)
+    or updated by ``lr`` (a dict)."""
+    plan = lr_plan(method, shots)
     if isinstance(lr, dict):
         unknown = set(lr) - set(plan)
         if unknown:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from medpeft.data.augment import AUGMENTATIONS
 from medpeft.io import write_json
+from medpeft.methods import ADAPT_STEPS
 from medpeft.methods.blackbox.service import load_service
 from medpeft.methods.registry import BLACKBOX, SEARCHED, TUNE, MethodSpec, resolve
 from medpeft.methods.sea.loop import sea_config
@@ -76,13 +77,14 @@ def _run(spec: MethodSpec, request: AdaptRequest, progress: Reporter | None) -> 
     if spec.family == SEARCHED:
         k = len(json.loads(Path(request.manifest).read_text())["support"])
         return sea_adapt(request.foundation, request.manifest, request.out,
-                         sea_config(k, seed=request.seed, **request.sea), steps=request.steps,
+                         sea_config(k, seed=request.seed, **request.sea),
+                         steps=request.steps or ADAPT_STEPS,
                          audit_volume=request.audit_volume, resume=request.resume,
                          progress=progress)
     if spec.family == BLACKBOX:
         return blackbox_adapt(request.foundation, request.manifest, request.out,
                               kind=spec.blackbox_kind, init=spec.head_init, organs=request.organs,
-                              steps=request.steps, seed=request.seed,
+                              steps=request.steps or ADAPT_STEPS, seed=request.seed,
                               service=load_service(request.blackbox) if request.blackbox else None,
                               unlabelled=request.unlabelled, gamma=request.gamma,
                               patience=request.patience, resume=request.resume, progress=progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medpeft.methods import ADAPT_AUGMENT, ADAPT_BF16, ADAPT_STEPS
+from medpeft.methods import ADAPT_AUGMENT, ADAPT_BF16
 
 
 @dataclass(frozen=True)
@@ -19,7 +19,9 @@ class AdaptRequest:
     manifest: Path
     method: str  # any name medpeft.methods.registry.resolve parses
     out: Path
-    steps: int = ADAPT_STEPS  # training steps (SEA-PEFT: refinement steps, after its search)
+    # training steps (SEA-PEFT: refinement steps, after its search); None: the method's default,
+    # which may grow with the support set (medpeft.methods.adapt_steps), else ADAPT_STEPS
+    steps: int | None = None
     seed: int = 0
     resume: bool = False
     patience: int = 0  # stop once the training loss's moving average is flat this many steps

@@ -16,8 +16,8 @@ from medpeft.io import write_yaml
 from medpeft.methods import (
     ADAPT_AUGMENT,
     ADAPT_BF16,
-    ADAPT_STEPS,
     SCRATCH,
+    adapt_steps,
     apply_method,
     group_rates,
     param_groups,
@@ -47,14 +47,16 @@ def crop_dataset(foundation: Foundation, ds: MSDDataset, mapping: ClassMapping,
 
 
 def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
-          options: dict | None = None, steps: int = ADAPT_STEPS,
+          options: dict | None = None, steps: int | None = None,
           lr: float | dict[str, float] | None = None, seed: int = 0, resume: bool = False,
           organs: tuple[str, ...] = (), head_init: str = "random", patience: int = 0,
           progress: Reporter | None = None, bf16: bool = ADAPT_BF16, grad_checkpoint: bool = False,
           augment: str = ADAPT_AUGMENT) -> dict:
     """Adapt with ``method`` on the manifest's support volumes; writes the adapter to ``out_dir``.
 
-    ``lr``: one rate for every parameter group, or ``{group: rate}`` over the defaults.
+    ``steps``: default :func:`medpeft.methods.adapt_steps` for the support set's size.
+    ``lr``: one rate for every parameter group, or ``{group: rate}`` over the defaults (which
+    may grow with the support set's size, ``medpeft.methods.SHOT_SCALING``).
     ``organs``: the organs to segment (default: the foundation's; one organ: a binary task; "all"
     stands for the foundation's); the head keeps the rows of organs it knows, and a novel organ's
     row starts as ``head_init`` says (random | prototype, :mod:`medpeft.methods.novel_organs`).
@@ -70,7 +72,8 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
     foundation = foundation.with_classes(task_classes(known, organs))
     set_head_classes(foundation.model, known, foundation.classes)
     ds, mapping = load_support(foundation, split)
-    rates = group_rates(method, lr)
+    shots = len(split["support"])
+    rates, steps = group_rates(method, lr, shots=shots), steps or adapt_steps(method, shots)
     loop = LoopConfig(steps=steps, lr=max(rates.values()), warmup=max(1, steps // 10),
                       seed=seed, checkpoint_every=max(10, steps // 4), patience=patience,
                       bf16=bf16, grad_checkpoint=grad_checkpoint)
