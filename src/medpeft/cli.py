@@ -116,8 +116,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                                      "blackbox-linear | blackbox-spatial | blackbox-spatial1"),
           out: Path = typer.Option(..., help="adapter output folder"),
           steps: Optional[int] = typer.Option(
-              None, help=f"training steps (default {ADAPT_STEPS}; decoder: 48 per support volume, "
-              f"at least {ADAPT_STEPS})"),
+              None, help=f"training steps (default {ADAPT_STEPS}; decoder: 96 per support volume, "
+              f"from {ADAPT_STEPS} to 480)"),
           lr: Optional[str] = typer.Option(
               None, help="one rate for all groups, or group=rate pairs (lora=0.03,head=0.01); "
               "default: each adapter kind and the head at its own rate; decoder: 3e-3 per support "

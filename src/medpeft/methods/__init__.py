@@ -44,23 +44,25 @@ DEFAULT_LR = {"scratch": 2e-3, "full": 1e-3, "decoder": 3e-3, "head": 1e-2, "lor
 @dataclass(frozen=True)
 class ShotScaling:
     """How a part's recipe grows with K support volumes: rate DEFAULT_LR x min(K, ``rate_cap``),
-    steps max(ADAPT_STEPS, ``steps_per_volume`` x K)."""
+    steps ``steps_per_volume`` x K within [ADAPT_STEPS, ``steps_cap``]."""
 
     rate_cap: int = 1
     steps_per_volume: int = 0
+    steps_cap: int = ADAPT_STEPS
 
 
 # Measured for decoder tuning only (v5 foundation, mean of seeds 0/1/2, each on its own phantom;
 # benchmarks/lr_sweep.py, README "Adaptation recipe"). Rates at 240 steps: K=1 best at 3e-3 (0.614;
 # 6e-3 0.605, 1.2e-2 0.565); K=5 0.749 / 0.762 / 0.766 / 0.766 at 3e-3 / 6e-3 / 1.2e-2 / 2.4e-2;
-# K=10 0.767 / 0.780 / 0.786 / 0.783. Steps at 1.2e-2: K=10 480 steps 0.813 against 240's 0.786;
-# K=5 480 steps 0.773 against 0.766 (2x the time, not taken).
-SHOT_SCALING = {"decoder": ShotScaling(rate_cap=4, steps_per_volume=48)}
+# K=10 0.767 / 0.780 / 0.786 / 0.783. Steps at 1.2e-2: 480 against 240 win at every seed, K=5
+# 0.773 against 0.766, K=10 0.814 against 0.786 (more than 480 not measured at this rate).
+SHOT_SCALING = {"decoder": ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=480)}
 
 
 def adapt_steps(method: str, shots: int) -> int:
     """`medpeft adapt`'s default steps for ``method`` with ``shots`` support volumes."""
-    return max(ADAPT_STEPS, SHOT_SCALING.get(method, ShotScaling()).steps_per_volume * shots)
+    scaling = SHOT_SCALING.get(method, ShotScaling())
+    return min(max(ADAPT_STEPS, scaling.steps_per_volume * shots), scaling.steps_cap)
 
 
 def lr_plan(method: str, shots: int = 1) -> dict[str, float]:
