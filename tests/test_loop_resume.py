@@ -84,3 +84,39 @@ def test_a_crash_between_checkpoint_files_resumes_the_previous_one_with_its_adam
     assert all(float(state[i]["step"]) == 2 for i in state) and scheduler.last_epoch == 2
     resumed = train_loop(fresh, data, MarginalDiceCELoss(), cfg, run_dir=tmp_path, resume=True)
     assert resumed["resumed_from"] == 2 and resumed["steps"] == 6
+
+
+class _NanAt:
+    """The real loss, except NaN at the given calls (a bad batch)."""
+
+    def __init__(self, bad_calls: set[int]) -> None:
+        self.loss, self.bad, self.calls = MarginalDiceCELoss(), bad_calls, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        value = self.loss(*args)
+        return value * float("nan") if self.calls in self.bad else value
+
+
+def _head_run(collection):
+    ds = load_msd(collection / "Task02_Liver")
+    mapping = class_mapping(ds.labels, ("liver",))
+    data = cached_dataset(case_dicts(ds, mapping), Preprocessing(), {ds.name: mapping})
+    torch.manual_seed(0)
+    model = build_backbone(PRESETS["swin-fast"], 2)
+    apply_method(model, "head")
+    return model, data
+
+
+def test_a_step_with_a_nan_loss_is_not_taken_and_the_weights_stay_finite(collection, tmp_path):
+    from medpeft.train.loop import TrainingDiverged
+    model, data = _head_run(collection)
+    cfg = LoopConfig(steps=6, lr=1e-2, checkpoint_every=100, log_every=1)
+    out = train_loop(model, data, _NanAt({3}), cfg, run_dir=tmp_path / "one")
+    assert out["skipped_steps"] == 1 and out["steps"] == 6
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    logged = [json.loads(line) for line in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in logged] == [1, 2, 4, 5, 6]  # the skipped step logs no loss
+    with pytest.raises(TrainingDiverged, match=r"not finite for 10 steps in a row.*--lr"):
+        train_loop(model, data, _NanAt(set(range(2, 100))), LoopConfig(steps=20, lr=1e-2),
+                   run_dir=tmp_path / "diverged")

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from monai.data import DataLoader, list_data_collate
 from safetensors.torch import load_file
+from torch.nn.utils import get_total_norm
 from torch.utils.data import WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
@@ -185,37 +186,78 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     task = progress.add_task(desc, total=cfg.steps, completed=start) if progress else None
     model.train()
     t0, running, logged = time.perf_counter(), [], math.nan
-    plateau = LossPlateau(cfg.patience, cfg.ema_decay)
+    plateau, bad = LossPlateau(cfg.patience, cfg.ema_decay), BadSteps()
     step, done = start, cfg.steps
     for step in range(start, cfg.steps):
         if stop_after is not None and step - start >= stop_after:
             return {"steps": step, "stopped": True}
-        batch = to_device(next(stream), device)
-        optimizer.zero_grad(set_to_none=True)
-        with mixed_precision(device, cfg.bf16):
-            logits = net(batch["image"].contiguous(memory_format=layout))
-        loss = loss_fn(logits.float(), batch["label"], batch["channel_to_local"])
-        loss.backward()
-        optimizer.step()
+        value = _descend(net, to_device(next(stream), device), loss_fn, optimizer,
+                         bf16=cfg.bf16, layout=layout, device=device)
         scheduler.step()
-        value = distributed.mean_over_ranks(loss.item(), device)  # the same on every rank
-        running.append(value)
-        if main and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+        bad.count(value, step, run_dir)
+        running += [value] if math.isfinite(value) else []
+        if main and running and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             logged, running = _log(run_dir, step, running, optimizer, t0), []
         if main and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler=scheduler)
         if progress:
             progress.update(task, advance=1, description=f"{desc} loss {value:.3f}")
-        if plateau.update(value) and step + 1 >= cfg.warmup:
+        if math.isfinite(value) and plateau.update(value) and step + 1 >= cfg.warmup:
             done = step + 1
             break
     _wind_down(model, cfg, ckpt_dir, main)
     summary = {"steps": done, "seconds": time.perf_counter() - t0, "resumed_from": start,
                "device": str(device), "ranks": world,
                "loss": logged if not running else sum(running) / len(running)}
+    if bad.total:
+        summary["skipped_steps"] = bad.total  # not finite: not taken
     if done < cfg.steps:
         summary["stopped_early"] = f"loss EMA {plateau.best:.4f} flat for {cfg.patience} steps"
     return summary
+
+
+def _descend(net: torch.nn.Module, batch: dict, loss_fn, optimizer, *, bf16: bool,
+             layout: torch.memory_format, device: torch.device) -> float:
+    """One step down the loss; returns the loss (averaged over ranks, so the same on every rank).
+    A step whose loss or gradients are not finite is not taken (NaN is returned): one bad batch
+    must not poison the weights for every step after it."""
+    optimizer.zero_grad(set_to_none=True)
+    with mixed_precision(device, bf16):
+        logits = net(batch["image"].contiguous(memory_format=layout))
+    loss = loss_fn(logits.float(), batch["label"], batch["channel_to_local"])
+    loss.backward()
+    value = distributed.mean_over_ranks(loss.item(), device)
+    grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+    if not math.isfinite(value) or (grads and not torch.isfinite(get_total_norm(grads))):
+        return math.nan  # gradients are averaged over ranks: every rank skips the same step
+    optimizer.step()
+    return value
+
+
+class BadSteps:
+    """Counts the steps not taken; too many in a row means the run diverged, and it stops with
+    a message instead of writing weights that segment nothing."""
+
+    IN_A_ROW = 10
+
+    def __init__(self) -> None:
+        self.total = self.in_a_row = 0
+
+    def count(self, value: float, step: int, run_dir: Path) -> None:
+        if math.isfinite(value):
+            self.in_a_row = 0
+            return
+        self.total, self.in_a_row = self.total + 1, self.in_a_row + 1
+        if self.in_a_row >= self.IN_A_ROW:
+            raise TrainingDiverged(
+                f"{run_dir}: the loss or its gradients were not finite for {self.in_a_row} steps "
+                f"in a row (up to step {step + 1}); the run was stopped and its weights not saved. "
+                "Try a lower --lr "
+                "or --no-bf16")
+
+
+class TrainingDiverged(ValueError):
+    """Training stopped: its steps no longer give finite losses or gradients."""
 
 
 def _place(model: torch.nn.Module, cfg: LoopConfig, device: torch.device
