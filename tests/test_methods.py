@@ -112,15 +112,16 @@ def test_each_adapter_kind_and_the_head_train_at_their_own_rate():
 
 
 def test_the_decoder_rate_grows_with_the_support_set_up_to_its_cap():
-    """Decoder tuning's measured best rate grows with K (README "Adaptation recipe"); other parts
-    keep theirs, and a rate the user gives wins at every K."""
+    """Decoder tuning's and full fine-tuning's measured best rates grow with K (README "Adaptation
+    recipe"); other parts keep theirs, and a rate the user gives wins at every K."""
     from medpeft.methods import DEFAULT_LR, SHOT_SCALING, group_rates
     cap = SHOT_SCALING["decoder"].rate_cap
     assert group_rates("decoder", shots=1) == {"decoder": DEFAULT_LR["decoder"]}
     assert group_rates("decoder", shots=2)["decoder"] == pytest.approx(2 * DEFAULT_LR["decoder"])
     for k in (cap, 10, 100):
         assert group_rates("decoder", shots=k)["decoder"] == pytest.approx(cap * DEFAULT_LR["decoder"])
-    assert group_rates("full", shots=10) == {"full": DEFAULT_LR["full"]}
+    assert group_rates("full", shots=10) == {"full": SHOT_SCALING["full"].rate_cap * DEFAULT_LR["full"]}
+    assert group_rates("scratch", shots=10) == {"scratch": DEFAULT_LR["scratch"]}
     assert group_rates("lora", shots=10)["lora"] == DEFAULT_LR["lora"]
     assert group_rates("decoder", 5e-4, shots=10) == {"decoder": 5e-4}
 

@@ -22,7 +22,6 @@ from monai.config import KeysCollection
 from monai.networks.layers import GaussianFilter
 from monai.transforms import (
     MapTransform,
-    Rand3DElasticd,
     RandAffined,
     RandGaussianNoised,
     RandGaussianSmoothd,
@@ -32,7 +31,7 @@ from monai.transforms import (
     RandShiftIntensityd,
 )
 
-AUGMENTATIONS = ("light", "shape", "shape-elastic", "phase", "phase-shape", "soft-phase-shape")
+AUGMENTATIONS = ("light", "shape", "phase", "phase-shape", "soft-phase-shape")
 
 
 class RandOrganIntensityd(RandomizableTransform, MapTransform):
@@ -84,11 +83,6 @@ def patch_augmentation(name: str) -> list:
              RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5)]
     if name in ("light", "shape"):
         return [*(shape_augmentation() if name == "shape" else []), *light]
-    if name == "shape-elastic":  # one patient's organs bent as another's are
-        return [*shape_augmentation(),
-                Rand3DElasticd(keys=["image", "label"], sigma_range=(5, 8),
-                               magnitude_range=(100, 200), prob=0.3, mode=("bilinear", "nearest"),
-                               padding_mode="border"), *light]
     return [
         *(shape_augmentation() if name in ("phase-shape", "soft-phase-shape") else []),
         RandOrganIntensityd(keys="image", label_key="label", max_offset=0.25, prob=0.6,
