@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -115,8 +116,7 @@ def main() -> None:
     write_rows(out / "results.csv", rows)
     budget = NnUNetBudget(**cfg.options.get(NNUNET, {}))
     schedule = ", ".join(f"{m}: {s}" for m, s in cfg.schedules.items()) or "none"
-    header = {"command": f"python benchmarks/peers.py {args.config}" +
-              (f" --seeds {' '.join(map(str, cfg.seeds))}" if args.seeds else ""),
+    header = {"command": "python benchmarks/peers.py " + " ".join(sys.argv[1:]),
               "machine": machine(), "dataset": ", ".join(d["path"] for d in cfg.datasets),
               "adaptation steps": f"{cfg.steps or 'medpeft adapt defaults (medpeft.methods.adapt_steps)'}"
                                   f" (per-row schedules: {schedule})",

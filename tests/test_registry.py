@@ -114,5 +114,13 @@ def test_a_finished_adaptation_is_not_trained_again_on_resume(monkeypatch, tmp_p
     again = pipelines.adapt(replace(request, resume=True))
     assert runs == [5] and again == first == {"seconds": 12.5, "loss": 0.25}
     pipelines.adapt(replace(request, resume=True, steps=6))  # another request: trains
+    assert runs == [5, 6]
+    default = replace(request, steps=None, out=tmp_path / "by-default")
+    pipelines.adapt(default)
+    pipelines.adapt(replace(default, resume=True))  # the same defaults: read back
+    assert runs == [5, 6, None]
+    monkeypatch.setattr(pipelines, "adapt_steps", lambda method, shots: 999)  # a new release's
+    pipelines.adapt(replace(default, resume=True))  # defaults: the finished run does not answer
+    assert runs == [5, 6, None, None]
     pipelines.adapt(request)  # no resume: trains
-    assert runs == [5, 6, 5]
+    assert runs == [5, 6, None, None, 5]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medpeft.data.augment import AUGMENTATIONS
 from medpeft.io import write_json
-from medpeft.methods import ADAPT_STEPS
+from medpeft.methods import ADAPT_STEPS, adapt_steps, group_rates
 from medpeft.methods.blackbox.service import load_service
 from medpeft.methods.registry import BLACKBOX, SEARCHED, TUNE, MethodSpec, resolve
 from medpeft.methods.sea.loop import sea_config
@@ -57,7 +57,7 @@ def adapt(request: AdaptRequest, progress: Reporter | None = None) -> dict:
     (``seconds`` included). With ``resume``, a folder whose adaptation finished for the same
     request is not trained again (e.g. a run cut off while it scored the adapter)."""
     spec = check(request)
-    finished, asked = Path(request.out) / FINISHED, _as_record(request)
+    finished, asked = Path(request.out) / FINISHED, _as_record(request, spec)
     if request.resume and finished.is_file():
         record = json.loads(finished.read_text())
         if record.get("request") == asked:
@@ -68,9 +68,15 @@ def adapt(request: AdaptRequest, progress: Reporter | None = None) -> dict:
     return summary
 
 
-def _as_record(request: AdaptRequest) -> dict:
-    """The request as JSON, less ``resume`` (a finished run answers a resumed one)."""
-    return json.loads(json.dumps({**asdict(request), "resume": None}, default=str))
+def _as_record(request: AdaptRequest, spec: MethodSpec) -> dict:
+    """The request as JSON, less ``resume`` (a finished run answers a resumed one), with the steps
+    and rates its defaults stand for: a run finished under other defaults does not answer it."""
+    record = json.loads(json.dumps({**asdict(request), "resume": None}, default=str))
+    if spec.family == TUNE:
+        shots = len(json.loads(Path(request.manifest).read_text())["support"])
+        record["defaults"] = {"steps": adapt_steps(spec.base, shots),
+                              "lr": group_rates(spec.base, request.lr, shots=shots)}
+    return record
 
 
 def _run(spec: MethodSpec, request: AdaptRequest, progress: Reporter | None) -> dict:
