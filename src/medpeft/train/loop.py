@@ -252,8 +252,7 @@ class BadSteps:
             raise TrainingDiverged(
                 f"{run_dir}: the loss or its gradients were not finite for {self.in_a_row} steps "
                 f"in a row (up to step {step + 1}); the run was stopped and its weights not saved. "
-                "Try a lower --lr "
-                "or --no-bf16")
+                "Try a lower --lr or --no-bf16")
 
 
 class TrainingDiverged(ValueError):
