@@ -15,13 +15,19 @@ from medpeft.train.loop import LoopConfig, load_checkpoint, train_loop
 from medpeft.train.losses import MarginalDiceCELoss
 
 
-def test_resume_continues_after_crash(collection, tmp_path):
+def _head_run(collection):
+    """A head-only run on the liver set: the network and its cached crops."""
     ds = load_msd(collection / "Task02_Liver")
     mapping = class_mapping(ds.labels, ("liver",))
     data = cached_dataset(case_dicts(ds, mapping), Preprocessing(), {ds.name: mapping})
     torch.manual_seed(0)
     model = build_backbone(PRESETS["swin-fast"], 2)
     apply_method(model, "head")
+    return model, data
+
+
+def test_resume_continues_after_crash(collection, tmp_path):
+    model, data = _head_run(collection)
     cfg = LoopConfig(steps=6, lr=1e-2, checkpoint_every=2, log_every=1)
     out = train_loop(model, data, MarginalDiceCELoss(), cfg, run_dir=tmp_path, stop_after=5)  # "crash"
     assert out["stopped"]
@@ -96,16 +102,6 @@ class _NanAt:
         self.calls += 1
         value = self.loss(*args)
         return value * float("nan") if self.calls in self.bad else value
-
-
-def _head_run(collection):
-    ds = load_msd(collection / "Task02_Liver")
-    mapping = class_mapping(ds.labels, ("liver",))
-    data = cached_dataset(case_dicts(ds, mapping), Preprocessing(), {ds.name: mapping})
-    torch.manual_seed(0)
-    model = build_backbone(PRESETS["swin-fast"], 2)
-    apply_method(model, "head")
-    return model, data
 
 
 def test_a_step_with_a_nan_loss_is_not_taken_and_the_weights_stay_finite(collection, tmp_path):
