@@ -131,7 +131,8 @@ def test_the_decoder_steps_grow_with_the_support_set_from_the_common_default():
     scaling = SHOT_SCALING["decoder"]
     assert adapt_steps("decoder", 1) == ADAPT_STEPS
     assert adapt_steps("decoder", 4) == min(4 * scaling.steps_per_volume, scaling.steps_cap)
-    assert adapt_steps("decoder", 5) == adapt_steps("decoder", 100) == scaling.steps_cap > ADAPT_STEPS
+    assert adapt_steps("decoder", 5) == 5 * scaling.steps_per_volume > ADAPT_STEPS
+    assert adapt_steps("decoder", 100) == scaling.steps_cap
     assert adapt_steps("full", 10) == adapt_steps("lora", 20) == ADAPT_STEPS
 
 

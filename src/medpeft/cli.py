@@ -117,7 +117,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           out: Path = typer.Option(..., help="adapter output folder"),
           steps: Optional[int] = typer.Option(
               None, help=f"training steps (default {ADAPT_STEPS}; decoder: 96 per support volume, "
-              f"from {ADAPT_STEPS} to 480)"),
+              f"from {ADAPT_STEPS} to 960)"),
           lr: Optional[str] = typer.Option(
               None, help="one rate for all groups, or group=rate pairs (lora=0.03,head=0.01); "
               "default: each adapter kind and the head at its own rate; decoder: 3e-3 per support "
