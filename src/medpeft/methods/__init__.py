@@ -65,9 +65,14 @@ SHOT_SCALING = {"decoder": ShotScaling(rate_cap=4, steps_per_volume=96, steps_ca
                 "full": ShotScaling(rate_cap=4)}
 
 
+def _scaling(method: str) -> ShotScaling:
+    """``method``'s growth with K (none for the parts not measured)."""
+    return SHOT_SCALING.get(method, ShotScaling())
+
+
 def adapt_steps(method: str, shots: int) -> int:
     """`medpeft adapt`'s default steps for ``method`` with ``shots`` support volumes."""
-    scaling = SHOT_SCALING.get(method, ShotScaling())
+    scaling = _scaling(method)
     return min(max(ADAPT_STEPS, scaling.steps_per_volume * shots), scaling.steps_cap)
 
 
@@ -76,8 +81,7 @@ def lr_plan(method: str, shots: int = 1) -> dict[str, float]:
     by group name."""
     check_method(method)
     if method in PARTS_TRAINED:
-        cap = SHOT_SCALING.get(method, ShotScaling()).rate_cap
-        return {method: DEFAULT_LR[method] * min(max(shots, 1), cap)}
+        return {method: DEFAULT_LR[method] * min(max(shots, 1), _scaling(method).rate_cap)}
     kinds = list(KINDS) if method == SEA else peft_kinds(method)
     return {**{k: DEFAULT_LR[k] for k in kinds}, "head": DEFAULT_LR["head"]}
 

@@ -73,15 +73,20 @@ def _as_record(request: AdaptRequest, spec: MethodSpec) -> dict:
     and rates its defaults stand for: a run finished under other defaults does not answer it."""
     record = json.loads(json.dumps({**asdict(request), "resume": None}, default=str))
     if spec.family == TUNE:
-        shots = len(json.loads(Path(request.manifest).read_text())["support"])
+        shots = _support_count(request.manifest)
         record["defaults"] = {"steps": adapt_steps(spec.base, shots),
                               "lr": group_rates(spec.base, request.lr, shots=shots)}
     return record
 
 
+def _support_count(manifest: Path) -> int:
+    """K: how many support volumes the manifest lists."""
+    return len(json.loads(Path(manifest).read_text())["support"])
+
+
 def _run(spec: MethodSpec, request: AdaptRequest, progress: Reporter | None) -> dict:
     if spec.family == SEARCHED:
-        k = len(json.loads(Path(request.manifest).read_text())["support"])
+        k = _support_count(request.manifest)
         return sea_adapt(request.foundation, request.manifest, request.out,
                          sea_config(k, seed=request.seed, **request.sea),
                          steps=request.steps or ADAPT_STEPS,
