@@ -27,7 +27,7 @@ from medpeft.evaluate.metrics import score_model
 from medpeft.experiments.cell import adapt_and_open, cached
 from medpeft.experiments.demo import DemoConfig, phantom_setting
 from medpeft.io import write_json
-from medpeft.methods import SEA, apply_method
+from medpeft.methods import ADAPT_STEPS, SEA, apply_method, lr_plan
 from medpeft.methods.sea.loop import sea_config
 from medpeft.models.backbones import build_backbone, count_parameters
 from medpeft.models.weights import load_foundation
@@ -68,6 +68,7 @@ def run_cell(cell: Path, method: str, setting, manifest: Path, split: dict, budg
         search = {"budget": budget, "audit_sites": audit_sites} if method == SEA else {}
         adapted = adapt_and_open(AdaptRequest(
             setting.foundation_dir, manifest, method, cell, seed=split["seed"], resume=True,
+            steps=ADAPT_STEPS, lr=lr_plan(method),  # one recipe for all (SEA-PEFT's grows with K)
             options=options if method != SEA else None,
             sea={k: v for k, v in search.items() if v is not None}), progress)
         dice, _, _ = score_model(adapted.model, setting.target, split["test"], adapted.foundation,

@@ -123,6 +123,10 @@ def test_the_decoder_rate_grows_with_the_support_set_up_to_its_cap():
     assert group_rates("full", shots=10) == {"full": SHOT_SCALING["full"].rate_cap * DEFAULT_LR["full"]}
     assert group_rates("scratch", shots=10) == {"scratch": DEFAULT_LR["scratch"]}
     assert group_rates("lora", shots=10)["lora"] == DEFAULT_LR["lora"]
+    sea = group_rates("sea-peft", shots=10)  # every kind grows, the head keeps its rate
+    assert sea["lora"] == pytest.approx(SHOT_SCALING["sea-peft"].rate_cap * DEFAULT_LR["lora"])
+    assert sea["head"] == DEFAULT_LR["head"]
+    assert group_rates("sea-peft", shots=1)["lora"] == DEFAULT_LR["lora"]
     assert group_rates("decoder", 5e-4, shots=10) == {"decoder": 5e-4}
 
 
@@ -134,6 +138,7 @@ def test_the_decoder_steps_grow_with_the_support_set_from_the_common_default():
     assert adapt_steps("decoder", 5) == 5 * scaling.steps_per_volume > ADAPT_STEPS
     assert adapt_steps("decoder", 100) == scaling.steps_cap
     assert adapt_steps("full", 10) == adapt_steps("lora", 20) == ADAPT_STEPS
+    assert adapt_steps("sea-peft", 1) == ADAPT_STEPS < adapt_steps("sea-peft", 10)
 
 
 @pytest.mark.parametrize("method,max_fraction", [("bitfit", 0.001), ("lora", 0.02)])

@@ -75,6 +75,7 @@ def test_adapt_routes_each_family_to_its_flow(monkeypatch, tmp_path):
                                  sea={"budget": 123}))
     args, kwargs = calls.pop("sea_adapt")
     assert args[3].budget == 123 and args[3].seed == 3 and args[3].steps == 160  # K=2 schedule
+    assert kwargs["steps"] is None and kwargs["lr"] is None  # the refine takes tune's for K
     pipelines.adapt(AdaptRequest(tmp_path, manifest, "blackbox-linear", tmp_path / "b"))
     assert calls.pop("blackbox_adapt")[1]["kind"] == "linear"
     assert not calls

@@ -116,12 +116,12 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                                      "blackbox-linear | blackbox-spatial | blackbox-spatial1"),
           out: Path = typer.Option(..., help="adapter output folder"),
           steps: Optional[int] = typer.Option(
-              None, help=f"training steps (default {ADAPT_STEPS}; decoder: 96 per support volume, "
-              f"from {ADAPT_STEPS} to 960)"),
+              None, help=f"training steps (default {ADAPT_STEPS}; decoder and sea-peft's refine: 96 "
+              f"per support volume, from {ADAPT_STEPS} to 960)"),
           lr: Optional[str] = typer.Option(
               None, help="one rate for all groups, or group=rate pairs (lora=0.03,head=0.01); "
               "default: each adapter kind and the head at its own rate; decoder: 3e-3 per support "
-              "volume, at most 1.2e-2"),
+              "volume, at most 1.2e-2; sea-peft's kinds: their rate per support volume, at most 4x"),
           rank: Optional[int] = typer.Option(None, help="LoRA rank (default 4)"),
           alpha: Optional[float] = typer.Option(None, help="LoRA alpha (default 2 x rank)"),
           targets: Optional[list[str]] = typer.Option(

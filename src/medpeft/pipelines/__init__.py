@@ -72,7 +72,7 @@ def _as_record(request: AdaptRequest, spec: MethodSpec) -> dict:
     """The request as JSON, less ``resume`` (a finished run answers a resumed one), with the steps
     and rates its defaults stand for: a run finished under other defaults does not answer it."""
     record = json.loads(json.dumps({**asdict(request), "resume": None}, default=str))
-    if spec.family == TUNE:
+    if spec.family in (TUNE, SEARCHED):
         shots = _support_count(request.manifest)
         record["defaults"] = {"steps": adapt_steps(spec.base, shots),
                               "lr": group_rates(spec.base, request.lr, shots=shots)}
@@ -89,7 +89,7 @@ def _run(spec: MethodSpec, request: AdaptRequest, progress: Reporter | None) -> 
         k = _support_count(request.manifest)
         return sea_adapt(request.foundation, request.manifest, request.out,
                          sea_config(k, seed=request.seed, **request.sea),
-                         steps=request.steps or ADAPT_STEPS,
+                         steps=request.steps, lr=request.lr,
                          audit_volume=request.audit_volume, resume=request.resume,
                          progress=progress)
     if spec.family == BLACKBOX:

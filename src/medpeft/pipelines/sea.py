@@ -21,7 +21,7 @@ import torch
 from medpeft.data.fewshot import read_manifest
 from medpeft.device import resolve_device, to_device
 from medpeft.io import write_json
-from medpeft.methods import ADAPT_STEPS, DEFAULT_LR, SEA
+from medpeft.methods import DEFAULT_LR, SEA
 from medpeft.methods.peft import freeze, train_head
 from medpeft.methods.sea.audit import SoftDiceScore
 from medpeft.methods.sea.loop import SeaConfig, search
@@ -45,10 +45,13 @@ def _audit_names(ds, split: dict, audit_volume: str | None) -> list[str]:
 
 
 def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfig, *,
-              steps: int = ADAPT_STEPS, audit_crops: int | None = None,
+              steps: int | None = None, lr: float | dict[str, float] | None = None,
+              audit_crops: int | None = None,
               audit_volume: str | None = None, resume: bool = False,
               progress: Reporter | None = None) -> dict:
-    """Search, then refine for ``steps`` steps; writes the adapter and ``report.md`` to ``out_dir``."""
+    """Search, then refine for ``steps`` steps at rates ``lr`` (both by default
+    :func:`medpeft.pipelines.tune.adapt`'s for the support set's size); writes the adapter and
+    ``report.md`` to ``out_dir``."""
     out_dir = Path(out_dir)
     search_dir = out_dir / "search"
     outcome_path = search_dir / "outcome.json"
@@ -61,7 +64,7 @@ def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfi
     outcome = json.loads(outcome_path.read_text())
     t0 = time.perf_counter()
     summary = adapt(foundation_dir, manifest, SEA, out_dir, options={"sites": outcome["sites"]},
-                    steps=steps, seed=cfg.seed, resume=resume, progress=progress)
+                    steps=steps, lr=lr, seed=cfg.seed, resume=resume, progress=progress)
     summary["refine_seconds"] = time.perf_counter() - t0
     summary.update(search_seconds=outcome["seconds"], audit_seconds=outcome["audit_seconds"])
     summary["seconds"] = outcome["seconds"] + summary["refine_seconds"]
