@@ -36,7 +36,8 @@ class FedConfig:
     evaluate_every: int = 1
     aggregation: str = "svd"
     # FedOpt's server learning rate: the global tensors move by this times the hospitals' mean
-    # update (1: plain FedAvg; 2 overshot on the phantom's three hospitals, README)
+    # update (1: plain FedAvg; on the phantom's three hospitals 2 overshot at 3 x 10 steps and 1.5
+    # at 3 x 20 came within 0.02 of the pooled bound, README "Federated plans compared")
     server_lr: float = 1.0
     seed: int = 0
     bf16: bool = True  # local training under bf16 autocast where native (as `medpeft adapt`)
