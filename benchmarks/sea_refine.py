@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
 
-from medpeft.adapters.kinds import KINDS
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.experiments.cell import cached
-from medpeft.experiments.demo import DemoConfig, evaluate_adapter, phantom_setting
-from medpeft.methods import DEFAULT_LR, SEA
+from medpeft.experiments.demo import DemoConfig, phantom_setting, trained_and_scored
+from medpeft.methods import SEA, lr_plan
 from medpeft.pipelines import AdaptRequest, adapt
 from medpeft.pipelines.tune import adapt as refine
 from medpeft.progress import progress_bar
@@ -55,15 +55,11 @@ def main() -> None:
         for spec in args.cell:
             steps, mult = (float(x) for x in spec.split("x"))
             cell = out / f"refine-{spec}"
-
-            def compute(cell=cell, steps=int(steps), mult=mult, spec=spec) -> dict:
-                t0 = time.perf_counter()
-                refine(args.foundation, manifest, SEA, cell, options={"sites": sites}, steps=steps,
-                       lr={k: DEFAULT_LR[k] * mult for k in KINDS}, seed=args.seed, progress=progress)
-                seconds = time.perf_counter() - t0
-                dice, organs = evaluate_adapter(cell, setting, split["test"], progress,
-                                                desc=f"evaluate {spec}")
-                return {"dice": dice, "organs": organs, "seconds": seconds}
+            rates = {g: r * mult for g, r in lr_plan(SEA).items() if g != "head"}
+            train = partial(refine, args.foundation, manifest, SEA, cell, options={"sites": sites},
+                            steps=int(steps), lr=rates, seed=args.seed, progress=progress)
+            compute = partial(trained_and_scored, cell, setting, split["test"], train, progress,
+                              desc=f"evaluate {spec}")
             rows.append((spec, cached(cell / "result.json", compute)))
     for spec, r in rows:
         print(f"K={args.shots} seed {args.seed} {spec}: {r['dice']:.3f} ({r['seconds']:.0f} s)")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import time
+from functools import partial
 from pathlib import Path
 
 from rich.console import Console
@@ -20,7 +20,8 @@ from rich.console import Console
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.evaluate.metrics import score_model
 from medpeft.experiments.cell import cached
-from medpeft.experiments.demo import DemoConfig, evaluate_adapter, phantom_setting
+from medpeft.experiments.demo import DemoConfig, phantom_setting, trained_and_scored
+from medpeft.io import write_json
 from medpeft.methods.adapter_io import open_adapter
 from medpeft.models.weights import load_foundation
 from medpeft.pipelines import AdaptRequest, adapt
@@ -49,7 +50,7 @@ def pseudo_dataset(setting, teacher: Path, support: list[str], pool: list[str], 
     meta["training"] = [{"image": f"./imagesTr/{n}.nii.gz", "label": f"./labelsTr/{n}.nii.gz"}
                         for n in support + pool]
     meta["numTraining"] = len(meta["training"])
-    (root / "dataset.json").write_text(json.dumps(meta, indent=1))
+    write_json(root / "dataset.json", meta)
     print("pseudo-label quality", quality)
     return root
 
@@ -75,15 +76,11 @@ def main() -> None:
         manifest = write_manifest(out / "manifest.json", split)
 
         def run(cell: Path, manifest: Path, steps=None) -> dict:
-            def compute() -> dict:
-                t0 = time.perf_counter()
-                adapt(AdaptRequest(setting.foundation_dir, manifest, args.method, cell,
-                                   seed=args.seed, steps=steps), progress)
-                seconds = time.perf_counter() - t0
-                dice, organs = evaluate_adapter(cell, setting, split["test"], progress,
-                                                desc=f"evaluate {cell.name}")
-                return {"dice": dice, "organs": organs, "seconds": seconds}
-            return cached(cell / "result.json", compute)
+            train = partial(adapt, AdaptRequest(setting.foundation_dir, manifest, args.method, cell,
+                                                seed=args.seed, steps=steps), progress)
+            return cached(cell / "result.json", partial(
+                trained_and_scored, cell, setting, split["test"], train, progress,
+                desc=f"evaluate {cell.name}"))
         teacher = run(out / "teacher", manifest)
         root = pseudo_dataset(setting, out / "teacher", split["support"], pool, out, progress)
         student_manifest = write_manifest(out / f"student{args.tag}-manifest.json", {

@@ -10,6 +10,7 @@ import hashlib
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
@@ -150,6 +151,17 @@ def evaluate_adapter(cell: Path, setting: PhantomSetting, test: list[str], progr
                                pred_dir=cell / "predictions", progress=progress, desc=desc,
                                classes=classes)
     return d, organs
+
+
+def trained_and_scored(cell: Path, setting: PhantomSetting, test: list[str], train: Callable[[], object],
+                       progress: Reporter | None, *, desc: str) -> dict:
+    """A benchmark cell's record: ``train()`` writes an adapter to ``cell``; its seconds, and its
+    mean and per-organ Dice on the target's ``test`` volumes."""
+    t0 = time.perf_counter()
+    train()
+    seconds = time.perf_counter() - t0
+    dice, organs = evaluate_adapter(cell, setting, test, progress, desc=desc)
+    return {"dice": dice, "organs": organs, "seconds": seconds}
 
 
 def demo_rows(cfg: DemoConfig, k: int) -> list[str]:
