@@ -454,8 +454,8 @@ def test_a_hospital_that_drops_out_is_left_out_by_name_and_the_round_goes_on():
 
 def test_server_lr_moves_the_global_tensors_by_that_multiple_of_the_mean_update(monkeypatch):
     """FedOpt's server step: a round that starts from 1.0 and averages hospitals at 2.0 and 4.0
-    (weights 1, 1) ends at 1 + 2 x (3 - 1) = 5 with server_lr 2; plans whose tensors change set or
-    whose LoRA pairs are re-factorised refuse it by name."""
+    (weights 1, 1) ends at 1 + 2 x (3 - 1) = 5 with server_lr 2; aggregations that re-factorise
+    LoRA pairs refuse it by name."""
     from types import SimpleNamespace
 
     from flwr.app import ConfigRecord, MetricRecord, RecordDict
@@ -479,7 +479,9 @@ def test_server_lr_moves_the_global_tensors_by_that_multiple_of_the_mean_update(
     FedConfig(foundation="f", hospitals=two, plan="affine", server_lr=2.0).check()
     FedConfig(foundation="f", hospitals=two, plan="lora-everywhere", aggregation="ffa",
               server_lr=2.0).check()
-    for plan, mode in (("lora-everywhere", "svd"), ("sea-peft", "fedavg")):
+    FedConfig(foundation="f", hospitals=two, plan="sea-peft", aggregation="fedavg",
+              server_lr=2.0).check()
+    for plan, mode in (("lora-everywhere", "svd"), ("sea-peft", "svd")):
         with pytest.raises(ValueError, match="server_lr 2.0 moves each tensor along its mean"):
             FedConfig(foundation="f", hospitals=two, plan=plan, aggregation=mode, server_lr=2.0).check()
     with pytest.raises(ValueError, match="server_lr 0: must be > 0"):

@@ -51,6 +51,22 @@ def test_federated_search_takes_the_first_proposal_then_changes_only_on_consiste
     assert [t["round"] for t in allocator.ctrl.transitions] == [1, 3, 3]
 
 
+def test_a_secure_round_steps_the_active_set_by_server_lr_before_allocating():
+    """Under SecAgg+ with server_lr 2 the round's active tensors move twice the mean update,
+    from the values the round started with; the allocation then runs on the summed utilities."""
+    from medpeft.federated.accounting import Ledger
+    search = FederatedSearch(0, str(shipped_foundation()), fed_sea_config())
+    strategy = SeaFedAvg(search, Ledger(1000), "fedavg", server_lr=2.0)
+    start = {n: t.clone() for n, t in search.wire().items()}
+    names = [c.name for c in search.candidates]
+    summed = {**{n: t + 0.01 for n, t in start.items()},
+              **utilities_to_tensors([0.5 if i == 0 else 0.0 for i in range(len(names))])}
+    wire = strategy.secure_aggregate(summed, [1.0, 1.0], 1, start=start)
+    for name, value in start.items():
+        assert torch.allclose(search.values[name], value + 0.02, atol=1e-6), name
+    assert search.allocator.active == {names[0]} and set(start) < set(wire)
+
+
 def test_pool_weights_sites_and_skips_unmeasured_candidates():
     pooled = pool([[1.0, math.nan, 2.0], [3.0, math.nan, math.nan]], [1.0, 3.0], ["a", "b", "c"])
     assert pooled["a"] == 2.5 and math.isnan(pooled["b"]) and pooled["c"] == 2.0
@@ -93,9 +109,9 @@ def test_federated_sea_sends_exactly_the_allocated_sets_and_saves_a_loadable_ada
     pooled_rounds = []
     original = SeaFedAvg.secure_aggregate
 
-    def spy(self, aggregate, weights, server_round):
+    def spy(self, aggregate, weights, server_round, *, start):
         pooled_rounds.append(utilities_from_aggregate(aggregate)[1])
-        return original(self, aggregate, weights, server_round)
+        return original(self, aggregate, weights, server_round, start=start)
 
     monkeypatch.setattr(SeaFedAvg, "secure_aggregate", spy)
     report = federate(cfg)

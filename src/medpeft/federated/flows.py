@@ -100,7 +100,7 @@ class SearchFlow:
 
     def strategy(self, cfg: FedConfig, ledger: Ledger, **nodes) -> tuple[SeaFedAvg, dict]:
         strategy = SeaFedAvg(FederatedSearch(cfg.seed, cfg.foundation, fed_sea_config(cfg.sea)),
-                             ledger, cfg.aggregation, **nodes)
+                             ledger, cfg.aggregation, server_lr=cfg.server_lr, **nodes)
         return strategy, strategy.search.wire()
 
     def train(self, hospital: Hospital, tensors: dict, state: RecordDict, server_round: int

@@ -35,9 +35,9 @@ def fed_sea_config(overrides: dict | None = None) -> SeaConfig:
 
 
 def server_lr_refused(server_lr: float, name: str, aggregation: str) -> ValueError:
-    return ValueError(f"server_lr {server_lr} moves each tensor along its mean update: it needs a "
-                      f"fixed plan with aggregation fedavg or ffa (got plan {name!r}, aggregation "
-                      f"{aggregation!r})")
+    return ValueError(f"server_lr {server_lr} moves each tensor along its mean update: it needs "
+                      f"aggregation fedavg or ffa, not svd's re-factorised LoRA pairs (got plan "
+                      f"{name!r}, aggregation {aggregation!r})")
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ class SearchedPlan(Plan):
 
     def check(self, *, name: str, aggregation: str, dp: dict, local: list[str], sea: dict,
               secure: bool = False, server_lr: float = 1.0) -> None:
-        if server_lr != 1:  # the tensors change set every round: no previous value to step from
+        if server_lr != 1 and aggregation == "svd":  # re-factorised pairs: no mean update to scale
             raise server_lr_refused(server_lr, name, aggregation)
         fed_sea_config(sea)
         if secure and aggregation != "fedavg":

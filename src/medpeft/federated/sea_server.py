@@ -160,11 +160,12 @@ class SeaFedAvg(AdapterFedAvg):
         return {**shared, **utilities_to_tensors([0.0] * len(self.search.candidates))}
 
     def secure_aggregate(self, aggregate: dict[str, torch.Tensor], weights: list[float],
-                         server_round: int) -> dict[str, torch.Tensor]:
-        """Update the active set from the summed tensors and allocate from the summed
-        utilities, as ``aggregate_train`` does from the clear ones."""
+                         server_round: int, *, start: dict[str, torch.Tensor]
+                         ) -> dict[str, torch.Tensor]:
+        """Update the round's active set from the summed tensors (with the server step), then
+        allocate from the summed utilities, as ``aggregate_train`` does from the clear ones."""
         tensors, utilities = utilities_from_aggregate(aggregate)
-        self.search.update(tensors)
+        self.search.update(self.server_step(start, tensors))
         self.search.allocate(dict(zip([c.name for c in self.search.candidates], utilities)),
                              server_round)
         return self.search.wire()

@@ -83,8 +83,8 @@ def secure_rounds(grid: Grid, context: Context, cfg: FedConfig, strategy: Adapte
                                     timeout=cfg.round_timeout_s)
         if result.aggregate is not None:
             weights = [float(res.num_examples) for res in result.results]
-            shared = strategy.server_step(shared, strategy.secure_aggregate(
-                result.aggregate, weights, server_round))
+            shared = strategy.secure_aggregate(result.aggregate, weights, server_round,
+                                               start=shared)
             strategy.train_metrics[server_round] = {
                 str(res.metrics["site"]): {k: v for k, v in res.metrics.items() if k != "site"}
                 for res in result.results}

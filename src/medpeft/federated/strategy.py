@@ -187,9 +187,11 @@ class AdapterFedAvg(FedAvg):
         return shared
 
     def secure_aggregate(self, aggregate: dict[str, torch.Tensor], weights: list[float],
-                         server_round: int) -> dict[str, torch.Tensor]:
-        """The next shared tensors from a SecAgg+ round's unmasked weighted mean."""
-        return self.noised(aggregate, weights, server_round)
+                         server_round: int, *, start: dict[str, torch.Tensor]
+                         ) -> dict[str, torch.Tensor]:
+        """The next shared tensors from a SecAgg+ round's unmasked weighted mean and the tensors
+        the round started from (the server step's origin)."""
+        return self.server_step(start, self.noised(aggregate, weights, server_round))
 
     def server_step(self, previous: dict[str, torch.Tensor], merged: dict[str, torch.Tensor]
                     ) -> dict[str, torch.Tensor]:
