@@ -46,7 +46,7 @@ def main() -> None:
     mode = "ffa" if args.plan in LORA_PLANS else "fedavg"
     base = replace(load_fed_config(args.config), plan=args.plan, aggregation=mode,
                    rounds=args.rounds, local_steps=args.local_steps, baseline=False,
-                   pooled=False)
+                   pooled=False, server_lr=1.0)  # the DP table's arms: plain FedAvg
     n_hospitals = len(base.hospitals)
     arms = [("infinity (no DP)", {}), ("infinity, clipping only", None)]
     arms += [(f"{eps:g}", {"clipping_norm": args.clip,

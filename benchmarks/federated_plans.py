@@ -59,7 +59,7 @@ def main() -> None:
     parser.add_argument("--secure", action="store_true",
                         help="every arm with secure aggregation (SecAgg+; fedavg and ffa only)")
     parser.add_argument("--server-lr", type=float, default=1.0,
-                        help="FedOpt's server learning rate (fixed plans, fedavg or ffa)")
+                        help="FedOpt's server learning rate (aggregation fedavg or ffa)")
     parser.add_argument("--report-only", action="store_true",
                         help="tabulate the finished arms; run nothing (safe beside a run)")
     args = parser.parse_args()
