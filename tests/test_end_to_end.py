@@ -67,3 +67,28 @@ def test_adapt_result_depends_on_the_seed_not_on_earlier_work(collection, shippe
         weights.append(load_file(str(tmp_path / f"run{run}" / "adapter.safetensors")))
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_a_k1_decoder_adapter_carries_the_background_offset_in_its_head(collection, shipped,
+                                                                        tmp_path, monkeypatch):
+    """At K=1 the decoder adapter's saved head has the measured offset taken off the background
+    bias and nothing else changed (the same run without the rule differs only there); the
+    adapter's config records it, and K=5 keeps none."""
+    from safetensors.torch import load_file
+
+    from medpeft import methods
+    from medpeft.methods import background_offset
+    target = load_msd(collection / "Task10_NewSite")
+    manifest = write_manifest(tmp_path / "k1.json", make_split(target, 1, seed=0, n_test=3))
+    assert background_offset("decoder", 1) == 1.0 and background_offset("decoder", 5) == 0.0
+    assert background_offset("lora", 1) == 0.0
+    adapt(shipped, manifest, "decoder", tmp_path / "offset", steps=2, seed=0)
+    monkeypatch.setattr(methods, "BACKGROUND_OFFSET", {})
+    adapt(shipped, manifest, "decoder", tmp_path / "plain", steps=2, seed=0)
+    with_offset, plain = (load_file(str(tmp_path / d / "adapter.safetensors")) for d in ("offset", "plain"))
+    bias = "out.conv.conv.bias"
+    assert torch.allclose(plain[bias][0] - with_offset[bias][0], torch.tensor(1.0), atol=1e-6)
+    assert torch.equal(plain[bias][1:], with_offset[bias][1:])
+    assert all(torch.equal(plain[k], with_offset[k]) for k in plain if k != bias)
+    config = json.loads((tmp_path / "offset" / "adapter_config.json").read_text())
+    assert config["background_offset"] == 1.0

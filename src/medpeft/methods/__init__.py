@@ -71,6 +71,22 @@ SHOT_SCALING = {"decoder": ShotScaling(rate_cap=4, steps_per_volume=96, steps_ca
                 SEA: ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960)}
 
 
+# With one support volume a decoder adapter calls uncertain organ voxels background: on the
+# phantom's new site its K=1 models miss far more organ voxels than they invent. Lowering the
+# background's logit by an offset, folded into the head's bias after adaptation: at 1.0, K=1
+# 0.642 / 0.574 / 0.625 -> 0.681 / 0.599 / 0.659 (rate-study seeds 0/1/2) and 0.666 / 0.656 ->
+# 0.665 / 0.687 (peers seeds 1/2); 1.5 had the same mean gain with a worse worst case (-0.010).
+# At K=5 every offset of 1 or more lost (0.5: +0.003), so K >= 2 keeps none
+# (benchmarks/background_offset.py, results/background-offset-v5.md).
+BACKGROUND_OFFSET: dict[str, dict[int, float]] = {"decoder": {1: 1.0}}
+
+
+def background_offset(method: str, shots: int) -> float:
+    """The logit offset ``method``'s adapter with ``shots`` support volumes takes off the
+    background (0 where none was measured to help)."""
+    return BACKGROUND_OFFSET.get(method, {}).get(shots, 0.0)
+
+
 def _scaling(method: str) -> ShotScaling:
     """``method``'s growth with K (none for the parts not measured)."""
     return SHOT_SCALING.get(method, ShotScaling())

@@ -53,6 +53,13 @@ def task_classes(known: tuple[str, ...], organs: tuple[str, ...] = ()) -> tuple[
     return tuple(task)
 
 
+def lower_background(model: nn.Module, offset: float) -> None:
+    """Take ``offset`` off the head's background logit (its bias): a voxel the model was unsure
+    of leans to the organs, the same at every voxel, so the adapter's file carries it."""
+    with torch.no_grad():
+        head_conv(model).bias[0] -= offset
+
+
 def set_head_classes(model: nn.Module, classes: tuple[str, ...], task: tuple[str, ...]) -> None:
     """Re-shape the head of ``model`` (trained for ``classes``) to segment ``task``'s organs.
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from medpeft.data.augment import AUGMENTATIONS
 from medpeft.io import write_json
-from medpeft.methods import ADAPT_STEPS, adapt_steps, group_rates
+from medpeft.methods import ADAPT_STEPS, adapt_steps, background_offset, group_rates
 from medpeft.methods.blackbox.service import load_service
 from medpeft.methods.registry import BLACKBOX, SEARCHED, TUNE, MethodSpec, resolve
 from medpeft.methods.sea.loop import sea_config
@@ -76,6 +76,8 @@ def _as_record(request: AdaptRequest, spec: MethodSpec) -> dict:
         shots = _support_count(request.manifest)
         record["defaults"] = {"steps": adapt_steps(spec.base, shots),
                               "lr": group_rates(spec.base, request.lr, shots=shots)}
+        if background_offset(spec.base, shots):  # only where one applies: other records stand
+            record["defaults"]["background_offset"] = background_offset(spec.base, shots)
     return record
 
 

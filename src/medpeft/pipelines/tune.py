@@ -19,11 +19,18 @@ from medpeft.methods import (
     SCRATCH,
     adapt_steps,
     apply_method,
+    background_offset,
     group_rates,
     param_groups,
 )
 from medpeft.methods.adapter_io import save_adapter
-from medpeft.methods.novel_organs import INITS, prototype_rows, set_head_classes, task_classes
+from medpeft.methods.novel_organs import (
+    INITS,
+    lower_background,
+    prototype_rows,
+    set_head_classes,
+    task_classes,
+)
 from medpeft.models.backbones import build_backbone
 from medpeft.models.weights import Foundation, load_foundation
 from medpeft.progress import Reporter
@@ -105,6 +112,8 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
     summary["seconds"] = time.perf_counter() - t0
     if not distributed.is_main():  # every rank holds the same adapter; rank 0 saves it
         return summary
+    offset = 0.0 if organs else background_offset(method, shots)  # measured on the full task
+    lower_background(foundation.model, offset)
     save_adapter(out_dir, foundation.model, state, foundation,
-                 extra={"manifest": split, "train": summary})
+                 extra={"manifest": split, "train": summary, "background_offset": offset})
     return summary
