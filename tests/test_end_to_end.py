@@ -92,3 +92,11 @@ def test_a_k1_decoder_adapter_carries_the_background_offset_in_its_head(collecti
     assert all(torch.equal(plain[k], with_offset[k]) for k in plain if k != bias)
     config = json.loads((tmp_path / "offset" / "adapter_config.json").read_text())
     assert config["background_offset"] == 1.0
+    monkeypatch.undo()  # the rule back: the foundation's organs listed in full take the offset,
+    # a binary task (not measured) does not
+    adapt(shipped, manifest, "decoder", tmp_path / "listed", steps=1, seed=0,
+          organs=tuple(load_foundation(shipped).classes))
+    adapt(shipped, manifest, "decoder", tmp_path / "binary", steps=1, seed=0, organs=("spleen",))
+    offsets = [json.loads((tmp_path / d / "adapter_config.json").read_text())["background_offset"]
+               for d in ("listed", "binary")]
+    assert offsets == [1.0, 0.0]

@@ -112,7 +112,8 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
     summary["seconds"] = time.perf_counter() - t0
     if not distributed.is_main():  # every rank holds the same adapter; rank 0 saves it
         return summary
-    offset = 0.0 if organs else background_offset(method, shots)  # measured on the full task
+    # measured on the foundation's own organs: a binary or novel-organ task keeps none
+    offset = background_offset(method, shots) if foundation.classes == known else 0.0
     lower_background(foundation.model, offset)
     save_adapter(out_dir, foundation.model, state, foundation,
                  extra={"manifest": split, "train": summary, "background_offset": offset})
