@@ -123,5 +123,8 @@ def test_a_finished_adaptation_is_not_trained_again_on_resume(monkeypatch, tmp_p
     monkeypatch.setattr(pipelines, "adapt_steps", lambda method, shots: 999)  # a new release's
     pipelines.adapt(replace(default, resume=True))  # defaults: the finished run does not answer
     assert runs == [5, 6, None, None]
+    monkeypatch.setattr(pipelines, "background_offset", lambda method, shots: 2.0)
+    pipelines.adapt(replace(default, resume=True))  # nor does one finished without the offset
+    assert runs == [5, 6, None, None, None]
     pipelines.adapt(request)  # no resume: trains
-    assert runs == [5, 6, None, None, 5]
+    assert runs == [5, 6, None, None, None, 5]
