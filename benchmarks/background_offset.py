@@ -3,7 +3,9 @@
 A K=1 adapter misses far more organ voxels (called background) than it invents, and the
 Dice-optimal threshold of a calibrated probability lies below 0.5, so shifting uncertain voxels
 from background to the organs might pay. This rescores one adapter's test volumes with the
-background's log-probability lowered by each offset (and with each organ's largest component).
+background's log-probability lowered by each offset (and with each organ's largest component):
+one inference for every offset. A constant taken off the background logit before softmax, as
+`medpeft adapt` folds it into the head's bias, gives the same labels wherever a window covered.
 
 Usage: python benchmarks/background_offset.py ADAPTER MANIFEST [--offset 0 0.5 1 ...] [--out F]
   e.g. runs/lr240-s0/k1/decoder-lr0.003 runs/lr240-s0/k1/manifest.json

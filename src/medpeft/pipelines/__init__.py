@@ -76,8 +76,9 @@ def _as_record(request: AdaptRequest, spec: MethodSpec) -> dict:
         shots = _support_count(request.manifest)
         record["defaults"] = {"steps": adapt_steps(spec.base, shots),
                               "lr": group_rates(spec.base, request.lr, shots=shots)}
-        if background_offset(spec.base, shots):  # only where one applies: other records stand
-            record["defaults"]["background_offset"] = background_offset(spec.base, shots)
+        offset = background_offset(spec.base, shots)
+        if offset:  # only for method and K it may apply to (tune skips binary tasks): others stand
+            record["defaults"]["background_offset"] = offset
     return record
 
 
