@@ -130,14 +130,19 @@ def test_the_decoder_rate_grows_with_the_support_set_up_to_its_cap():
     assert group_rates("decoder", 5e-4, shots=10) == {"decoder": 5e-4}
 
 
-def test_the_decoder_steps_grow_with_the_support_set_from_the_common_default():
+@pytest.mark.parametrize("method", ["decoder", "full"])
+def test_the_decoder_and_full_steps_grow_with_the_support_set_from_the_common_default(method):
     from medpeft.methods import ADAPT_STEPS, SHOT_SCALING, adapt_steps
-    scaling = SHOT_SCALING["decoder"]
-    assert adapt_steps("decoder", 1) == ADAPT_STEPS
-    assert adapt_steps("decoder", 4) == min(4 * scaling.steps_per_volume, scaling.steps_cap)
-    assert adapt_steps("decoder", 5) == 5 * scaling.steps_per_volume > ADAPT_STEPS
-    assert adapt_steps("decoder", 100) == scaling.steps_cap
-    assert adapt_steps("full", 10) == adapt_steps("lora", 20) == ADAPT_STEPS
+    scaling = SHOT_SCALING[method]
+    assert adapt_steps(method, 1) == ADAPT_STEPS
+    assert adapt_steps(method, 4) == min(4 * scaling.steps_per_volume, scaling.steps_cap)
+    assert adapt_steps(method, 5) == 5 * scaling.steps_per_volume > ADAPT_STEPS
+    assert adapt_steps(method, 100) == scaling.steps_cap
+
+
+def test_other_methods_keep_the_common_steps_and_sea_peft_refine_grows():
+    from medpeft.methods import ADAPT_STEPS, adapt_steps
+    assert adapt_steps("lora", 20) == adapt_steps("head", 10) == ADAPT_STEPS
     assert adapt_steps("sea-peft", 1) == ADAPT_STEPS < adapt_steps("sea-peft", 10)
 
 

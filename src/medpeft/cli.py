@@ -116,7 +116,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                                      "blackbox-linear | blackbox-spatial | blackbox-spatial1"),
           out: Path = typer.Option(..., help="adapter output folder"),
           steps: Optional[int] = typer.Option(
-              None, help=f"training steps (default {ADAPT_STEPS}; decoder and sea-peft's refine: 96 "
+              None, help=f"training steps (default {ADAPT_STEPS}; decoder, full and sea-peft's refine: 96 "
               f"per support volume, from {ADAPT_STEPS} to 960)"),
           lr: Optional[str] = typer.Option(
               None, help="one rate for all groups, or group=rate pairs (lora=0.03,head=0.01); "

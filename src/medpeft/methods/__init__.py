@@ -19,8 +19,9 @@ PRESETS = ("full", "decoder", "head", "lora", "bitfit", "affine", "adaptformer",
            "ia3", "lora+affine")
 # `medpeft adapt`'s default: the measured best (benchmarks/adapt_recipe.py, K=5 on the phantom's
 # new site: decoder 0.703, lora+affine 0.671, affine 0.663, lora 0.555; README "Adaptation recipe").
-# Kept after the rates grew with K: level with full fine-tuning at K = 1 / 5 / 10 (0.655 / 0.802 /
-# 0.848 against 0.657 / 0.813 / 0.837, paired p 0.84 / 0.16 / 0.063) with a third of its weights.
+# Kept as the best adaptation method, not the best row: full fine-tuning, a peer that trains and
+# ships every weight, leads it at K = 5 / 10 once both take steps that grow with K (peers benchmark:
+# 0.839 / 0.873 against 0.802 / 0.848, every test volume) and trails it at K = 1 (0.657 vs 0.674).
 DEFAULT_METHOD = "decoder"
 # Steps of `medpeft adapt` (benchmarks/adapt_recipe.py at K=5 on the phantom's new site, decoder:
 # 240 steps 0.538 mean Dice against 0.445 at 80; README "Adaptation recipe"); the least a part
@@ -61,13 +62,15 @@ class ShotScaling:
 # beat 240 at every seed, K=5 0.773 against 0.766, K=10 0.814 against 0.786; at K=10 960 steps
 # beat 480 at every seed too (0.826; more not measured).
 # Full fine-tuning, 240 steps, K=5: 0.769 / 0.714 / 0.750 at 1e-3 against 0.825 / 0.755 / 0.804
-# at 4e-3; its steps were not swept.
+# at 4e-3. Given the decoder's step growth as well (the peers benchmark's splits, 4e-3): K=5 480
+# steps 0.842 / 0.835 / 0.842 against 240 steps' 0.826 / 0.804 / 0.808; K=10 960 steps against
+# 240, ahead at every seed too (benchmarks/results/peers-phantom-v5.md, "Full fine-tuning's steps").
 # SEA-PEFT's refine (its search is unchanged) takes the decoder's growth; every kind's rate grows,
 # the head's does not (benchmarks/sea_refine.py, results/sea-refine-v5.md, seeds 0/1/2): K=5, 240
 # steps at the base rates 0.754, 480 steps 0.774, 480 at 4x 0.791; K=10, 240 0.768, 960 0.821,
 # 960 at 4x 0.831, better at every seed.
 SHOT_SCALING = {"decoder": ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960),
-                "full": ShotScaling(rate_cap=4),
+                "full": ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960),
                 SEA: ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960)}
 
 
