@@ -6,6 +6,7 @@ import torch
 
 from medpeft.adapters.base import sites_of
 from medpeft.methods import apply_method, base_parameter_count, param_groups, trainable_state
+from medpeft.methods.finetune import trained_part
 from medpeft.models.backbones import PRESETS, build_backbone, part_of
 
 
@@ -31,7 +32,8 @@ def _base_view(model) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("method,trained_parts", [
     ("head", {"head"}), ("decoder", {"decoder", "head"}), ("lora", {"head"}),
-    ("full", {"encoder", "decoder", "head"}), *[(m, {"head"}) for m in (
+    ("decoder-skips", {"skip blocks", "decoder", "head"}),
+    ("full", {"encoder", "skip blocks", "decoder", "head"}), *[(m, {"head"}) for m in (
         "bitfit", "affine", "adaptformer", "adapter", "conv-adapter", "ssf", "ia3", "lora+affine")]])
 def test_frozen_weights_stay_bit_identical(method, trained_parts):
     model = _model()
@@ -40,10 +42,10 @@ def test_frozen_weights_stay_bit_identical(method, trained_parts):
     _step(model)
     after = _base_view(model)
     assert set(after) == set(before)
-    changed = {part_of(n) for n in before if not torch.equal(before[n], after[n])}
+    changed = {trained_part(n) for n in before if not torch.equal(before[n], after[n])}
     assert changed == trained_parts
     for n in before:
-        if part_of(n) not in trained_parts:
+        if trained_part(n) not in trained_parts:
             assert torch.equal(before[n], after[n]), n
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert n_trainable == sum(t.numel() for t in trainable_state(model).values())
@@ -59,6 +61,14 @@ def test_frozen_weights_stay_bit_identical(method, trained_parts):
             p.numel() for p in model.out.parameters())
         assert base_parameter_count(model) == sum(t.numel() for t in before.values())
         assert n_trainable / base_parameter_count(model) < 0.01
+
+
+def test_decoder_skips_refuses_a_backbone_without_skip_blocks():
+    """The U-Net backbone has no SwinUNETR encoder1-4: the method says so instead of quietly
+    training the decoder alone."""
+    model = build_backbone(PRESETS["unet3d"], out_channels=2)
+    with pytest.raises(ValueError, match="no SwinUNETR skip blocks"):
+        apply_method(model, "decoder-skips", {})
 
 
 def test_fresh_lora_is_identity_and_disabled_lora_restores_base():

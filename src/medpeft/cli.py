@@ -110,18 +110,19 @@ def parse_rates(text: Optional[str]) -> float | dict[str, float] | None:
 @app.command()
 def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folder"),
           manifest: Path = typer.Option(..., help="few-shot manifest (medpeft split)"),
-          method: str = typer.Option(DEFAULT_METHOD, help="full | decoder | head | lora | bitfit | affine | "
-                                     "adaptformer | adapter | conv-adapter | ssf | ia3, kinds "
-                                     "joined by + (lora+affine), sea-peft (searched), or "
+          method: str = typer.Option(DEFAULT_METHOD, help="full | decoder | decoder-skips | head | lora | "
+                                     "bitfit | affine | adaptformer | adapter | conv-adapter | ssf | ia3, "
+                                     "kinds joined by + (lora+affine), sea-peft (searched), or "
                                      "blackbox-linear | blackbox-spatial | blackbox-spatial1"),
           out: Path = typer.Option(..., help="adapter output folder"),
           steps: Optional[int] = typer.Option(
-              None, help=f"training steps (default {ADAPT_STEPS}; decoder, full and sea-peft's refine: 96 "
-              f"per support volume, from {ADAPT_STEPS} to 960)"),
+              None, help=f"training steps (default {ADAPT_STEPS}; decoder, decoder-skips, full and "
+              f"sea-peft's refine: 96 per support volume, from {ADAPT_STEPS} to 960)"),
           lr: Optional[str] = typer.Option(
               None, help="one rate for all groups, or group=rate pairs (lora=0.03,head=0.01); "
               "default: each adapter kind and the head at its own rate; decoder: 3e-3 per support "
-              "volume, at most 1.2e-2; sea-peft's kinds: their rate per support volume, at most 4x"),
+              "volume, at most 1.2e-2; full and decoder-skips: 1e-3 per support volume, at most "
+              "4e-3; sea-peft's kinds: their rate per support volume, at most 4x"),
           rank: Optional[int] = typer.Option(None, help="LoRA rank (default 4)"),
           alpha: Optional[float] = typer.Option(None, help="LoRA alpha (default 2 x rank)"),
           targets: Optional[list[str]] = typer.Option(

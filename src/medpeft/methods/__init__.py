@@ -15,8 +15,8 @@ from medpeft.adapters.kinds import KINDS
 from medpeft.methods.finetune import PARTS_TRAINED, SCRATCH, unfreeze_parts
 from medpeft.methods.peft import add_peft, add_searched, peft_kinds
 
-PRESETS = ("full", "decoder", "head", "lora", "bitfit", "affine", "adaptformer", "adapter", "ssf",
-           "ia3", "lora+affine")
+PRESETS = ("full", "decoder", "decoder-skips", "head", "lora", "bitfit", "affine", "adaptformer",
+           "adapter", "ssf", "ia3", "lora+affine")
 # `medpeft adapt`'s default: the measured best (benchmarks/adapt_recipe.py, K=5 on the phantom's
 # new site: decoder 0.703, lora+affine 0.671, affine 0.663, lora 0.555; README "Adaptation recipe").
 # Kept as the best adaptation method, not the best row: full fine-tuning, a peer that trains and
@@ -39,9 +39,9 @@ SEA = "sea-peft"  # searched topology: the sites are chosen by medpeft.methods.s
 # Rates that suit each part in the few-shot regime (swept on the phantom target site at K=5:
 # benchmarks/lr_sweep.py); ``scratch`` takes the foundation's own pre-training rate. A PEFT method
 # trains each adapter kind and the head as their own groups.
-DEFAULT_LR = {"scratch": 2e-3, "full": 1e-3, "decoder": 3e-3, "head": 1e-2, "lora": 3e-3,
-              "bitfit": 1e-2, "affine": 1e-2, "adaptformer": 3e-3, "adapter": 3e-3, "conv-adapter": 3e-3,
-              "ssf": 1e-2, "ia3": 1e-2}
+DEFAULT_LR = {"scratch": 2e-3, "full": 1e-3, "decoder": 3e-3, "decoder-skips": 1e-3, "head": 1e-2,
+              "lora": 3e-3, "bitfit": 1e-2, "affine": 1e-2, "adaptformer": 3e-3, "adapter": 3e-3,
+              "conv-adapter": 3e-3, "ssf": 1e-2, "ia3": 1e-2}
 
 
 @dataclass(frozen=True)
@@ -69,8 +69,11 @@ class ShotScaling:
 # the head's does not (benchmarks/sea_refine.py, results/sea-refine-v5.md, seeds 0/1/2): K=5, 240
 # steps at the base rates 0.754, 480 steps 0.774, 480 at 4x 0.791; K=10, 240 0.768, 960 0.821,
 # 960 at 4x 0.831, better at every seed.
+# The decoder with the encoder's skip blocks takes full fine-tuning's recipe (measured that way:
+# benchmarks/results/steps-v5/, K = 1 / 5 / 10 on the peers benchmark's splits).
 SHOT_SCALING = {"decoder": ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960),
                 "full": ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960),
+                "decoder-skips": ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960),
                 SEA: ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960)}
 
 

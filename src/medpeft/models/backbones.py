@@ -38,6 +38,9 @@ PRESETS: dict[str, BackboneConfig] = {
 }
 
 # Parameter-name prefixes of each part of MONAI's SwinUNETR and of the Models Genesis U-Net.
+# SwinUNETR's convolutional encoder blocks at 1, 1/2, 1/4 and 1/8 resolution, which feed the decoder's
+# skip connections (not the Swin stages, nor the bottleneck block encoder10): part of "encoder".
+SKIP_BLOCKS = ("encoder1.", "encoder2.", "encoder3.", "encoder4.")
 PARTS: dict[str, tuple[str, ...]] = {
     "encoder": ("swinViT.", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10.",
                 "down_tr"),
