@@ -64,7 +64,7 @@ class ShotScaling:
 # Full fine-tuning, 240 steps, K=5: 0.769 / 0.714 / 0.750 at 1e-3 against 0.825 / 0.755 / 0.804
 # at 4e-3. Given the decoder's step growth as well (the peers benchmark's splits, 4e-3): K=5 480
 # steps 0.842 / 0.835 / 0.842 against 240 steps' 0.826 / 0.804 / 0.808; K=10 960 steps against
-# 240, ahead at every seed too (benchmarks/results/peers-phantom-v5.md, "Full fine-tuning's steps").
+# 240, ahead at every seed too (benchmarks/results/steps-v5/README.md).
 # SEA-PEFT's refine (its search is unchanged) takes the decoder's growth; every kind's rate grows,
 # the head's does not (benchmarks/sea_refine.py, results/sea-refine-v5.md, seeds 0/1/2): K=5, 240
 # steps at the base rates 0.754, 480 steps 0.774, 480 at 4x 0.791; K=10, 240 0.768, 960 0.821,

@@ -37,10 +37,10 @@ PRESETS: dict[str, BackboneConfig] = {
     "unet3d": BackboneConfig(name="unet3d"),  # Models Genesis U-Net (Universal Model, SuPreM)
 }
 
-# Parameter-name prefixes of each part of MONAI's SwinUNETR and of the Models Genesis U-Net.
 # SwinUNETR's convolutional encoder blocks at 1, 1/2, 1/4 and 1/8 resolution, which feed the decoder's
 # skip connections (not the Swin stages, nor the bottleneck block encoder10): part of "encoder".
 SKIP_BLOCKS = ("encoder1.", "encoder2.", "encoder3.", "encoder4.")
+# Parameter-name prefixes of each part of MONAI's SwinUNETR and of the Models Genesis U-Net.
 PARTS: dict[str, tuple[str, ...]] = {
     "encoder": ("swinViT.", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10.",
                 "down_tr"),
