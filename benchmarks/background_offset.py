@@ -7,7 +7,10 @@ background's log-probability lowered by each offset (and with each organ's large
 one inference for every offset. A constant taken off the background logit before softmax, as
 `medpeft adapt` folds it into the head's bias, gives the same labels wherever a window covered.
 
-Usage: python benchmarks/background_offset.py ADAPTER MANIFEST [--offset 0 0.5 1 ...] [--out F]
+``--overlap`` sets the sliding window's overlap (default 0.25, predict's own).
+
+Usage: python benchmarks/background_offset.py ADAPTER MANIFEST [--offset 0 0.5 1 ...]
+       [--overlap 0.25] [--out F]
   e.g. runs/lr240-s0/k1/decoder-lr0.003 runs/lr240-s0/k1/manifest.json
 """
 from __future__ import annotations
@@ -27,7 +30,8 @@ from medpeft.methods.adapter_io import load_adapter
 from medpeft.models.weights import load_foundation, shipped_foundation
 
 
-def rescored(adapter: Path, manifest: dict, offsets: list[float], foundation: Path) -> dict:
+def rescored(adapter: Path, manifest: dict, offsets: list[float], foundation: Path,
+             overlap: float = 0.25) -> dict:
     """Mean and per-organ Dice per (offset, post-processing)."""
     found = load_foundation(foundation)
     model = load_adapter(adapter, found)
@@ -37,7 +41,7 @@ def rescored(adapter: Path, manifest: dict, offsets: list[float], foundation: Pa
     rows: dict[str, list] = {}
     for name in manifest["test"]:
         case = ds.case(name)
-        probs = predict_probabilities(model, case.image, found.preprocessing)
+        probs = predict_probabilities(model, case.image, found.preprocessing, overlap=overlap)
         logp = np.log(np.clip(probs, 1e-8, 1))
         inside = probs.sum(0) > 0.5  # voxels the window covered (outside, every class is 0)
         for offset in offsets:
@@ -56,10 +60,11 @@ def main() -> None:
     ap.add_argument("manifest", type=Path)
     ap.add_argument("--offset", type=float, nargs="+", default=[0.0, 0.5, 1.0, 1.5, 2.0, 3.0])
     ap.add_argument("--foundation", type=Path, default=shipped_foundation())
+    ap.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap")
     ap.add_argument("--out", type=Path, default=None, help="JSON of every cell")
     args = ap.parse_args()
     result = rescored(args.adapter, json.loads(args.manifest.read_text()), args.offset,
-                      args.foundation)
+                      args.foundation, args.overlap)
     for key, cell in result.items():
         print(f"{args.adapter}  offset {key}: {cell['dice']:.3f}")
     if args.out:

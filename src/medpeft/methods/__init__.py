@@ -71,10 +71,8 @@ class ShotScaling:
 # 960 at 4x 0.831, better at every seed.
 # The decoder with the encoder's skip blocks takes full fine-tuning's recipe (measured that way:
 # benchmarks/results/steps-v5/, K = 1 / 5 / 10 on the peers benchmark's splits).
-SHOT_SCALING = {"decoder": ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960),
-                "full": ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960),
-                "decoder-skips": ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960),
-                SEA: ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960)}
+GROWN_WITH_K = ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960)
+SHOT_SCALING = {method: GROWN_WITH_K for method in ("decoder", "full", "decoder-skips", SEA)}
 
 
 # With one support volume a decoder adapter calls uncertain organ voxels background: on the

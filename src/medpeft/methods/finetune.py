@@ -12,26 +12,25 @@ from torch import nn
 
 from medpeft.models.backbones import SKIP_BLOCKS, part_of
 
-PARTS_TRAINED = {"full": ("encoder", "decoder", "head"), "decoder": ("decoder", "head"),
-                 "decoder-skips": ("skip blocks", "decoder", "head"),
-                 "head": ("head",), "scratch": ("encoder", "decoder", "head")}
+SKIPS = "skip blocks"  # SwinUNETR's convolutional encoder blocks, trained apart by decoder-skips
+PARTS_TRAINED = {"full": ("encoder", SKIPS, "decoder", "head"), "decoder": ("decoder", "head"),
+                 "decoder-skips": (SKIPS, "decoder", "head"),
+                 "head": ("head",), "scratch": ("encoder", SKIPS, "decoder", "head")}
 SCRATCH = "scratch"
 
 
 def trained_part(param_name: str) -> str:
     """The part a parameter trains with: its backbone part, with SwinUNETR's skip blocks (the
     encoder's convolutional blocks feeding the decoder, SKIP_BLOCKS) named apart."""
-    return "skip blocks" if param_name.startswith(SKIP_BLOCKS) else part_of(param_name)
+    return SKIPS if param_name.startswith(SKIP_BLOCKS) else part_of(param_name)
 
 
 def unfreeze_parts(model: nn.Module, method: str) -> None:
     """Train only the backbone parts that ``method`` names; freeze the rest."""
     parts = PARTS_TRAINED[method]
-    names = [name for name, _ in model.named_parameters()]
-    if "skip blocks" in parts and not any(n.startswith(SKIP_BLOCKS) for n in names):
+    part_by_name = {name: trained_part(name) for name, _ in model.named_parameters()}
+    if SKIPS in parts and "encoder" not in parts and SKIPS not in part_by_name.values():
         raise ValueError(f"{method}: this backbone has no SwinUNETR skip blocks "
                          f"({', '.join(SKIP_BLOCKS)}); use decoder")
-    whole_encoder = "encoder" in parts
     for name, p in model.named_parameters():
-        part = trained_part(name)
-        p.requires_grad_(part in parts or (whole_encoder and part == "skip blocks"))
+        p.requires_grad_(part_by_name[name] in parts)
