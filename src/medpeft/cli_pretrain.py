@@ -31,7 +31,9 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
                                          "contrast, intensity curve, noise, blur) | "
                                          "phase-shape (phase, and random rotation and scaling) "
                                          "| soft-phase-shape (phase-shape, organ offsets "
-                                         "blurred across their edges) | light (scale and "
+                                         "blurred across their edges) | enhancement-shape "
+                                         "(phase-shape with each organ's textbook contrast "
+                                         "enhancement instead of random offsets) | light (scale and "
                                          "shift only)"),
              init: Optional[Path] = typer.Option(None, help="start from this foundation's "
                                                  "weights (continued pre-training; same "

@@ -98,10 +98,11 @@ def class_balanced_ratios(n_local: int) -> list[float]:
     return [organs / 2.0] + [1.0] * organs
 
 
-def train_transforms(pp: Preprocessing, n_local: int, augment: str = "light") -> tuple[list, list]:
+def train_transforms(pp: Preprocessing, n_local: int, augment: str = "light", *,
+                     class_names: tuple[str, ...] | None = None) -> tuple[list, list]:
     """(deterministic, random) training steps after loading: pad to the patch and index each
     class's voxels once (cached); then draw a class-balanced patch and augment it
-    (``augment``: see :mod:`medpeft.data.augment`)."""
+    (``augment``: see :mod:`medpeft.data.augment`; ``class_names``: the local classes in order)."""
     deterministic = [
         SpatialPadd(keys=["image", "label"], spatial_size=pp.patch),
         ClassesToIndicesd(keys="label", num_classes=n_local, indices_postfix="_classes"),
@@ -111,7 +112,7 @@ def train_transforms(pp: Preprocessing, n_local: int, augment: str = "light") ->
                                 num_classes=n_local, ratios=class_balanced_ratios(n_local),
                                 indices_key="label_classes", num_samples=1, warn=False),
         DeleteItemsd(keys="label_classes"),
-        *patch_augmentation(augment),
+        *patch_augmentation(augment, class_names=class_names, hu_window=pp.hu_window),
         EnsureTyped(keys=["image", "label"], track_meta=False),
     ]
     return deterministic, random
@@ -149,7 +150,8 @@ def cached_dataset(items: list[dict], pp: Preprocessing, mapping_of: dict[str, C
         # Compose counts as random, which would silently disable the cache
         steps = list(pre.transforms)
         if train:
-            deterministic, random = train_transforms(pp, mapping_of[name].n_local, augment)
+            deterministic, random = train_transforms(pp, mapping_of[name].n_local, augment,
+                                                     class_names=mapping_of[name].local_names)
             steps += deterministic + random
         transform = Compose(steps)
         if cache_dir is not None:
