@@ -69,22 +69,23 @@ def test_adapt_result_depends_on_the_seed_not_on_earlier_work(collection, shippe
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
 
 
-def test_a_k1_decoder_adapter_carries_the_background_offset_in_its_head(collection, shipped,
+def test_a_k1_default_adapter_carries_the_background_offset_in_its_head(collection, shipped,
                                                                         tmp_path, monkeypatch):
-    """At K=1 the decoder adapter's saved head has the measured offset taken off the background
+    """At K=1 the default method's saved head has the measured offset taken off the background
     bias and nothing else changed (the same run without the rule differs only there); the
     adapter's config records it, and K=5 keeps none."""
     from safetensors.torch import load_file
 
     from medpeft import methods
-    from medpeft.methods import background_offset
+    from medpeft.methods import DEFAULT_METHOD, background_offset
     target = load_msd(collection / "Task10_NewSite")
     manifest = write_manifest(tmp_path / "k1.json", make_split(target, 1, seed=0, n_test=3))
-    assert background_offset("decoder", 1) == 1.0 and background_offset("decoder", 5) == 0.0
+    for method in ("decoder", "decoder-skips"):
+        assert background_offset(method, 1) == 1.0 and background_offset(method, 5) == 0.0
     assert background_offset("lora", 1) == 0.0
-    adapt(shipped, manifest, "decoder", tmp_path / "offset", steps=2, seed=0)
+    adapt(shipped, manifest, DEFAULT_METHOD, tmp_path / "offset", steps=2, seed=0)
     monkeypatch.setattr(methods, "BACKGROUND_OFFSET", {})
-    adapt(shipped, manifest, "decoder", tmp_path / "plain", steps=2, seed=0)
+    adapt(shipped, manifest, DEFAULT_METHOD, tmp_path / "plain", steps=2, seed=0)
     with_offset, plain = (load_file(str(tmp_path / d / "adapter.safetensors")) for d in ("offset", "plain"))
     bias = "out.conv.conv.bias"
     assert torch.allclose(plain[bias][0] - with_offset[bias][0], torch.tensor(1.0), atol=1e-6)
@@ -94,9 +95,10 @@ def test_a_k1_decoder_adapter_carries_the_background_offset_in_its_head(collecti
     assert config["background_offset"] == 1.0
     monkeypatch.undo()  # the rule back: the foundation's organs listed in full take the offset,
     # a binary task (not measured) does not
-    adapt(shipped, manifest, "decoder", tmp_path / "listed", steps=1, seed=0,
+    adapt(shipped, manifest, DEFAULT_METHOD, tmp_path / "listed", steps=1, seed=0,
           organs=tuple(load_foundation(shipped).classes))
-    adapt(shipped, manifest, "decoder", tmp_path / "binary", steps=1, seed=0, organs=("spleen",))
+    adapt(shipped, manifest, DEFAULT_METHOD, tmp_path / "binary", steps=1, seed=0,
+          organs=("spleen",))
     offsets = [json.loads((tmp_path / d / "adapter_config.json").read_text())["background_offset"]
                for d in ("listed", "binary")]
     assert offsets == [1.0, 0.0]

@@ -68,8 +68,8 @@ class DemoConfig:
     # the same network from random weights on the same K volumes, runs at K=5
     # (benchmarks/peers.py has every K, 3 seeds, 5x the steps and nnU-Net)
     only_at: dict = field(default_factory=lambda: {SCRATCH: (5,)})
-    # None: adapt's default for the scratch peer (240; decoder takes 480 at K=5), stopped on a loss
-    # plateau; benchmarks/peers.py gives it 1,200
+    # None: adapt's default for the scratch peer (240; the default method takes 480 at K=5),
+    # stopped on a loss plateau; benchmarks/peers.py gives it 1,200
     scratch_steps: int | None = None
     scratch_patience: int = 40
     federated_steps: int = 10
