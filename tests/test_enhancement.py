@@ -24,10 +24,10 @@ def _to_hu(unit: torch.Tensor) -> torch.Tensor:
 
 
 def test_no_contrast_lowers_each_organ_by_its_enhancement_and_soft_tissue_by_a_little():
-    """At phase 1 with no spread or jitter the scan is the unenhanced one: kidney -140 HU, spleen
+    """At washout 1 with no spread or jitter the scan is the unenhanced one: kidney -140 HU, spleen
     -70, the bladder and fat unchanged, unlabelled soft tissue -30."""
     aug = RandContrastEnhancementd(class_names=NAMES, hu_window=WINDOW, prob=1.0,
-                                   phase_range=(1.0, 1.0), spread_range=(1.0, 1.0), jitter_hu=0.0,
+                                   washout_range=(1.0, 1.0), spread_range=(1.0, 1.0), jitter_hu=0.0,
                                    oral_prob=0.0)
     out = _to_hu(aug({"image": _to_unit(HU), "label": LABEL})["image"]).flatten()
     expected = torch.tensor([80.0 - SOFT_TISSUE_HU, 116.0 - ENHANCEMENT_HU["spleen"], -100.0,

@@ -4,9 +4,11 @@
 of thin contrasts the model needs: the spleen (116 HU in portal phase) against the tissue in its
 hollow (70-85 HU). Phases do not do that. Removing the contrast agent lowers each organ by its
 own enhancement, strongly enhancing organs (kidney cortex, aorta) by much, the bladder and bone by
-nothing, and unlabelled soft tissue (bowel wall, muscle) by a little. So the spleen stays at or
-above the tissue in its hollow at every phase.
-``RandContrastEnhancementd`` draws one phase per patch and moves each organ by that fraction of
+nothing, and unlabelled soft tissue (bowel wall, muscle) by a little. So the spleen stays above
+the tissue in its hollow in most draws (85% against 65% under ``phase``; tests).
+``RandContrastEnhancementd`` draws one washout per patch (the fraction of the contrast agent's
+enhancement taken away: 1 is an unenhanced scan, below 0 a more enhanced one, as arterial phase
+is for arteries and kidneys) and moves each organ by that fraction of
 its textbook portal-venous enhancement, with an organ's own spread around it, and unlabelled
 soft tissue by that fraction of ``SOFT_TISSUE_HU``; an optional oral contrast brightens the
 stomach. Organs without a figure here move by the jitter only.
@@ -43,17 +45,16 @@ def enhancement_hu(organs: tuple[str, ...]) -> float:
 
 
 class RandContrastEnhancementd(RandomizableTransform, MapTransform):
-    """Move each labelled organ to a random contrast phase: by ``-phase * enhancement * spread +
-    jitter`` HU, where ``phase`` (one per patch) runs from ``phase_range[0]`` (more enhanced than
-    the source, as arterial phase is for arteries and kidneys) to 1 (no contrast), ``spread`` is
-    drawn per organ in ``spread_range`` and ``jitter`` per organ within ``+-jitter_hu``.
-    Unlabelled soft tissue moves by ``-phase * SOFT_TISSUE_HU``. With ``oral_prob`` the stomach
+    """Move each labelled organ to a random contrast phase: by ``-washout * enhancement * spread +
+    jitter`` HU, where ``washout`` (one per patch) is drawn in ``washout_range``, ``spread`` per
+    organ in ``spread_range`` and ``jitter`` per organ within ``+-jitter_hu``. Unlabelled soft
+    tissue moves by ``-washout * SOFT_TISSUE_HU``. With ``oral_prob`` the stomach
     brightens by up to ``oral_hu`` (positive oral contrast). Intensities are the ``hu_window``
     mapped to [0, 1] and are clipped there."""
 
     def __init__(self, keys: KeysCollection = "image", *, label_key: str = "label",
                  class_names: tuple[str, ...], hu_window: tuple[float, float], prob: float = 0.6,
-                 phase_range: tuple[float, float] = (-0.3, 1.0),
+                 washout_range: tuple[float, float] = (-0.3, 1.0),
                  spread_range: tuple[float, float] = (0.75, 1.25), jitter_hu: float = 15.0,
                  oral_prob: float = 0.3, oral_hu: float = 200.0):
         RandomizableTransform.__init__(self, prob)
@@ -62,14 +63,15 @@ class RandContrastEnhancementd(RandomizableTransform, MapTransform):
         organs = [resolve(name) for name in class_names]
         self.enhancement = np.array([enhancement_hu(o) for o in organs], np.float32)
         self.stomach = organs.index(("stomach",)) if ("stomach",) in organs else None
-        self.phase_range, self.spread_range, self.jitter_hu = phase_range, spread_range, jitter_hu
+        self.washout_range, self.spread_range = washout_range, spread_range
+        self.jitter_hu = jitter_hu
         self.oral_prob, self.oral_hu = oral_prob, oral_hu
 
-    def offsets_hu(self, phase: float) -> np.ndarray:
-        """One draw of every class's offset (HU) at ``phase``; the background (class 0) stays."""
+    def offsets_hu(self, washout: float) -> np.ndarray:
+        """One draw of every class's offset (HU) at ``washout``; the background (class 0) stays."""
         n = len(self.enhancement)
         spread = self.R.uniform(*self.spread_range, size=n)
-        offsets = -phase * self.enhancement * spread + self.R.uniform(-self.jitter_hu,
+        offsets = -washout * self.enhancement * spread + self.R.uniform(-self.jitter_hu,
                                                                        self.jitter_hu, size=n)
         if self.stomach is not None and self.R.random() < self.oral_prob:
             offsets[self.stomach] += self.R.uniform(0.0, self.oral_hu)
@@ -82,14 +84,14 @@ class RandContrastEnhancementd(RandomizableTransform, MapTransform):
         if not self._do_transform:
             return d
         low, high = self.hu_window
-        phase = float(self.R.uniform(*self.phase_range))
+        washout = float(self.R.uniform(*self.washout_range))
         label = torch.as_tensor(d[self.label_key]).long()
-        table = torch.as_tensor(self.offsets_hu(phase) / (high - low), device=label.device)
-        organ_shift = table[label.clamp(max=len(table) - 1)]
+        table = torch.as_tensor(self.offsets_hu(washout) / (high - low), device=label.device)
+        organ_shift = table[label]
         for key in self.key_iterator(d):
             image = d[key]
             hu = image * (high - low) + low
             soft = (label == 0) & (hu >= SOFT_TISSUE_RANGE_HU[0]) & (hu <= SOFT_TISSUE_RANGE_HU[1])
-            shift = organ_shift - soft * (phase * SOFT_TISSUE_HU / (high - low))
+            shift = organ_shift - soft * (washout * SOFT_TISSUE_HU / (high - low))
             d[key] = (image + shift.to(image.dtype)).clamp(0.0, 1.0)
         return d
