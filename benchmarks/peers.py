@@ -1,12 +1,12 @@
 """Peers in one benchmark: is adapting the foundation better than training on the K scans alone?
 
-Runs the grid of ``configs/peers-phantom.yaml`` (zero-shot; decoder-skips, medpeft adapt's
-default; decoder, lora, sea-peft, blackbox-spatial, full fine-tuning; the same network from
-scratch; nnU-Net v2 from scratch) seed by seed, so that an interrupted run has whole seeds first, and writes
+Runs the grid of ``configs/peers-phantom.yaml`` (zero-shot; decoder-skips, medpeft adapt's default;
+decoder, lora, sea-peft, blackbox-spatial, full fine-tuning; the same network from scratch; nnU-Net
+v2 from scratch) seed by seed, so that an interrupted run has whole seeds first, and writes
 ``peers.md`` (the whole table, per-organ Dice, paired Wilcoxon tests against the best peer),
-``peers.png`` (Dice vs K) and ``results.csv`` into the grid's ``out``. Finished cells are read
-back, never retrained; a row that cannot run (nnU-Net not installed, crashed, out of time) is
-named with its log and the other rows are still written.
+``peers.png`` (Dice vs K) and ``results.csv`` into the grid's ``out``. Finished cells are read back,
+never retrained; a row that cannot run (nnU-Net not installed, crashed, out of time) is named with
+its log and the other rows are still written.
 
 Usage: python benchmarks/peers.py [CONFIG] [--seeds 0 1 2] [--shots 1 5 10] [--skip nnunet]
        [--reuse-peers OLD/results.csv]  (a new foundation: the from-scratch rows never read it;

@@ -51,7 +51,8 @@ def test_the_spleen_keeps_above_its_hollow_far_more_often_than_under_random_offs
 def test_enhancement_shape_is_phase_shape_with_the_enhancement_step():
     with pytest.raises(ValueError, match="needs the classes' names"):
         patch_augmentation("enhancement-shape")
-    kinds = [type(t).__name__ for t in patch_augmentation("enhancement-shape", class_names=NAMES)]
+    kinds = [type(t).__name__ for t in patch_augmentation("enhancement-shape", class_names=NAMES,
+                                                          hu_window=WINDOW)]
     phase = [type(t).__name__ for t in patch_augmentation("phase-shape")]
     assert kinds == [k.replace("RandOrganIntensityd", "RandContrastEnhancementd") for k in phase]
 

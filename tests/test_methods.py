@@ -140,7 +140,7 @@ def test_the_decoder_rate_grows_with_the_support_set_up_to_its_cap():
     assert group_rates("decoder", 5e-4, shots=10) == {"decoder": 5e-4}
 
 
-@pytest.mark.parametrize("method", ["decoder", "full"])
+@pytest.mark.parametrize("method", ["decoder", "decoder-skips", "full"])
 def test_the_decoder_and_full_steps_grow_with_the_support_set_from_the_common_default(method):
     from medpeft.methods import ADAPT_STEPS, SHOT_SCALING, adapt_steps
     scaling = SHOT_SCALING[method]

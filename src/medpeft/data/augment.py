@@ -80,12 +80,14 @@ def shape_augmentation() -> list:
 
 
 def organ_intensity(name: str, class_names: tuple[str, ...] | None,
-                    hu_window: tuple[float, float]) -> MapTransform:
+                    hu_window: tuple[float, float] | None) -> MapTransform:
     """The per-organ intensity step of augmentation ``name``: textbook enhancement for
-    ``enhancement-shape`` (which needs the patch's class names), random offsets otherwise."""
+    ``enhancement-shape`` (which needs the patch's class names and HU window), random offsets
+    otherwise."""
     if name == "enhancement-shape":
-        if class_names is None:
-            raise ValueError("augmentation 'enhancement-shape' needs the classes' names")
+        if class_names is None or hu_window is None:
+            raise ValueError("augmentation 'enhancement-shape' needs the classes' names and the "
+                             "HU window")
         return RandContrastEnhancementd(keys="image", label_key="label", class_names=class_names,
                                         hu_window=hu_window)
     return RandOrganIntensityd(keys="image", label_key="label", max_offset=0.25, prob=0.6,
@@ -93,7 +95,7 @@ def organ_intensity(name: str, class_names: tuple[str, ...] | None,
 
 
 def patch_augmentation(name: str, *, class_names: tuple[str, ...] | None = None,
-                       hu_window: tuple[float, float] = (-175.0, 250.0)) -> list:
+                       hu_window: tuple[float, float] | None = None) -> list:
     """The random steps of augmentation ``name`` after the patch is cropped: intensity, and for
     ``shape``, ``phase-shape`` and ``enhancement-shape`` shape first. ``class_names``: the label's
     classes in order (needed by ``enhancement-shape``); ``hu_window``: the HU mapped to [0, 1]."""

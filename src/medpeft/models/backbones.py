@@ -42,8 +42,7 @@ PRESETS: dict[str, BackboneConfig] = {
 SKIP_BLOCKS = ("encoder1.", "encoder2.", "encoder3.", "encoder4.")
 # Parameter-name prefixes of each part of MONAI's SwinUNETR and of the Models Genesis U-Net.
 PARTS: dict[str, tuple[str, ...]] = {
-    "encoder": ("swinViT.", "encoder1.", "encoder2.", "encoder3.", "encoder4.", "encoder10.",
-                "down_tr"),
+    "encoder": ("swinViT.", *SKIP_BLOCKS, "encoder10.", "down_tr"),
     "decoder": ("decoder1.", "decoder2.", "decoder3.", "decoder4.", "decoder5.", "up_tr"),
     "head": ("out.",),
 }
