@@ -1,0 +1,62 @@
+"""Does averaging several adapters' probabilities lift few-shot Dice?
+
+At K=1 each adapter's errors depend on its optimisation (rate, order of crops) as well as on the
+one support volume; averaging the softmax of adapters that learnt from the same volume removes
+the first part. This scores each adapter alone and every ensemble of its first 2, 3, ... members
+on the manifest's test volumes, one inference per adapter and volume.
+
+Usage: python benchmarks/ensemble.py MANIFEST ADAPTER ADAPTER [...] [--foundation F] [--out F]
+  e.g. runs/skips-k1-lr-s0/k1/manifest.json runs/skips-k1-lr-s0/k1/decoder-skips-lr0.001 \
+       runs/skips-k1-lr-s0/k1/decoder-skips-lr0.002
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from medpeft.data.msd import load_msd
+from medpeft.data.ontology import class_mapping
+from medpeft.evaluate.metrics import mean_dice, organ_means, score_case
+from medpeft.infer.predict import predict_probabilities
+from medpeft.io import write_json
+from medpeft.methods.adapter_io import load_adapter
+from medpeft.models.weights import load_foundation, shipped_foundation
+
+
+def ensemble_scores(manifest: dict, adapters: list[Path], foundation: Path) -> dict:
+    """Mean and per-organ Dice of each adapter alone and of the ensembles of its first n."""
+    found = load_foundation(foundation)  # load_adapter changes its model: one copy per adapter
+    models = [load_adapter(a, load_foundation(foundation)) for a in adapters]
+    ds = load_msd(manifest["dataset"])
+    mapping = class_mapping(ds.labels, found.classes)
+    c2l = np.array(mapping.channel_to_local, dtype=np.uint8)
+    rows: dict[str, list] = {}
+    for name in manifest["test"]:
+        case = ds.case(name)
+        probs = [predict_probabilities(m, case.image, found.preprocessing) for m in models]
+        cells = {f"alone-{i}": p for i, p in enumerate(probs)}
+        cells |= {f"first-{n}": np.mean(probs[:n], axis=0) for n in range(2, len(probs) + 1)}
+        for key, p in cells.items():
+            rows.setdefault(key, []).extend(score_case(name, c2l[p.argmax(0)], case.label, mapping))
+    return {key: {"dice": mean_dice(r), "organs": organ_means(r)} for key, r in rows.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("manifest", type=Path)
+    ap.add_argument("adapters", type=Path, nargs="+")
+    ap.add_argument("--foundation", type=Path, default=shipped_foundation())
+    ap.add_argument("--out", type=Path, default=None, help="JSON of every cell")
+    args = ap.parse_args()
+    result = ensemble_scores(json.loads(args.manifest.read_text()), args.adapters, args.foundation)
+    for key, cell in result.items():
+        print(f"{key}: {cell['dice']:.3f}")
+    if args.out:
+        write_json(args.out, result)
+
+
+if __name__ == "__main__":
+    main()

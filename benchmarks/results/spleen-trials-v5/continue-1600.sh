@@ -1,0 +1,18 @@
+#!/bin/bash
+# Continue a foundation for 1,600 steps (lr 5e-4, organ-balanced, seed 0, bf16) on phantom-demo-s0's
+# source tasks with another augmentation, then adapt_recipe on phantoms 0/1/2.
+# Usage: continue-1600.sh INIT AUGMENT NAME
+#   shapephase1600: `continue-1600.sh runs/pt-v6/scratchshape9600 phase-shape shapephase1600`
+#   (the foundation pre-trained without per-organ offsets, then taught them)
+set -e
+init=$1 augment=$2 name=$3
+cd /work/main
+run() { OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python "$@"; }
+run -m medpeft.cli pretrain \
+  $(for t in Task01_AbdomenMulti Task02_Liver Task03_Kidney Task04_Spleen Task05_SpinePelvis Task07_Pancreas; do echo --source runs/cache/phantom-demo-s0/$t; done) \
+  --out runs/pt-v6/$name --steps 1600 --lr 5e-4 --seed 0 --checkpoint-every 200 --augment $augment \
+  --sampling organ-balanced --bf16 --channels-last --init $init --resume > runs/pt-v6/$name.log 2>&1
+for s in 0 1 2; do
+  run benchmarks/adapt_recipe.py --foundation runs/pt-v6/$name --method decoder --steps 240 --augment shape \
+     --shots 1 --shots 5 --seed $s --out runs/pt-v6/$name-recipe-s$s > runs/pt-v6/$name-recipe-s$s.log 2>&1
+done
