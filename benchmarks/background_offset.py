@@ -30,28 +30,48 @@ from medpeft.methods.adapter_io import load_adapter
 from medpeft.models.weights import load_foundation, shipped_foundation
 
 
-def rescored(adapter: Path, manifest: dict, offsets: list[float], foundation: Path,
-             overlap: float = 0.25) -> dict:
-    """Mean and per-organ Dice per (offset, post-processing)."""
-    found = load_foundation(foundation)
-    model = load_adapter(adapter, found)
+def scored_cells(manifest: dict, found, labels_of) -> dict:
+    """Mean and per-organ Dice of every cell over the manifest's test volumes. ``labels_of(case)``
+    returns {cell: channel map} for one test case of the manifest's dataset."""
     ds = load_msd(manifest["dataset"])
     mapping = class_mapping(ds.labels, found.classes)
     c2l = np.array(mapping.channel_to_local, dtype=np.uint8)
     rows: dict[str, list] = {}
     for name in manifest["test"]:
         case = ds.case(name)
+        for key, channels in labels_of(case).items():
+            rows.setdefault(key, []).extend(score_case(name, c2l[channels], case.label, mapping))
+    return {key: {"dice": mean_dice(r), "organs": organ_means(r)} for key, r in rows.items()}
+
+
+def report(result: dict, prefix: str, out: Path | None) -> None:
+    """Print each cell's mean Dice; write every cell as JSON when ``out`` is given."""
+    for key, cell in result.items():
+        print(f"{prefix}{key}: {cell['dice']:.3f}")
+    if out:
+        write_json(out, result)
+
+
+def rescored(adapter: Path, manifest: dict, offsets: list[float], foundation: Path,
+             overlap: float = 0.25) -> dict:
+    """Mean and per-organ Dice per (offset, post-processing)."""
+    found = load_foundation(foundation)
+    model = load_adapter(adapter, found)
+
+    def labels_of(case) -> dict:
         probs = predict_probabilities(model, case.image, found.preprocessing, overlap=overlap)
         logp = np.log(np.clip(probs, 1e-8, 1))
         inside = probs.sum(0) > 0.5  # voxels the window covered (outside, every class is 0)
+        cells = {}
         for offset in offsets:
             shifted = logp.copy()
             shifted[0][inside] -= offset
             channels = shifted.argmax(0).astype(np.uint8)
-            for post, labels in (("raw", channels), ("largest", keep_largest_components(channels))):
-                rows.setdefault(f"{offset:g}-{post}", []).extend(
-                    score_case(name, c2l[labels], case.label, mapping))
-    return {key: {"dice": mean_dice(r), "organs": organ_means(r)} for key, r in rows.items()}
+            cells[f"{offset:g}-raw"] = channels
+            cells[f"{offset:g}-largest"] = keep_largest_components(channels)
+        return cells
+
+    return scored_cells(manifest, found, labels_of)
 
 
 def main() -> None:
@@ -65,10 +85,7 @@ def main() -> None:
     args = ap.parse_args()
     result = rescored(args.adapter, json.loads(args.manifest.read_text()), args.offset,
                       args.foundation, args.overlap)
-    for key, cell in result.items():
-        print(f"{args.adapter}  offset {key}: {cell['dice']:.3f}")
-    if args.out:
-        write_json(args.out, result)
+    report(result, f"{args.adapter}  offset ", args.out)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,9 @@ import json
 from pathlib import Path
 
 import numpy as np
+from background_offset import report, scored_cells
 
-from medpeft.data.msd import load_msd
-from medpeft.data.ontology import class_mapping
-from medpeft.evaluate.metrics import mean_dice, organ_means, score_case
 from medpeft.infer.predict import predict_probabilities
-from medpeft.io import write_json
 from medpeft.methods.adapter_io import load_adapter
 from medpeft.models.weights import load_foundation, shipped_foundation
 
@@ -30,18 +27,14 @@ def ensemble_scores(manifest: dict, adapters: list[Path], foundation: Path) -> d
     """Mean and per-organ Dice of each adapter alone and of the ensembles of its first n."""
     found = load_foundation(foundation)  # load_adapter changes its model: one copy per adapter
     models = [load_adapter(a, load_foundation(foundation)) for a in adapters]
-    ds = load_msd(manifest["dataset"])
-    mapping = class_mapping(ds.labels, found.classes)
-    c2l = np.array(mapping.channel_to_local, dtype=np.uint8)
-    rows: dict[str, list] = {}
-    for name in manifest["test"]:
-        case = ds.case(name)
+
+    def labels_of(case) -> dict:
         probs = [predict_probabilities(m, case.image, found.preprocessing) for m in models]
         cells = {f"alone-{i}": p for i, p in enumerate(probs)}
         cells |= {f"first-{n}": np.mean(probs[:n], axis=0) for n in range(2, len(probs) + 1)}
-        for key, p in cells.items():
-            rows.setdefault(key, []).extend(score_case(name, c2l[p.argmax(0)], case.label, mapping))
-    return {key: {"dice": mean_dice(r), "organs": organ_means(r)} for key, r in rows.items()}
+        return {key: p.argmax(0).astype(np.uint8) for key, p in cells.items()}
+
+    return scored_cells(manifest, found, labels_of)
 
 
 def main() -> None:
@@ -52,10 +45,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="JSON of every cell")
     args = ap.parse_args()
     result = ensemble_scores(json.loads(args.manifest.read_text()), args.adapters, args.foundation)
-    for key, cell in result.items():
-        print(f"{key}: {cell['dice']:.3f}")
-    if args.out:
-        write_json(args.out, result)
+    report(result, "", args.out)
 
 
 if __name__ == "__main__":
