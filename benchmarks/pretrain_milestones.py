@@ -7,12 +7,13 @@ the run goes on: the loop keeps only the newest) or a finished foundation folder
 also writes the checkpoint as a foundation folder, for `benchmarks/adapt_recipe.py --foundation`.
 
 Usage: python benchmarks/pretrain_milestones.py 800=runs/pt/snap-800 6400=runs/pt/run \
-       --out milestones.json [--save 6400=runs/pt/f-6400]
+       --out milestones.json [--save 6400=runs/pt/f-6400] [--backbone swin-small]
 """
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -22,7 +23,7 @@ from medpeft.data.fewshot import make_split
 from medpeft.evaluate.metrics import score_model
 from medpeft.experiments.demo import DemoConfig, phantom_setting
 from medpeft.io import write_json
-from medpeft.models.backbones import PRESETS
+from medpeft.models.backbones import PRESETS, build_backbone
 from medpeft.models.weights import load_foundation, save_foundation, shipped_foundation
 
 
@@ -44,6 +45,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--save", action="append", default=[], help="STEP=FOLDER: also save it")
     ap.add_argument("--cache", type=Path, default=Path("runs/cache"))
+    ap.add_argument("--backbone", default="swin-fast", choices=sorted(PRESETS),
+                    help="the checkpoints' backbone")
     args = ap.parse_args()
     cfg = DemoConfig()
     setting = phantom_setting(args.cache, cfg, None, Console(), foundation_dir=shipped_foundation())
@@ -53,7 +56,10 @@ def main() -> None:
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
     for item in args.checkpoints:
         step, folder = item.split("=", 1)
-        foundation = load_foundation(shipped_foundation())  # the architecture and classes
+        foundation = load_foundation(shipped_foundation())  # the classes and preprocessing
+        if args.backbone != "swin-fast":
+            foundation = replace(foundation, backbone=PRESETS[args.backbone], model=build_backbone(
+                PRESETS[args.backbone], len(foundation.classes) + 1))
         load_checkpoint_weights(foundation, Path(folder))
         scores = {}
         for site, ds, names in (("holdout", holdout, [c.name for c in holdout.cases]),
@@ -64,7 +70,7 @@ def main() -> None:
         result[step] = scores
         print(step, {s: round(v["dice"], 3) for s, v in scores.items()})
         if step in saves:
-            save_foundation(saves[step], foundation.model, PRESETS["swin-fast"], foundation.classes,
+            save_foundation(saves[step], foundation.model, foundation.backbone, foundation.classes,
                             pp=foundation.preprocessing, extra={"checkpoint": folder})
     write_json(args.out, dict(sorted(result.items(), key=lambda kv: int(kv[0]))))
 
