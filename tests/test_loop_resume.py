@@ -116,3 +116,13 @@ def test_a_step_with_a_nan_loss_is_not_taken_and_the_weights_stay_finite(collect
     with pytest.raises(TrainingDiverged, match=r"not finite for 10 steps in a row.*--lr"):
         train_loop(model, data, _NanAt(set(range(2, 100))), LoopConfig(steps=20, lr=1e-2),
                    run_dir=tmp_path / "diverged")
+
+
+def test_the_progress_bar_names_skipped_steps_instead_of_showing_a_nan_loss(collection, tmp_path):
+    from rich.progress import Progress
+    model, data = _head_run(collection)
+    progress = Progress()
+    train_loop(model, data, _NanAt({4}), LoopConfig(steps=4, lr=1e-2, checkpoint_every=100),
+               run_dir=tmp_path / "bar", progress=progress, desc="adapt")
+    text = progress.tasks[0].description
+    assert "nan" not in text and text.startswith("adapt") and text.endswith("(1 skipped)")

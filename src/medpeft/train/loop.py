@@ -201,7 +201,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
         if main and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler=scheduler)
         if progress:
-            progress.update(task, advance=1, description=f"{desc} loss {value:.3f}")
+            progress.update(task, advance=1, description=_bar_text(desc, value, bad.total))
         if math.isfinite(value) and plateau.update(value) and step + 1 >= cfg.warmup:
             done = step + 1
             break
@@ -232,6 +232,13 @@ def _descend(net: torch.nn.Module, batch: dict, loss_fn, optimizer, *, bf16: boo
         return math.nan  # gradients are averaged over ranks: every rank skips the same step
     optimizer.step()
     return value
+
+
+def _bar_text(desc: str, value: float, skipped: int) -> str:
+    """The progress bar's words: the step's loss, and how many steps were not taken (a skipped
+    step has no loss to show, and "loss nan" would read as a diverged run)."""
+    loss = f" loss {value:.3f}" if math.isfinite(value) else ""
+    return f"{desc}{loss}" + (f" ({skipped} skipped)" if skipped else "")
 
 
 class BadSteps:
