@@ -25,8 +25,9 @@ from medpeft.models.weights import load_foundation, shipped_foundation
 
 def ensemble_scores(manifest: dict, adapters: list[Path], foundation: Path) -> dict:
     """Mean and per-organ Dice of each adapter alone and of the ensembles of its first n."""
-    found = load_foundation(foundation)  # load_adapter changes its model: one copy per adapter
-    models = [load_adapter(a, load_foundation(foundation)) for a in adapters]
+    copies = [load_foundation(foundation) for _ in adapters]  # load_adapter changes its model
+    models = [load_adapter(a, copy) for a, copy in zip(adapters, copies)]
+    found = copies[0]  # the classes and preprocessing, the same in every copy
 
     def labels_of(case) -> dict:
         probs = [predict_probabilities(m, case.image, found.preprocessing) for m in models]

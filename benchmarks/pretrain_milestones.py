@@ -54,13 +54,13 @@ def main() -> None:
     test = make_split(target, 5, cfg.seed, cfg.n_test)["test"]
     saves = dict(s.split("=", 1) for s in args.save)
     result = json.loads(args.out.read_text()) if args.out.exists() else {}
+    foundation = load_foundation(shipped_foundation())  # the classes and preprocessing
+    if args.backbone != "swin-fast":
+        foundation = replace(foundation, backbone=PRESETS[args.backbone], model=build_backbone(
+            PRESETS[args.backbone], len(foundation.classes) + 1))
     for item in args.checkpoints:
         step, folder = item.split("=", 1)
-        foundation = load_foundation(shipped_foundation())  # the classes and preprocessing
-        if args.backbone != "swin-fast":
-            foundation = replace(foundation, backbone=PRESETS[args.backbone], model=build_backbone(
-                PRESETS[args.backbone], len(foundation.classes) + 1))
-        load_checkpoint_weights(foundation, Path(folder))
+        load_checkpoint_weights(foundation, Path(folder))  # every weight: nothing of the last stays
         scores = {}
         for site, ds, names in (("holdout", holdout, [c.name for c in holdout.cases]),
                                 ("zeroshot", target, test)):

@@ -6,8 +6,8 @@
 # copied aside for pretrain_milestones.py (the loop keeps only the newest).
 # Usage: capacity-9600.sh [THREADS]
 set -e
-name=smallps9600 threads=${1:-2}
-cd /work/main
+name=smallps9600 THREADS=${1:-2}
+source "$(dirname "$0")/common.sh"
 mkdir -p runs/pt-v6/snaps
 ( while sleep 30; do for s in 0002400 0004800 0007200; do
     c=runs/pt-v6/$name/checkpoints/ckpt-$s
@@ -15,7 +15,6 @@ mkdir -p runs/pt-v6/snaps
   done; done ) &
 watcher=$!
 trap 'kill $watcher' EXIT
-OMP_NUM_THREADS=$threads nice -n 5 .venv/bin/python -m medpeft.cli pretrain \
-  $(for t in Task01_AbdomenMulti Task02_Liver Task03_Kidney Task04_Spleen Task05_SpinePelvis Task07_Pancreas; do echo --source runs/cache/phantom-demo-s0/$t; done) \
-  --out runs/pt-v6/$name --backbone swin-small --steps 9600 --lr 2e-3 --seed 0 --checkpoint-every 200 \
-  --augment phase-shape --sampling organ-balanced --bf16 --channels-last --resume >> runs/pt-v6/$name.log 2>&1
+run -m medpeft.cli pretrain $SOURCES --out runs/pt-v6/$name --backbone swin-small --steps 9600 \
+  --lr 2e-3 --seed 0 --checkpoint-every 200 --augment phase-shape --sampling organ-balanced --bf16 \
+  --channels-last --resume >> runs/pt-v6/$name.log 2>&1

@@ -6,13 +6,8 @@
 #   (the foundation pre-trained without per-organ offsets, then taught them)
 set -e
 init=$1 augment=$2 name=$3
-cd /work/main
-run() { OMP_NUM_THREADS=1 nice -n 5 .venv/bin/python "$@"; }
-run -m medpeft.cli pretrain \
-  $(for t in Task01_AbdomenMulti Task02_Liver Task03_Kidney Task04_Spleen Task05_SpinePelvis Task07_Pancreas; do echo --source runs/cache/phantom-demo-s0/$t; done) \
-  --out runs/pt-v6/$name --steps 1600 --lr 5e-4 --seed 0 --checkpoint-every 200 --augment $augment \
-  --sampling organ-balanced --bf16 --channels-last --init $init --resume > runs/pt-v6/$name.log 2>&1
-for s in 0 1 2; do
-  run benchmarks/adapt_recipe.py --foundation runs/pt-v6/$name --method decoder --steps 240 --augment shape \
-     --shots 1 --shots 5 --seed $s --out runs/pt-v6/$name-recipe-s$s > runs/pt-v6/$name-recipe-s$s.log 2>&1
-done
+source "$(dirname "$0")/common.sh"
+run -m medpeft.cli pretrain $SOURCES --out runs/pt-v6/$name --steps 1600 --lr 5e-4 --seed 0 \
+  --checkpoint-every 200 --augment $augment --sampling organ-balanced --bf16 --channels-last \
+  --init $init --resume > runs/pt-v6/$name.log 2>&1
+recipes $name
