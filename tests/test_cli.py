@@ -32,7 +32,7 @@ def test_split_and_error_messages(collection, tmp_path):
 
 
 def test_pretrain_working_grid_options(collection, tmp_path):
-    """--preprocessing picks a preset and --spacing overrides its grid; bad values are named."""
+    """--preprocessing picks a preset, --spacing and --patch override its grid; bad values are named."""
     from medpeft.cli_pretrain import working_grid
     from medpeft.data.transforms import PRESETS
     assert working_grid("btcv", None) == PRESETS["btcv"]
@@ -40,9 +40,12 @@ def test_pretrain_working_grid_options(collection, tmp_path):
     assert working_grid(None, (4.0, 4.0, 4.0)) == replace(PRESETS["cpu-fast"], spacing=(4.0, 4.0, 4.0))
     assert working_grid("cpu-fast", (4.0, 4.0, 3.0)).spacing == (4.0, 4.0, 3.0)
     assert working_grid("cpu-fast", (4.0, 4.0, 3.0)).patch == PRESETS["cpu-fast"].patch
+    assert working_grid(None, None, patch=(64, 64, 64)) == replace(PRESETS["cpu-fast"],
+                                                                   patch=(64, 64, 64))
     source = str(collection / "Task02_Liver")
     for option, named in ((["--preprocessing", "fine"], "--preprocessing 'fine'"),
-                          (["--spacing", "4", "0", "4"], "--spacing must be positive")):
+                          (["--spacing", "4", "0", "4"], "--spacing must be positive"),
+                          (["--patch", "64", "64", "48"], "multiples of 32")):
         result = runner.invoke(app, ["pretrain", "--source", source, "--out", str(tmp_path / "f"),
                                      "--steps", "1", *option])
         assert result.exit_code == 2 and named in result.output, result.output

@@ -48,6 +48,9 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
              spacing: Optional[tuple[float, float, float]] = typer.Option(
                  None, help="working spacing X Y Z in mm, overriding the preset's (or the --init "
                  "foundation's)"),
+             patch: Optional[tuple[int, int, int]] = typer.Option(
+                 None, help="training ROI X Y Z in voxels (each a multiple of 32), overriding "
+                 "the preset's (or the --init foundation's); inference uses the same"),
              resume: bool = typer.Option(False, help="continue from the last checkpoint")) -> None:
     """Supervised pre-training with the partial-label (marginal) loss. Several processes:
     torchrun --nproc-per-node N $(which medpeft) pretrain ... (DDP; gloo on CPU, NCCL on GPUs)."""
@@ -56,7 +59,7 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
     from medpeft.train.loop import LoopConfig
     from medpeft.train.pretrain import pretrain as run
     try:
-        pp = working_grid(preprocessing, spacing, init=init)
+        pp = working_grid(preprocessing, spacing, patch=patch, init=init)
         with distributed.process_group(), progress_bar() as progress:
             run(source, out, backbone, pp, loop=LoopConfig(steps=steps, lr=lr, seed=seed,
                                                        checkpoint_every=checkpoint_every,
@@ -73,10 +76,11 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
 
 
 def working_grid(preset: str | None, spacing: tuple[float, float, float] | None, *,
-                 init: Path | None = None):
+                 patch: tuple[int, int, int] | None = None, init: Path | None = None):
     """The preprocessing of the run: preset ``preset`` (by default the ``init`` foundation's own,
-    or the 5 mm CPU preset), at ``spacing`` when one is given; None leaves the choice to
-    :func:`pretrain`, which makes the same one."""
+    or the 5 mm CPU preset), at ``spacing`` and with ROI ``patch`` when given; None leaves the
+    choice to :func:`pretrain`, which makes the same one. Swin UNETR halves the grid five times,
+    so each side of the ROI must be a multiple of 32."""
     from dataclasses import replace
 
     from medpeft.data.transforms import PRESETS
@@ -85,8 +89,10 @@ def working_grid(preset: str | None, spacing: tuple[float, float, float] | None,
         raise ValueError(f"--preprocessing {preset!r} is not one of {sorted(PRESETS)}")
     if spacing is not None and min(spacing) <= 0:
         raise ValueError(f"--spacing must be positive millimetres, not {spacing}")
-    if spacing is None:
+    if patch is not None and any(side <= 0 or side % 32 for side in patch):
+        raise ValueError(f"--patch sides must be positive multiples of 32 voxels, not {patch}")
+    if spacing is None and patch is None:
         return PRESETS[preset] if preset else None
     base = (PRESETS[preset] if preset else
             describe_foundation(init).preprocessing if init else PRESETS["cpu-fast"])
-    return replace(base, spacing=tuple(spacing))
+    return replace(base, spacing=tuple(spacing or base.spacing), patch=tuple(patch or base.patch))
