@@ -2,8 +2,9 @@
 site and zero-shot at its new site (the fixed 6 test volumes). This is how the milestones of the
 shipped foundation were measured (README "Why organs collapsed, and the recipe that fixed it").
 
-A checkpoint is a `ckpt-*` folder of `medpeft pretrain --checkpoint-every N` (copy it aside while
-the run goes on: the loop keeps only the newest) or a finished foundation folder. `--save DIR`
+A checkpoint is a `snapshots/step-*` folder of `medpeft pretrain --snapshot-every N`, a `ckpt-*`
+folder of `--checkpoint-every N` (copied aside while the run went on: the loop keeps only the
+newest) or a finished foundation folder. `--save DIR`
 also writes the checkpoint as a foundation folder, for `benchmarks/adapt_recipe.py --foundation`.
 
 Usage: python benchmarks/pretrain_milestones.py 800=runs/pt/snap-800 6400=runs/pt/run \

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -126,3 +127,21 @@ def test_the_progress_bar_names_skipped_steps_instead_of_showing_a_nan_loss(coll
                run_dir=tmp_path / "bar", progress=progress, desc="adapt")
     text = progress.tasks[0].description
     assert "nan" not in text and text.startswith("adapt") and text.endswith("(1 skipped)")
+
+
+def test_snapshots_keep_the_weights_of_every_nth_step_after_the_run(collection, tmp_path):
+    """Checkpoints keep only the newest; snapshots are the pre-training curve's points, kept
+    after the run finishes, each its step's weights (what pretrain_milestones.py scores)."""
+    from safetensors.torch import load_file
+    model, data = _head_run(collection)
+    cfg = LoopConfig(steps=4, lr=1e-2, checkpoint_every=1, snapshot_every=2, log_every=1)
+    train_loop(model, data, MarginalDiceCELoss(), cfg, run_dir=tmp_path)
+    assert not (tmp_path / "checkpoints").exists()
+    snaps = sorted(p.name for p in (tmp_path / "snapshots").iterdir())
+    assert snaps == ["step-0000002", "step-0000004"]
+    last = load_file(str(tmp_path / "snapshots" / "step-0000004" / "trainable.safetensors"))
+    mid = load_file(str(tmp_path / "snapshots" / "step-0000002" / "trainable.safetensors"))
+    assert torch.equal(last["out.conv.conv.weight"], model.out.conv.conv.weight.detach())
+    assert not torch.equal(mid["out.conv.conv.weight"], last["out.conv.conv.weight"])
+    train_loop(model, data, MarginalDiceCELoss(), replace(cfg, steps=1), run_dir=tmp_path)
+    assert not (tmp_path / "snapshots").exists()  # a fresh run keeps nothing of the last one

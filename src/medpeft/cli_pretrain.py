@@ -16,6 +16,9 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
              seed: int = typer.Option(0),
              checkpoint_every: int = typer.Option(50, help="steps between checkpoints (a crash "
                                                   "loses at most this many)"),
+             snapshot_every: int = typer.Option(0, help="keep the weights every N steps in "
+                                                "OUT/snapshots (the pre-training curve; "
+                                                "checkpoints keep only the newest); 0: none"),
              bf16: bool = typer.Option(False, help="bf16 autocast (where the device runs it "
                                        "natively: bf16 GPUs, AVX512-bf16/AMX CPUs)"),
              grad_checkpoint: bool = typer.Option(False, help="recompute the Swin blocks in "
@@ -63,6 +66,7 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
         with distributed.process_group(), progress_bar() as progress:
             run(source, out, backbone, pp, loop=LoopConfig(steps=steps, lr=lr, seed=seed,
                                                        checkpoint_every=checkpoint_every,
+                                                       snapshot_every=snapshot_every,
                                                        log_every=min(10, checkpoint_every),
                                                        bf16=bf16, grad_checkpoint=grad_checkpoint,
                                                        channels_last=channels_last,

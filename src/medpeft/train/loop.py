@@ -40,6 +40,9 @@ class LoopConfig:
     warmup: int = 10
     batch_size: int = 1
     checkpoint_every: int = 50
+    # Weights kept every N steps under run_dir/snapshots (checkpoints keep only the newest): the
+    # points of a pre-training curve; 0 keeps none.
+    snapshot_every: int = 0
     log_every: int = 10
     seed: int = 0
     # Early stopping on the training loss's moving average (FSEFT's few-shot protocol, where no
@@ -122,6 +125,13 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, *, scheduler) ->
             shutil.rmtree(old, ignore_errors=True)
 
 
+def _save_snapshot(run_dir: Path, step: int, model) -> None:
+    """The trainable weights at ``step``, kept after the run (``benchmarks/pretrain_milestones.py``
+    scores them)."""
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    save_state(run_dir / "snapshots" / f"step-{step:07d}" / "trainable.safetensors", trainable)
+
+
 def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None) -> int:
     """Restore the newest complete checkpoint under ``folder``; returns its step (0 if none)."""
     latest = folder / "latest.json"
@@ -176,8 +186,9 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     ckpt_dir = run_dir / "checkpoints"
     optimizer, scheduler = _optimizer(model, groups, cfg)
     start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if resume else 0
-    if not resume and main:
+    if not resume and main:  # a fresh run: nothing of an earlier one stays
         shutil.rmtree(ckpt_dir, ignore_errors=True)
+        shutil.rmtree(run_dir / "snapshots", ignore_errors=True)
     net, layout = _place(model, cfg, device)
     torch.manual_seed(cfg.seed + start + rank)
     stream = batches(dataset, cfg.batch_size, cfg.seed + start, rank, world=world,
@@ -200,6 +211,8 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
             logged, running = _log(run_dir, step, running, optimizer, t0), []
         if main and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
             _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler=scheduler)
+        if main and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
+            _save_snapshot(run_dir, step + 1, model)
         if progress:
             progress.update(task, advance=1, description=_bar_text(desc, value, bad.total))
         if math.isfinite(value) and plateau.update(value) and step + 1 >= cfg.warmup:
