@@ -8,7 +8,7 @@ newest) or a finished foundation folder. `--save DIR`
 also writes the checkpoint as a foundation folder, for `benchmarks/adapt_recipe.py --foundation`.
 
 Usage: python benchmarks/pretrain_milestones.py 800=runs/pt/snap-800 6400=runs/pt/run \
-       --out milestones.json [--save 6400=runs/pt/f-6400] [--backbone swin-small]
+       --out milestones.json [--save 6400=runs/pt/f-6400] [--backbone swin-small] [--patch 64 64 64]
 """
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path("runs/cache"))
     ap.add_argument("--backbone", default="swin-fast", choices=sorted(PRESETS),
                     help="the checkpoints' backbone")
+    ap.add_argument("--patch", type=int, nargs=3, default=None,
+                    help="the checkpoints' ROI (their run's --patch; default the shipped one's)")
     args = ap.parse_args()
     cfg = DemoConfig()
     setting = phantom_setting(args.cache, cfg, None, Console(), foundation_dir=shipped_foundation())
@@ -59,6 +61,9 @@ def main() -> None:
     if args.backbone != "swin-fast":
         foundation = replace(foundation, backbone=PRESETS[args.backbone], model=build_backbone(
             PRESETS[args.backbone], len(foundation.classes) + 1))
+    if args.patch:
+        foundation = replace(foundation, preprocessing=replace(foundation.preprocessing,
+                                                               patch=tuple(args.patch)))
     for item in args.checkpoints:
         step, folder = item.split("=", 1)
         load_checkpoint_weights(foundation, Path(folder))  # every weight: nothing of the last stays
