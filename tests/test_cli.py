@@ -35,6 +35,7 @@ def test_pretrain_working_grid_options(collection, tmp_path):
     """--preprocessing picks a preset, --spacing and --patch override its grid; bad values are named."""
     from medpeft.cli_pretrain import working_grid
     from medpeft.data.transforms import PRESETS
+    from medpeft.models.weights import describe_foundation
     assert working_grid("btcv", None) == PRESETS["btcv"]
     assert working_grid(None, None) is None  # pretrain's own choice: --init's grid, or cpu-fast
     assert working_grid(None, (4.0, 4.0, 4.0)) == replace(PRESETS["cpu-fast"], spacing=(4.0, 4.0, 4.0))
@@ -50,6 +51,10 @@ def test_pretrain_working_grid_options(collection, tmp_path):
                                      "--steps", "1", *option])
         assert result.exit_code == 2 and named in result.output, result.output
         assert not (tmp_path / "f").exists()
+    result = runner.invoke(app, ["pretrain", "--source", source, "--out", str(tmp_path / "tall"),
+                                 "--steps", "2", "--patch", "64", "64", "64"])
+    assert result.exit_code == 0, result.output  # the foundation keeps its ROI for adapt/predict
+    assert describe_foundation(tmp_path / "tall").preprocessing.patch == (64, 64, 64)
 
 
 def test_help_lists_the_commands():
