@@ -12,7 +12,7 @@ name=$1 SRC=$2
 source "$(dirname "$0")/common.sh"
 run -m medpeft.cli pretrain $SOURCES --out runs/pt-v6/$name-stage1 --steps 9600 --lr 2e-3 --seed 0 \
   --checkpoint-every 200 --augment phase --sampling organ-balanced --bf16 --channels-last --resume \
-  ${PATCH:+--patch $PATCH} > runs/pt-v6/$name-stage1.log 2>&1
+  --snapshot-every 2400 ${PATCH:+--patch $PATCH} > runs/pt-v6/$name-stage1.log 2>&1
 run -m medpeft.cli pretrain $SOURCES --out runs/pt-v6/$name --steps 1600 --lr 5e-4 --seed 0 \
   --checkpoint-every 200 --augment phase-shape --sampling organ-balanced --bf16 --channels-last \
   --init runs/pt-v6/$name-stage1 --resume > runs/pt-v6/$name.log 2>&1
