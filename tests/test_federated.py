@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import time
 from functools import partial
 
 import numpy as np
@@ -218,13 +219,17 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
     config = {"foundation": str(shipped_foundation()), "hospitals": sites, "out": str(tmp_path / "dep"),
               "plan": "encoder-lora+head", "rounds": 2, "local_steps": 2, "baseline": False,
-              "pooled": False, "local": ["out.*"], "heartbeat_s": 10, "evaluate_every": 2}
+              "pooled": False, "local": ["out.*"], "heartbeat_s": 10, "evaluate_every": 2,
+              # a reply lost to the drill's race (the node back online before the server pulled
+              # its error reply) is a dropout after 3 min, not an hour's hang
+              "round_timeout_s": 180}
     (tmp_path / "fed.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setattr(console, "width", 80)
     from medpeft.federated import deployment
     # a drill: one more SuperNode, with a key nobody registered, knocks on the SuperLink
     # and a dropout: site1's SuperNode is killed once it has received round 1's training
-    monkeypatch.setattr(deployment, "deploy", partial(deployment.deploy, uninvited=1, drop=(1, 1)))
+    monkeypatch.setattr(deployment, "deploy", partial(deployment.deploy, timeout=900, uninvited=1,
+                                                      drop=(1, 1)))
     result = CliRunner().invoke(app, ["federate", str(tmp_path / "fed.yaml"), "--deployment"])
     assert result.exit_code == 0, result.output
     logs = tmp_path / "dep" / "logs"
@@ -452,6 +457,67 @@ def test_a_hospital_that_drops_out_is_left_out_by_name_and_the_round_goes_on():
         FedConfig(foundation="f", hospitals=[{"dataset": "a"}, {"dataset": "b"}], min_hospitals=3).check()
 
 
+def test_a_round_without_its_quorum_fails_by_name_instead_of_waiting_for_ever():
+    """Flower's FedAvg waits without end for min_available_nodes; a hospital that dropped out and
+    never came back must end the run with a named error after the strategy's own timeout."""
+    from types import SimpleNamespace
+
+    from flwr.app import ArrayRecord, ConfigRecord
+
+    from medpeft.federated.accounting import Ledger
+    from medpeft.federated.strategy import AdapterFedAvg
+    asked = []
+    grid = SimpleNamespace(get_node_ids=lambda: asked.append(1) or [11])  # one of two connected
+    strategy = AdapterFedAvg({"x": torch.zeros(2)}, Ledger(1000), "fedavg", min_available_nodes=2,
+                             min_train_nodes=2, min_evaluate_nodes=2, quorum_timeout_s=1.5)
+    start = time.monotonic()
+    with pytest.raises(RuntimeError, match=r"round 2: 1 hospital\(s\) connected after waiting 2 s, "
+                                           r"fewer than min_hospitals \(2\)"):
+        strategy.configure_train(2, ArrayRecord(), ConfigRecord(), grid)
+    assert 1.5 <= time.monotonic() - start < 10 and len(asked) >= 2  # it polled, then gave up
+    with pytest.raises(RuntimeError, match="round 3: 1 hospital"):
+        strategy.configure_evaluate(3, ArrayRecord(), ConfigRecord(), grid)
+
+
+def test_a_serverapp_that_failed_ends_the_wait_with_its_error(tmp_path):
+    """`flwr run --stream` exits 0 even when the ServerApp raised: the wait must not go on until
+    the federation's timeout, and the user reads the ServerApp's own error."""
+    import subprocess
+
+    from medpeft.federated.deployment import wait_for_result
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "flwr-run.log").write_text(
+        "Traceback (most recent call last):\n  ...\nRuntimeError: round 2: 1 hospital(s) "
+        "connected after waiting 30 s\nERROR :     Exit Code: 201\n")
+    link = subprocess.Popen(["sleep", "60"])
+    submit = subprocess.Popen(["true"])
+    try:
+        start = time.monotonic()
+        with pytest.raises(RuntimeError, match=r"ServerApp ended without a result: RuntimeError: "
+                                               r"round 2: 1 hospital\(s\) connected"):
+            wait_for_result(tmp_path, link, submit, None, timeout=60, grace=1.0)
+        assert time.monotonic() - start < 10
+    finally:
+        link.kill()
+
+
+def test_sigterm_stops_the_processes_of_a_deployment(tmp_path):
+    """`kill` or a scheduler's SIGTERM on `medpeft federate --deployment` leaves no Flower
+    process behind: the signal ends the run through the same clean-up as Ctrl-C."""
+    import signal
+
+    from medpeft.federated.deployment import Processes
+    env = {**os.environ, "FLWR_HOME": str(tmp_path / "home")}
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(SystemExit) as stopped:
+        with Processes(env, tmp_path / "logs") as procs:
+            child = procs.start("sleeper", ["sleep", "60"])
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # the handler interrupts this
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert child.poll() is not None and signal.getsignal(signal.SIGTERM) == before
+
+
 def test_server_lr_moves_the_global_tensors_by_that_multiple_of_the_mean_update(monkeypatch):
     """FedOpt's server step: a round that starts from 1.0 and averages hospitals at 2.0 and 4.0
     (weights 1, 1) ends at 1 + 2 x (3 - 1) = 5 with server_lr 2; aggregations that re-factorise
@@ -466,7 +532,8 @@ def test_server_lr_moves_the_global_tensors_by_that_multiple_of_the_mean_update(
     start = {"x.weight_delta": torch.ones(4)}
     strategy = AdapterFedAvg(start, Ledger(1000), "fedavg", server_lr=2.0)
     monkeypatch.setattr(FedAvg, "configure_train", lambda *a, **k: [])  # a Message needs a live run
-    strategy.configure_train(1, to_arrays(start), ConfigRecord(), grid=None)
+    two_hospitals = SimpleNamespace(get_node_ids=lambda: [1, 2])
+    strategy.configure_train(1, to_arrays(start), ConfigRecord(), grid=two_hospitals)
 
     def reply(node, value):
         return SimpleNamespace(metadata=SimpleNamespace(src_node_id=node), has_error=lambda: False,

@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from medpeft.federated.config import FedConfig, hospital_name
@@ -135,12 +139,24 @@ class Processes:
         return proc
 
     def __enter__(self) -> Processes:
+        # SIGTERM (a scheduler's kill, `timeout`) ends the run as Ctrl-C does, through __exit__
+        self.previous_handler = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous_handler = signal.signal(signal.SIGTERM, _terminated)
         return self
 
     def __exit__(self, *exc) -> None:
-        for proc in reversed(self.procs):
-            stop_group(proc)
-        stop_marked(self.env["FLWR_HOME"])
+        try:
+            for proc in reversed(self.procs):
+                stop_group(proc)
+            stop_marked(self.env["FLWR_HOME"])
+        finally:
+            if self.previous_handler is not None:
+                signal.signal(signal.SIGTERM, self.previous_handler)
+
+
+def _terminated(signum: int, frame) -> None:
+    raise SystemExit(128 + signum)
 
 
 def marked_processes(flwr_home: str, variable: str = "FLWR_HOME") -> list[int]:
@@ -201,10 +217,11 @@ class DropDrill:
     heartbeats: at most 2 x ``heartbeat_s``) and the server has had time to collect the error reply, the
     hospital starts again with the same key and must take part in later rounds."""
 
-    def __init__(self, procs: Processes, index: int, at_round: int, restart: list[str], port: int):
+    def __init__(self, procs: Processes, index: int, at_round: int,
+                 restart: Callable[[int], list[str]], port: int):
         self.procs, self.index, self.at_round = procs, index, at_round
         self.restart, self.port = restart, port
-        self.state, self.offline_at, self.asked_at = "armed", 0.0, 0.0
+        self.state, self.offline_at, self.asked_at, self.tries = "armed", 0.0, 0.0, 0
 
     def log(self) -> Path:
         return self.procs.logs / f"supernode-{self.index}.log"
@@ -222,8 +239,16 @@ class DropDrill:
                 self.state, self.offline_at = "offline", time.monotonic()
         elif self.state == "offline" and time.monotonic() - self.offline_at > 8.0:
             # the ServerApp polls for replies every 3 s: by now it holds the error reply
-            self.procs.start(f"supernode-{self.index}-rejoined", self.restart)
-            self.state = "rejoined"
+            self.rejoin()
+        elif self.state == "rejoined" and self.rejoined.poll() is not None and self.tries < 3:
+            # refused (a SuperLink that still counts the old node online exits it with code 305)
+            self.state, self.offline_at = "offline", time.monotonic()
+
+    def rejoin(self) -> None:
+        # a port chosen now: one chosen at the start may since be some connection's own
+        self.rejoined = self.procs.start(f"supernode-{self.index}-rejoined",
+                                         self.restart(free_ports(1)[0]))
+        self.state, self.tries = "rejoined", self.tries + 1
 
     def kill(self) -> None:
         os.killpg(self.procs.named[f"supernode-{self.index}"].pid, signal.SIGKILL)
@@ -245,10 +270,11 @@ class DropDrill:
 
 
 def wait_for_result(out: Path, link: subprocess.Popen, submit: subprocess.Popen,
-                    drill: DropDrill | None, timeout: float) -> None:
+                    drill: DropDrill | None, timeout: float, *, grace: float = 10.0) -> None:
     """Until the ServerApp has written ``server.json``; a SuperLink that exits, a failed
-    ``flwr run`` or the timeout end the wait with the log to read. Steps the drill meanwhile."""
-    deadline = time.monotonic() + timeout
+    ``flwr run``, a run that ended without a result or the timeout end the wait with the log to
+    read. Steps the drill meanwhile."""
+    deadline, ended, run_log = time.monotonic() + timeout, None, out / "logs" / "flwr-run.log"
     while not (out / "server.json").is_file():
         if time.monotonic() > deadline:
             raise RuntimeError(f"the federation did not finish within {timeout:.0f} s "
@@ -257,11 +283,21 @@ def wait_for_result(out: Path, link: subprocess.Popen, submit: subprocess.Popen,
             raise RuntimeError(f"flower-superlink exited ({link.returncode}); see "
                                f"{out / 'logs' / 'superlink.log'}")
         if submit.poll() not in (None, 0):
-            raise RuntimeError(f"flwr run failed ({submit.returncode}); see "
-                               f"{out / 'logs' / 'flwr-run.log'}")
+            raise RuntimeError(f"flwr run failed ({submit.returncode}); see {run_log}")
+        ended = ended or (time.monotonic() if submit.poll() == 0 else None)
+        if ended and time.monotonic() - ended > grace:  # `flwr run` exits 0 after a failed ServerApp
+            raise RuntimeError(f"the ServerApp ended without a result: {last_error(run_log)} "
+                               f"(see {run_log})")
         if drill is not None:
             drill.step()
         time.sleep(1.0)
+
+
+def last_error(log: Path) -> str:
+    """The last ``SomethingError: ...`` line of a log (a Python traceback's message), or a stand-in."""
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    errors = [line.strip() for line in lines if re.match(r"^\w*(Error|Exception): ", line.strip())]
+    return errors[-1] if errors else "no error message in the log"
 
 
 def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0, *,
@@ -277,7 +313,7 @@ def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0, *,
     # the SuperLink and SuperNodes start ``flower-superexec`` by name: this Python's scripts first
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     # Flower serves its runtime, control and fleet APIs over HTTPS on one port
-    link_port, rejoin_port, *node_ports = free_ports(2 + len(cfg.hospitals) + uninvited)
+    link_port, *node_ports = free_ports(1 + len(cfg.hospitals) + uninvited)
     names = [hospital_name(h, i) for i, h in enumerate(cfg.hospitals)]
     credentials = (hospital_credentials(cfg.tls, out / "credentials", names) if cfg.tls
                    else make_credentials(out / "credentials", names))
@@ -304,8 +340,8 @@ def deploy(cfg: FedConfig, config_path: Path, timeout: float = 3600.0, *,
         drill = None
         if drop is not None:
             i, at_round = drop
-            drill = DropDrill(procs, i, at_round, node(credentials.node_keys[names[i]], i, rejoin_port),
-                              node_ports[i])
+            drill = DropDrill(procs, i, at_round,
+                              partial(node, credentials.node_keys[names[i]], i), node_ports[i])
         submit = procs.start("flwr-run", [_tool("flwr"), "run", str(app), CONNECTION, "--stream"])
         wait_for_result(out, link, submit, drill, timeout)
         try:  # let the run end by itself (the ServerApp exits after writing its result)

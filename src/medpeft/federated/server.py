@@ -101,7 +101,7 @@ def run_federation(grid: Grid, cfg: FedConfig, context: Context) -> dict:
     quorum = cfg.min_hospitals  # every connected hospital is asked; a round waits for this many
     nodes = dict(fraction_train=1.0, fraction_evaluate=1.0, min_available_nodes=quorum,
                  min_train_nodes=quorum, min_evaluate_nodes=quorum,
-                 evaluated_rounds=cfg.evaluated_rounds())
+                 evaluated_rounds=cfg.evaluated_rounds(), quorum_timeout_s=cfg.round_timeout_s)
     flow = flow_for(cfg)
     strategy, shared = flow.strategy(cfg, ledger, **nodes)
     arrays = to_arrays(shared)

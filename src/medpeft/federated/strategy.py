@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Collection, Iterable
 
 import numpy as np
@@ -57,8 +58,10 @@ class AdapterFedAvg(FedAvg):
 
     def __init__(self, reference: dict[str, torch.Tensor], ledger: Ledger, mode: str = "svd",
                  dp: DPSettings | None = None, *, seed: int = 0, server_lr: float = 1.0,
-                 evaluated_rounds: Collection[int] | None = None, **kwargs):
+                 evaluated_rounds: Collection[int] | None = None, quorum_timeout_s: float = 3600.0,
+                 **kwargs):
         super().__init__(weighted_by_key=WEIGHT, **kwargs)
+        self.quorum_timeout_s = quorum_timeout_s  # Flower's own wait for min_available_nodes is endless
         self.server_lr = server_lr  # FedOpt: the global tensors move by server_lr x the mean update
         self.previous: dict[str, torch.Tensor] = {}  # the global tensors the round started from
         self.evaluated_rounds = evaluated_rounds  # None: every round
@@ -90,8 +93,21 @@ class AdapterFedAvg(FedAvg):
             self.note_names(msg)
         return messages
 
+    def wait_for_quorum(self, server_round: int, grid: Grid) -> None:
+        """Wait at most ``quorum_timeout_s`` for ``min_available_nodes`` connected hospitals, then
+        fail by name: a hospital that dropped out and never came back must not hang the server."""
+        deadline = time.monotonic() + self.quorum_timeout_s
+        while (connected := len(list(grid.get_node_ids()))) < self.min_available_nodes:
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"round {server_round}: {connected} hospital(s) connected after waiting "
+                    f"{self.quorum_timeout_s:.0f} s, fewer than min_hospitals "
+                    f"({self.min_available_nodes}); the rounds before it are in the log")
+            time.sleep(1.0)
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        self.wait_for_quorum(server_round, grid)
         self.previous = to_state(arrays) if self.server_lr != 1 else {}
         return self.weigh_out(server_round, super().configure_train(server_round, arrays, config,
                                                                      grid), "train")
@@ -100,6 +116,7 @@ class AdapterFedAvg(FedAvg):
                            grid: Grid) -> Iterable[Message]:
         if self.evaluated_rounds is not None and server_round not in self.evaluated_rounds:
             return self.weigh_out(server_round, [], "evaluate")  # nobody is asked, nobody missed
+        self.wait_for_quorum(server_round, grid)
         return self.weigh_out(server_round, super().configure_evaluate(server_round, arrays,
                                                                         config, grid), "evaluate")
 
