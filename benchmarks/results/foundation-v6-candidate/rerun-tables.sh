@@ -1,0 +1,39 @@
+#!/bin/bash
+# Re-measure every table issue 18 (item 4) names on this candidate, before it can ship: in a git
+# worktree whose shipped foundation is this folder's, so that each benchmark runs unchanged and
+# `main` stays on v5 (and its README true) until every table is in. Resumable: each benchmark keeps
+# its finished cells, so running the same stream again continues it.
+#   Usage: rerun-tables.sh setup            the worktree /work/v6 (branch v6-tables) with the candidate
+#          rerun-tables.sh peers|sea|rest   one stream, one thread, nice 5 (two streams: two cores)
+# Streams (single-thread estimates from v5's cells x 1.5 for the 64^3 ROI): peers ~6 h; sea ~12 h;
+# rest (FSEFT novel organs, transductive, federated plans, the demo) ~3 h. Logs: /work/v6/runs/*.log.
+set -e
+WT=/work/v6 MAIN=/work/main HERE=benchmarks/results/foundation-v6-candidate
+case $1 in
+setup)
+  cd $MAIN
+  [ -d $WT ] || git worktree add -q -b v6-tables $WT
+  cp $HERE/foundation.safetensors $HERE/foundation.json $HERE/config.yaml \
+     $WT/src/medpeft/assets/phantom-foundation/
+  cp $HERE/pretrain_metrics.jsonl $WT/src/medpeft/assets/phantom-foundation/
+  mkdir -p $WT/runs && ln -sfn $MAIN/runs/cache $WT/runs/cache  # the phantom collections
+  exit 0;;
+esac
+cd $WT
+run() { OMP_NUM_THREADS=1 PYTHONPATH=$WT/src nice -n 5 $MAIN/.venv/bin/python "$@"; }
+case $1 in
+peers)  # foundation-free rows (nnU-Net, both scratch recipes) read back from v5's run
+  run benchmarks/peers.py --seeds 0 1 2 --reuse-peers benchmarks/results/peers-phantom-v5.csv \
+      --reuse-methods nnunet scratch scratch@light-fp32 >> runs/peers.log 2>&1;;
+sea)
+  for k in 1 5 10; do
+    run benchmarks/sea_comparison.py --shots $k --seeds 0 1 2 --out runs/sea-comparison-v6 \
+        >> runs/sea.log 2>&1
+  done;;
+rest)
+  run -m medpeft.cli benchmark configs/fseft-phantom-novel-v5.yaml >> runs/fseft.log 2>&1
+  run benchmarks/transductive.py >> runs/transductive.log 2>&1
+  run benchmarks/federated_plans.py --rounds 3 --local-steps 10 >> runs/federated-plans.log 2>&1
+  PYTHONPATH=$WT/src $MAIN/.venv/bin/python -m medpeft.cli demo >> runs/demo.log 2>&1;;
+*) echo "usage: rerun-tables.sh setup|peers|sea|rest" >&2; exit 2;;
+esac
