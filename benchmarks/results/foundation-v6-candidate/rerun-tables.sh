@@ -3,7 +3,9 @@
 # worktree whose shipped foundation is this folder's, so that each benchmark runs unchanged and
 # `main` stays on v5 (and its README true) until every table is in. Resumable: each benchmark keeps
 # its finished cells, so running the same stream again continues it.
-#   Usage: rerun-tables.sh setup            the worktree /work/v6 (branch v6-tables) with the candidate
+#   Usage: rerun-tables.sh setup            the worktree /work/v6 of branch v6-tables, whose commit
+#                                           d484231 ships the candidate (its foundation.json carries
+#                                           the recipe) and gives DemoConfig that recipe
 #          rerun-tables.sh peers|sea|rest   one stream, one thread, nice 5 (two streams: two cores)
 # Streams (single-thread estimates from v5's cells x 1.5 for the 64^3 ROI): peers ~6 h; sea ~12 h;
 # rest (FSEFT novel organs, transductive, federated plans, the demo) ~3 h. Logs: /work/v6/runs/*.log.
@@ -12,10 +14,8 @@ WT=/work/v6 MAIN=/work/main HERE=benchmarks/results/foundation-v6-candidate
 case $1 in
 setup)
   cd $MAIN
-  [ -d $WT ] || git worktree add -q -b v6-tables $WT
-  cp $HERE/foundation.safetensors $HERE/foundation.json $HERE/config.yaml \
-     $WT/src/medpeft/assets/phantom-foundation/
-  cp $HERE/pretrain_metrics.jsonl $WT/src/medpeft/assets/phantom-foundation/
+  [ -d $WT ] || git worktree add -q $WT v6-tables
+  cmp -s $HERE/foundation.safetensors $WT/src/medpeft/assets/phantom-foundation/foundation.safetensors
   mkdir -p $WT/runs && ln -sfn $MAIN/runs/cache $WT/runs/cache  # the phantom collections
   exit 0;;
 esac
