@@ -479,6 +479,17 @@ def test_a_round_without_its_quorum_fails_by_name_instead_of_waiting_for_ever():
         strategy.configure_evaluate(3, ArrayRecord(), ConfigRecord(), grid)
 
 
+def test_round_zero_starts_with_min_hospitals_after_its_wait_and_not_below():
+    from types import SimpleNamespace
+
+    from medpeft.federated.server import wait_for_hospitals
+    cfg = FedConfig(foundation="f", hospitals=[{"dataset": d} for d in "abc"], min_hospitals=2)
+    assert wait_for_hospitals(SimpleNamespace(get_node_ids=lambda: [1, 2, 3]), cfg, 60) == 3
+    assert wait_for_hospitals(SimpleNamespace(get_node_ids=lambda: [1, 2]), cfg, 0.5) == 2
+    with pytest.raises(RuntimeError, match="1 of 3 hospitals connected within 0 s; min_hospitals is 2"):
+        wait_for_hospitals(SimpleNamespace(get_node_ids=lambda: [1]), cfg, 0.5)
+
+
 def test_a_serverapp_that_failed_ends_the_wait_with_its_error(tmp_path):
     """`flwr run --stream` exits 0 even when the ServerApp raised: the wait must not go on until
     the federation's timeout, and the user reads the ServerApp's own error."""

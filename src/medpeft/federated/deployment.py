@@ -146,6 +146,8 @@ class Processes:
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.previous_handler is not None:  # a second SIGTERM must not cut the clean-up short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         try:
             for proc in reversed(self.procs):
                 stop_group(proc)

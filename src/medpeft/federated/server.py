@@ -17,7 +17,7 @@ from medpeft.federated.config import FedConfig
 from medpeft.federated.flows import flow_for
 from medpeft.federated.privacy import ACCOUNTANT, DPSettings, epsilon
 from medpeft.federated.secure import SecureSettings, masked_bytes, secure_train_round
-from medpeft.federated.strategy import AdapterFedAvg, to_arrays, to_state
+from medpeft.federated.strategy import AdapterFedAvg, connected_within, to_arrays, to_state
 from medpeft.io import write_json
 from medpeft.models.weights import load_foundation
 
@@ -34,15 +34,12 @@ def full_model_bytes(cfg: FedConfig) -> int:
 def wait_for_hospitals(grid: Grid, cfg: FedConfig, timeout: float = JOIN_TIMEOUT_S) -> int:
     """Wait until every listed hospital is connected, at most ``timeout`` s; go on with fewer
     only if ``cfg.min_hospitals`` are (a site that joins late takes part from its next round)."""
-    deadline = time.monotonic() + timeout
-    while (connected := len(list(grid.get_node_ids()))) < len(cfg.hospitals):
-        if time.monotonic() > deadline:
-            if connected < cfg.min_hospitals:
-                raise RuntimeError(f"{connected} of {len(cfg.hospitals)} hospitals connected "
-                                   f"within {timeout:.0f} s; min_hospitals is {cfg.min_hospitals}")
-            log.warning("starting with %d of %d hospitals connected", connected, len(cfg.hospitals))
-            break
-        time.sleep(1.0)
+    connected = connected_within(grid, len(cfg.hospitals), timeout)
+    if connected < cfg.min_hospitals:
+        raise RuntimeError(f"{connected} of {len(cfg.hospitals)} hospitals connected "
+                           f"within {timeout:.0f} s; min_hospitals is {cfg.min_hospitals}")
+    if connected < len(cfg.hospitals):
+        log.warning("starting with %d of %d hospitals connected", connected, len(cfg.hospitals))
     return connected
 
 

@@ -53,6 +53,15 @@ def sender(reply: Message, sent: list[Message]) -> int:
                 reply.metadata.src_node_id)
 
 
+def connected_within(grid: Grid, wanted: int, timeout: float) -> int:
+    """How many hospitals are connected once ``wanted`` are, or when ``timeout`` s have passed
+    (Flower's own waits have no end)."""
+    deadline = time.monotonic() + timeout
+    while (connected := len(list(grid.get_node_ids()))) < wanted and time.monotonic() <= deadline:
+        time.sleep(1.0)
+    return connected
+
+
 class AdapterFedAvg(FedAvg):
     """FedAvg over adapter tensors with per-reply checks, LoRA-exact averaging and a ledger."""
 
@@ -96,14 +105,12 @@ class AdapterFedAvg(FedAvg):
     def wait_for_quorum(self, server_round: int, grid: Grid) -> None:
         """Wait at most ``quorum_timeout_s`` for ``min_available_nodes`` connected hospitals, then
         fail by name: a hospital that dropped out and never came back must not hang the server."""
-        deadline = time.monotonic() + self.quorum_timeout_s
-        while (connected := len(list(grid.get_node_ids()))) < self.min_available_nodes:
-            if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"round {server_round}: {connected} hospital(s) connected after waiting "
-                    f"{self.quorum_timeout_s:.0f} s, fewer than min_hospitals "
-                    f"({self.min_available_nodes}); the rounds before it are in the log")
-            time.sleep(1.0)
+        connected = connected_within(grid, self.min_available_nodes, self.quorum_timeout_s)
+        if connected < self.min_available_nodes:
+            raise RuntimeError(
+                f"round {server_round}: {connected} hospital(s) connected after waiting "
+                f"{self.quorum_timeout_s:.0f} s, fewer than min_hospitals "
+                f"({self.min_available_nodes}); the rounds before it are in the log")
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
