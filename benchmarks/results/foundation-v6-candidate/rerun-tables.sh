@@ -15,7 +15,8 @@ case $1 in
 setup)
   cd $MAIN
   [ -d $WT ] || git worktree add -q $WT v6-tables
-  cmp -s $HERE/foundation.safetensors $WT/src/medpeft/assets/phantom-foundation/foundation.safetensors
+  cmp -s $HERE/foundation.safetensors $WT/src/medpeft/assets/phantom-foundation/foundation.safetensors ||
+    { echo "$WT does not ship this folder's weights: check out branch v6-tables there" >&2; exit 1; }
   mkdir -p $WT/runs && ln -sfn $MAIN/runs/cache $WT/runs/cache  # the phantom collections
   exit 0;;
 esac

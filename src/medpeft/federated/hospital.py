@@ -22,7 +22,7 @@ from medpeft.methods import MethodState, apply_method, param_groups, trainable_s
 from medpeft.methods.adapter_io import WEIGHTS, save_adapter
 from medpeft.models.weights import Foundation, load_foundation
 from medpeft.pipelines.tune import crop_dataset, load_support
-from medpeft.train.loop import LoopConfig, train_loop
+from medpeft.train.loop import LoopConfig, train_loop, trainable_parameters
 from medpeft.train.losses import MarginalDiceCELoss
 
 
@@ -49,7 +49,7 @@ def initial_state(cfg: FedConfig) -> tuple[dict, dict]:
 
 def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
     """Copy ``tensors`` into ``model``'s trainable parameters; unknown names or shapes fail."""
-    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    params = trainable_parameters(model)
     for name, value in tensors.items():
         if name not in params:
             raise ValueError(f"{source}: tensor {name!r} is not trained by this plan")

@@ -14,6 +14,7 @@ from medpeft.adapters.base import AdapterSite
 from medpeft.adapters.kinds import KINDS
 from medpeft.methods.finetune import PARTS_TRAINED, SCRATCH, unfreeze_parts
 from medpeft.methods.peft import add_peft, add_searched, peft_kinds
+from medpeft.train.loop import trainable_parameters
 
 PRESETS = ("full", "decoder", "decoder-skips", "head", "lora", "bitfit", "affine", "adaptformer",
            "adapter", "ssf", "ia3", "lora+affine")
@@ -150,7 +151,7 @@ def apply_method(model: nn.Module, name: str, options: dict | None = None) -> Me
 
 def trainable_state(model: nn.Module) -> dict:
     """The tensors a method trains, by parameter name: the adapter's delta."""
-    return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    return {n: p.detach().clone() for n, p in trainable_parameters(model).items()}
 
 
 def base_parameter_count(model: nn.Module) -> int:

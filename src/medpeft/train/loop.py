@@ -105,7 +105,7 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, *, scheduler) ->
     name = f"ckpt-{step:07d}"
     target = folder / name
     shutil.rmtree(target, ignore_errors=True)
-    save_state(target / "trainable.safetensors", _trainable(model))
+    save_state(target / "trainable.safetensors", trainable_parameters(model))
     opt_tensors, opt_meta = {}, {}
     for idx, state in optimizer.state_dict()["state"].items():
         for key, value in state.items():
@@ -127,10 +127,11 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, *, scheduler) ->
 def _save_snapshot(run_dir: Path, step: int, model) -> None:
     """The trainable weights at ``step``, kept after the run (``benchmarks/pretrain_milestones.py``
     scores them)."""
-    save_state(run_dir / "snapshots" / f"step-{step:07d}" / "trainable.safetensors", _trainable(model))
+    save_state(run_dir / "snapshots" / f"step-{step:07d}" / "trainable.safetensors",
+               trainable_parameters(model))
 
 
-def _trainable(model) -> dict:
+def trainable_parameters(model) -> dict:
     """The parameters the run trains, by name: what a checkpoint and a snapshot hold."""
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
