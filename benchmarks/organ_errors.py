@@ -4,9 +4,12 @@ For every organ: Dice; where its true voxels went (the organ, background or anot
 what its predicted voxels truly were; predicted / true volume per case; and the ceiling of the
 working grid (the truth resampled down to the foundation's spacing and back, linear, argmax), so
 that resolution can be told apart from the model. Confusion with a neighbour, boundary errors
-(background both ways) and a resolution limit each leave a different trace.
+(background both ways) and a resolution limit each leave a different trace. ``--by-size ORGAN``
+adds one row per case, smallest organ first: its true and predicted volume (mL) and its Dice, so
+that an organ whose Dice follows its size can be told from one the model misreads.
 
-Usage: python benchmarks/organ_errors.py FOUNDATION DATASET [--out errors.json]
+Usage: python benchmarks/organ_errors.py FOUNDATION DATASET [DATASET ...] [--by-size ORGAN]
+                                         [--out errors.json]
   e.g. src/medpeft/assets/phantom-foundation runs/cache/phantom-demo-s0/Task06_SourceHoldout
 """
 from __future__ import annotations
@@ -49,10 +52,12 @@ def dice_of(counts: np.ndarray, c: int) -> float:
 
 
 def measure(foundation_dir: str, dataset: str) -> dict:
-    """Totals of the model's and the grid ceiling's confusions, and per-case volume ratios."""
+    """Totals of the model's and the grid ceiling's confusions, per-case volume ratios, and each
+    case's per-organ true volume (mL) and Dice."""
     f = load_foundation(foundation_dir)
     ds = read_dataset(dataset, label_files=True)
     mapping = class_mapping(ds.labels, f.classes)
+    cases = []
     n, c2l = mapping.n_local, np.array(mapping.channel_to_local, dtype=np.uint8)
     lut = mapping.value_lut().astype(np.int64)
     model_counts, ceiling_counts, ratios = np.zeros((n, n), np.int64), np.zeros((n, n), np.int64), []
@@ -68,8 +73,13 @@ def measure(foundation_dir: str, dataset: str) -> dict:
         ceiling_counts += confusion(grid_ceiling(truth, zooms, spacing, n), truth, n)
         ratios.append([float(counts[:, c].sum() / counts[c].sum()) if counts[c].sum() else None
                        for c in range(n)])
+        ml = float(np.prod(zooms)) / 1000
+        cases.append({"case": f"{Path(dataset).parent.name}/{case.name}",
+                      "true_ml": [float(counts[c].sum() * ml) for c in range(n)],
+                      "predicted_ml": [float(counts[:, c].sum() * ml) for c in range(n)],
+                      "dice": [dice_of(counts, c) for c in range(n)]})
     return {"names": list(mapping.local_names), "model": model_counts.tolist(),
-            "ceiling": ceiling_counts.tolist(), "volume_ratio_per_case": ratios}
+            "ceiling": ceiling_counts.tolist(), "volume_ratio_per_case": ratios, "cases": cases}
 
 
 def top(shares: np.ndarray, names: list[str], skip: int) -> str:
@@ -95,16 +105,33 @@ def table(result: dict) -> Table:
     return out
 
 
+def by_size(results: list[dict], organ: str) -> Table:
+    """One row per case that labels ``organ``, smallest true volume first."""
+    rows = [(c["case"], *(c[k][r["names"].index(organ)] for k in ("true_ml", "predicted_ml", "dice")))
+            for r in results if organ in r["names"] for c in r["cases"]]
+    out = Table(title=f"{organ} per case, by true volume")
+    for column in ("case", "true mL", "predicted mL", "Dice"):
+        out.add_column(column)
+    for case, true, pred, dice in sorted(rows, key=lambda row: row[1]):
+        out.add_row(case, f"{true:.1f}", f"{pred:.1f}", f"{dice:.3f}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("foundation")
-    parser.add_argument("dataset")
+    parser.add_argument("datasets", nargs="+", metavar="dataset")
+    parser.add_argument("--by-size", metavar="ORGAN", help="also list ORGAN per case by its volume")
     parser.add_argument("--out", type=Path, default=None, help="write the counts as JSON")
     args = parser.parse_args()
-    result = measure(args.foundation, args.dataset)
-    Console(width=160).print(table(result))
+    results = [measure(args.foundation, d) for d in args.datasets]
+    console = Console(width=160)
+    for dataset, result in zip(args.datasets, results):
+        console.print(dataset, table(result))
+    if args.by_size:
+        console.print(by_size(results, args.by_size))
     if args.out:
-        write_json(args.out, result)
+        write_json(args.out, dict(zip(args.datasets, results)))
 
 
 if __name__ == "__main__":
