@@ -32,7 +32,7 @@ sea)
         >> runs/sea.log 2>&1
   done;;
 rest)
-  run -m medpeft.cli benchmark configs/fseft-phantom-novel-v5.yaml >> runs/fseft.log 2>&1
+  run -m medpeft.cli benchmark configs/fseft-phantom-novel-v6.yaml >> runs/fseft.log 2>&1
   run benchmarks/transductive.py >> runs/transductive.log 2>&1
   run benchmarks/federated_plans.py --rounds 3 --local-steps 10 >> runs/federated-plans.log 2>&1
   PYTHONPATH=$WT/src $MAIN/.venv/bin/python -m medpeft.cli demo >> runs/demo.log 2>&1;;
