@@ -218,3 +218,34 @@ def test_allocator_admits_by_value_per_parameter_and_calibrates_only_estimates()
     alloc.active.add("b")  # a caller that bypasses the allocator is caught, not trusted
     with pytest.raises(RuntimeError, match="budget exceeded"):
         alloc.check()
+
+
+class _DtypeProbe(nn.Module):
+    """A 1x1x1 convolution that records the dtype of its output (bf16 under autocast)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv3d(1, 3, 1)
+        self.seen: list[torch.dtype] = []
+
+    def forward(self, x):
+        out = self.conv(x)
+        self.seen.append(out.dtype)
+        return out
+
+
+@pytest.mark.parametrize("bf16", [True, False])
+def test_search_loss_and_audit_run_the_forward_pass_in_bf16_where_native(bf16):
+    """SEA-PEFT's search and audits autocast as adaptation does (they ran in float32 before)."""
+    from medpeft.device import supports_bf16
+    from medpeft.methods.sea.audit import SoftDiceScore
+    from medpeft.pipelines.sea import training_loss
+    from medpeft.train.losses import MarginalDiceCELoss
+    batch = {"image": torch.rand(1, 1, 4, 4, 4), "label": torch.randint(0, 3, (1, 1, 4, 4, 4)),
+             "channel_to_local": torch.arange(3)[None]}
+    model = _DtypeProbe()
+    loss = training_loss(MarginalDiceCELoss(), bf16=bf16)(model, batch)
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    SoftDiceScore([batch], bf16=bf16)(model)
+    expected = torch.bfloat16 if bf16 and supports_bf16(torch.device("cpu")) else torch.float32
+    assert model.seen == [expected, expected]

@@ -47,6 +47,7 @@ def test_sea_peft_search_refine_and_report(collection, foundation_dir, tmp_path)
     with open(out / "search" / "audits.csv") as fh:
         sources = {r["source"] for r in csv.DictReader(fh)}
     assert {"first-order", "toggle-off"} <= sources
+    assert json.loads((out / "search" / "outcome.json").read_text())["bf16"]  # adapt's default
     report = (out / "report.md").read_text()
     assert "no extra labels" in report and "audit share" in report
     for site in config["sites"]:

@@ -127,7 +127,7 @@ def sea_train(hospital: Hospital, tensors: dict, memory: dict, server_round: int
                              groups=_groups(model, active))
     device = resolve_device()
     crop = to_device(next(islice(batches(data, 1, cfg.seed + 7919 + server_round), 1)), device)
-    score = SoftDiceScore([crop])
+    score = SoftDiceScore([crop], bf16=cfg.bf16)
     smoother = UtilitySmoother(sea.decay, sea.window, sea.lam).load_dict(memory.get("tracks", {}))
     was_active = set(memory.get("active", []))
     for s in candidates:

@@ -94,7 +94,7 @@ def _run(spec: MethodSpec, request: AdaptRequest, progress: Reporter | None) -> 
                          sea_config(k, seed=request.seed, **request.sea),
                          steps=request.steps, lr=request.lr,
                          audit_volume=request.audit_volume, resume=request.resume,
-                         progress=progress)
+                         bf16=request.bf16, augment=request.augment, progress=progress)
     if spec.family == BLACKBOX:
         return blackbox_adapt(request.foundation, request.manifest, request.out,
                               kind=spec.blackbox_kind, init=spec.head_init, organs=request.organs,

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from medpeft.data.fewshot import read_manifest
-from medpeft.device import resolve_device, to_device
+from medpeft.device import mixed_precision, resolve_device, to_device
 from medpeft.io import write_json
-from medpeft.methods import DEFAULT_LR, SEA
+from medpeft.methods import ADAPT_AUGMENT, ADAPT_BF16, DEFAULT_LR, SEA
 from medpeft.methods.peft import freeze, train_head
 from medpeft.methods.sea.audit import SoftDiceScore
 from medpeft.methods.sea.loop import SeaConfig, search
@@ -47,24 +47,25 @@ def _audit_names(ds, split: dict, audit_volume: str | None) -> list[str]:
 def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfig, *,
               steps: int | None = None, lr: float | dict[str, float] | None = None,
               audit_crops: int | None = None,
-              audit_volume: str | None = None, resume: bool = False,
-              progress: Reporter | None = None) -> dict:
+              audit_volume: str | None = None, resume: bool = False, bf16: bool = ADAPT_BF16,
+              augment: str = ADAPT_AUGMENT, progress: Reporter | None = None) -> dict:
     """Search, then refine for ``steps`` steps at rates ``lr`` (both by default
     :func:`medpeft.pipelines.tune.adapt`'s for the support set's size); writes the adapter and
-    ``report.md`` to ``out_dir``."""
+    ``report.md`` to ``out_dir``. ``bf16``: both stages' forward passes (the audits' too) under
+    bf16 autocast where the device runs it natively; ``augment``: the refinement's."""
     out_dir = Path(out_dir)
     search_dir = out_dir / "search"
     outcome_path = search_dir / "outcome.json"
     split = read_manifest(manifest)
     if not (resume and outcome_path.exists()):
         outcome = _search(foundation_dir, split, search_dir, cfg, audit_crops=audit_crops,
-                          audit_volume=audit_volume,
-                          progress=progress)
+                          audit_volume=audit_volume, bf16=bf16, progress=progress)
         write_json(outcome_path, outcome)
     outcome = json.loads(outcome_path.read_text())
     t0 = time.perf_counter()
     summary = adapt(foundation_dir, manifest, SEA, out_dir, options={"sites": outcome["sites"]},
-                    steps=steps, lr=lr, seed=cfg.seed, resume=resume, progress=progress)
+                    steps=steps, lr=lr, seed=cfg.seed, resume=resume, progress=progress, bf16=bf16,
+                    augment=augment)
     summary["refine_seconds"] = time.perf_counter() - t0
     summary.update(search_seconds=outcome["seconds"], audit_seconds=outcome["audit_seconds"])
     summary["seconds"] = outcome["seconds"] + summary["refine_seconds"]
@@ -72,8 +73,19 @@ def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfi
     return summary
 
 
+def training_loss(loss, *, bf16: bool):
+    """``loss_of(model, batch)`` for the search: the forward pass under bf16 autocast where the
+    batch's device runs it natively, the loss in float32."""
+    def loss_of(model, batch: dict) -> torch.Tensor:
+        with mixed_precision(batch["image"].device, bf16):
+            logits = model(batch["image"])
+        return loss(logits.float(), batch["label"], batch["channel_to_local"])
+    return loss_of
+
+
 def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
-            *, audit_crops: int | None, audit_volume: str | None, progress: Reporter | None) -> dict:
+            *, audit_crops: int | None, audit_volume: str | None, bf16: bool,
+            progress: Reporter | None) -> dict:
     t_start = time.perf_counter()
     foundation = load_foundation(foundation_dir)
     ds, mapping = load_support(foundation, split)
@@ -93,13 +105,10 @@ def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
     model.to(device)
     head = list(model.out.parameters())
     rates = dict(DEFAULT_LR)  # every kind's rate and the head's
-    loss = MarginalDiceCELoss()
     stream = (to_device(b, device) for b in batches(train, 1, cfg.seed))
-    outcome = search(model, sites, stream,
-                     lambda m, b: loss(m(b["image"]), b["label"], b["channel_to_local"]),
-                     score=[SoftDiceScore([c]) for c in crops], cfg=cfg, run_dir=run_dir, rates=rates,
-                                          fixed=head,
-                     budget=cfg.budget_params(n_model),
+    outcome = search(model, sites, stream, training_loss(MarginalDiceCELoss(), bf16=bf16),
+                     score=[SoftDiceScore([c], bf16=bf16) for c in crops], cfg=cfg,
+                     run_dir=run_dir, rates=rates, fixed=head, budget=cfg.budget_params(n_model),
                      progress=progress)
     return {"sites": [describe(s) | {"n_params": s.n_params} for s in outcome.chosen],
             "budget": outcome.budget, "used": outcome.used, "model_parameters": n_model,
@@ -109,4 +118,4 @@ def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
             "seconds": time.perf_counter() - t_start, "audit_crops": n_crops,
             "audit_source": f"extra labelled volume {audit_volume}" if audit_volume else
             f"{n_crops} crops of the {len(support)} support volumes (no extra labels)",
-            "config": cfg.to_dict(), "manifest": split, "device": str(device)}
+            "config": cfg.to_dict(), "manifest": split, "device": str(device), "bf16": bf16}

@@ -19,24 +19,28 @@ from torch import nn
 from torch.nn import functional as F
 
 from medpeft.adapters.base import AdapterSite
+from medpeft.device import mixed_precision
 from medpeft.train.losses import merge_to_local
 
 Score = Callable[[nn.Module], torch.Tensor]
 
 
 class SoftDiceScore:
-    """Mean soft Dice of the labelled foreground classes over fixed audit crops (differentiable)."""
+    """Mean soft Dice of the labelled foreground classes over fixed audit crops (differentiable).
+    ``bf16``: the model's forward pass under bf16 autocast where it runs natively, as training's."""
 
-    def __init__(self, crops: list[dict]):
+    def __init__(self, crops: list[dict], *, bf16: bool = False):
         if not crops:
             raise ValueError("the audit needs at least one crop")
-        self.crops = crops
+        self.crops, self.bf16 = crops, bf16
 
     def __call__(self, model: nn.Module) -> torch.Tensor:
         scores = []
         for crop in self.crops:
             c2l = crop["channel_to_local"]
-            probs = merge_to_local(torch.softmax(model(crop["image"]).float(), dim=1), c2l)
+            with mixed_precision(crop["image"].device, self.bf16):
+                logits = model(crop["image"])
+            probs = merge_to_local(torch.softmax(logits.float(), dim=1), c2l)
             n_local = int(c2l.max()) + 1
             target = F.one_hot(crop["label"][:, 0].long(), n_local).movedim(-1, 1).float()
             probs = probs[:, :n_local]
