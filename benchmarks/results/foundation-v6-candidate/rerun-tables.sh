@@ -7,6 +7,7 @@
 #                                           d484231 ships the candidate (its foundation.json carries
 #                                           the recipe) and gives DemoConfig that recipe
 #          rerun-tables.sh peers|sea|rest   one stream, one thread, nice 5 (two streams: two cores)
+#          rerun-tables.sh status           finished cells of each stream
 # Streams (single-thread estimates from v5's cells x 1.5 for the 64^3 ROI): peers ~6 h; sea ~12 h;
 # rest (FSEFT novel organs, transductive, federated plans, the demo) ~3 h. Logs: /work/v6/runs/*.log.
 set -e
@@ -21,6 +22,13 @@ setup)
   exit 0;;
 esac
 cd $WT
+if [ "$1" = status ]; then  # peers: 6 foundation methods x K 1/5/10 x 3 seeds + zero-shot; sea: 11 x 9
+  echo "peers: $(ls runs/benchmark-peers/Task10_NewSite/*/*/scores.json runs/benchmark-peers/Task10_NewSite/zero-shot/scores.json 2>/dev/null | wc -l) of 55 cells"
+  echo "sea:   $(ls runs/sea-comparison-v6/*/*/result.json 2>/dev/null | wc -l) of 99 cells"
+  for f in fseft transductive federated-plans demo; do
+    echo "rest:  $f $([ -s runs/$f.log ] && echo started || echo 'not started')"; done
+  exit 0
+fi
 run() { OMP_NUM_THREADS=1 PYTHONPATH=$WT/src nice -n 5 $MAIN/.venv/bin/python "$@"; }
 case $1 in
 peers)  # foundation-free rows (nnU-Net, both scratch recipes) read back from v5's run
@@ -36,5 +44,5 @@ rest)
   run benchmarks/transductive.py >> runs/transductive.log 2>&1
   run benchmarks/federated_plans.py --rounds 3 --local-steps 10 >> runs/federated-plans.log 2>&1
   PYTHONPATH=$WT/src $MAIN/.venv/bin/python -m medpeft.cli demo >> runs/demo.log 2>&1;;
-*) echo "usage: rerun-tables.sh setup|peers|sea|rest" >&2; exit 2;;
+*) echo "usage: rerun-tables.sh setup|peers|sea|rest|status" >&2; exit 2;;
 esac
