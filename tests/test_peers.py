@@ -132,7 +132,7 @@ def test_missing_nnunet_is_named_and_other_rows_written(collection, foundation_d
                         lambda name, *a: None if name == "nnunetv2" else real(name, *a))
     config = _grid(tmp_path, collection, foundation_dir, ["scratch", "nnunet"])
     result = CliRunner().invoke(app, ["benchmark", config], env={"COLUMNS": "250"})
-    assert result.exit_code == 1
+    assert result.exit_code == 1, result.output
     assert "nnunet K=1 seed 0" in result.output and "pip install -e '.[peers]'" in result.output
     rows = list(csv.DictReader(open(tmp_path / "g" / "results.csv")))
     assert rows and {r["method"] for r in rows} == {"scratch"}
