@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from medpeft.data.fewshot import read_manifest
-from medpeft.device import mixed_precision, resolve_device, to_device
+from medpeft.device import resolve_device, to_device
 from medpeft.io import write_json
 from medpeft.methods import ADAPT_AUGMENT, ADAPT_BF16, DEFAULT_LR, SEA
 from medpeft.methods.peft import freeze, train_head
@@ -31,7 +31,7 @@ from medpeft.models.backbones import count_parameters
 from medpeft.models.weights import load_foundation
 from medpeft.pipelines.tune import adapt, crop_dataset, load_support
 from medpeft.progress import Reporter
-from medpeft.train.loop import batches
+from medpeft.train.loop import batch_loss, batches
 from medpeft.train.losses import MarginalDiceCELoss
 
 
@@ -74,13 +74,8 @@ def sea_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, cfg: SeaConfi
 
 
 def training_loss(loss, *, bf16: bool):
-    """``loss_of(model, batch)`` for the search: the forward pass under bf16 autocast where the
-    batch's device runs it natively, the loss in float32."""
-    def loss_of(model, batch: dict) -> torch.Tensor:
-        with mixed_precision(batch["image"].device, bf16):
-            logits = model(batch["image"])
-        return loss(logits.float(), batch["label"], batch["channel_to_local"])
-    return loss_of
+    """``loss_of(model, batch)`` for the search: the training loop's own batch loss."""
+    return lambda model, batch: batch_loss(model, batch, loss, bf16=bf16)
 
 
 def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,

@@ -248,15 +248,22 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     return summary
 
 
+def batch_loss(net: torch.nn.Module, batch: dict, loss_fn, *, bf16: bool,
+               layout: torch.memory_format = torch.contiguous_format) -> torch.Tensor:
+    """The loss of one batch: the forward pass under bf16 autocast where the batch's device runs
+    it natively, in ``layout``; the loss itself in float32."""
+    with mixed_precision(batch["image"].device, bf16):
+        logits = net(batch["image"].contiguous(memory_format=layout))
+    return loss_fn(logits.float(), batch["label"], batch["channel_to_local"])
+
+
 def _descend(net: torch.nn.Module, batch: dict, loss_fn, optimizer, *, bf16: bool,
              layout: torch.memory_format, device: torch.device) -> float:
     """One step down the loss; returns the loss (averaged over ranks, so the same on every rank).
     A step whose loss or gradients are not finite is not taken (NaN is returned): one bad batch
     must not poison the weights for every step after it."""
     optimizer.zero_grad(set_to_none=True)
-    with mixed_precision(device, bf16):
-        logits = net(batch["image"].contiguous(memory_format=layout))
-    loss = loss_fn(logits.float(), batch["label"], batch["channel_to_local"])
+    loss = batch_loss(net, batch, loss_fn, bf16=bf16, layout=layout)
     loss.backward()
     value = distributed.mean_over_ranks(loss.item(), device)
     grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
