@@ -28,6 +28,11 @@ def plot(folder: Path, milestones: dict) -> Path:
     fig, loss_ax = plt.subplots(figsize=(7, 4))
     loss_ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], color="0.6", lw=0.8,
                  label="training loss (mean of 10 steps)")
+    for before, row in zip(rows, rows[1:]):  # a continued stage logs its phase: mark where it starts
+        if row.get("phase") != before.get("phase"):
+            loss_ax.axvline(before["step"], color="0.3", ls=":", lw=0.8)
+            loss_ax.text(before["step"], loss_ax.get_ylim()[1], f" {row.get('phase', '')}",
+                         va="top", fontsize=6, rotation=90)
     loss_ax.set_xlabel("pre-training step")
     loss_ax.set_ylabel("Dice + CE loss")
     if milestones:

@@ -17,7 +17,7 @@ from medpeft.models.weights import shipped_foundation
 def _tiny(**overrides) -> demo.DemoConfig:
     return demo.DemoConfig(size="tiny", pretrain_steps=4, adapt_steps=3, shots=(1,),
                            methods=("head",), only_at={"scratch": ()}, n_test=1,
-                           federated_rounds=0, **overrides)
+                           federated_rounds=0, continued=(), **overrides)
 
 
 def test_demo_resumes_without_redoing_finished_work(collection, tmp_path, monkeypatch):
@@ -53,25 +53,29 @@ def test_demo_resumes_without_redoing_finished_work(collection, tmp_path, monkey
     assert next(r for r in again if r["method"] == "head") == head
 
 
-def test_demo_pretraining_runs_both_stages_of_the_shipped_recipe(tmp_path, monkeypatch):
-    """`--retrain` re-makes the shipped foundation: the first stage, then the shape-augmented
-    continuation from its weights; a finished first stage is not trained again."""
-    calls = []
+def test_demo_pretraining_runs_every_stage_of_the_shipped_recipe(tmp_path, monkeypatch):
+    """`--retrain` re-makes the shipped foundation: the first stage, then each continuation from
+    the previous stage's weights, on its ROI and its number of collections; a finished stage is
+    not trained again."""
+    calls, asked = [], []
 
-    def fake_pretrain(sources, fdir, *args, **kwargs):
-        calls.append((fdir, kwargs))
-        (fdir / "foundation.json").parent.mkdir(parents=True, exist_ok=True)
-        (fdir / "foundation.json").write_text("{}")
+    def fake_pretrain(sources, fdir, backbone, pp=None, **kwargs):
+        calls.append((fdir, pp, sources, kwargs))
+        shutil.copytree(shipped_foundation(), fdir)
     monkeypatch.setattr(demo, "pretrain", fake_pretrain)
     cfg = demo.DemoConfig(retrain=True)
     quiet = Console(file=open(os.devnull, "w"))
-    demo._provide_foundation(tmp_path / "f", {"r": 1}, [], cfg, progress=None, console=quiet)
-    (first, k1), (final, k2) = calls
-    assert final == tmp_path / "f" and k2["init"] == first and k1.get("init") is None
+    sources = lambda n: (asked.append(n), [f"collections-{n}"])[1]  # noqa: E731
+    demo._provide_foundation(tmp_path / "f", {"r": 1}, sources, cfg, progress=None, console=quiet)
+    assert len(calls) == 1 + len(cfg.continued) == 3 and asked == [1, 1, 8]
+    (first, pp1, _, k1), (second, pp2, _, k2), (final, pp3, src3, k3) = calls
+    assert final == tmp_path / "f" and k1.get("init") is None
+    assert k2["init"] == first and k3["init"] == second and src3 == ["collections-8"]
     assert (k1["loop"].steps, k1["augment"]) == (cfg.pretrain_steps, cfg.pretrain_augment)
-    assert (k2["loop"].steps, k2["loop"].lr, k2["augment"]) == \
-        (cfg.continue_steps, cfg.continue_lr, "phase-shape")
-    assert k2["recipe"] == {"r": 1} and k1.get("recipe") is None
-    (final / "foundation.json").unlink()
-    demo._provide_foundation(tmp_path / "f", {"r": 1}, [], cfg, progress=None, console=quiet)
-    assert len(calls) == 3 and calls[2][0] == final  # the first stage is reused
+    assert (k2["loop"].steps, k2["loop"].lr, k2["augment"]) == (1600, 5e-4, "phase-shape")
+    assert k3["loop"].steps == 3200 and pp1 is None and pp2 is None
+    assert pp3.patch == (64, 64, 64) and pp3.spacing == (5.0, 5.0, 5.0)
+    assert k3["recipe"] == {"r": 1} and k1.get("recipe") is None and k2.get("recipe") is None
+    shutil.rmtree(final)
+    demo._provide_foundation(tmp_path / "f", {"r": 1}, sources, cfg, progress=None, console=quiet)
+    assert len(calls) == 4 and calls[3][0] == final  # the earlier stages are reused

@@ -80,19 +80,20 @@ def test_a_k1_default_adapter_carries_the_background_offset_in_its_head(collecti
     from medpeft.methods import DEFAULT_METHOD, background_offset
     target = load_msd(collection / "Task10_NewSite")
     manifest = write_manifest(tmp_path / "k1.json", make_split(target, 1, seed=0, n_test=3))
-    for method in ("decoder", "decoder-skips"):
-        assert background_offset(method, 1) == 1.0 and background_offset(method, 5) == 0.0
+    assert background_offset("decoder", 1) == 1.0 and background_offset(DEFAULT_METHOD, 1) == 2.0
+    for method in ("decoder", DEFAULT_METHOD):
+        assert background_offset(method, 5) == 0.0
     assert background_offset("lora", 1) == 0.0
     adapt(shipped, manifest, DEFAULT_METHOD, tmp_path / "offset", steps=2, seed=0)
     monkeypatch.setattr(methods, "BACKGROUND_OFFSET", {})
     adapt(shipped, manifest, DEFAULT_METHOD, tmp_path / "plain", steps=2, seed=0)
     with_offset, plain = (load_file(str(tmp_path / d / "adapter.safetensors")) for d in ("offset", "plain"))
     bias = "out.conv.conv.bias"
-    assert torch.allclose(plain[bias][0] - with_offset[bias][0], torch.tensor(1.0), atol=1e-6)
+    assert torch.allclose(plain[bias][0] - with_offset[bias][0], torch.tensor(2.0), atol=1e-6)
     assert torch.equal(plain[bias][1:], with_offset[bias][1:])
     assert all(torch.equal(plain[k], with_offset[k]) for k in plain if k != bias)
     config = json.loads((tmp_path / "offset" / "adapter_config.json").read_text())
-    assert config["background_offset"] == 1.0
+    assert config["background_offset"] == 2.0
     monkeypatch.undo()  # the rule back: the foundation's organs listed in full take the offset,
     # a binary task (not measured) does not
     adapt(shipped, manifest, DEFAULT_METHOD, tmp_path / "listed", steps=1, seed=0,
@@ -101,4 +102,4 @@ def test_a_k1_default_adapter_carries_the_background_offset_in_its_head(collecti
           organs=("spleen",))
     offsets = [json.loads((tmp_path / d / "adapter_config.json").read_text())["background_offset"]
                for d in ("listed", "binary")]
-    assert offsets == [1.0, 0.0]
+    assert offsets == [2.0, 0.0]

@@ -1,24 +1,38 @@
 #!/bin/bash
-# Re-measure every table issue 18 (item 4) names on this candidate, before it can ship: in a git
-# worktree whose shipped foundation is this folder's, so that each benchmark runs unchanged and
-# `main` stays on v5 (and its README true) until every table is in. Resumable: each benchmark keeps
-# its finished cells, so running the same stream again continues it.
-#   Usage: rerun-tables.sh setup            the worktree /work/v6 of branch v6-tables, whose commit
-#                                           d484231 ships the candidate (its foundation.json carries
-#                                           the recipe) and gives DemoConfig that recipe
-#          rerun-tables.sh peers|sea|rest   one stream, one thread, nice 5 (two streams: two cores)
-#          rerun-tables.sh status           finished cells of each stream
-# Streams (single-thread estimates from v5's cells x 1.5 for the 64^3 ROI): peers ~6 h; sea ~12 h;
-# rest (FSEFT novel organs, transductive, federated plans, the demo) ~3 h. Logs: /work/v6/runs/*.log.
+# Re-measure every table issue 18 (item 4) names on the v6 foundation, which `main` ships. The
+# streams run in a git worktree at a fixed commit, so that code edits on `main` do not reach a
+# running benchmark. Resumable: each benchmark keeps its finished cells, so running the same stream
+# again continues it; `save` copies the finished cells' records into this folder's `cells/` (commit
+# them: a session's `runs/` does not outlive it) and `setup` puts them back.
+#   Usage: rerun-tables.sh setup [COMMIT]     the worktree /work/v6 at COMMIT (default HEAD), with
+#                                             the phantom collections and the saved cells
+#          rerun-tables.sh peers|sea|rest     one stream, one thread, nice 5 (two streams: two cores)
+#          rerun-tables.sh status             finished cells of each stream
+#          rerun-tables.sh save               the finished cells' records into cells/
+# Streams (one thread): peers ~4-5 h; sea ~7 h (bf16 search); rest (FSEFT novel organs,
+# transductive, federated plans, the demo) ~3 h. Logs: /work/v6/runs/*.log.
 set -e
 WT=/work/v6 MAIN=/work/main HERE=benchmarks/results/foundation-v6-candidate
+RECORDS="scores.json result.json adapt_summary.json outcome.json manifest.json"
 case $1 in
 setup)
   cd $MAIN
-  [ -d $WT ] || git worktree add -q $WT v6-tables
+  [ -d $WT ] || git worktree add -q --detach $WT "${2:-HEAD}"
   cmp -s $HERE/foundation.safetensors $WT/src/medpeft/assets/phantom-foundation/foundation.safetensors ||
-    { echo "$WT does not ship this folder's weights: check out branch v6-tables there" >&2; exit 1; }
-  mkdir -p $WT/runs && ln -sfn $MAIN/runs/cache $WT/runs/cache  # the phantom collections
+    { echo "$WT does not ship this folder's weights" >&2; exit 1; }
+  mkdir -p $WT/runs $MAIN/runs/cache && ln -sfn $MAIN/runs/cache $WT/runs/cache
+  for s in 0 1 2; do  # the collections the benchmarks read (29 s each)
+    PYTHONPATH=$WT/src $MAIN/.venv/bin/python -c "from pathlib import Path; \
+from medpeft.data.phantom.collection import write_collection as w; \
+w(Path('$MAIN/runs/cache/phantom-demo-s$s'), 'demo', $s)"; done
+  [ -d $HERE/cells ] && cp -rn $HERE/cells/. $WT/runs/
+  exit 0;;
+save)
+  cd $WT/runs
+  find benchmark-peers sea-comparison-v6 benchmark-fseft-novel-v6 -type f 2>/dev/null \
+    \( $(printf -- '-name %s -o ' $RECORDS) -false \) | while read -r f; do
+      mkdir -p "$MAIN/$HERE/cells/$(dirname "$f")" && cp "$f" "$MAIN/$HERE/cells/$f"; done
+  echo "saved: $(find $MAIN/$HERE/cells -name scores.json -o -name result.json | wc -l) cells"
   exit 0;;
 esac
 cd $WT
@@ -44,5 +58,5 @@ rest)
   run benchmarks/transductive.py >> runs/transductive.log 2>&1
   run benchmarks/federated_plans.py --rounds 3 --local-steps 10 >> runs/federated-plans.log 2>&1
   PYTHONPATH=$WT/src $MAIN/.venv/bin/python -m medpeft.cli demo >> runs/demo.log 2>&1;;
-*) echo "usage: rerun-tables.sh setup|peers|sea|rest|status" >&2; exit 2;;
+*) echo "usage: rerun-tables.sh setup [COMMIT]|peers|sea|rest|status|save" >&2; exit 2;;
 esac

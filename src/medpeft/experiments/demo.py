@@ -42,6 +42,29 @@ SOURCE_ROLE, HOLDOUT_ROLE, TARGET_ROLE = "source", "source-holdout", "target"
 DEMO_METHODS = (DEFAULT_METHOD,)
 
 
+@dataclass(frozen=True)
+class Continuation:
+    """A stage of continued pre-training from the previous stage's weights: its schedule and
+    augmentation, the ROI it moves to (None: the previous stage's) and how many phantom
+    collections (seeds ``seed`` .. ``seed + collections - 1``) lend it their source tasks."""
+
+    steps: int
+    lr: float = 5e-4
+    augment: str = "phase-shape"
+    patch: tuple[int, int, int] | None = None
+    collections: int = 1
+
+    def to_recipe(self) -> dict:
+        return {"steps": self.steps, "lr": self.lr, "augment": self.augment,
+                "patch": list(self.patch) if self.patch else None, "collections": self.collections}
+
+
+# v5's shape-augmented continuation, then v6's: a 64^3 ROI on the source tasks of 8 collections
+# (benchmarks/results/foundation-v6-candidate: each worth about +0.02 at the source site)
+SHIPPED_CONTINUATIONS = (Continuation(1600),
+                         Continuation(3200, patch=(64, 64, 64), collections=8))
+
+
 @dataclass
 class DemoConfig:
     size: str = "demo"
@@ -54,9 +77,8 @@ class DemoConfig:
     pretrain_augment: str = "phase"  # medpeft.data.augment
     pretrain_sampling: str = "organ-balanced"  # medpeft.data.balance (both stages)
     pretrain_bf16: bool = True  # both stages: bf16 autocast and channels-last where native
-    continue_steps: int = 1600  # 0: one stage only
-    continue_lr: float = 5e-4
-    continue_augment: str = "phase-shape"
+    # the continuations, each from the previous stage's weights (empty: one stage only)
+    continued: tuple[Continuation, ...] = SHIPPED_CONTINUATIONS
     retrain: bool = False
     adapt_steps: int | None = None  # None: `medpeft adapt`'s default for the method and K
     shots: tuple[int, ...] = (1, 5)
@@ -77,8 +99,7 @@ class DemoConfig:
 
 def pretrain_recipe(sources_hash: str, cfg: DemoConfig) -> dict:
     """Everything that determines the demo's foundation model (the source datasets, not the target)."""
-    continued = ({"steps": cfg.continue_steps, "lr": cfg.continue_lr,
-                  "augment": cfg.continue_augment} if cfg.continue_steps else None)
+    continued = [stage.to_recipe() for stage in cfg.continued] or None
     return {"sources": sources_hash, "backbone": cfg.backbone, "steps": cfg.pretrain_steps,
             "lr": cfg.pretrain_lr, "seed": cfg.seed, "augment": cfg.pretrain_augment,
             "sampling": cfg.pretrain_sampling, "bf16": cfg.pretrain_bf16, "continued": continued}
@@ -89,9 +110,10 @@ def _foundation_dir(cache: Path, recipe: dict) -> Path:
     return cache / f"foundation-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
-def _provide_foundation(fdir: Path, recipe: dict, sources: list[Path], cfg: DemoConfig,
-                        *, progress: Reporter | None, console: Console) -> None:
-    """Reuse the cache, else the shipped checkpoint if made by the same recipe, else pre-train."""
+def _provide_foundation(fdir: Path, recipe: dict, sources: Callable[[int], list[Path]],
+                        cfg: DemoConfig, *, progress: Reporter | None, console: Console) -> None:
+    """Reuse the cache, else the shipped checkpoint if made by the same recipe, else pre-train
+    every stage (a finished stage is reused). ``sources(n)``: the source tasks of n collections."""
     if (fdir / "foundation.json").exists():
         return
     shipped = shipped_foundation()
@@ -102,18 +124,20 @@ def _provide_foundation(fdir: Path, recipe: dict, sources: list[Path], cfg: Demo
         return
     loop = LoopConfig(steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed,
                       bf16=cfg.pretrain_bf16, channels_last=cfg.pretrain_bf16)
-    if not cfg.continue_steps:
-        pretrain(sources, fdir, cfg.backbone, loop=loop, resume=True, progress=progress,
-                 recipe=recipe, augment=cfg.pretrain_augment, sampling=cfg.pretrain_sampling)
-        return
-    first = fdir.parent / f"{fdir.name}-stage1"
-    if not (first / "foundation.json").exists():
-        pretrain(sources, first, cfg.backbone, loop=loop, resume=True, progress=progress,
-                 augment=cfg.pretrain_augment, sampling=cfg.pretrain_sampling)
-    pretrain(sources, fdir, cfg.backbone,
-             loop=replace(loop, steps=cfg.continue_steps, lr=cfg.continue_lr), resume=True,
-             progress=progress, recipe=recipe, augment=cfg.continue_augment,
-             sampling=cfg.pretrain_sampling, init=first)
+    stages = [fdir.parent / f"{fdir.name}-stage{i + 1}" for i in range(len(cfg.continued))] + [fdir]
+    if not (stages[0] / "foundation.json").exists():
+        pretrain(sources(1), stages[0], cfg.backbone, loop=loop, resume=True, progress=progress,
+                 augment=cfg.pretrain_augment, sampling=cfg.pretrain_sampling,
+                 recipe=recipe if stages[0] == fdir else None)
+    for stage, previous, out in zip(cfg.continued, stages, stages[1:]):
+        if (out / "foundation.json").exists():
+            continue
+        pp = None if stage.patch is None else \
+            replace(load_foundation(previous).preprocessing, patch=tuple(stage.patch))
+        pretrain(sources(stage.collections), out, cfg.backbone, pp,
+                 loop=replace(loop, steps=stage.steps, lr=stage.lr), resume=True,
+                 progress=progress, recipe=recipe if out == fdir else None,
+                 augment=stage.augment, sampling=cfg.pretrain_sampling, init=previous)
 
 
 @dataclass
@@ -129,17 +153,28 @@ def phantom_setting(cache: Path, cfg: DemoConfig, progress: Reporter | None, con
                     *, foundation_dir: Path | None = None) -> PhantomSetting:
     """Write (or reuse) the phantom collection and provide the foundation model for ``cfg``
     (or use the one in ``foundation_dir``: benchmarks of other foundations)."""
-    index_path = write_collection(cache / f"phantom-{cfg.size}-s{cfg.seed}", cfg.size, cfg.seed,
-                                  progress=progress)
-    index = json.loads(index_path.read_text())
-    root = index_path.parent
-    by_role = lambda role: [root / d["name"] for d in index["datasets"] if d["role"] == role]  # noqa: E731
+    collection = partial(_collection_tasks, cache, cfg.size, progress=progress)
+    source_hash, by_role = collection(cfg.seed)
     fdir = foundation_dir
     if fdir is None:
-        recipe = pretrain_recipe(index["source_hash"], cfg)
+        recipe = pretrain_recipe(source_hash, cfg)
         fdir = _foundation_dir(cache, recipe)
-        _provide_foundation(fdir, recipe, by_role(SOURCE_ROLE), cfg, progress=progress, console=console)
-    return PhantomSetting(Path(fdir), load_msd(by_role(HOLDOUT_ROLE)[0]), load_msd(by_role(TARGET_ROLE)[0]))
+        sources = lambda n: [task for seed in range(cfg.seed, cfg.seed + n)  # noqa: E731
+                             for task in collection(seed)[1][SOURCE_ROLE]]
+        _provide_foundation(fdir, recipe, sources, cfg, progress=progress, console=console)
+    return PhantomSetting(Path(fdir), load_msd(by_role[HOLDOUT_ROLE][0]),
+                          load_msd(by_role[TARGET_ROLE][0]))
+
+
+def _collection_tasks(cache: Path, size: str, seed: int, *,
+                      progress: Reporter | None) -> tuple[str, dict[str, list[Path]]]:
+    """Write (or reuse) phantom collection ``seed``: its source hash and its task folders by role."""
+    index_path = write_collection(cache / f"phantom-{size}-s{seed}", size, seed, progress=progress)
+    index = json.loads(index_path.read_text())
+    by_role: dict[str, list[Path]] = {}
+    for d in index["datasets"]:
+        by_role.setdefault(d["role"], []).append(index_path.parent / d["name"])
+    return index["source_hash"], by_role
 
 
 def evaluate_adapter(cell: Path, setting: PhantomSetting, test: list[str], progress: Reporter | None,
