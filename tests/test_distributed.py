@@ -195,3 +195,22 @@ def test_the_loop_trains_a_decoder_channels_last_by_default_and_says_so(collecti
     cfg = LoopConfig(steps=1, lr=1e-2, warmup=1, bf16=False)
     assert not train_loop(model, data, MarginalDiceCELoss(), cfg, run_dir=tmp_path / "fp32",
                           device="cpu")["channels_last"]
+
+
+def test_the_loop_records_the_precision_it_trained_in_and_the_user_is_told_about_float32(
+        collection, tmp_path, monkeypatch):
+    """bf16 is asked for by default, but runs only where native: the summary says what the steps
+    computed in, and the CLI's notice appears exactly when bf16 was asked for and is not native."""
+    import medpeft.device as device_module
+    from medpeft.device import float32_notice
+    data, model = _setting(collection / "Task02_Liver")
+    cpu = torch.device("cpu")
+    for native, expected in ((False, "float32"), (True, "bf16")):
+        monkeypatch.setattr(device_module, "supports_bf16", lambda device, native=native: native)
+        cfg = LoopConfig(steps=1, lr=1e-2, warmup=1, bf16=True, channels_last=False)
+        summary = train_loop(model, data, MarginalDiceCELoss(), cfg, run_dir=tmp_path / expected,
+                             device="cpu")
+        assert summary["precision"] == expected
+        notice = float32_notice(cpu, bf16=True)
+        assert (notice is None) == native and (native or "float32" in notice)
+        assert float32_notice(cpu, bf16=False) is None

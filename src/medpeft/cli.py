@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import VERBOSE_HELP, console, method_options, warn_if_trusted
+from medpeft.cli_common import VERBOSE_HELP, console, method_options, say_float32, warn_if_trusted
 from medpeft.cli_common import fail as _fail
 from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
@@ -188,6 +188,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
             blackbox=blackbox, gamma=gamma,
             unlabelled=tuple(nifti_inputs(unlabelled)) if transductive else ())
         check(request)
+        if distributed.is_main():
+            say_float32(bf16)
         with quiet_console(out, console, verbose=verbose), distributed.process_group(), \
                 progress_bar() as progress:
             summary = run(request, progress)
@@ -292,6 +294,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
     methods = tuple(PRESETS) if method == ["all"] else tuple(method or DEMO_METHODS)
     try:
         steps = {"pretrain_steps": pretrain_steps} if pretrain_steps else {}
+        say_float32(True)  # the demo adapts with adapt's default, bf16
         with quiet_console(out, console, verbose=verbose):
             run_demo(out, cache, DemoConfig(**steps, adapt_steps=adapt_steps, methods=methods,
                                             shots=tuple(shots or (1, 5)), seed=seed,

@@ -32,3 +32,11 @@ def method_options(rank: Optional[int], alpha: Optional[float], targets: Optiona
     given = {"rank": rank, "alpha": alpha, "targets": targets or None, "bottleneck": bottleneck,
              "scale": scale, "kernel": kernel}
     return {k: v for k, v in given.items() if v is not None}
+
+
+def say_float32(bf16: bool) -> None:
+    """Tell the user, before a long run, that bf16 was asked for but will not run here."""
+    from medpeft.device import float32_notice, resolve_device
+    notice = float32_notice(resolve_device(), bf16)
+    if notice:
+        console.print(f"[yellow]{notice}[/yellow]")

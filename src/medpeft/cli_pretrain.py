@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import console, fail
+from medpeft.cli_common import console, fail, say_float32
 
 
 def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD folder (repeat the option)"),
@@ -64,6 +64,8 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
     from medpeft.train.pretrain import pretrain as run
     try:
         pp = working_grid(preprocessing, spacing, patch=patch, init=init)
+        if distributed.is_main():
+            say_float32(bf16)
         with distributed.process_group(), progress_bar() as progress:
             run(source, out, backbone, pp, loop=LoopConfig(steps=steps, lr=lr, seed=seed,
                                                        checkpoint_every=checkpoint_every,

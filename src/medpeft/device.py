@@ -50,6 +50,22 @@ def supports_bf16(device: torch.device) -> bool:
     return False
 
 
+def precision(device: torch.device, bf16: bool) -> str:
+    """What training on ``device`` computes in when ``bf16`` is asked for: bf16 only where native."""
+    return "bf16" if bf16 and supports_bf16(device) else "float32"
+
+
+def float32_notice(device: torch.device, bf16: bool) -> str | None:
+    """A line for the user when bf16 was asked for but ``device`` trains in float32 instead: on
+    a 2-core CPU without AVX512-bf16 a 64^3 step of the default method takes 1.5 s against about
+    0.3 s with it (README "Results"), so long runs should not surprise."""
+    if not bf16 or precision(device, bf16) == "bf16":
+        return None
+    where = "this CPU (no AVX512-bf16 or AMX)" if device.type == "cpu" else f"{device}"
+    return (f"bf16 does not run natively on {where}: training in float32, several times slower "
+            "than on hardware that has it")
+
+
 def mixed_precision(device: torch.device, enabled: bool = True) -> torch.autocast:
     """bf16 autocast on ``device`` where it runs natively; a disabled (no-op) autocast elsewhere."""
     return torch.autocast(device.type, dtype=torch.bfloat16,

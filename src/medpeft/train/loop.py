@@ -24,7 +24,7 @@ from torch.nn.utils import get_total_norm
 from torch.utils.data import WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
-from medpeft.device import mixed_precision, supports_bf16, to_device
+from medpeft.device import mixed_precision, precision, supports_bf16, to_device
 from medpeft.io import append_jsonl, write_json
 from medpeft.models.backbones import set_gradient_checkpointing
 from medpeft.models.weights import save_state
@@ -239,7 +239,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     _wind_down(model, cfg, ckpt_dir, main)
     summary = {"steps": done, "seconds": time.perf_counter() - t0, "resumed_from": start,
                "device": str(device), "ranks": world,
-               "channels_last": layout == torch.channels_last_3d,
+               "channels_last": layout == torch.channels_last_3d, "precision": precision(device, cfg.bf16),
                "loss": logged if not running else sum(running) / len(running)}
     if bad.total:
         summary["skipped_steps"] = bad.total  # not finite: not taken
