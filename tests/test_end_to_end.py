@@ -103,3 +103,36 @@ def test_a_k1_default_adapter_carries_the_background_offset_in_its_head(collecti
     offsets = [json.loads((tmp_path / d / "adapter_config.json").read_text())["background_offset"]
                for d in ("listed", "binary")]
     assert offsets == [2.0, 0.0]
+
+
+def test_a_foundation_may_name_a_smaller_adaptation_crop_while_inference_keeps_its_roi(
+        collection, shipped, tmp_path):
+    """`foundation.json`'s `"adaptation": {"crop": ...}` sets the training crops of adaptation
+    (half the voxels per step); the preprocessing's ROI, which inference's windows use, stays.
+    A crop Swin UNETR cannot halve five times is refused, naming the file."""
+    import shutil
+
+    from medpeft.data.ontology import class_mapping
+    from medpeft.pipelines.tune import crop_dataset
+    folder = tmp_path / "foundation"
+    shutil.copytree(shipped, folder)
+    meta = json.loads((folder / "foundation.json").read_text())
+    target = load_msd(collection / "Task10_NewSite")
+    names = [target.cases[0].name]
+
+    def crop_shape(crop) -> tuple:
+        meta["preprocessing"]["patch"] = [64, 64, 64]
+        meta.pop("adaptation", None)
+        if crop is not None:
+            meta["adaptation"] = {"crop": crop}
+        (folder / "foundation.json").write_text(json.dumps(meta))
+        foundation = load_foundation(folder)
+        assert foundation.preprocessing.patch == (64, 64, 64)
+        item = crop_dataset(foundation, target, class_mapping(target.labels, foundation.classes),
+                            names)[0]
+        item = item[0] if isinstance(item, list) else item
+        return tuple(item["image"].shape[-3:])
+    assert crop_shape([64, 64, 32]) == (64, 64, 32)
+    assert crop_shape(None) == (64, 64, 64)
+    with pytest.raises(ValueError, match="foundation.json: adaptation.crop"):
+        crop_shape([64, 64, 30])

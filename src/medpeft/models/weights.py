@@ -26,6 +26,13 @@ class Foundation:
     preprocessing: Preprocessing
     sha256: str
     path: Path | None = None
+    # the training crops of adaptation, where its foundation.json measured smaller ones to serve
+    # (``"adaptation": {"crop": [D, H, W]}``); None: the preprocessing's ROI, as inference's windows
+    adapt_crop: tuple[int, int, int] | None = None
+
+    def adaptation_preprocessing(self) -> Preprocessing:
+        """The preprocessing adaptation crops with: inference keeps ``preprocessing``'s windows."""
+        return replace(self.preprocessing, patch=self.adapt_crop) if self.adapt_crop else self.preprocessing
 
     def with_classes(self, classes: tuple[str, ...]) -> Foundation:
         """The same foundation segmenting ``classes`` (its head is set by the caller)."""
@@ -71,7 +78,8 @@ def describe_foundation(folder: str | Path) -> Foundation:
         raise FileNotFoundError(f"{meta_path}: missing (is {folder} a medpeft foundation checkpoint?)")
     meta = json.loads(meta_path.read_text())
     return Foundation(None, BackboneConfig.from_dict(meta["backbone"]), tuple(meta["classes"]),
-                      Preprocessing.from_dict(meta["preprocessing"]), meta["sha256"], Path(folder))
+                      Preprocessing.from_dict(meta["preprocessing"]), meta["sha256"], Path(folder),
+                      adapt_crop=_adapt_crop(meta, meta_path))
 
 
 def load_foundation(folder: str | Path) -> Foundation:
@@ -90,4 +98,16 @@ def load_foundation(folder: str | Path) -> Foundation:
     model = build_backbone(backbone, len(classes) + 1)
     model.load_state_dict(load_file(str(weights_path)), strict=True)
     return Foundation(model, backbone, classes, Preprocessing.from_dict(meta["preprocessing"]),
-                      digest, folder)
+                      digest, folder, adapt_crop=_adapt_crop(meta, meta_path))
+
+
+def _adapt_crop(meta: dict, meta_path: Path) -> tuple[int, int, int] | None:
+    """``foundation.json``'s adaptation crop, checked: Swin UNETR halves the grid five times, so
+    each side must be a positive multiple of 32."""
+    crop = meta.get("adaptation", {}).get("crop")
+    if crop is None:
+        return None
+    if len(crop) != 3 or any(not isinstance(s, int) or s <= 0 or s % 32 for s in crop):
+        raise ValueError(f"{meta_path}: adaptation.crop must be three positive multiples of 32, "
+                         f"not {crop}")
+    return tuple(crop)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -91,7 +92,10 @@ def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, *, kind:
     key = {"service": service.name, "support": split["support"], "classes": list(info.classes),
            "n": n, "seed": seed, "preprocessing": info.preprocessing.to_dict()}
     t0 = time.perf_counter()
-    cache = build_cache(service, crop_dataset(info, ds, mapping, split["support"]), n,
+    # the service's features come from crops of its own ROI: the white-box adaptation crop
+    # (foundation.json's "adaptation") was measured for the white-box methods only
+    cache = build_cache(service, crop_dataset(replace(info, adapt_crop=None), ds, mapping,
+                                              split["support"]), n,
                         out_dir / "feature_cache", key=key, seed=seed, progress=progress)
     cache_seconds = time.perf_counter() - t0
     torch.manual_seed(seed)

@@ -48,8 +48,9 @@ def load_support(foundation: Foundation, split: dict) -> tuple[MSDDataset, Class
 
 def crop_dataset(foundation: Foundation, ds: MSDDataset, mapping: ClassMapping,
                  names: list[str], *, augment: str = "light"):
-    """Cached volumes ``names`` of ``ds`` that yield random class-balanced training crops."""
-    return cached_dataset(case_dicts(ds, mapping, names), foundation.preprocessing,
+    """Cached volumes ``names`` of ``ds`` that yield random class-balanced training crops (of the
+    foundation's adaptation crop, :meth:`Foundation.adaptation_preprocessing`)."""
+    return cached_dataset(case_dicts(ds, mapping, names), foundation.adaptation_preprocessing(),
                           {ds.name: mapping}, train=True, augment=augment)
 
 
