@@ -29,12 +29,17 @@ from medpeft.pipelines import AdaptRequest, adapt
 from medpeft.progress import progress_bar
 
 
-def foundation_at(patch: tuple[int, int, int], source: Path, out: Path) -> Path:
-    """A copy of foundation ``source`` whose preprocessing crops ``patch`` (the same weights)."""
+def foundation_copy(source: Path, out: Path, *, crop: tuple[int, int, int],
+                    windows: tuple[int, int, int] | None = None) -> Path:
+    """A copy of foundation ``source`` (the same weights) that adapts on ``crop`` through
+    foundation.json's ``adaptation.crop``, as the shipped one does, and predicts with ``windows``
+    (default: its own ROI)."""
     if not (out / "foundation.json").exists():
         shutil.copytree(source, out, dirs_exist_ok=True)
         meta = json.loads((out / "foundation.json").read_text())
-        meta["preprocessing"]["patch"] = list(patch)
+        meta["adaptation"] = {"crop": list(crop)}
+        if windows:
+            meta["preprocessing"]["patch"] = list(windows)
         write_json(out / "foundation.json", meta)
     return out
 
@@ -52,11 +57,13 @@ def main() -> None:
     patch = tuple(args.train_patch)
     name = "x".join(map(str, patch))
     cell = args.out / f"s{args.seed}-k{args.shots}-{name}"
-    trained_at = foundation_at(patch, source, args.out / f"foundation-{name}")
+    trained_at = foundation_copy(source, args.out / f"adapts-{name}", crop=patch)
+    small_windows = foundation_copy(source, args.out / f"windows-{name}", crop=patch, windows=patch)
     cfg = DemoConfig(seed=args.seed)
     with progress_bar() as progress:
-        setting = phantom_setting(args.cache, cfg, progress, Console(), foundation_dir=source)
-        at_train_roi = phantom_setting(args.cache, cfg, progress, Console(), foundation_dir=trained_at)
+        setting = phantom_setting(args.cache, cfg, progress, Console(), foundation_dir=trained_at)
+        at_train_roi = phantom_setting(args.cache, cfg, progress, Console(),
+                                       foundation_dir=small_windows)
         split = make_split(setting.target, args.shots, args.seed, cfg.n_test)
         manifest = write_manifest(cell / "manifest.json", split)
 

@@ -294,7 +294,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
     methods = tuple(PRESETS) if method == ["all"] else tuple(method or DEMO_METHODS)
     try:
         steps = {"pretrain_steps": pretrain_steps} if pretrain_steps else {}
-        say_float32(True)  # the demo adapts with adapt's default, bf16
+        say_float32(ADAPT_BF16)  # the demo adapts with adapt's defaults
         with quiet_console(out, console, verbose=verbose):
             run_demo(out, cache, DemoConfig(**steps, adapt_steps=adapt_steps, methods=methods,
                                             shots=tuple(shots or (1, 5)), seed=seed,
