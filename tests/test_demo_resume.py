@@ -11,7 +11,7 @@ from rich.console import Console
 
 import medpeft.pipelines as pipelines
 from medpeft.experiments import demo
-from medpeft.models.weights import shipped_foundation
+from medpeft.models.weights import load_foundation, shipped_foundation
 
 
 def _tiny(**overrides) -> demo.DemoConfig:
@@ -79,3 +79,21 @@ def test_demo_pretraining_runs_every_stage_of_the_shipped_recipe(tmp_path, monke
     shutil.rmtree(final)
     demo._provide_foundation(tmp_path / "f", {"r": 1}, sources, cfg, progress=None, console=quiet)
     assert len(calls) == 4 and calls[3][0] == final  # the earlier stages are reused
+
+
+def test_a_cached_copy_of_the_shipped_weights_takes_the_shipped_metadata(tmp_path, monkeypatch):
+    """A demo cache made by an older release holds the same weights with older settings (before
+    `adaptation.crop`): it takes the shipped `foundation.json`; other weights keep their own."""
+    monkeypatch.setattr(demo, "pretrain", lambda *a, **k: pytest.fail("the cache was not reused"))
+    quiet, shipped = Console(file=open(os.devnull, "w")), shipped_foundation()
+    stale, other = tmp_path / "stale", tmp_path / "other"
+    for fdir, sha in ((stale, None), (other, "0" * 64)):
+        shutil.copytree(shipped, fdir)
+        meta = json.loads((fdir / "foundation.json").read_text())
+        meta.pop("adaptation")
+        meta["sha256"] = sha or meta["sha256"]
+        (fdir / "foundation.json").write_text(json.dumps(meta))
+        demo._provide_foundation(fdir, {}, list, demo.DemoConfig(), progress=None, console=quiet)
+    assert (stale / "foundation.json").read_bytes() == (shipped / "foundation.json").read_bytes()
+    assert load_foundation(stale).adapt_crop == (64, 64, 32)
+    assert "adaptation" not in json.loads((other / "foundation.json").read_text())

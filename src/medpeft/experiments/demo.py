@@ -24,7 +24,7 @@ from medpeft.evaluate.html_report import scroller, write_html_report
 from medpeft.evaluate.metrics import score_model
 from medpeft.evaluate.report import overlay_png, results_table, write_csv, write_report
 from medpeft.experiments.cell import adapt_and_open, cached
-from medpeft.io import write_json, write_text
+from medpeft.io import atomic_path, write_json, write_text
 from medpeft.methods import DEFAULT_METHOD, SCRATCH
 from medpeft.methods.adapter_io import open_adapter
 from medpeft.methods.registry import TUNE, resolve
@@ -110,13 +110,31 @@ def _foundation_dir(cache: Path, recipe: dict) -> Path:
     return cache / f"foundation-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 
+def _refresh_shipped_copy(fdir: Path, shipped: Path, console: Console) -> None:
+    """A cached copy of the shipped weights takes the shipped metadata (``foundation.json`` says
+    how to adapt, e.g. its adaptation crop): a cache made by an older release must not keep the
+    old settings for the same weights. Weights from any other origin are left alone."""
+    cached_meta, shipped_meta = fdir / "foundation.json", shipped / "foundation.json"
+    if cached_meta.read_bytes() == shipped_meta.read_bytes() or \
+            json.loads(cached_meta.read_text()).get("sha256") != \
+            json.loads(shipped_meta.read_text()).get("sha256"):
+        return
+    console.print(f"{fdir}: a copy of the shipped weights with older metadata; refreshing it")
+    for item in shipped.iterdir():
+        if item.is_file() and item.suffix != ".safetensors":
+            with atomic_path(fdir / item.name) as tmp:
+                shutil.copyfile(item, tmp)
+
+
 def _provide_foundation(fdir: Path, recipe: dict, sources: Callable[[int], list[Path]],
                         cfg: DemoConfig, *, progress: Reporter | None, console: Console) -> None:
     """Reuse the cache, else the shipped checkpoint if made by the same recipe, else pre-train
     every stage (a finished stage is reused). ``sources(n)``: the source tasks of n collections."""
-    if (fdir / "foundation.json").exists():
-        return
     shipped = shipped_foundation()
+    if (fdir / "foundation.json").exists():
+        if shipped is not None:
+            _refresh_shipped_copy(fdir, shipped, console)
+        return
     if shipped is not None and not cfg.retrain and \
             json.loads((shipped / "foundation.json").read_text()).get("recipe") == recipe:
         console.print(f"using the shipped foundation model ({shipped}); --retrain to pre-train")
