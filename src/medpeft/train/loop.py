@@ -30,6 +30,7 @@ from medpeft.models.backbones import set_gradient_checkpointing
 from medpeft.models.weights import save_state
 from medpeft.progress import Reporter
 from medpeft.train import distributed
+from medpeft.train.cpu_convolutions import route_convolutions, unroute_convolutions
 
 
 @dataclass
@@ -316,6 +317,8 @@ def _place(model: torch.nn.Module, cfg: LoopConfig, device: torch.device
         channels_last = channels_last_pays(model, bf16=cfg.bf16, device=device)
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     model.to(memory_format=layout)
+    if device.type == "cpu" and precision(device, cfg.bf16) == "float32":
+        route_convolutions(model)  # 1.3-1.4x a float32 CPU step (see its module)
     return distributed.wrap(model, device), layout
 
 
@@ -347,6 +350,7 @@ def _wind_down(model: torch.nn.Module, cfg: LoopConfig, ckpt_dir: Path, main: bo
     model.eval()
     if cfg.grad_checkpoint:
         set_gradient_checkpointing(model, False)
+    unroute_convolutions(model)
     model.to(memory_format=torch.contiguous_format)
     distributed.barrier()
     if main:
