@@ -1,8 +1,9 @@
 """Scale and speed, measured in one run: training, data loading, inference, 2 processes vs 1.
 
-1. Training steps/s and peak memory per backbone and method, float32 against bf16 autocast (also
-   with channels-last 3D tensors), gradient checkpointing of the Swin blocks and torch.compile
-   (each arm in a fresh process; peak memory:
+1. Training steps/s and peak memory per backbone and method, float32 against float32 with the
+   training loop's oneDNN routing of 3D convolutions (what it does on a CPU without native bf16),
+   bf16 autocast (also with channels-last 3D tensors), gradient checkpointing of the Swin blocks
+   and torch.compile (each arm in a fresh process; peak memory:
    CUDA max allocated, or on CPU the process's peak RSS above what it held before the first step).
 2. Data-loader throughput (cached phantom volumes -> random class-balanced 64^3 crops) against
    the training throughput of the same crops: the loop is I/O bound if the ratio is below 1.
@@ -11,7 +12,7 @@
 Ratios are against the float32 / 1-process baseline measured in the same run. Writes the phantom
 on first use (runs/cache).
 
-Usage: python benchmarks/scaling.py [--steps 6] [--backbones swin-fast swin-small]
+Usage: python benchmarks/scaling.py [--steps 6] [--patch 64 64 64] [--backbones swin-fast swin-small]
          [--methods full decoder lora head]
 """
 from __future__ import annotations
@@ -32,11 +33,12 @@ import torch
 from medpeft.device import mixed_precision, resolve_device, supports_bf16
 from medpeft.methods import apply_method, param_groups
 from medpeft.models.backbones import PRESETS, build_backbone, set_gradient_checkpointing
+from medpeft.train.cpu_convolutions import route_convolutions
 from medpeft.train.losses import MarginalDiceCELoss
 
 PATCH = (64, 64, 64)
 CLASSES = 11
-VARIANTS = ("fp32", "bf16", "bf16+channels-last", "grad-checkpoint", "compile")
+VARIANTS = ("fp32", "fp32+onednn", "bf16", "bf16+channels-last", "grad-checkpoint", "compile")
 
 
 def _peak_mb(device: torch.device, before_kb: int) -> float:
@@ -45,8 +47,10 @@ def _peak_mb(device: torch.device, before_kb: int) -> float:
     return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kb) / 1024
 
 
-def train_arm(backbone: str, method: str, variant: str, steps: int) -> dict:
-    """Steps/s and peak memory of one (backbone, method, variant) on random 64^3 crops."""
+def train_arm(backbone: str, method: str, variant: str, steps: int,
+              patch: tuple[int, ...] = PATCH) -> dict:
+    """Steps/s and peak memory of one (backbone, method, variant) on random crops of ``patch``
+    (fp32+onednn: the float32 training loop's convolution routing, ``train.cpu_convolutions``)."""
     device = resolve_device()
     torch.manual_seed(0)
     model = build_backbone(PRESETS[backbone], CLASSES + 1)
@@ -56,11 +60,13 @@ def train_arm(backbone: str, method: str, variant: str, steps: int) -> dict:
     model.to(device).train()
     layout = torch.channels_last_3d if variant.endswith("channels-last") else torch.contiguous_format
     model.to(memory_format=layout)
+    if variant == "fp32+onednn":
+        route_convolutions(model)
     optimizer = torch.optim.AdamW(param_groups(model, state), lr=1e-4)
     loss_fn = MarginalDiceCELoss()
     net = torch.compile(model) if variant == "compile" else model
-    x = torch.randn(1, 1, *PATCH, device=device).contiguous(memory_format=layout)
-    y = torch.randint(0, CLASSES + 1, (1, 1, *PATCH), device=device)
+    x = torch.randn(1, 1, *patch, device=device).contiguous(memory_format=layout)
+    y = torch.randint(0, CLASSES + 1, (1, 1, *patch), device=device)
     c2l = torch.arange(CLASSES + 1, device=device)[None]
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     if device.type == "cuda":
@@ -186,9 +192,11 @@ def scaling_arm(world: int, steps: int) -> dict:
         return json.loads(Path(result).read_text())
 
 
-def _child(*args: str) -> dict:
-    """Run one arm in a fresh process (clean peak memory); its JSON result."""
-    out = subprocess.run([sys.executable, __file__, "--one", *args], capture_output=True, text=True)
+def _child(*args: str, flags: list[str]) -> dict:
+    """Run one arm in a fresh process (clean peak memory) with the run's ``flags``; its JSON
+    result."""
+    out = subprocess.run([sys.executable, __file__, *flags, "--one", *args], capture_output=True,
+                         text=True)
     if out.returncode != 0:
         raise RuntimeError(f"arm {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -201,40 +209,45 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["full", "decoder", "lora", "head"])
     parser.add_argument("--cache", default="runs/cache")
     parser.add_argument("--volumes", type=int, default=3)
+    parser.add_argument("--patch", type=int, nargs=3, default=list(PATCH), help="training crops")
     parser.add_argument("--one", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         kind, *rest = args.one
-        result = {"train": lambda: train_arm(rest[0], rest[1], rest[2], args.steps),
+        result = {"train": lambda: train_arm(rest[0], rest[1], rest[2], args.steps,
+                                             tuple(args.patch)),
                   "loader": lambda: loader_arm(args.cache, args.steps),
                   "inference": lambda: inference_arm(args.cache, rest[0], args.volumes),
                   "scaling": lambda: scaling_arm(int(rest[0]), args.steps)}[kind]()
         print(json.dumps(result))
         return
+    flags = ["--steps", str(args.steps), "--patch", *map(str, args.patch), "--cache", args.cache,
+             "--volumes", str(args.volumes)]
     device = resolve_device()
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"device {device}, bf16 native: {supports_bf16(device)}, torch {torch.__version__}")
-    print(f"\n1. training, random {PATCH[0]}^3 crops, batch 1, {args.steps} steps after 1 warm-up")
+    crop = "x".join(map(str, args.patch))
+    print(f"\n1. training, random {crop} crops, batch 1, {args.steps} steps after 1 warm-up")
     print(f"{'backbone':<11}{'method':<9}{'fp32 steps/s':>13}{'peak MB':>9}"
           + "".join(f"{v[:8] + ' x':>8}{'MB':>9}" for v in VARIANTS[1:]) + f"{'compile s':>12}")
     for backbone in args.backbones:
         for method in args.methods:
-            arms = {v: _child("train", backbone, method, v) for v in VARIANTS}
+            arms = {v: _child("train", backbone, method, v, flags=flags) for v in VARIANTS}
             base = arms["fp32"]
             print(f"{backbone:<11}{method:<9}{base['steps_per_s']:>13.3f}{base['peak_mb']:>9.0f}"
                   + "".join(f"{arms[v]['steps_per_s'] / base['steps_per_s']:>8.2f}"
                             f"{arms[v]['peak_mb']:>9.0f}" for v in VARIANTS[1:])
                   + f"{arms['compile']['first_step_s']:>12.0f}")
-    loader = _child("loader")
+    loader = _child("loader", flags=flags)
     print(f"\n2. data: {loader['crops_per_s']:.1f} crops/s loaded vs {loader['steps_per_s']:.2f} "
           f"training steps/s (swin-fast decoder): the loader is "
           f"{loader['crops_per_s'] / loader['steps_per_s']:.0f}x faster than training")
-    inference = {v: _child("inference", v) for v in ("fp32", "bf16")}
+    inference = {v: _child("inference", v, flags=flags) for v in ("fp32", "bf16")}
     print(f"\n3. sliding-window inference on {args.volumes} phantom volumes: "
           f"{inference['fp32']['volumes_per_min']:.1f} volumes/min float32, "
           f"{inference['bf16']['volumes_per_min']:.1f} bf16 "
           f"({inference['bf16']['volumes_per_min'] / inference['fp32']['volumes_per_min']:.2f}x)")
-    one, two = _child("scaling", "1"), _child("scaling", "2")
+    one, two = _child("scaling", "1", flags=flags), _child("scaling", "2", flags=flags)
     speedup = two["steps_per_s"] / one["steps_per_s"]
     print(f"\n4. global batch 2, swin-fast full FT: 1 process {one['steps_per_s']:.3f} steps/s, "
           f"2 gloo ranks {two['steps_per_s']:.3f} steps/s: speed-up {speedup:.2f}x, "
