@@ -13,6 +13,7 @@ from rich.table import Table
 from medpeft.federated.accounting import human
 from medpeft.federated.config import FedConfig
 from medpeft.federated.run import federate
+from medpeft.io import write_text
 
 HOSPITALS = 3
 
@@ -36,7 +37,7 @@ def demo_federation(cfg: FedConfig) -> dict:
     if report.exists() and settings.exists() and json.loads(settings.read_text()) == cfg.to_dict():
         return json.loads(report.read_text())
     result = federate(cfg)
-    settings.write_text(json.dumps(cfg.to_dict()))
+    write_text(settings, json.dumps(cfg.to_dict()))  # atomic: the mark of a finished run
     return result
 
 
