@@ -219,7 +219,9 @@ def test_deployment_on_superlink_and_supernodes_leaves_no_process(collection, tm
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
     config = {"foundation": str(shipped_foundation()), "hospitals": sites, "out": str(tmp_path / "dep"),
               "plan": "encoder-lora+head", "rounds": 2, "local_steps": 2, "baseline": False,
-              "pooled": False, "local": ["out.*"], "heartbeat_s": 10, "evaluate_every": 2,
+              "pooled": False, "local": ["out.*"], "heartbeat_s": 20, "evaluate_every": 2,
+              # 20 s, not Flower's minimum of 10: a loaded CI machine let site0's heartbeats lapse
+              # for 2 x 10 s once, and the SuperLink dropped its reply as if it had gone offline
               # a reply lost to the drill's race (the node back online before the server pulled
               # its error reply) is a dropout after 3 min, not an hour's hang
               "round_timeout_s": 180}
