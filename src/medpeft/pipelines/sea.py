@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from medpeft.data.fewshot import read_manifest
-from medpeft.device import precision, resolve_device, to_device
+from medpeft.device import resolve_device, to_device
 from medpeft.io import write_json
 from medpeft.methods import ADAPT_AUGMENT, ADAPT_BF16, DEFAULT_LR, SEA
 from medpeft.methods.peft import freeze, train_head
@@ -31,7 +31,7 @@ from medpeft.models.backbones import count_parameters
 from medpeft.models.weights import load_foundation
 from medpeft.pipelines.tune import adapt, crop_dataset, load_support
 from medpeft.progress import Reporter
-from medpeft.train.cpu_convolutions import onednn_convolutions
+from medpeft.train.cpu_convolutions import onednn_convolutions, pays_on
 from medpeft.train.loop import batch_loss, batches
 from medpeft.train.losses import MarginalDiceCELoss
 
@@ -102,8 +102,7 @@ def _search(foundation_dir: Path, split: dict, run_dir: Path, cfg: SeaConfig,
     head = list(model.out.parameters())
     rates = dict(DEFAULT_LR)  # every kind's rate and the head's
     stream = (to_device(b, device) for b in batches(train, 1, cfg.seed))
-    float32_cpu = device.type == "cpu" and precision(device, bf16) == "float32"
-    with onednn_convolutions(model, enabled=float32_cpu):  # as the training loop does
+    with onednn_convolutions(model, enabled=pays_on(device, bf16=bf16)):  # as the loop does
         outcome = search(model, sites, stream, training_loss(MarginalDiceCELoss(), bf16=bf16),
                          score=[SoftDiceScore([c], bf16=bf16) for c in crops], cfg=cfg,
                          run_dir=run_dir, rates=rates, fixed=head,

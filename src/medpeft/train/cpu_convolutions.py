@@ -19,6 +19,8 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
+from medpeft.device import precision
+
 SLOW_PATH_LIMIT = 20480  # PyTorch's N*C*D*H bound under which a one-sample conv takes slow_conv3d
 
 
@@ -47,6 +49,12 @@ def _transposed_forward(conv: torch.nn.ConvTranspose3d, x: torch.Tensor,
         return type(conv).forward(conv, x, output_size)
     return F.conv_transpose3d(x.to_mkldnn(), conv.weight, conv.bias, conv.stride, conv.padding,
                               conv.output_padding, conv.groups, conv.dilation).to_dense()
+
+
+def pays_on(device: torch.device, *, bf16: bool) -> bool:
+    """Whether training on ``device`` runs its convolutions in float32 on a CPU: where routing
+    them pays (under native bf16 PyTorch uses oneDNN already)."""
+    return device.type == "cpu" and precision(device, bf16) == "float32"
 
 
 def route_convolutions(model: torch.nn.Module) -> None:

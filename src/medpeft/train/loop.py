@@ -30,6 +30,7 @@ from medpeft.models.backbones import set_gradient_checkpointing
 from medpeft.models.weights import save_state
 from medpeft.progress import Reporter
 from medpeft.train import distributed
+from medpeft.train.cpu_convolutions import pays_on as routing_pays
 from medpeft.train.cpu_convolutions import route_convolutions, unroute_convolutions
 
 
@@ -317,7 +318,7 @@ def _place(model: torch.nn.Module, cfg: LoopConfig, device: torch.device
         channels_last = channels_last_pays(model, bf16=cfg.bf16, device=device)
     layout = torch.channels_last_3d if channels_last else torch.contiguous_format
     model.to(memory_format=layout)
-    if device.type == "cpu" and precision(device, cfg.bf16) == "float32":
+    if routing_pays(device, bf16=cfg.bf16):
         route_convolutions(model)  # 1.3-1.4x a float32 CPU step (see its module)
     return distributed.wrap(model, device), layout
 
