@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import replace
 
 import pytest
 from rich.console import Console
@@ -15,7 +16,7 @@ from medpeft.models.weights import load_foundation, shipped_foundation
 
 
 def _tiny(**overrides) -> demo.DemoConfig:
-    return demo.DemoConfig(size="tiny", pretrain_steps=4, adapt_steps=3, shots=(1,),
+    return demo.DemoConfig(size="tiny", pretrain_steps=4, adapt_steps=3, shots=(1,), workers=1,
                            methods=("head",), only_at={"scratch": ()}, n_test=1,
                            federated_rounds=0, continued=(), **overrides)
 
@@ -97,3 +98,22 @@ def test_a_cached_copy_of_the_shipped_weights_takes_the_shipped_metadata(tmp_pat
     assert (stale / "foundation.json").read_bytes() == (shipped / "foundation.json").read_bytes()
     assert load_foundation(stale).adapt_crop == (64, 64, 32)
     assert "adaptation" not in json.loads((other / "foundation.json").read_text())
+
+
+def test_demo_cells_side_by_side_give_the_records_of_one_after_the_other(collection, tmp_path,
+                                                                          monkeypatch):
+    """Two workers (the cell and the zero-shot scores in their own processes) write the records a
+    re-run reads back in order: the zero-shot rows first, then the cell."""
+    out, cache, quiet = tmp_path / "demo", tmp_path / "cache", Console(file=open(os.devnull, "w"))
+    cache.mkdir()
+    (cache / "phantom-tiny-s0").symlink_to(collection)
+    monkeypatch.setattr(demo, "pretrain", lambda sources, fdir, *a, **k: shutil.copytree(
+        shipped_foundation(), fdir))
+    records = demo.run_demo(out, cache, replace(_tiny(), workers=2), console=quiet)
+    assert [(r["method"], r["k"]) for r in records] == [("foundation", 0), ("zero-shot", 0),
+                                                        ("head", 1)]
+    assert json.loads((out / "k1" / "head" / "result.json").read_text()) == records[2]
+    assert (out / "zero-shot" / "predictions").is_dir() and (out / "report.md").is_file()
+    monkeypatch.setattr(demo, "_adapted_record", lambda *a, **k: pytest.fail("cell run again"))
+    again = demo.run_demo(out, cache, _tiny(), console=quiet)  # one worker: the cached cell
+    assert again[2] == records[2] and again[0]["mean_dice"] == pytest.approx(records[0]["mean_dice"])

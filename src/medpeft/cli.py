@@ -286,6 +286,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          retrain: bool = typer.Option(False, help="pre-train even if the shipped model matches"),
          federated_rounds: int = typer.Option(3, help="rounds of the federated section (3 phantom "
                                               "hospitals on Flower); 0 leaves it out"),
+         workers: Optional[int] = typer.Option(None, min=1, help="jobs at once (the cells, the "
+                                               "federation); default one per core on a CPU"),
          verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
     """The main job on the embedded phantom: pre-train, adapt at K=1 and K=5, report Dice; then
     three phantom hospitals adapt together on Flower (only adapters travel)."""
@@ -298,7 +300,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
         with quiet_console(out, console, verbose=verbose):
             run_demo(out, cache, DemoConfig(**steps, adapt_steps=adapt_steps, methods=methods,
                                             shots=tuple(shots or (1, 5)), seed=seed,
-                                            retrain=retrain, federated_rounds=federated_rounds),
+                                            retrain=retrain, federated_rounds=federated_rounds,
+                                            workers=workers),
                      console)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)

@@ -24,12 +24,13 @@ from medpeft.evaluate.html_report import scroller, write_html_report
 from medpeft.evaluate.metrics import score_model
 from medpeft.evaluate.report import overlay_png, results_table, write_csv, write_report
 from medpeft.experiments.cell import adapt_and_open, cached
+from medpeft.experiments.side_by_side import Job, cpu_cores, run_side_by_side, worker_count
 from medpeft.io import atomic_path, write_json, write_text
 from medpeft.methods import DEFAULT_METHOD, SCRATCH
 from medpeft.methods.adapter_io import open_adapter
 from medpeft.methods.registry import TUNE, resolve
 from medpeft.models.backbones import count_parameters
-from medpeft.models.weights import Foundation, load_foundation, shipped_foundation
+from medpeft.models.weights import load_foundation, shipped_foundation
 from medpeft.pipelines import AdaptRequest
 from medpeft.progress import Reporter, progress_bar
 from medpeft.train.loop import LoopConfig
@@ -95,6 +96,9 @@ class DemoConfig:
     scratch_steps: int | None = None
     scratch_patience: int = 40
     federated_steps: int = 10
+    # jobs at once (the cells, the zero-shot scores, the federation); None: one per core on a
+    # CPU, one on a GPU (medpeft.experiments.side_by_side)
+    workers: int | None = None
 
 
 def pretrain_recipe(sources_hash: str, cfg: DemoConfig) -> dict:
@@ -241,38 +245,69 @@ def _record(setting: str, method: str, k: int, *, dice: float, organs: dict, tra
             "seconds": seconds}
 
 
-def _adapted_record(request: AdaptRequest, setting: PhantomSetting, test: list[str], k: int,
-                    *, n_total: int, progress: Reporter) -> dict:
+def _cell_record(request: AdaptRequest, target_root: Path, test: list[str], k: int,
+                 *, n_total: int, progress: Reporter | None) -> dict:
+    """A demo cell's record: read back from its ``result.json`` when the cell finished before,
+    else adapted and scored now (and kept there)."""
+    return cached(request.out / "result.json", partial(
+        _adapted_record, request, target_root, test, k, n_total=n_total, progress=progress))
+
+
+def _adapted_record(request: AdaptRequest, target_root: Path, test: list[str], k: int,
+                    *, n_total: int, progress: Reporter | None) -> dict:
     """Adapt one demo cell and score it on the new site's test volumes."""
     adapted = adapt_and_open(request, progress)
-    d, organs, _ = score_model(adapted.model, setting.target, test, adapted.foundation,
+    d, organs, _ = score_model(adapted.model, load_msd(target_root), test, adapted.foundation,
                                pred_dir=request.out / "predictions", progress=progress,
                                desc=f"evaluate {request.method} K={k}", classes=adapted.classes)
-    return _record("new site", request.method, k, dice=d, organs=organs, trainable=adapted.trainable,
-                   seconds=adapted.seconds,
-                   n_total=n_total)
+    return _record("new site", request.method, k, dice=d, organs=organs,
+                   trainable=adapted.trainable, seconds=adapted.seconds, n_total=n_total)
 
 
-def _zero_shot_records(out: Path, setting: PhantomSetting, foundation: Foundation,
-                       test: list[str], *, progress: Reporter) -> list[dict]:
+def _zero_shot_records(out: Path, foundation_dir: Path, holdout_root: Path, target_root: Path,
+                       test: list[str], *, progress: Reporter | None) -> list[dict]:
     """The foundation unadapted: at its own held-out source site and at the new site."""
-    holdout, n_total = setting.holdout, count_parameters(foundation.model)
+    foundation = load_foundation(foundation_dir)
+    holdout, n_total = load_msd(holdout_root), count_parameters(foundation.model)
     d, organs, _ = score_model(foundation.model, holdout, [c.name for c in holdout.cases],
                                foundation, pred_dir=None, progress=progress,
                                desc="source site, zero-shot")
     records = [_record("source site (held out)", "foundation", 0, dice=d, organs=organs, trainable=0,
                        seconds=0.0, n_total=n_total)]
-    d, organs, _ = score_model(foundation.model, setting.target, test, foundation,
+    d, organs, _ = score_model(foundation.model, load_msd(target_root), test, foundation,
                                pred_dir=out / "zero-shot" / "predictions", progress=progress,
                                desc="new site, zero-shot")
     return records + [_record("new site", "zero-shot", 0, dice=d, organs=organs, trainable=0, seconds=0.0,
                               n_total=n_total)]
 
 
+def _federation(fed_cfg, *, progress: Reporter | None) -> dict:
+    """The federated section's run (or its finished report); a job beside the cells."""
+    from medpeft.federated.demo import demo_federation
+    return demo_federation(fed_cfg)
+
+
+def _cell_jobs(out: Path, setting: PhantomSetting, cfg: DemoConfig, test: list[str], *,
+               n_total: int) -> list[Job]:
+    """The demo's cells, largest K first (each worker takes the next job when it is free, so
+    the longest go first), then the zero-shot scores."""
+    target_root, cells = Path(setting.target.root), []
+    for k in sorted(cfg.shots, reverse=True):
+        manifest = write_manifest(out / f"k{k}" / "manifest.json",
+                                  make_split(setting.target, k, cfg.seed, cfg.n_test))
+        cells += [Job(_cell_record, (demo_request(setting.foundation_dir, manifest, method,
+                                                     out / f"k{k}" / method, cfg=cfg),
+                                        target_root, test, k), {"n_total": n_total})
+                  for method in demo_rows(cfg, k)]
+    return cells + [Job(_zero_shot_records, (out, setting.foundation_dir,
+                                             Path(setting.holdout.root), target_root, test))]
+
+
 def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
              console: Console | None = None) -> list[dict]:
     """Run the whole demo into ``out``; returns the result records (also in results.json).
-    Each finished (K, method) cell is kept in its ``result.json`` and read back on a re-run."""
+    Each finished (K, method) cell is kept in its ``result.json`` and read back on a re-run.
+    The cells and the federation run side by side, one per core (``cfg.workers``)."""
     console = console or Console()
     for method in cfg.methods:
         resolve(method)
@@ -282,23 +317,27 @@ def run_demo(out: Path, cache: Path, cfg: DemoConfig = DemoConfig(),
     t_start = time.perf_counter()
     with progress_bar() as progress:
         setting = phantom_setting(cache, cfg, progress, console)
-        foundation = load_foundation(setting.foundation_dir)
-        n_total = count_parameters(foundation.model)
+        n_total = count_parameters(load_foundation(setting.foundation_dir).model)
         test = make_split(setting.target, max(cfg.shots), cfg.seed, cfg.n_test)["test"]
-        records = _zero_shot_records(out, setting, foundation, test, progress=progress)
-        for k in cfg.shots:
-            manifest = write_manifest(out / f"k{k}" / "manifest.json",
-                                      make_split(setting.target, k, cfg.seed, cfg.n_test))
-            for method in demo_rows(cfg, k):
-                request = demo_request(setting.foundation_dir, manifest, method,
-                                       out / f"k{k}" / method, cfg=cfg)
-                records.append(cached(request.out / "result.json", partial(
-                    _adapted_record, request, setting, test, k, n_total=n_total, progress=progress)))
+        cells = _cell_jobs(out, setting, cfg, test, n_total=n_total)
+        fed_cfg = _federation_config(out, setting, cfg) if cfg.federated_rounds else None
+        workers = cfg.workers or worker_count(len(cells) + bool(fed_cfg))
+        if fed_cfg and workers > 1:  # one job beside the cells, not a second user of every core
+            fed_cfg = replace(fed_cfg, simulation_workers=max(1, cpu_cores() // workers))
+        if fed_cfg:
+            console.print(f"federated section: {len(fed_cfg.hospitals)} hospitals on Flower's "
+                          f"simulation runtime ({fed_cfg.out}); {workers} jobs at a time")
+        # the federation goes second: it takes about as long as the largest cell
+        jobs = cells[:1] + ([Job(_federation, (fed_cfg,))] if fed_cfg else []) + cells[1:]
+        results = run_side_by_side(jobs, progress, workers=workers)
+    fed_report = results.pop(1) if fed_cfg else None
+    # the zero-shot records first, then the cells by K (each K's rows in the order of demo_rows)
+    records = sorted(results.pop() + results, key=lambda record: record["k"])
     _write_reports(out, setting, cfg, records, case=test[0], n_total=n_total,
                    seconds=time.perf_counter() - t_start)
     console.print(results_table(records, "medpeft demo: mean Dice on held-out volumes"))
-    if cfg.federated_rounds:
-        _federated_section(out, setting, cfg, console)
+    if fed_cfg:
+        _federated_section(out, fed_cfg, fed_report, console)
     console.print(f"report: {out / 'report.md'} (and report.html)  overlay: {out / 'overlay.png'}")
     return records
 
@@ -327,16 +366,17 @@ def _write_reports(out: Path, setting: PhantomSetting, cfg: DemoConfig, records:
                                       target.labels, predictions)])
 
 
-def _federated_section(out: Path, setting: PhantomSetting, cfg: DemoConfig,
-                       console: Console) -> None:
-    """Three phantom hospitals federate; the table is printed and added to ``report.md``."""
-    from medpeft.federated.demo import demo_federation, demo_federation_config, federation_table
-    fed_cfg = demo_federation_config(Path(setting.target.root), setting.foundation_dir,
-                                     out / "federated", cfg.federated_rounds, steps=cfg.federated_steps,
-                                     seed=cfg.seed)
-    console.print(f"federated section: {len(fed_cfg.hospitals)} hospitals on Flower's simulation "
-                  f"runtime ({fed_cfg.out})")
-    report = demo_federation(fed_cfg)
+def _federation_config(out: Path, setting: PhantomSetting, cfg: DemoConfig):
+    """The federated section: three phantom hospitals on the new site's volumes."""
+    from medpeft.federated.demo import demo_federation_config
+    return demo_federation_config(Path(setting.target.root), setting.foundation_dir,
+                                  out / "federated", cfg.federated_rounds,
+                                  steps=cfg.federated_steps, seed=cfg.seed)
+
+
+def _federated_section(out: Path, fed_cfg, report: dict, console: Console) -> None:
+    """The federation's table is printed and its section added to ``report.md``."""
+    from medpeft.federated.demo import federation_table
     console.print(federation_table(report, fed_cfg))
     section = (Path(fed_cfg.out) / "report.md").read_text().replace("# Federation", "## Federation", 1)
     write_text(out / "report.md", (out / "report.md").read_text() + "\n" + section)

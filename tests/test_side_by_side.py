@@ -1,0 +1,84 @@
+"""Independent jobs side by side: each in its own process with its share of the cores, results in
+the jobs' order, progress relayed to the parent's bar, and a failing job does not cut the others
+short."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from medpeft.experiments.side_by_side import Job, cpu_cores, run_side_by_side, worker_count
+
+
+class Recorder:
+    """A Reporter that keeps what it was told."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[int, dict] = {}
+
+    def add_task(self, description, start=True, total=100.0, completed=0, visible=True, **fields):
+        self.tasks[len(self.tasks)] = {"description": description, "total": total, "done": completed}
+        return len(self.tasks) - 1
+
+    def advance(self, task_id, advance=1):
+        self.tasks[task_id]["done"] += advance
+
+    def update(self, task_id, **kwargs):
+        self.tasks[task_id]["done"] += kwargs.get("advance", 0)
+
+
+def counted(name: str, steps: int, meeting: str, parties: int, *, progress) -> dict:
+    """Counts, once ``parties`` jobs have arrived at the ``meeting`` folder (they run at once)."""
+    import time
+    Path(meeting, name).touch()
+    deadline = time.monotonic() + 120
+    while len(list(Path(meeting).iterdir())) < parties:
+        assert time.monotonic() < deadline, "the jobs did not run side by side"
+        time.sleep(0.05)
+    task = progress.add_task(f"count {name}", total=steps)
+    for _ in range(steps):
+        progress.advance(task)
+    return {"name": name, "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+def fails_or_marks(mark: str, fail: bool, *, progress) -> str:
+    if fail:
+        raise ValueError("this job fails")
+    import time
+    time.sleep(1.0)  # still running when the other job has failed
+    Path(mark).write_text("finished")
+    return mark
+
+
+def test_jobs_run_in_their_own_processes_with_results_in_order_and_progress_relayed(tmp_path):
+    bar = Recorder()
+    results = run_side_by_side([Job(counted, (name, steps, str(tmp_path), parties)) for
+                                name, steps, parties in (("a", 3, 2), ("b", 5, 2), ("c", 2, 3))],
+                               bar, workers=2)
+    assert [r["name"] for r in results] == ["a", "b", "c"]
+    assert all(r["pid"] != os.getpid() for r in results)
+    assert len({r["pid"] for r in results}) == 2  # a and b at once, c after one of them
+    assert all(r["threads"] == max(1, cpu_cores() // 2) for r in results)
+    relayed = {t["description"]: (t["done"], t["total"]) for t in bar.tasks.values()}
+    assert relayed == {"count a": (3, 3), "count b": (5, 5), "count c": (2, 2)}
+
+
+def test_one_worker_runs_the_jobs_here_with_the_callers_bar(tmp_path):
+    bar = Recorder()
+    results = run_side_by_side([Job(counted, ("a", 2, str(tmp_path), 1))], bar, workers=1)
+    assert results[0]["pid"] == os.getpid() and bar.tasks[0]["done"] == 2
+
+
+def test_a_failing_job_raises_after_the_others_finished(tmp_path):
+    mark = tmp_path / "other.txt"
+    with pytest.raises(ValueError, match="this job fails"):
+        run_side_by_side([Job(fails_or_marks, ("", True)), Job(fails_or_marks, (str(mark), False))],
+                         workers=2)
+    assert mark.read_text() == "finished"
+
+
+def test_one_job_per_core_on_a_cpu():
+    assert worker_count(1, "cpu") == 1
+    assert worker_count(64, "cpu") == cpu_cores()
