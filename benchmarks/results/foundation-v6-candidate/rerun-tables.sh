@@ -45,13 +45,19 @@ if [ "$1" = status ]; then  # peers: 6 foundation methods x K 1/5/10 x 3 seeds +
 fi
 run() { OMP_NUM_THREADS=1 PYTHONPATH=$WT/src nice -n 5 $MAIN/.venv/bin/python "$@"; }
 case $1 in
-peers)  # foundation-free rows (nnU-Net, both scratch recipes) read back from v5's run
-  run benchmarks/peers.py --seeds 0 1 2 --reuse-peers benchmarks/results/peers-phantom-v5.csv \
-      --reuse-methods nnunet scratch scratch@light-fp32 >> runs/peers.log 2>&1;;
-sea)
-  for k in 1 5 10; do
-    run benchmarks/sea_comparison.py --shots $k --seeds 0 1 2 --out runs/sea-comparison-v6 \
-        >> runs/sea.log 2>&1
+peers)  # foundation-free rows (nnU-Net, both scratch recipes) read back from v5's run; the
+  # default row first (K=1 and 5 are in), then every row
+  reuse="--reuse-peers benchmarks/results/peers-phantom-v5.csv --reuse-methods nnunet scratch scratch@light-fp32"
+  run benchmarks/peers.py --seeds 0 1 2 $reuse --shots 10 \
+      --skip zero-shot decoder lora sea-peft blackbox-spatial full >> runs/peers.log 2>&1
+  run benchmarks/peers.py --seeds 0 1 2 $reuse >> runs/peers.log 2>&1;;
+sea)  # first the methods that decide the conclusion (SEA-PEFT and the two best fixed methods
+  # of K=1 seed 0) at every K and seed, then every method
+  for methods in "--method sea-peft --method lora+affine --method affine" ""; do
+    for k in 1 5 10; do
+      run benchmarks/sea_comparison.py --shots $k --seeds 0 1 2 --out runs/sea-comparison-v6 \
+          $methods >> runs/sea.log 2>&1
+    done
   done;;
 rest)
   run -m medpeft.cli benchmark configs/fseft-phantom-novel-v6.yaml >> runs/fseft.log 2>&1
