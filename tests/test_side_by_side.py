@@ -82,3 +82,25 @@ def test_a_failing_job_raises_after_the_others_finished(tmp_path):
 def test_one_job_per_core_on_a_cpu():
     assert worker_count(1, "cpu") == 1
     assert worker_count(64, "cpu") == cpu_cores()
+
+
+def sleeps(seconds: float, *, progress) -> float:
+    import time
+    time.sleep(seconds)
+    return seconds
+
+
+def test_an_interrupt_ends_the_running_jobs_at_once():
+    """Ctrl-C in the parent does not wait for the jobs to finish: their workers are ended."""
+    import signal
+    import threading
+    import time
+
+    def interrupt():
+        time.sleep(8)  # the workers have started and taken their jobs
+        os.kill(os.getpid(), signal.SIGINT)
+    threading.Thread(target=interrupt, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(KeyboardInterrupt):
+        run_side_by_side([Job(sleeps, (120,)), Job(sleeps, (120,))], workers=2)
+    assert time.monotonic() - t0 < 40

@@ -13,8 +13,10 @@ in the order of the jobs. A job that fails raises here after the others finished
 """
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -79,14 +81,17 @@ class QueueReporter:
         self.queue.put(("update", task_id, kwargs))
 
 
-def _relay(queue, progress: Reporter | None) -> None:
-    """Apply the workers' messages to the parent's bar until the ``None`` that ends them."""
+def _relay(queue, progress: Reporter | None, workers: set[int]) -> None:
+    """Apply the workers' messages to the parent's bar until the ``None`` that ends them; note
+    each worker's process id as it starts."""
     tasks: dict = {}
     while (message := queue.get()) is not None:
         kind, key, fields = message
-        if progress is None:
+        if kind == "worker":
+            workers.add(key)
+        elif progress is None:
             continue
-        if kind == "add":
+        elif kind == "add":
             tasks[key] = progress.add_task(**fields)
         elif key in tasks:
             progress.update(tasks[key], **fields)
@@ -103,6 +108,7 @@ def _start_worker(queue, threads: int, device: str | None) -> None:
     set_device(device)
     global _reporter
     _reporter = QueueReporter(queue)
+    queue.put(("worker", os.getpid(), None))
 
 
 def _call(job: Job) -> Any:
@@ -112,22 +118,29 @@ def _call(job: Job) -> Any:
 def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
                      workers: int | None = None, device: str | None = None) -> list[Any]:
     """Every job's result, in order; ``workers`` at once (default :func:`worker_count`), each
-    with its share of the cores' threads."""
+    with its share of the cores' threads. Interrupted (Ctrl-C), the workers are ended at once:
+    each job keeps its own progress (an adaptation resumes from its last checkpoint)."""
     workers = workers or worker_count(len(jobs), device)
     if workers == 1:
         return [job(progress) for job in jobs]
     context = multiprocessing.get_context("spawn")  # no fork of a process with OpenMP threads
-    queue = context.Queue()
-    relay = threading.Thread(target=_relay, args=(queue, progress), daemon=True)
+    queue, pids = context.Queue(), set()
+    relay = threading.Thread(target=_relay, args=(queue, progress, pids), daemon=True)
     relay.start()
     threads = max(1, cpu_cores() // workers)
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                               initargs=(queue, threads, device))
     try:
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                                 initargs=(queue, threads, device)) as pool:
-            futures = [pool.submit(_call, job) for job in jobs]
-            for future in futures:
-                future.exception()  # wait for all: a failure does not cut the others short
-            return [future.result() for future in futures]
+        futures = [pool.submit(_call, job) for job in jobs]
+        for future in futures:
+            future.exception()  # wait for all: a failure does not cut the others short
+    except BaseException:  # interrupted: the running jobs end now, not when they finish
+        for pid in list(pids):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        raise
     finally:
+        pool.shutdown(cancel_futures=True)  # the workers exit, their last progress sent
         queue.put(None)
-        relay.join()
+        relay.join(timeout=10)
+    return [future.result() for future in futures]
