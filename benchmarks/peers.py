@@ -79,6 +79,9 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+")
     parser.add_argument("--shots", type=int, nargs="+")
     parser.add_argument("--skip", nargs="+", default=[], help="rows to leave out")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="cells at once, one process each on its share of the cores (their "
+                             "seconds are then each beside the others)")
     parser.add_argument("--report-only", action="store_true",
                         help="report the finished cells; train nothing (safe beside a run)")
     parser.add_argument("--reuse-peers", type=Path, help="an earlier run's results.csv: its "
@@ -109,7 +112,8 @@ def main() -> None:
     else:
         with progress_bar() as progress:
             for seed in cfg.seeds:  # seed-major: a partial run has every K of its first seeds
-                seed_rows, _ = run_grid(replace(run_cfg, seeds=[seed]), progress, failures)
+                seed_rows, _ = run_grid(replace(run_cfg, seeds=[seed]), progress, failures,
+                                        workers=args.workers)
                 rows += [r for r in seed_rows
                          if r["method"] != "zero-shot" or seed == cfg.seeds[0]]
     out = Path(cfg.out)

@@ -26,7 +26,9 @@ def _grid(tmp_path, collection, **extra) -> str:
 
 def test_grid_runs_resumes_and_reports(collection, tmp_path, monkeypatch):
     config = _grid(tmp_path, collection)
-    result = CliRunner().invoke(app, ["benchmark", config], env={"COLUMNS": "200"})
+    # two cells at once, each in its own process; the re-run below (one after the other) reads
+    # every cell back and writes the same table, in the same order
+    result = CliRunner().invoke(app, ["benchmark", config, "--workers", "2"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     out = tmp_path / "grid"
     assert (out / "log.txt").is_file()  # library chatter goes to the run's log, not the screen

@@ -309,6 +309,9 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
 
 @app.command()
 def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"),
+              workers: int = typer.Option(1, min=1, help="cells at once, each in its own process "
+                                          "on its share of the cores (1: one after the other; "
+                                          "the cells' seconds are then each beside the others)"),
               verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
     """Datasets x methods x K x seeds; resumable; results.csv, paired.csv, report.md with plots."""
     from rich.markup import escape
@@ -319,7 +322,7 @@ def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"
         cfg = load_grid(config)
         failures: list[str] = []
         with quiet_console(cfg.out, console, verbose=verbose), progress_bar() as progress:
-            rows, datasets = run_grid(cfg, progress, failures)
+            rows, datasets = run_grid(cfg, progress, failures, workers=workers)
             out = Path(cfg.out)
             pairs = paired(rows, cfg.reference or cfg.methods[0])
             if pairs:

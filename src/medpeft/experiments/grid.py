@@ -28,6 +28,7 @@ from medpeft.data.ontology import class_mapping
 from medpeft.evaluate.metrics import evaluate_cases, score_label_files
 from medpeft.evaluate.paired import ZERO_SHOT, paired
 from medpeft.experiments.cell import adapt_and_open, cached
+from medpeft.experiments.side_by_side import Job, run_side_by_side
 from medpeft.io import atomic_path
 from medpeft.methods import SEA
 from medpeft.methods.novel_organs import set_head_classes, task_classes
@@ -206,27 +207,43 @@ def grid_cells(cfg: GridConfig, name: str) -> Iterator[GridCell]:
         yield GridCell(name, task, method, 0 if method == ZERO_SHOT else k, seed, root)
 
 
-def run_grid(cfg: GridConfig, progress: Reporter | None = None, failures: list[str] | None = None
-             ) -> tuple[list[dict], dict]:
+def run_grid(cfg: GridConfig, progress: Reporter | None = None, failures: list[str] | None = None,
+             *, workers: int = 1) -> tuple[list[dict], dict]:
     """Every cell of the grid, K-major within each dataset; writes ``results.csv`` as it goes.
     Returns the rows and the datasets by name. A peer that cannot run (``PeerError``: not
     installed, crashed, out of time) is added to ``failures`` and the other cells go on; without
-    ``failures`` it raises."""
+    ``failures`` it raises. ``workers`` > 1: that many cells at once, each in its own process on
+    its share of the cores (``medpeft.experiments.side_by_side``; a cell's seconds are then its
+    time beside the others)."""
     rows: list[dict] = []
-    datasets = {}
+    datasets, jobs = {}, []
     for d in cfg.datasets:
         ds = read_dataset(d["path"], d.get("layout"), label_files=True)
         name = d.get("name") or Path(d["path"]).name
         datasets[name] = ds
-        for cell in grid_cells(cfg, name):
-            try:
-                rows += run_cell(cfg, ds, cell, n_test=d.get("n_test", 6), progress=progress)
-            except PeerError as err:
-                if failures is None:
-                    raise
-                failures.append(f"{cell.method} K={cell.k} seed {cell.seed}: {err}")
-            write_rows(Path(cfg.out) / "results.csv", rows)
+        jobs += [Job(_cell_or_failure, (cfg, ds, cell, d.get("n_test", 6)))
+                 for cell in grid_cells(cfg, name)]
+
+    def add(_: int, outcome: list[dict] | str) -> None:
+        nonlocal rows
+        if isinstance(outcome, str):
+            if failures is None:
+                raise PeerError(outcome)
+            failures.append(outcome)
+        else:
+            rows += outcome
+        write_rows(Path(cfg.out) / "results.csv", rows)
+    run_side_by_side(jobs, progress, workers=workers, done=add)
     return rows, datasets
+
+
+def _cell_or_failure(cfg: GridConfig, ds, cell: GridCell, n_test: int, *,
+                     progress: Reporter | None) -> list[dict] | str:
+    """A cell's rows, or why its peer could not run."""
+    try:
+        return run_cell(cfg, ds, cell, n_test=n_test, progress=progress)
+    except PeerError as err:
+        return f"{cell.method} K={cell.k} seed {cell.seed}: {err}"
 
 
 def write_rows(path: Path, rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> None:

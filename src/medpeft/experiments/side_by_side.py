@@ -105,6 +105,7 @@ def _start_worker(queue, threads: int, device: str | None) -> None:
     device choice (``--device`` is not inherited by a spawned process)."""
     skip_unused_optional_packages()
     torch.set_num_threads(threads)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # and the processes the job starts (nnU-Net)
     set_device(device)
     global _reporter
     _reporter = QueueReporter(queue)
@@ -116,13 +117,20 @@ def _call(job: Job) -> Any:
 
 
 def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
-                     workers: int | None = None, device: str | None = None) -> list[Any]:
+                     workers: int | None = None, device: str | None = None,
+                     done: Callable[[int, Any], None] | None = None) -> list[Any]:
     """Every job's result, in order; ``workers`` at once (default :func:`worker_count`), each
-    with its share of the cores' threads. Interrupted (Ctrl-C), the workers are ended at once:
-    each job keeps its own progress (an adaptation resumes from its last checkpoint)."""
+    with its share of the cores' threads. ``done(i, result)`` is called in the jobs' order as
+    each result is in (e.g. to write a table as it grows). Interrupted (Ctrl-C), the workers are
+    ended at once: each job keeps its own progress (an adaptation resumes from its checkpoint)."""
+    done = done or (lambda i, result: None)
     workers = workers or worker_count(len(jobs), device)
     if workers == 1:
-        return [job(progress) for job in jobs]
+        results = []
+        for i, job in enumerate(jobs):
+            results.append(job(progress))
+            done(i, results[-1])
+        return results
     context = multiprocessing.get_context("spawn")  # no fork of a process with OpenMP threads
     queue, pids = context.Queue(), set()
     relay = threading.Thread(target=_relay, args=(queue, progress, pids), daemon=True)
@@ -132,8 +140,9 @@ def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
                                initargs=(queue, threads, device))
     try:
         futures = [pool.submit(_call, job) for job in jobs]
-        for future in futures:
-            future.exception()  # wait for all: a failure does not cut the others short
+        for i, future in enumerate(futures):  # all of them: a failure does not cut the others short
+            if future.exception() is None:
+                done(i, future.result())
     except BaseException:  # interrupted: the running jobs end now, not when they finish
         for pid in list(pids):
             with contextlib.suppress(ProcessLookupError):
