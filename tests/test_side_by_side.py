@@ -40,7 +40,9 @@ def counted(name: str, steps: int, meeting: str, parties: int, *, progress) -> d
     task = progress.add_task(f"count {name}", total=steps)
     for _ in range(steps):
         progress.advance(task)
-    return {"name": name, "pid": os.getpid(), "threads": torch.get_num_threads()}
+    from medpeft.device import chosen_device
+    return {"name": name, "pid": os.getpid(), "threads": torch.get_num_threads(),
+            "device": chosen_device()}
 
 
 def fails_or_marks(mark: str, fail: bool, *, progress) -> str:
@@ -52,7 +54,12 @@ def fails_or_marks(mark: str, fail: bool, *, progress) -> str:
     return mark
 
 
-def test_jobs_run_in_their_own_processes_with_results_in_order_and_progress_relayed(tmp_path):
+def test_jobs_run_in_their_own_processes_with_results_in_order_and_progress_relayed(tmp_path,
+                                                                                  monkeypatch):
+    """Two jobs at once, each in a worker with its share of the cores and the parent's
+    ``--device`` choice (a spawned process does not inherit it); results in the jobs' order."""
+    from medpeft import device
+    monkeypatch.setattr(device, "_chosen", "cpu")
     bar = Recorder()
     results = run_side_by_side([Job(counted, (name, steps, str(tmp_path), parties)) for
                                 name, steps, parties in (("a", 3, 2), ("b", 5, 2), ("c", 2, 3))],
@@ -61,6 +68,7 @@ def test_jobs_run_in_their_own_processes_with_results_in_order_and_progress_rela
     assert all(r["pid"] != os.getpid() for r in results)
     assert len({r["pid"] for r in results}) == 2  # a and b at once, c after one of them
     assert all(r["threads"] == max(1, cpu_cores() // 2) for r in results)
+    assert all(r["device"] == "cpu" for r in results)
     relayed = {t["description"]: (t["done"], t["total"]) for t in bar.tasks.values()}
     assert relayed == {"count a": (3, 3), "count b": (5, 5), "count c": (2, 2)}
 

@@ -21,6 +21,12 @@ def set_device(spec: str | None) -> None:
     _chosen = spec
 
 
+def chosen_device() -> str | None:
+    """The process-wide choice of ``set_device`` (None: none made), for a process this one starts
+    (a spawned process does not inherit it)."""
+    return _chosen
+
+
 def resolve_device(spec: str | torch.device | None = None) -> torch.device:
     """The torch device for ``spec``; a clear error when CUDA is asked for but not available."""
     spec = spec or _chosen or os.environ.get("MEDPEFT_DEVICE") or "auto"

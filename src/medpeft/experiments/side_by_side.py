@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from medpeft.device import resolve_device, set_device
+from medpeft.device import chosen_device, resolve_device, set_device
 from medpeft.progress import Reporter
 from medpeft.startup import skip_unused_optional_packages
 
@@ -124,6 +124,7 @@ def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
     each result is in (e.g. to write a table as it grows). Interrupted (Ctrl-C), the workers are
     ended at once: each job keeps its own progress (an adaptation resumes from its checkpoint)."""
     done = done or (lambda i, result: None)
+    device = device or chosen_device()  # the workers take the choice of ``--device`` as well
     workers = workers or worker_count(len(jobs), device)
     if workers == 1:
         results = []
