@@ -1,15 +1,17 @@
 """Independent jobs side by side, one process per share of the CPU cores, with one progress bar.
 
-A 3D network's small convolutions do not keep two threads busy: on 2 cores a demo cell trained
-1.34x faster with 2 threads than with 1 (x86_64 AMD EPYC, float32), so two cells trained at once,
-one thread each, finish 1.46x sooner than the same cells one after the other. The demo's cells
-(K=1, K=5, the scratch peer, the federation) do not depend on each other, so they run this way on
-a CPU. Each job runs in a fresh (spawned) process that reports its progress to the parent's bar
-through a queue; on a GPU, or with one core, the jobs run in this process one after the other.
+A batch-1 step of a 3D network this size does not keep two threads busy: on 2 cores a demo cell
+trained 1.34x faster with 2 threads than with 1 (x86_64 AMD EPYC, float32), so two cells at once,
+one thread each, finish about 1.5x sooner than the same cells one after the other (the demo:
+17 min 22 s -> 11 min 48 s). The demo's jobs (its cells, its federation, its zero-shot scores)
+and a benchmark grid's cells do not depend on each other, so they can run this way on a CPU. Each
+job runs in a fresh (spawned) process that reports its progress to the parent's bar through a
+queue; on a GPU, or with one core, the jobs run in this process one after the other.
 
-A job is a top-level function called as ``fn(*args, **kwargs, progress=reporter)``: what it returns comes back
-in the order of the jobs. A job that fails raises here after the others finished, so their results
-(each job keeps its own on disk, e.g. :func:`medpeft.experiments.cell.cached`) are not lost.
+A job is a top-level function called as ``fn(*args, **kwargs, progress=reporter)``: what it
+returns comes back in the order of the jobs. A job that fails raises here after the others
+finished, so their results (each job keeps its own on disk, e.g.
+:func:`medpeft.experiments.cell.cached`) are not lost.
 """
 from __future__ import annotations
 
