@@ -117,3 +117,21 @@ def test_demo_cells_side_by_side_give_the_records_of_one_after_the_other(collect
     monkeypatch.setattr(demo, "_adapted_record", lambda *a, **k: pytest.fail("cell run again"))
     again = demo.run_demo(out, cache, _tiny(), console=quiet)  # one worker: the cached cell
     assert again[2] == records[2] and again[0]["mean_dice"] == pytest.approx(records[0]["mean_dice"])
+
+
+def test_a_finished_federation_is_reused_however_many_simulation_workers_ran_it(collection,
+                                                                                tmp_path,
+                                                                                monkeypatch):
+    """Side by side the demo's federation runs on one simulation worker, alone on every core:
+    a finished run is read back either way, and run again only when what it computes changed."""
+    from medpeft.federated import demo as fed_demo
+    cfg = fed_demo.demo_federation_config(collection / "Task10_NewSite", shipped_foundation(),
+                                          tmp_path / "fed", 3, steps=10, seed=0)
+    out = tmp_path / "fed"
+    out.mkdir()
+    (out / "report.json").write_text(json.dumps({"finished": True}))
+    (out / "demo-settings.json").write_text(json.dumps(replace(cfg, simulation_workers=1).to_dict()))
+    ran = []
+    monkeypatch.setattr(fed_demo, "federate", lambda c: ran.append(c) or {"finished": False})
+    assert fed_demo.demo_federation(replace(cfg, simulation_workers=0)) == {"finished": True}
+    assert fed_demo.demo_federation(replace(cfg, rounds=2)) == {"finished": False} and len(ran) == 1

@@ -30,11 +30,20 @@ def demo_federation_config(target: Path, foundation: Path, out: Path, rounds: in
                      server_lr=1.5, pooled=False).check().resolved()
 
 
+# how the federation ran, not what it computed: a finished run is reused whatever these were
+HOW_IT_RAN = ("simulation_workers",)
+
+
+def _what_it_computes(settings: dict) -> dict:
+    return {k: v for k, v in settings.items() if k not in HOW_IT_RAN}
+
+
 def demo_federation(cfg: FedConfig) -> dict:
     """Run (or reuse) the federation; returns its report."""
     out = Path(cfg.out)
     report, settings = out / "report.json", out / "demo-settings.json"
-    if report.exists() and settings.exists() and json.loads(settings.read_text()) == cfg.to_dict():
+    if report.exists() and settings.exists() and \
+            _what_it_computes(json.loads(settings.read_text())) == _what_it_computes(cfg.to_dict()):
         return json.loads(report.read_text())
     result = federate(cfg)
     write_text(settings, json.dumps(cfg.to_dict()))  # atomic: the mark of a finished run
