@@ -127,7 +127,7 @@ def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
     ended at once: each job keeps its own progress (an adaptation resumes from its checkpoint)."""
     done = done or (lambda i, result: None)
     device = device or chosen_device()  # the workers take the choice of ``--device`` as well
-    workers = workers or worker_count(len(jobs), device)
+    workers = min(workers or worker_count(len(jobs), device), max(1, len(jobs)))
     if workers == 1:
         results = []
         for i, job in enumerate(jobs):
