@@ -104,3 +104,25 @@ def test_grid_tasks_binary_novel_and_blackbox_cells(collection, tmp_path):
         load_grid(_grid(tmp_path, collection, methods=["blackbox-huge"]))
     with pytest.raises(ValueError, match="task 'brain'"):
         load_grid(_grid(tmp_path, collection, tasks=["brain"]))
+
+
+def test_the_report_shows_the_nnunet_peers_label_maps_where_its_run_keeps_them(collection, tmp_path):
+    """An nnU-Net cell keeps its label maps in its own run's folder (``nnunet/predictions``); a
+    grid whose best row is nnU-Net still draws its best and worst case."""
+    import shutil
+
+    from medpeft.data.msd import load_msd
+    from medpeft.evaluate.grid_report import write_grid_report
+    ds = load_msd(collection / "Task10_NewSite")
+    cases = [c.name for c in ds.cases[:2]]
+    predictions = tmp_path / "grid" / "Task10_NewSite" / "k5-s0" / "nnunet" / "nnunet" / "predictions"
+    predictions.mkdir(parents=True)
+    for case in cases:
+        shutil.copy(ds.case(case).label, predictions / f"{case}.nii.gz")
+    rows = [{"dataset": "Task10_NewSite", "task": "all", "method": "nnunet", "k": 5, "seed": 0,
+             "case": case, "organ": "liver", "dice": dice, "hd95": float("nan"),
+             "nsd": float("nan"), "trainable": 16_551_948, "seconds": 2383.6}
+            for case, dice in zip(cases, (0.2, 0.8))]
+    write_grid_report(tmp_path / "grid", rows, [], {"Task10_NewSite": ds}, command="test")
+    for png in ("overlay_best.png", "overlay_worst.png"):
+        assert (tmp_path / "grid" / png).stat().st_size > 1000, png
