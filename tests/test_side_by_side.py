@@ -92,23 +92,23 @@ def test_one_job_per_core_on_a_cpu():
     assert worker_count(64, "cpu") == cpu_cores()
 
 
-def sleeps(seconds: float, *, progress) -> float:
-    import time
-    time.sleep(seconds)
-    return seconds
-
-
 def test_an_interrupt_ends_the_running_jobs_at_once():
-    """Ctrl-C in the parent does not wait for the jobs to finish: their workers are ended."""
+    """Ctrl-C in the parent does not wait for the jobs to finish: their workers are ended. (In a
+    process of its own: a test worker of pytest-xdist does not run tests on its main thread.)"""
     import signal
-    import threading
+    import subprocess
+    import sys
     import time
-
-    def interrupt():
-        time.sleep(8)  # the workers have started and taken their jobs
-        os.kill(os.getpid(), signal.SIGINT)
-    threading.Thread(target=interrupt, daemon=True).start()
+    script = Path(__file__).parent / "fixtures" / "interrupted_jobs.py"
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    workers = [int(child.stdout.readline().split()[1]) for _ in range(2)]  # both jobs running
     t0 = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        run_side_by_side([Job(sleeps, (120,)), Job(sleeps, (120,))], workers=2)
-    assert time.monotonic() - t0 < 40
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=60) == 130 and "interrupted" in child.stdout.read()
+    assert time.monotonic() - t0 < 30
+    for pid in workers:  # ended, not left sleeping
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{pid}").exists() or \
+            Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
