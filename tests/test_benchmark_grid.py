@@ -106,16 +106,16 @@ def test_grid_tasks_binary_novel_and_blackbox_cells(collection, tmp_path):
         load_grid(_grid(tmp_path, collection, tasks=["brain"]))
 
 
-def test_the_report_shows_the_nnunet_peers_label_maps_where_its_run_keeps_them(collection, tmp_path):
-    """An nnU-Net cell keeps its label maps in its own run's folder (``nnunet/predictions``); a
-    grid whose best row is nnU-Net still draws its best and worst case."""
+def test_the_report_draws_a_grid_whose_best_row_is_the_nnunet_peer(collection, tmp_path):
+    """A grid whose best row is nnU-Net draws its best and worst case from that cell's label
+    maps (``<cell>/predictions``, where the peer writes them like every cell)."""
     import shutil
 
     from medpeft.data.msd import load_msd
     from medpeft.evaluate.grid_report import write_grid_report
     ds = load_msd(collection / "Task10_NewSite")
     cases = [c.name for c in ds.cases[:2]]
-    predictions = tmp_path / "grid" / "Task10_NewSite" / "k5-s0" / "nnunet" / "nnunet" / "predictions"
+    predictions = tmp_path / "grid" / "Task10_NewSite" / "k5-s0" / "nnunet" / "predictions"
     predictions.mkdir(parents=True)
     for case in cases:
         shutil.copy(ds.case(case).label, predictions / f"{case}.nii.gz")

@@ -157,6 +157,30 @@ def test_a_failing_nnunet_names_itself_and_its_log(target, tmp_path):
     assert os.path.isdir(tmp_path / "nnunet" / "raw")
 
 
+def test_nnunet_writes_its_label_maps_where_every_cell_keeps_them(target, tmp_path, monkeypatch):
+    """The grid report and scoring read any cell's label maps from ``<cell>/predictions``; the
+    nnU-Net peer writes there too (its run's own folders stay in ``<cell>/nnunet``)."""
+    import json
+    import shutil
+
+    def worker(cmd, env, log, timeout, *, what):  # nnU-Net's training and prediction, faked
+        job = json.loads(open(cmd[-1]).read())
+        os.makedirs(job["predictions"], exist_ok=True)
+        for name in job["images"]:
+            shutil.copy(target.case(name).label, os.path.join(job["predictions"], f"{name}.nii.gz"))
+        summary = {"train_seconds": 1.0, "predict_seconds": 1.0, "trainable_parameters": 1}
+        open(os.path.join(os.path.dirname(cmd[-1]), "summary.json"), "w").write(json.dumps(summary))
+    monkeypatch.setattr(nnunet, "require_nnunet", lambda: None)
+    monkeypatch.setattr(nnunet, "plan_and_preprocess", lambda *a: None)
+    monkeypatch.setattr(nnunet, "_run", worker)
+    mapping = class_mapping(target.labels, load_foundation_meta().classes)
+    split = make_split(target, 1, 0, 2)
+    summary = nnunet.run_nnunet(target, mapping, split["support"], split["test"], cell=tmp_path)
+    assert set(summary["predictions"]) == set(split["test"])
+    for name, path in summary["predictions"].items():
+        assert path == str(tmp_path / "predictions" / f"{name}.nii.gz") and os.path.isfile(path)
+
+
 def _rows(method, k, seed, dice_by_case, organs=("liver", "spleen")):
     return [{"method": method, "k": k, "seed": seed, "case": case, "organ": organ, "dice": d,
              "trainable": 10, "seconds": 1.0} for case, d in dice_by_case.items() for organ in organs]

@@ -93,20 +93,10 @@ def _extreme_cases(out: Path, rows: list[dict], datasets: dict) -> list[tuple]:
     cases = []
     for tag, (dataset, case, seed) in (("worst", ranked[0]), ("best", ranked[-1])):
         cell = out / dataset if task == "all" else out / dataset / task
-        pred = _prediction(cell / f"k{k}-s{seed}" / best, case)
+        pred = cell / f"k{k}-s{seed}" / best / "predictions" / f"{case}.nii.gz"
         label = f"{best} K={k} ({_mean(per_case[(dataset, case, seed)]):.2f})"
         cases.append((tag, datasets[dataset], case, {label: pred}))
     return cases
-
-
-def _prediction(cell: Path, case: str) -> Path:
-    """A cell's label map of ``case``: medpeft's cells write ``predictions/``, the nnU-Net peer's
-    run keeps its own folder (``nnunet/predictions/``, ``medpeft.peers.nnunet``)."""
-    for folder in (cell / "predictions", cell / "nnunet" / "predictions"):
-        if (folder / f"{case}.nii.gz").is_file():
-            return folder / f"{case}.nii.gz"
-    raise FileNotFoundError(f"{cell}: no prediction of {case} (neither predictions/ nor "
-                            "nnunet/predictions/ holds it)")
 
 
 def _overlays(out: Path, cases: list[tuple]) -> list[str]:

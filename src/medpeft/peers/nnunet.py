@@ -123,11 +123,12 @@ def plan_and_preprocess(root: Path, budget: NnUNetBudget, log: Path) -> None:
 
 def run_nnunet(ds: MSDDataset, mapping: ClassMapping, support: list[str], test: list[str],
                *, cell: Path, budget: NnUNetBudget = NnUNetBudget()) -> dict:
-    """Train nnU-Net on ``support`` and predict ``test`` into ``<cell>/nnunet/predictions``
-    (label maps of ``mapping``'s local classes, in each input's geometry). A finished training
-    is reused; an interrupted one continues from nnU-Net's latest checkpoint."""
+    """Train nnU-Net on ``support`` and predict ``test`` into ``<cell>/predictions``, where every
+    cell keeps its label maps (``mapping``'s local classes, in each input's geometry); nnU-Net's
+    own folders stay in ``<cell>/nnunet``. A finished training is reused; an interrupted one
+    continues from nnU-Net's latest checkpoint."""
     require_nnunet()
-    root = Path(cell) / "nnunet"
+    root, predictions = Path(cell) / "nnunet", Path(cell) / "predictions"
     root.mkdir(parents=True, exist_ok=True)
     log, planning = root / "nnunet.log", root / "planning.json"
     name = "medpeft"
@@ -138,7 +139,7 @@ def run_nnunet(ds: MSDDataset, mapping: ClassMapping, support: list[str], test: 
         write_json(planning, {"seconds": time.perf_counter() - t0})
     job = {"dataset": DATASET_ID, "plans": PLANS, "configuration": CONFIGURATION,
            "budget": asdict(budget), "images": {n: str(Path(ds.case(n).image).resolve()) for n in test},
-           "predictions": str((root / "predictions").resolve())}
+           "predictions": str(predictions.resolve())}
     write_json(root / "job.json", job)
     _run([sys.executable, "-m", "medpeft.peers.nnunet_worker", str(root / "job.json")],
          nnunet_env(root), log, budget.timeout_s, what="training / prediction")
@@ -150,5 +151,5 @@ def run_nnunet(ds: MSDDataset, mapping: ClassMapping, support: list[str], test: 
         if planning.is_file() else None
     summary["seconds"] = (summary["planning_seconds"] or 0.0) + summary["train_seconds"] + \
         summary["predict_seconds"]
-    summary["predictions"] = {n: str(root / "predictions" / f"{n}.nii.gz") for n in test}
+    summary["predictions"] = {n: str(predictions / f"{n}.nii.gz") for n in test}
     return summary
