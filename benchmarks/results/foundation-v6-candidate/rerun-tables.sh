@@ -6,11 +6,13 @@
 # them: a session's `runs/` does not outlive it) and `setup` puts them back.
 #   Usage: rerun-tables.sh setup [COMMIT]     the worktree /work/v6 at COMMIT (default HEAD), with
 #                                             the phantom collections and the saved cells
-#          rerun-tables.sh peers|sea|rest     one stream, one thread, nice 5 (two streams: two cores)
+#          rerun-tables.sh peers|sea|rest     one stream, one thread, nice 5 (two streams: two cores;
+#                                             sea runs rest's tables after its leaders)
 #          rerun-tables.sh status             finished cells of each stream
 #          rerun-tables.sh save               the finished cells' records into cells/
-# Streams (one thread): peers ~4-5 h; sea ~7 h (bf16 search); rest (FSEFT novel organs,
-# transductive, federated plans, the demo) ~3 h. Logs: /work/v6/runs/*.log.
+# Streams (one thread): peers ~4-5 h; sea ~10 h: SEA-PEFT and the two best fixed methods, then
+# `rest` (FSEFT novel organs, transductive, federated plans, the demo; ~3 h alone), then the other
+# methods. Logs: /work/v6/runs/*.log.
 set -e
 WT=/work/v6 MAIN=/work/main HERE=benchmarks/results/foundation-v6-candidate
 RECORDS="scores.json result.json adapt_summary.json outcome.json manifest.json"
@@ -44,6 +46,18 @@ if [ "$1" = status ]; then  # peers: 6 foundation methods x K 1/5/10 x 3 seeds +
   exit 0
 fi
 run() { OMP_NUM_THREADS=1 PYTHONPATH=$WT/src nice -n 5 $MAIN/.venv/bin/python "$@"; }
+sea() {  # the SEA-PEFT comparison at every K, 3 seeds; $1: its --method options (none: all)
+  for k in 1 5 10; do
+    run benchmarks/sea_comparison.py --shots $k --seeds 0 1 2 --out runs/sea-comparison-v6 \
+        $1 >> runs/sea.log 2>&1
+  done
+}
+rest() {  # FSEFT's novel-organ cut, the transductive table, the federated plans, the demo
+  run -m medpeft.cli benchmark configs/fseft-phantom-novel-v6.yaml >> runs/fseft.log 2>&1
+  run benchmarks/transductive.py >> runs/transductive.log 2>&1
+  run benchmarks/federated_plans.py --rounds 3 --local-steps 10 >> runs/federated-plans.log 2>&1
+  PYTHONPATH=$WT/src $MAIN/.venv/bin/python -m medpeft.cli demo >> runs/demo.log 2>&1
+}
 case $1 in
 peers)  # foundation-free rows (nnU-Net, both scratch recipes) read back from v5's run; the
   # default row first (K=1 and 5 are in), then every row
@@ -52,17 +66,11 @@ peers)  # foundation-free rows (nnU-Net, both scratch recipes) read back from v5
       --skip zero-shot decoder lora sea-peft blackbox-spatial full >> runs/peers.log 2>&1
   run benchmarks/peers.py --seeds 0 1 2 $reuse >> runs/peers.log 2>&1;;
 sea)  # first the methods that decide the conclusion (SEA-PEFT and the two best fixed methods
-  # of K=1 seed 0) at every K and seed, then every method
-  for methods in "--method sea-peft --method lora+affine --method affine" ""; do
-    for k in 1 5 10; do
-      run benchmarks/sea_comparison.py --shots $k --seeds 0 1 2 --out runs/sea-comparison-v6 \
-          $methods >> runs/sea.log 2>&1
-    done
-  done;;
-rest)
-  run -m medpeft.cli benchmark configs/fseft-phantom-novel-v6.yaml >> runs/fseft.log 2>&1
-  run benchmarks/transductive.py >> runs/transductive.log 2>&1
-  run benchmarks/federated_plans.py --rounds 3 --local-steps 10 >> runs/federated-plans.log 2>&1
-  PYTHONPATH=$WT/src $MAIN/.venv/bin/python -m medpeft.cli demo >> runs/demo.log 2>&1;;
+  # of K=1 seed 0) at every K and seed, then the rest's tables (each a table on v5 until then),
+  # then every method
+  sea "--method sea-peft --method lora+affine --method affine"
+  rest
+  sea "";;
+rest) rest;;
 *) echo "usage: rerun-tables.sh setup [COMMIT]|peers|sea|rest|status|save" >&2; exit 2;;
 esac
