@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import replace
 
 import pytest
@@ -40,8 +41,13 @@ def test_resume_continues_after_crash(collection, tmp_path):
     initial = fresh.out.conv.conv.weight.detach().clone()
     assert load_checkpoint(ckpts, fresh) == 4
     assert not torch.equal(fresh.out.conv.conv.weight, initial)
+    earlier = json.loads((ckpts / "ckpt-0000004" / "state.json").read_text())["seconds"]
+    assert earlier > 0  # what steps 1..4 took in the process that crashed
+    t0 = time.perf_counter()
     resumed = train_loop(fresh, data, MarginalDiceCELoss(), cfg, run_dir=tmp_path, resume=True)
     assert resumed["resumed_from"] == 4 and resumed["steps"] == 6
+    # the run's training seconds: steps 1..4 from the checkpoint, then this process's
+    assert earlier < resumed["seconds"] <= earlier + time.perf_counter() - t0
     steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5, 5, 6]  # steps 5.. redone once after the crash, none lost
 

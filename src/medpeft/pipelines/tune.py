@@ -1,7 +1,6 @@
 """Few-shot adaptation of a foundation model on K support volumes; the same loop for every method."""
 from __future__ import annotations
 
-import time
 from itertools import islice
 from pathlib import Path
 
@@ -106,11 +105,9 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
         fresh = build_backbone(foundation.backbone, len(foundation.classes) + 1)
         foundation.model.load_state_dict(fresh.state_dict())
     state = apply_method(foundation.model, method, options)
-    t0 = time.perf_counter()
     summary = train_loop(foundation.model, data, MarginalDiceCELoss(), loop, run_dir=out_dir,
                          groups=param_groups(foundation.model, state, rates), resume=resume,
                          progress=progress, desc=f"adapt {method} K={len(split['support'])}")
-    summary["seconds"] = time.perf_counter() - t0
     if not distributed.is_main():  # every rank holds the same adapter; rank 0 saves it
         return summary
     # measured on the foundation's own organs: a binary or novel-organ task keeps none

@@ -105,7 +105,8 @@ def _schedule(cfg: LoopConfig) -> Callable[[int], float]:
     return factor
 
 
-def _save_checkpoint(folder: Path, step: int, model, optimizer, *, scheduler) -> None:
+def _save_checkpoint(folder: Path, step: int, model, optimizer, *, scheduler, seconds: float) -> None:
+    """Everything to continue at ``step``, and the training seconds spent on steps 1..``step``."""
     name = f"ckpt-{step:07d}"
     target = folder / name
     shutil.rmtree(target, ignore_errors=True)
@@ -119,7 +120,8 @@ def _save_checkpoint(folder: Path, step: int, model, optimizer, *, scheduler) ->
                 opt_meta[f"{idx}.{key}"] = value
     opt_tensors["__torch_rng__"] = torch.get_rng_state()
     save_state(target / "optimizer.safetensors", opt_tensors)
-    write_json(target / "state.json", {"step": step, "scheduler": scheduler.state_dict(),
+    write_json(target / "state.json", {"step": step, "seconds": seconds,
+                                       "scheduler": scheduler.state_dict(),
                                        "optimizer_scalars": opt_meta,
                                        "param_groups": optimizer.state_dict()["param_groups"]})
     write_json(folder / "latest.json", {"step": step, "dir": name})  # the commit point
@@ -178,6 +180,17 @@ def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None) -> int:
     return int(info["step"])
 
 
+def checkpoint_seconds(folder: Path) -> float:
+    """The training seconds the newest complete checkpoint under ``folder`` holds (every process
+    that trained its steps; 0 if none, or from a release that did not keep them): a resumed run
+    reports the time its finished steps took, not only its last process's."""
+    latest = folder / "latest.json"
+    if not latest.is_file():
+        return 0.0
+    state = json.loads((folder / json.loads(latest.read_text())["dir"] / "state.json").read_text())
+    return float(state.get("seconds", 0.0))
+
+
 def check_groups(model: torch.nn.Module, groups: list[dict]) -> None:
     """Every trainable parameter must be in exactly one group, and only trainable ones."""
     trainable = {id(p) for p in model.parameters() if p.requires_grad}
@@ -199,6 +212,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     The model is moved to ``device`` (see ``medpeft.device``) and stays there. ``weights``: draw
     the volumes in proportion to these (see ``batches``).
     """
+    t0 = time.perf_counter()  # the training seconds include placing the model and the data
     run_dir = Path(run_dir)
     device = distributed.rank_device(device)
     main, rank, world = distributed.is_main(), distributed.rank(), distributed.world_size()
@@ -206,6 +220,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     ckpt_dir = run_dir / "checkpoints"
     optimizer, scheduler = _optimizer(model, groups, cfg)
     start = load_checkpoint(ckpt_dir, model, optimizer, scheduler) if resume else 0
+    earlier = checkpoint_seconds(ckpt_dir) if start else 0.0  # the seconds of steps 1..start
     if not resume and main:  # a fresh run: nothing of an earlier one stays
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         shutil.rmtree(run_dir / "snapshots", ignore_errors=True)
@@ -216,7 +231,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     progress = progress if main else None
     task = progress.add_task(desc, total=cfg.steps, completed=start) if progress else None
     model.train()
-    t0, running, logged = time.perf_counter(), [], math.nan
+    running, logged = [], math.nan
     plateau, bad = LossPlateau(cfg.patience, cfg.ema_decay), BadSteps()
     step, done = start, cfg.steps
     for step in range(start, cfg.steps):
@@ -228,9 +243,10 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
         bad.count(value, step, run_dir)
         running += [value] if math.isfinite(value) else []
         if main and running and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
-            logged, running = _log(run_dir, step, running, optimizer, t0), []
+            logged, running = _log(run_dir, step, running, optimizer, t0 - earlier), []
         if main and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler=scheduler)
+            _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler=scheduler,
+                             seconds=earlier + time.perf_counter() - t0)
         if main and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
             _save_snapshot(run_dir, step + 1, model)
         if progress:
@@ -239,7 +255,7 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
             done = step + 1
             break
     _wind_down(model, cfg, ckpt_dir, main)
-    summary = {"steps": done, "seconds": time.perf_counter() - t0, "resumed_from": start,
+    summary = {"steps": done, "seconds": earlier + time.perf_counter() - t0, "resumed_from": start,
                "device": str(device), "ranks": world,
                "channels_last": layout == torch.channels_last_3d, "precision": precision(device, cfg.bf16),
                "loss": logged if not running else sum(running) / len(running)}
@@ -336,7 +352,8 @@ def _optimizer(model: torch.nn.Module, groups: list[dict] | None, cfg: LoopConfi
 
 
 def _log(run_dir: Path, step: int, running: list[float], optimizer, t0: float) -> float:
-    """Append the mean loss since the last line to ``metrics.jsonl``; returns that mean."""
+    """Append the mean loss since the last line to ``metrics.jsonl``, with the training seconds
+    since ``t0``; returns that mean."""
     logged = sum(running) / len(running)
     append_jsonl(run_dir / "metrics.jsonl", {
         "step": step + 1, "loss": logged,
