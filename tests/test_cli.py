@@ -64,6 +64,17 @@ def test_help_lists_the_commands():
         assert command in result.output
 
 
+def test_help_paragraphs_wrap_at_the_terminal_not_mid_sentence():
+    """A command's help reads as sentences at any width: the docstring's own line breaks (at 100
+    columns in the source) are not kept."""
+    for command in (["adapt"], ["pretrain"], ["inspect", "data"]):
+        result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+        prose = [line.strip() for line in result.output.splitlines()[:12]]
+        assert result.exit_code == 0 and max(map(len, prose)) > 100, (command, prose)
+    adapt_help = runner.invoke(app, ["adapt", "--help"], env={"COLUMNS": "200"}).output
+    assert "With one support volume, decoder-skips" in adapt_help
+
+
 def test_federate_help_lists_every_plan():
     from medpeft.federated.plans import PLANS
     result = runner.invoke(app, ["federate", "--help"], env={"COLUMNS": "400"})

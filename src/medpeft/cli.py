@@ -13,7 +13,8 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import VERBOSE_HELP, console, method_options, say_float32, warn_if_trusted
+from medpeft.cli_common import (VERBOSE_HELP, console, method_options, reflow_help, say_float32,
+                                warn_if_trusted)
 from medpeft.cli_common import fail as _fail
 from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
@@ -164,6 +165,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
           verbose: bool = typer.Option(False, help=VERBOSE_HELP),
           ) -> None:
     """Few-shot adaptation; writes only the trained tensors (the delta) and their config.
+
     White-box methods also run under torchrun (DDP over the support volumes). With one support
     volume, decoder-skips (the default) takes 2.0 and decoder tuning 1.0 off the head's background
     bias (measured; README)."""
@@ -207,9 +209,11 @@ def export(adapter: Path = typer.Argument(..., help="adapter folder (medpeft ada
            bundle: Optional[Path] = typer.Option(
                None, help="write a MONAI bundle here instead (merged weights, inference.json: "
                "runs with python -m monai.bundle, MONAI Label, 3D Slicer)")) -> None:
-    """Write a stand-alone checkpoint: --merge folds LoRA (and BitFit, SSF, IA3, LayerNorm affine)
-    into the base weights, giving a plain foundation checkpoint with the base model's keys;
-    --bundle writes the same weights as a MONAI bundle."""
+    """Write a stand-alone checkpoint (merged weights or a MONAI bundle).
+
+    --merge folds LoRA (and BitFit, SSF, IA3, LayerNorm affine) into the base weights, giving a
+    plain foundation checkpoint with the base model's keys; --bundle writes the same weights as a
+    MONAI bundle."""
     from medpeft.methods.adapter_io import export_merged
     from medpeft.models.weights import load_foundation
     if bundle is None and not (merge and out):
@@ -289,8 +293,10 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          workers: Optional[int] = typer.Option(None, min=1, help="jobs at once (the cells, the "
                                                "federation); default one per core on a CPU"),
          verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
-    """The main job on the embedded phantom: pre-train, adapt at K=1 and K=5, report Dice; then
-    three phantom hospitals adapt together on Flower (only adapters travel)."""
+    """The main job on the embedded phantom: adapt at K=1 and K=5, report Dice, federate.
+
+    The foundation is pre-trained unless the shipped one matches the recipe; then three phantom
+    hospitals adapt together on Flower (only adapters travel)."""
     from medpeft.experiments.demo import DEMO_METHODS, DemoConfig, run_demo
     from medpeft.methods import PRESETS
     methods = tuple(PRESETS) if method == ["all"] else tuple(method or DEMO_METHODS)
@@ -380,6 +386,7 @@ def convert(folder: Path = typer.Argument(..., help="dataset folder, any support
 app.command("pretrain")(pretrain_command)
 app.command("federate")(federate_command)
 app.command("predict")(predict_command)
+reflow_help(app)
 
 if __name__ == "__main__":
     app()

@@ -1,6 +1,7 @@
 """What the command-line modules share: the console, the error exit, method options."""
 from __future__ import annotations
 
+import inspect
 from typing import Optional
 
 import typer
@@ -14,6 +15,16 @@ console = get_console()
 def fail(err: Exception) -> None:
     console.print(f"[bold red]error:[/] {err}", soft_wrap=True)  # one line, however long
     raise typer.Exit(code=2)
+
+
+def reflow_help(app: typer.Typer) -> None:
+    """Join the lines of each paragraph of ``app``'s command docstrings (sub-apps included): rich
+    help keeps a docstring's line breaks, which then break mid-sentence at any other width."""
+    for command in app.registered_commands:
+        doc = inspect.getdoc(command.callback) or ""
+        command.callback.__doc__ = "\n\n".join(" ".join(p.split()) for p in doc.split("\n\n"))
+    for group in app.registered_groups:
+        reflow_help(group.typer_instance)
 
 
 VERBOSE_HELP = "also show library warnings and Flower's log lines (always in OUT/log.txt)"

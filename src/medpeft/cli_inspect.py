@@ -106,6 +106,7 @@ def inspect_data(folder: Path = typer.Argument(..., help="dataset folder, any su
                  quick: bool = typer.Option(False, help="headers only: skip reading label voxels")
                  ) -> None:
     """Layout, volumes, spacing and shape ranges, organs, label coverage and every problem found.
+
     A folder of DICOM files: its series by UID, with every series' problems."""
     from rich.table import Table
 
