@@ -13,8 +13,14 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import (VERBOSE_HELP, console, method_options, reflow_help, say_float32,
-                                warn_if_trusted)
+from medpeft.cli_common import (
+    VERBOSE_HELP,
+    console,
+    method_options,
+    reflow_help,
+    say_float32,
+    warn_if_trusted,
+)
 from medpeft.cli_common import fail as _fail
 from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
