@@ -58,7 +58,8 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
              resume: bool = typer.Option(False, help="continue from the last checkpoint")) -> None:
     """Supervised pre-training with the partial-label (marginal) loss.
 
-    Several processes: torchrun --nproc-per-node N $(which medpeft) pretrain ... (DDP; gloo on CPU, NCCL on GPUs)."""
+    Several processes: torchrun --nproc-per-node N $(which medpeft) pretrain ... (DDP; gloo on
+    CPU, NCCL on GPUs)."""
     from medpeft.progress import progress_bar
     from medpeft.train import distributed
     from medpeft.train.loop import LoopConfig
