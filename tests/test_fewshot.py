@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from medpeft.data.fewshot import make_split, read_manifest, write_manifest
@@ -21,3 +23,31 @@ def test_too_many_shots_is_a_clear_error(collection):
     ds = load_msd(collection / "Task10_NewSite")
     with pytest.raises(ValueError, match="K=9"):
         make_split(ds, 9, seed=0, n_test=3)
+
+
+@pytest.mark.parametrize("text, says", [
+    ("{", "not a manifest (not JSON"),
+    ("[1, 2]", "not a manifest (expected an object"),
+    ('{"support": ["a"], "test": ["b"]}', "no 'dataset' entry"),
+    ('{"dataset": "d", "support": "a", "test": ["b"]}', "'support' must be a list of case names"),
+    ('{"dataset": "d", "support": [], "test": ["b"]}', "no support volume listed"),
+    ('{"dataset": "d", "support": ["a", "b"], "test": ["b"]}', "b both in support and test"),
+])
+def test_a_bad_manifest_is_named_with_what_is_wrong(tmp_path, text, says):
+    path = tmp_path / "manifest.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"manifest.json: .*{re.escape(says)}"):
+        read_manifest(path)
+
+
+def test_adapt_refuses_a_bad_manifest_by_name_before_writing(tmp_path):
+    from typer.testing import CliRunner
+
+    from medpeft.cli import app
+    from medpeft.models.weights import shipped_foundation
+    (tmp_path / "m.json").write_text('{"bad": 1}')
+    result = CliRunner().invoke(app, ["adapt", "--foundation", str(shipped_foundation()),
+                                      "--manifest", str(tmp_path / "m.json"), "--out",
+                                      str(tmp_path / "out")], env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "m.json: manifest has no 'dataset' entry" in result.output
+    assert not (tmp_path / "out").exists()

@@ -37,8 +37,22 @@ def write_manifest(path: str | Path, split: dict) -> Path:
 
 
 def read_manifest(path: str | Path) -> dict:
-    split = json.loads(Path(path).read_text())
+    """A manifest (``medpeft split``), checked: a ValueError naming the file and what is wrong."""
+    try:
+        split = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not a manifest (not JSON: {err})") from None
+    if not isinstance(split, dict):
+        raise ValueError(f"{path}: not a manifest (expected an object with dataset, support, test)")
     for key in ("dataset", "support", "test"):
         if key not in split:
-            raise ValueError(f"{path}: manifest has no '{key}' entry")
+            raise ValueError(f"{path}: manifest has no '{key}' entry (write one with medpeft split)")
+    for key in ("support", "test"):
+        names = split[key]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ValueError(f"{path}: '{key}' must be a list of case names")
+    if not split["support"]:
+        raise ValueError(f"{path}: no support volume listed")
+    if overlap := sorted(set(split["support"]) & set(split["test"])):
+        raise ValueError(f"{path}: {', '.join(overlap)} both in support and test")
     return split

@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from medpeft.data.augment import AUGMENTATIONS
+from medpeft.data.fewshot import read_manifest
 from medpeft.io import write_json
 from medpeft.methods import ADAPT_STEPS, adapt_steps, background_offset, group_rates
 from medpeft.methods.blackbox.service import load_service
@@ -32,8 +33,10 @@ FINISHED = "adapt_summary.json"  # the request and its summary, once the adapter
 
 
 def check(request: AdaptRequest) -> MethodSpec:
-    """The request's method, parsed; a ValueError for settings its family cannot honour."""
+    """The request's method, parsed; a ValueError for settings its family cannot honour or a
+    manifest that cannot be read, before any work."""
     spec = resolve(request.method)
+    read_manifest(request.manifest)
     if request.augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation --augment {request.augment!r}; choose from "
                          f"{', '.join(AUGMENTATIONS)}")
@@ -84,7 +87,7 @@ def _as_record(request: AdaptRequest, spec: MethodSpec) -> dict:
 
 def _support_count(manifest: Path) -> int:
     """K: how many support volumes the manifest lists."""
-    return len(json.loads(Path(manifest).read_text())["support"])
+    return len(read_manifest(manifest)["support"])
 
 
 def _run(spec: MethodSpec, request: AdaptRequest, progress: Reporter | None) -> dict:
