@@ -8,7 +8,7 @@ import torch
 
 from medpeft.data.dicom import find_series, series_to_nifti
 from medpeft.data.transforms import Preprocessing
-from medpeft.infer.predict import predict_labels, prepare_output, save_prediction
+from medpeft.infer.predict import failure_reason, predict_labels, prepare_output, save_prediction
 from medpeft.progress import Reporter
 
 FORMATS = ("nifti", "dicom-seg")
@@ -44,7 +44,7 @@ def predict_series(model: torch.nn.Module, folder: str | Path, out_dir: str | Pa
                              largest_component=largest_component, bf16=bf16)
             written.append(target)
         except Exception as err:  # noqa: BLE001  (one bad series must not stop the others)
-            failures[f"series {item.uid}"] = f"{type(err).__name__}: {err}"
+            failures[f"series {item.uid}"] = failure_reason(err)
         if progress:
             progress.advance(task)
     return written, failures

@@ -64,8 +64,8 @@ def predict_labels(model: torch.nn.Module, image_path: str | Path, pp: Preproces
                    bf16: bool = False) -> np.ndarray:
     """Model channel index per voxel (0 = background), on the input's voxel grid;
     ``largest_component`` keeps only each organ's largest connected component."""
+    shape = nib.load(str(image_path)).shape[:3]  # first: a file that is no NIfTI is named by nibabel
     probs = predict_probabilities(model, image_path, pp, device=device, bf16=bf16)
-    shape = nib.load(str(image_path)).shape[:3]
     if probs.shape[1:] != shape:
         raise RuntimeError(f"{image_path}: inverted prediction {probs.shape[1:]} != input {shape}")
     channels = probs.argmax(0).astype(np.uint8)
@@ -100,6 +100,15 @@ def prepare_output(out_dir: str | Path, classes: tuple[str, ...]) -> Path:
     return out_dir
 
 
+def failure_reason(err: BaseException) -> str:
+    """What went wrong, in one line: MONAI wraps a transform's error in a RuntimeError that names
+    only the transform object ("applying transform <...LoadImaged object at 0x...>"), and a
+    reader's error carries every reader's traceback, so the innermost cause's first line."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
 def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Path,
                   pp: Preprocessing, *, classes: tuple[str, ...], overwrite: bool = False,
                   progress: Reporter | None = None, largest_component: bool = False, bf16: bool = False
@@ -122,7 +131,7 @@ def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Pat
                                 path, classes)
             written.append(target)
         except Exception as err:  # noqa: BLE001  (one bad file must not stop the others)
-            failures[str(path)] = f"{type(err).__name__}: {err}"
+            failures[str(path)] = failure_reason(err)
         if progress:
             progress.advance(task)
     return written, failures
