@@ -106,7 +106,8 @@ def failure_reason(err: BaseException) -> str:
     reader's error carries every reader's traceback, so the innermost cause's first line."""
     while err.__cause__ is not None:
         err = err.__cause__
-    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    lines = str(err).splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Path,
