@@ -31,8 +31,13 @@ w(Path('$MAIN/runs/cache/phantom-demo-s$s'), 'demo', $s)"; done
   exit 0;;
 save)
   cd $WT/runs
-  find benchmark-peers sea-comparison-v6 benchmark-fseft-novel-v6 -type f 2>/dev/null \
-    \( $(printf -- '-name %s -o ' $RECORDS) -false \) | while read -r f; do
+  { find benchmark-peers sea-comparison-v6 benchmark-fseft-novel-v6 -type f 2>/dev/null \
+      \( $(printf -- '-name %s -o ' $RECORDS) -false \)
+    # rest's tables: the transductive arms' records, each federated plan's report, the demo's
+    find bench-transductive bench-federated-plans -maxdepth 2 -type f \
+      \( -name '*.json' -o -name '*.md' \) 2>/dev/null
+    find demo -maxdepth 1 -type f \( -name results.json -o -name report.md \) 2>/dev/null
+  } | while read -r f; do
       mkdir -p "$MAIN/$HERE/cells/$(dirname "$f")" && cp "$f" "$MAIN/$HERE/cells/$f"; done
   echo "saved: $(find $MAIN/$HERE/cells -name scores.json -o -name result.json | wc -l) cells"
   exit 0;;
