@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import replace
 
@@ -166,3 +167,21 @@ def test_medpeft_processes_skip_the_optional_packages_monai_would_import_for_not
     assert [e.value for e in entry_points(group="console_scripts", name="medpeft")] == ["medpeft.entry:main"]
     app_toml = (write_app(tmp_path / "app", tmp_path / "fed.yaml") / "pyproject.toml").read_text()
     assert 'clientapp = "medpeft.federated.components:client_app"' in app_toml
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["adapt", "--help"], ["inspect", "data", "--help"]])
+def test_help_loads_neither_pytorch_nor_monai(argv):
+    """`medpeft ... --help` answers at once: the commands' modules and `adapt`'s defaults import
+    no PyTorch or MONAI (7 s on a 2-core CPU), and the default --device needs no check."""
+    import subprocess
+    import sys
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print('heavy:', sorted({'torch', 'monai'} & set(sys.modules))))\n"
+            f"sys.argv = ['medpeft', *{argv!r}]\n"
+            "from medpeft.entry import main\n"
+            "main()\n")
+    env = {k: v for k, v in os.environ.items() if k != "MEDPEFT_DEVICE"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0 and "Usage: medpeft" in done.stdout, done.stderr
+    assert "heavy: []" in done.stdout, done.stdout[-300:]

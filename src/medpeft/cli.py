@@ -8,11 +8,13 @@ the other commands.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from medpeft.adapt_defaults import ADAPT_AUGMENT, ADAPT_BF16, ADAPT_STEPS, DEFAULT_METHOD
 from medpeft.cli_common import (
     VERBOSE_HELP,
     console,
@@ -26,7 +28,6 @@ from medpeft.cli_federate import federate_command
 from medpeft.cli_inspect import inspect_app
 from medpeft.cli_predict import predict_command
 from medpeft.cli_pretrain import pretrain_command
-from medpeft.methods import ADAPT_AUGMENT, ADAPT_BF16, ADAPT_STEPS, DEFAULT_METHOD
 from medpeft.progress import progress_bar
 from medpeft.quiet import quiet_console
 
@@ -40,6 +41,8 @@ def main(device: str = typer.Option("auto", envvar="MEDPEFT_DEVICE",
                                     help="auto (a CUDA GPU when visible, else the CPU), cpu, cuda[:N]")
          ) -> None:
     """Few-shot, parameter-efficient adaptation of 3D CT segmentation models."""
+    if device == "auto" and "MEDPEFT_DEVICE" not in os.environ:
+        return  # the default, nothing to check: no PyTorch import (``medpeft CMD --help`` is quick)
     from medpeft.device import set_device
     try:
         set_device(device)
