@@ -203,9 +203,13 @@ def test_a_checkpoint_that_would_run_code_is_refused_before_it_runs(monai_keys, 
     assert marker.exists()
 
 
-def test_a_file_that_is_no_checkpoint_is_named_in_one_line(tmp_path):
+@pytest.mark.parametrize("text", ["# not a pickle\n", "junk\n", "PK\x03\x04 not a zip"])
+def test_a_file_that_is_no_checkpoint_is_named_in_one_line(tmp_path, text):
+    """Whatever torch's readers raise on it ("junk": KeyError in its legacy reader)."""
     path = tmp_path / "notes.pth"
-    path.write_text("# not a pickle\n")
-    result = CliRunner().invoke(app, ["inspect", "checkpoint", str(path), "--kind", "btcv"])
-    assert result.exit_code != 0 and "Traceback" not in result.output
-    assert "notes.pth: not a readable PyTorch checkpoint" in result.output
+    path.write_text(text)
+    for args in (["inspect", "checkpoint", str(path), "--kind", "btcv"],
+                 ["import-weights", str(path), "--kind", "btcv", "--out", str(tmp_path / "f")]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+        assert "notes.pth: not a readable PyTorch checkpoint" in result.output

@@ -71,3 +71,8 @@ def read_checkpoint(path: str | Path, *, trust: bool = False) -> object:
     except (RuntimeError, EOFError) as err:
         raise UnsafeCheckpointError(f"{path}: not a readable PyTorch checkpoint "
                                     f"({_unpickler_reason(err)})") from None
+    except (KeyError, ValueError, TypeError, AttributeError, IndexError) as err:
+        # torch's legacy reader on a file that is neither a zip nor a pickle: e.g. a text file
+        # starting with "j" gives KeyError on a "magic number" it cannot look up
+        raise UnsafeCheckpointError(f"{path}: not a readable PyTorch checkpoint "
+                                    f"({type(err).__name__}: {_unpickler_reason(err)})") from None
