@@ -63,6 +63,25 @@ def test_grid_config_errors_name_the_file_and_entry(tmp_path, collection):
         load_grid(_grid(tmp_path, collection, methods=["zero-shot", "lora2"]))
 
 
+def test_grid_config_lists_every_problem_at_once(tmp_path):
+    """A grid with several mistakes names each, in the grid's own words (not a Python signature)."""
+    (tmp_path / "g.yaml").write_text("datasets: [/data/path/x]\nmethods: [decoder]\n")
+    with pytest.raises(ValueError, match=r"g.yaml: missing entry 'foundation'$"):
+        load_grid(tmp_path / "g.yaml")
+    (tmp_path / "g.yaml").write_text("foundation: f\ndatasets: [/data/path/x]\n"
+                                     "methods: [decoder, bogus]\ntasks: [brain]\nreference: lora\n")
+    with pytest.raises(ValueError) as err:
+        load_grid(tmp_path / "g.yaml")
+    lines = str(err.value).splitlines()
+    assert lines[0] == f"{tmp_path / 'g.yaml'}: 4 problems:"
+    starts = ("  - unknown method 'bogus'", "  - task 'brain'", "  - datasets[0] must be a mapping",
+              "  - reference 'lora' is not one of the methods")
+    assert len(lines) == 5 and all(line.startswith(s) for line, s in zip(lines[1:], starts)), lines
+    (tmp_path / "g.yaml").write_text("- a\n")
+    with pytest.raises(ValueError, match="a grid is a mapping of entries"):
+        load_grid(tmp_path / "g.yaml")
+
+
 def test_paired_comparison_pairs_cases_not_seeds():
     """Two seeds re-scoring case a are one pair, not two: differences are averaged per case."""
     rows = [{"dataset": "d", "method": m, "k": k, "seed": s, "case": c, "organ": "liver", "dice": d}

@@ -17,7 +17,7 @@ from __future__ import annotations
 import csv
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import yaml
@@ -67,41 +67,56 @@ class GridConfig:
 
 
 def load_grid(path: str | Path) -> GridConfig:
-    """Read and check a grid YAML; every error names the file and the entry."""
+    """Read and check a grid YAML; a ValueError naming the file and every problem found."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ValueError(f"{path}: cannot read the grid ({err})") from err
-    known = {f.name for f in fields(GridConfig)}
-    unknown = sorted(set(raw) - known)
-    if unknown:
-        raise ValueError(f"{path}: unknown entries {unknown}; known: {sorted(known)}")
-    try:
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a grid is a mapping of entries (foundation, datasets, methods, ...)")
+    known = {f.name: f for f in fields(GridConfig)}
+    problems = [f"unknown entries {sorted(set(raw) - set(known))}; known: {sorted(known)}"] \
+        if set(raw) - set(known) else []
+    required = [n for n, f in known.items() if f.default is MISSING and f.default_factory is MISSING]
+    problems += [f"missing entry '{name}'" for name in required if name not in raw]
+    if not problems:
         cfg = GridConfig(**raw)
-    except TypeError as err:
-        raise ValueError(f"{path}: {err}") from err
+        problems = [*_method_problems(cfg), *_entry_problems(cfg)]
+    if problems:
+        raise ValueError(f"{path}: {problems[0]}" if len(problems) == 1 else
+                         f"{path}: {len(problems)} problems:\n" + "\n".join(f"  - {p}" for p in problems))
+    return cfg
+
+
+def _method_problems(cfg: GridConfig) -> list[str]:
+    """Methods and tasks the grid cannot run."""
+    problems = []
     for method in cfg.methods:
         if method not in (ZERO_SHOT, NNUNET):
             try:
                 resolve(method)
             except ValueError as err:
-                raise ValueError(f"{path}: {err}") from None
+                problems.append(str(err))
     for task in cfg.tasks:
         try:
             task_classes(("all",), task_organs(task))
         except ValueError as err:
-            raise ValueError(f"{path}: task {task!r}: {err}") from None
-    for i, d in enumerate(cfg.datasets):
-        if "path" not in d:
-            raise ValueError(f"{path}: datasets[{i}] has no 'path'")
+            problems.append(f"task {task!r}: {err}")
+    return problems
+
+
+def _entry_problems(cfg: GridConfig) -> list[str]:
+    """Datasets, schedules and the reference method, as the grid reads them."""
+    problems = [f"datasets[{i}] must be a mapping with a 'path' (e.g. - path: DIR)"
+                for i, d in enumerate(cfg.datasets) if not isinstance(d, dict) or "path" not in d]
     for method, schedule in cfg.schedules.items():
         if method not in cfg.methods or not set(schedule) <= {"steps", "patience"}:
-            raise ValueError(f"{path}: schedules[{method!r}] must name a method of the grid and "
-                             f"only 'steps' / 'patience'")
+            problems.append(f"schedules[{method!r}] must name a method of the grid and only "
+                            "'steps' / 'patience'")
     if cfg.reference and cfg.reference not in cfg.methods:
-        raise ValueError(f"{path}: reference {cfg.reference!r} is not one of the methods")
-    return cfg
+        problems.append(f"reference {cfg.reference!r} is not one of the methods")
+    return problems
 
 
 def task_organs(task) -> tuple[str, ...]:
