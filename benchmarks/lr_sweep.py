@@ -50,7 +50,7 @@ def main() -> None:
                 cell = args.out / f"k{args.shots}" / f"{method}-lr{rate:g}"
                 request = AdaptRequest(setting.foundation_dir, manifest, method, cell,
                                        steps=args.steps, lr={g: rate for g in groups},
-                                       seed=args.seed)
+                                       seed=args.seed, resume=True)  # an interrupted cell goes on
 
                 def compute(request=request, method=method, rate=rate) -> dict:
                     t0 = time.perf_counter()
