@@ -44,14 +44,19 @@ def _request(method: str, **settings) -> AdaptRequest:
     return AdaptRequest(Path("f"), Path("m.json"), method, Path("out"), **settings)
 
 
-def test_check_refuses_settings_a_family_cannot_honour():
+def test_check_refuses_settings_a_family_cannot_honour(tmp_path):
     with pytest.raises(ValueError, match="black-box adapters"):
         check(_request("lora", unlabelled=(Path("scan.nii.gz"),)))
     with pytest.raises(ValueError, match="not available with sea-peft"):
         check(_request("sea-peft", organs=("spleen",)))
     with pytest.raises(ValueError, match="SEA-PEFT settings"):
         check(_request("decoder", sea={"budget": 0.01}))
-    assert check(_request("sea-peft", organs=("all",), sea={"budget": 0.01})).family == SEARCHED
+    with pytest.raises(FileNotFoundError):  # then the manifest, which must exist
+        check(_request("sea-peft", organs=("all",), sea={"budget": 0.01}))
+    manifest = tmp_path / "m.json"
+    manifest.write_text('{"dataset": "d", "support": ["a"], "test": ["b"]}')
+    assert check(replace(_request("sea-peft", organs=("all",), sea={"budget": 0.01}),
+                         manifest=manifest)).family == SEARCHED
 
 
 def test_adapt_routes_each_family_to_its_flow(monkeypatch, tmp_path):

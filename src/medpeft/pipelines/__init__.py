@@ -36,7 +36,6 @@ def check(request: AdaptRequest) -> MethodSpec:
     """The request's method, parsed; a ValueError for settings its family cannot honour or a
     manifest that cannot be read, before any work."""
     spec = resolve(request.method)
-    read_manifest(request.manifest)
     if request.augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation --augment {request.augment!r}; choose from "
                          f"{', '.join(AUGMENTATIONS)}")
@@ -52,6 +51,7 @@ def check(request: AdaptRequest) -> MethodSpec:
                          "is not sharded): run it without torchrun")
     if spec.family != SEARCHED and (request.sea or request.audit_volume):
         raise ValueError(f"SEA-PEFT settings were given to {request.method}: use --method sea-peft")
+    read_manifest(request.manifest)
     return spec
 
 
