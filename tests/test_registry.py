@@ -61,7 +61,7 @@ def test_check_refuses_settings_a_family_cannot_honour(tmp_path):
 
 def test_adapt_routes_each_family_to_its_flow(monkeypatch, tmp_path):
     manifest = tmp_path / "m.json"
-    manifest.write_text(json.dumps({"support": ["a", "b"], "test": ["c"]}))
+    manifest.write_text(json.dumps({"dataset": "d", "support": ["a", "b"], "test": ["c"]}))
     calls = {}
 
     def flow(name):
@@ -108,7 +108,7 @@ def test_a_finished_adaptation_is_not_trained_again_on_resume(monkeypatch, tmp_p
     """A run cut off after training (while scoring) resumes without retraining; any other
     request for the folder, or a run without resume, trains."""
     manifest = tmp_path / "m.json"
-    manifest.write_text(json.dumps({"support": ["a"], "test": ["c"]}))
+    manifest.write_text(json.dumps({"dataset": "d", "support": ["a"], "test": ["c"]}))
     runs = []
 
     def tune(*args, **kwargs):
