@@ -147,7 +147,9 @@ def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
             if future.exception() is None:
                 done(i, future.result())
     except BaseException:  # interrupted: the running jobs end now, not when they finish
-        for pid in list(pids):
+        # the pool's own record of the processes it spawned (CPython's ``_processes``, filled as
+        # each starts) and the workers' reports, which can still be in the queue when Ctrl-C comes
+        for pid in set(pids) | set(getattr(pool, "_processes", None) or ()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
         raise
