@@ -21,10 +21,10 @@ from medpeft.cli_common import (
     method_options,
     reflow_help,
     say_float32,
-    warn_if_trusted,
 )
 from medpeft.cli_common import fail as _fail
 from medpeft.cli_federate import federate_command
+from medpeft.cli_import import convert_command, import_weights_command
 from medpeft.cli_inspect import inspect_app
 from medpeft.cli_predict import predict_command
 from medpeft.cli_pretrain import pretrain_command
@@ -353,48 +353,11 @@ def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"
         raise typer.Exit(code=1)
 
 
-@app.command("import-weights")
-def import_weights(path: Path = typer.Argument(..., help="published checkpoint (.pt/.pth)"),
-                   kind: str = typer.Option(..., help="fseft | monai-ssl | btcv | universal | suprem | "
-                                     "universal-unet | suprem-unet"),
-                   out: Path = typer.Option(..., help="foundation folder to write"),
-                   classes: Optional[str] = typer.Option(
-                       None, help="organs of a new head, comma-separated (checkpoints without one)"),
-                   trust_checkpoint: bool = typer.Option(
-                       False, help="unpickle in full (weights_only=False): may run code")) -> None:
-    """Turn a published checkpoint into a medpeft foundation folder (strict key check)."""
-    from medpeft.models.checkpoint_file import UnsafeCheckpointError
-    from medpeft.models.published import CheckpointError, import_checkpoint
-    warn_if_trusted(trust_checkpoint, path)
-    try:
-        folder, report = import_checkpoint(path, kind, out, tuple(classes.split(",")) if classes
-                                           else None, trust=trust_checkpoint)
-    except (CheckpointError, UnsafeCheckpointError, FileNotFoundError, RuntimeError) as err:
-        _fail(err)
-    console.print(f"foundation: {folder} ({len(report.loaded)} tensors loaded, "
-                  f"{len(report.new)} new, {len(report.ignored)} ignored)")
-
-
-@app.command()
-def convert(folder: Path = typer.Argument(..., help="dataset folder, any supported layout"),
-            out: Path = typer.Argument(..., help="MSD folder to write (images are linked)"),
-            layout: Optional[str] = typer.Option(None, help="default: detect")) -> None:
-    """Write a dataset as an MSD folder (per-structure masks combined into one label map)."""
-    from medpeft.data.layouts import read_dataset, write_msd
-    from medpeft.data.msd import DataError, check_dataset
-    try:
-        ds = read_dataset(folder, layout)
-        check_dataset(ds)
-        with progress_bar() as progress:
-            write_msd(ds, out, progress)
-    except DataError as err:
-        _fail(err)
-    console.print(f"{len(ds.cases)} cases of {ds.name} written to {out}")
-
-
 app.command("pretrain")(pretrain_command)
 app.command("federate")(federate_command)
 app.command("predict")(predict_command)
+app.command("import-weights")(import_weights_command)
+app.command("convert")(convert_command)
 reflow_help(app)
 
 if __name__ == "__main__":
