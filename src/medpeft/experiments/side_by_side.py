@@ -151,7 +151,7 @@ def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
         # each starts) and the workers' reports, which can still be in the queue when Ctrl-C comes
         for pid in set(pids) | set(getattr(pool, "_processes", None) or ()):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGKILL)  # SIGTERM may be ignored (an inherited SIG_IGN)
         raise
     finally:
         pool.shutdown(cancel_futures=True)  # the workers exit, their last progress sent
