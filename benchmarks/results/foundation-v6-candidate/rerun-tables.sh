@@ -8,6 +8,8 @@
 #                                             the phantom collections and the saved cells
 #          rerun-tables.sh peers|sea|rest     one stream, one thread, nice 5 (two streams: two cores;
 #                                             sea runs rest's tables after its leaders)
+#          rerun-tables.sh leaders|novel|others  sea's leaders alone; rest's halves (novel: the
+#                                             FSEFT cut; others: transductive, federated, demo)
 #          rerun-tables.sh status             finished cells of each stream
 #          rerun-tables.sh save               the finished cells' records into cells/
 # Streams (one thread): peers ~4-5 h; sea ~10 h: SEA-PEFT and the two best fixed methods, then
@@ -57,12 +59,15 @@ sea() {  # the SEA-PEFT comparison at every K, 3 seeds; $1: its --method options
         $1 >> runs/sea.log 2>&1
   done
 }
-rest() {  # FSEFT's novel-organ cut, the transductive table, the federated plans, the demo
+novel() {  # FSEFT's novel-organ cut (~2.5 h)
   run -m medpeft.cli benchmark configs/fseft-phantom-novel-v6.yaml >> runs/fseft.log 2>&1
+}
+others() {  # the transductive table, the federated plans, the demo
   run benchmarks/transductive.py >> runs/transductive.log 2>&1
   run benchmarks/federated_plans.py --rounds 3 --local-steps 10 >> runs/federated-plans.log 2>&1
   PYTHONPATH=$WT/src $MAIN/.venv/bin/python -m medpeft.cli demo >> runs/demo.log 2>&1
 }
+rest() { novel; others; }
 case $1 in
 peers)  # foundation-free rows (nnU-Net, both scratch recipes) read back from v5's run; the
   # default row first (K=1 and 5 are in), then every row
@@ -77,5 +82,7 @@ sea)  # first the methods that decide the conclusion (SEA-PEFT and the two best 
   rest
   sea "";;
 rest) rest;;
-*) echo "usage: rerun-tables.sh setup [COMMIT]|peers|sea|rest|status|save" >&2; exit 2;;
+novel|others) $1;;  # rest's two halves, one per core
+leaders) sea "--method sea-peft --method lora+affine --method affine";;
+*) echo "usage: rerun-tables.sh setup [COMMIT]|peers|sea|leaders|rest|novel|others|status|save" >&2; exit 2;;
 esac
