@@ -21,8 +21,11 @@ from medpeft.models.weights import load_foundation, shipped_foundation
 from medpeft.pipelines.tune import adapt
 
 SOURCE_FLOOR = 0.40  # the shipped foundation, every organ, at its own held-out source site
-NEW_SITE_FLOOR = 0.35  # `medpeft adapt`'s default method at K=5, every organ, at the new site
-SUITE_STEPS = ADAPT_STEPS // 2  # half the default steps: the suite must stay under 10 minutes
+# `medpeft adapt`'s default method at K=5, every organ, at the new site, in SUITE_STEPS: an eighth
+# of the 480 steps `medpeft adapt` takes at K=5, so that the suite stays near 10 minutes. Measured
+# (float32, 2026-12-04): 60 steps 0.789, every organ >= 0.61 (pancreas); 120 steps 0.809, >= 0.68
+NEW_SITE_FLOOR = 0.45
+SUITE_STEPS = ADAPT_STEPS // 4
 
 
 def _scores(model, foundation, ds, names, pred_dir=None) -> tuple[float, dict[str, float]]:
@@ -54,7 +57,7 @@ def test_shipped_foundation_segments_every_organ_at_its_source_site_and_loses_at
 
 
 def test_default_adaptation_segments_every_organ_at_the_new_site(collection, tmp_path):
-    """`medpeft adapt`'s default method at K=5 (half its steps): well above zero-shot, every organ
+    """`medpeft adapt`'s default method at K=5 (an eighth of its steps): well above zero-shot, every organ
     above the floor, predictions in each input's own geometry (LPS, 3.6 x 3.6 x 5 mm)."""
     foundation = load_foundation(shipped_foundation())
     target = load_msd(datasets_with_role(collection, "target")[0])
