@@ -52,6 +52,7 @@ if [ "$1" = status ]; then  # peers: 6 foundation methods x K 1/5/10 x 3 seeds +
     echo "rest:  $f $([ -s runs/$f.log ] && echo started || echo 'not started')"; done
   exit 0
 fi
+LEADERS="--method sea-peft --method lora+affine --method affine"  # sea's first methods
 run() { OMP_NUM_THREADS=1 PYTHONPATH=$WT/src nice -n 5 $MAIN/.venv/bin/python "$@"; }
 sea() {  # the SEA-PEFT comparison at every K, 3 seeds; $1: its --method options (none: all)
   for k in 1 5 10; do
@@ -78,11 +79,11 @@ peers)  # foundation-free rows (nnU-Net, both scratch recipes) read back from v5
 sea)  # first the methods that decide the conclusion (SEA-PEFT and the two best fixed methods
   # of K=1 seed 0) at every K and seed, then the rest's tables (each a table on v5 until then),
   # then every method
-  sea "--method sea-peft --method lora+affine --method affine"
+  sea "$LEADERS"
   rest
   sea "";;
 rest) rest;;
 novel|others) $1;;  # rest's two halves, one per core
-leaders) sea "--method sea-peft --method lora+affine --method affine";;
+leaders) sea "$LEADERS";;
 *) echo "usage: rerun-tables.sh setup [COMMIT]|peers|sea|leaders|rest|novel|others|status|save" >&2; exit 2;;
 esac
