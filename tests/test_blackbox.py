@@ -43,7 +43,7 @@ def test_blackbox_never_touches_the_base_model_and_beats_zero_shot(collection, t
         f.model.parameters()  # the seal holds
     manifest = write_manifest(tmp_path / "k5.json", split)
     blackbox_adapt(shipped_foundation(), manifest, tmp_path / "bb", kind="spatial", init="prototype",
-                   steps=150, service=service)
+                   steps=75, service=service)
     predictor, config = load_blackbox(tmp_path / "bb", service)
     adapted = mean_dice(evaluate_cases(predictor, target, split["test"], mapping, pp=f.preprocessing,
                                        classes=f.classes))

@@ -6,7 +6,9 @@ one thread each, finish about 1.5x sooner than the same cells one after the othe
 17 min 22 s -> 11 min 48 s). The demo's jobs (its cells, its federation, its zero-shot scores)
 and a benchmark grid's cells do not depend on each other, so they can run this way on a CPU. Each
 job runs in a fresh (spawned) process that reports its progress to the parent's bar through a
-queue; on a GPU, or with one core, the jobs run in this process one after the other.
+queue; on a GPU, or with one core, the jobs run in this process one after the other. When fewer
+jobs are left than workers (the last long cell), the running jobs take the idle cores' threads
+at their next progress step: the demo's last cell ran its final ~140 s alone on one of 2 cores.
 
 A job is a top-level function called as ``fn(*args, **kwargs, progress=reporter)``: what it
 returns comes back in the order of the jobs. A job that fails raises here after the others
@@ -77,6 +79,7 @@ class QueueReporter:
         return key
 
     def advance(self, task_id: Any, advance: float = 1) -> None:
+        _fit_threads()
         self.queue.put(("update", task_id, {"advance": advance}))
 
     def update(self, task_id: Any, **kwargs: Any) -> None:
@@ -100,22 +103,45 @@ def _relay(queue, progress: Reporter | None, workers: set[int]) -> None:
 
 
 _reporter: QueueReporter | None = None
+_running = None  # the parent's count of jobs running now (a shared ``multiprocessing.Value``)
 
 
-def _start_worker(queue, threads: int, device: str | None) -> None:
-    """A worker's set-up: MONAI's unused imports skipped, its share of the cores, the parent's
-    device choice (``--device`` is not inherited by a spawned process)."""
+def _fit_threads() -> int:
+    """This worker's share of the cores for the jobs running now: all of a core count divided
+    among them, so a job left alone takes the cores the finished ones freed."""
+    threads = max(1, cpu_cores() // max(1, _running.value))
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return threads
+
+
+def _start_worker(queue, running, device: str | None) -> None:
+    """A worker's set-up: MONAI's unused imports skipped, the parent's device choice
+    (``--device`` is not inherited by a spawned process)."""
     skip_unused_optional_packages()
-    torch.set_num_threads(threads)
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # and the processes the job starts (nnU-Net)
     set_device(device)
-    global _reporter
-    _reporter = QueueReporter(queue)
+    global _reporter, _running
+    _reporter, _running = QueueReporter(queue), running
     queue.put(("worker", os.getpid(), None))
 
 
 def _call(job: Job) -> Any:
+    # the processes the job starts (nnU-Net) take the share it starts with
+    os.environ["OMP_NUM_THREADS"] = str(_fit_threads())
     return job(_reporter)
+
+
+class _RunningCount:
+    """How many jobs run now: the workers while jobs wait, then the unfinished ones."""
+
+    def __init__(self, context, jobs: int, workers: int) -> None:
+        self.unfinished, self.workers, self.lock = jobs, workers, threading.Lock()
+        self.shared = context.Value("i", min(workers, jobs))  # what the workers read
+
+    def finished(self, _future=None) -> None:
+        with self.lock:
+            self.unfinished -= 1
+            self.shared.value = max(1, min(self.workers, self.unfinished))
 
 
 def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
@@ -138,11 +164,13 @@ def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
     queue, pids = context.Queue(), set()
     relay = threading.Thread(target=_relay, args=(queue, progress, pids), daemon=True)
     relay.start()
-    threads = max(1, cpu_cores() // workers)
+    running = _RunningCount(context, len(jobs), workers)
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
-                               initargs=(queue, threads, device))
+                               initargs=(queue, running.shared, device))
     try:
         futures = [pool.submit(_call, job) for job in jobs]
+        for future in futures:
+            future.add_done_callback(running.finished)
         for i, future in enumerate(futures):  # all of them: a failure does not cut the others short
             if future.exception() is None:
                 done(i, future.result())
