@@ -85,7 +85,7 @@ def threads_until_alone(meeting: str, *, progress) -> tuple[int, int]:
         time.sleep(0.05)
     beside, task = torch.get_num_threads(), progress.add_task("long", total=None)
     while torch.get_num_threads() != cpu_cores() and time.monotonic() < deadline:
-        progress.advance(task)
+        progress.update(task, advance=1, description="long")  # as the training loop steps
         time.sleep(0.05)
     return beside, torch.get_num_threads()
 

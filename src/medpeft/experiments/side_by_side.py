@@ -83,6 +83,8 @@ class QueueReporter:
         self.queue.put(("update", task_id, {"advance": advance}))
 
     def update(self, task_id: Any, **kwargs: Any) -> None:
+        if "advance" in kwargs:  # a step (the training loop reports its steps this way)
+            _fit_threads()
         self.queue.put(("update", task_id, kwargs))
 
 
