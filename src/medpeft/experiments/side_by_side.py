@@ -8,7 +8,8 @@ and a benchmark grid's cells do not depend on each other, so they can run this w
 job runs in a fresh (spawned) process that reports its progress to the parent's bar through a
 queue; on a GPU, or with one core, the jobs run in this process one after the other. When fewer
 jobs are left than workers (the last long cell), the running jobs take the idle cores' threads
-at their next progress step: the demo's last cell ran its final ~140 s alone on one of 2 cores.
+at their next progress step (the demo, same hour: 11:21 -> 10:31, its K=1 cell's last 1.5 min
+on 2 threads instead of one, the same Dice).
 
 A job is a top-level function called as ``fn(*args, **kwargs, progress=reporter)``: what it
 returns comes back in the order of the jobs. A job that fails raises here after the others
