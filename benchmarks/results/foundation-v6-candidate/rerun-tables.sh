@@ -48,7 +48,9 @@ cd $WT
 if [ "$1" = status ]; then  # peers: 6 foundation methods x K 1/5/10 x 3 seeds + zero-shot; sea: 11 x 9
   echo "peers: $(ls runs/benchmark-peers/Task10_NewSite/*/*/scores.json runs/benchmark-peers/Task10_NewSite/zero-shot/scores.json 2>/dev/null | wc -l) of 55 cells"
   echo "sea:   $(ls runs/sea-comparison-v6/*/*/result.json 2>/dev/null | wc -l) of 99 cells"
-  for f in fseft transductive federated-plans demo; do
+  # novel: 2 tasks x (zero-shot + 4 methods x K 1/5/10 x 3 seeds)
+  echo "novel: $(ls runs/benchmark-fseft-novel-v6/Task10_NewSite/*/*/scores.json runs/benchmark-fseft-novel-v6/Task10_NewSite/*/*/*/scores.json 2>/dev/null | wc -l) of 74 cells"
+  for f in transductive federated-plans demo; do
     echo "rest:  $f $([ -s runs/$f.log ] && echo started || echo 'not started')"; done
   exit 0
 fi
