@@ -29,14 +29,19 @@ class Recorder:
         self.tasks[task_id]["done"] += kwargs.get("advance", 0)
 
 
-def counted(name: str, steps: int, meeting: str, parties: int, *, progress) -> dict:
-    """Counts, once ``parties`` jobs have arrived at the ``meeting`` folder (they run at once)."""
+def meet(meeting: str, name: str, parties: int, seconds: float) -> None:
+    """Arrive at the ``meeting`` folder and wait for ``parties`` jobs there (they run at once)."""
     import time
     Path(meeting, name).touch()
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + seconds
     while len(list(Path(meeting).iterdir())) < parties:
         assert time.monotonic() < deadline, "the jobs did not run side by side"
         time.sleep(0.05)
+
+
+def counted(name: str, steps: int, meeting: str, parties: int, *, progress) -> dict:
+    """Counts, once ``parties`` jobs have arrived at the ``meeting`` folder (they run at once)."""
+    meet(meeting, name, parties, 120)
     task = progress.add_task(f"count {name}", total=steps)
     for _ in range(steps):
         progress.advance(task)
@@ -78,11 +83,8 @@ def threads_until_alone(meeting: str, *, progress) -> tuple[int, int]:
     """This worker's threads beside the other job, and once the other has finished (read at
     each progress step, as a training loop reports them)."""
     import time
-    Path(meeting, "long").touch()
     deadline = time.monotonic() + 60
-    while len(list(Path(meeting).iterdir())) < 2:  # the other job has started
-        assert time.monotonic() < deadline, "the jobs did not run side by side"
-        time.sleep(0.05)
+    meet(meeting, "long", 2, 60)  # the other job has started
     beside, task = torch.get_num_threads(), progress.add_task("long", total=None)
     while torch.get_num_threads() != cpu_cores() and time.monotonic() < deadline:
         progress.update(task, advance=1, description="long")  # as the training loop steps
