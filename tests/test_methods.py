@@ -140,6 +140,22 @@ def test_the_decoder_rate_grows_with_the_support_set_up_to_its_cap():
     assert group_rates("decoder", 5e-4, shots=10) == {"decoder": 5e-4}
 
 
+def test_the_grown_rate_needs_the_schedule_it_was_measured_on():
+    """4x the decoder's rate collapsed in 80 steps (README "Novel organs"): a schedule shorter
+    than ADAPT_STEPS keeps its base rate at any K; the default steps and longer ones grow it.
+    decoder-skips' grown rate was measured to hold on short schedules too."""
+    from medpeft.methods import ADAPT_STEPS, DEFAULT_LR, SHOT_SCALING, adapt_steps, group_rates
+    base, cap = DEFAULT_LR["decoder"], SHOT_SCALING["decoder"].rate_cap
+    assert group_rates("decoder", shots=5, steps=80) == {"decoder": base}
+    assert group_rates("decoder", shots=5, steps=ADAPT_STEPS - 1) == {"decoder": base}
+    assert group_rates("decoder", shots=5, steps=ADAPT_STEPS)["decoder"] == pytest.approx(cap * base)
+    assert group_rates("decoder", shots=5, steps=adapt_steps("decoder", 5)) == group_rates("decoder", shots=5)
+    assert group_rates("sea-peft", shots=10, steps=80)["lora"] == DEFAULT_LR["lora"]
+    assert group_rates("decoder", 1e-2, shots=5, steps=80) == {"decoder": 1e-2}  # the user's rate stands
+    skips = DEFAULT_LR["decoder-skips"]
+    assert group_rates("decoder-skips", shots=5, steps=60)["decoder-skips"] == pytest.approx(4 * skips)
+
+
 @pytest.mark.parametrize("method", ["decoder", "decoder-skips", "full"])
 def test_the_decoder_and_full_steps_grow_with_the_support_set_from_the_common_default(method):
     from medpeft.methods import ADAPT_STEPS, SHOT_SCALING, adapt_steps

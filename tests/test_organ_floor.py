@@ -70,7 +70,8 @@ def test_default_adaptation_segments_every_organ_at_the_new_site(collection, tmp
     adapt(shipped_foundation(), write_manifest(tmp_path / "k5.json", split), DEFAULT_METHOD,
           tmp_path / "adapter", steps=SUITE_STEPS, seed=0)
     rates = yaml.safe_load((tmp_path / "adapter" / "config.yaml").read_text())["lr"]
-    assert rates == group_rates(DEFAULT_METHOD, shots=5)  # the rate for K=5, not K=1's
+    assert rates == group_rates(DEFAULT_METHOD, shots=5, steps=SUITE_STEPS)
+    assert rates != group_rates(DEFAULT_METHOD, shots=1)  # the rate for K=5, not K=1's
     model, _ = open_adapter(tmp_path / "adapter", load_foundation(shipped_foundation()))
     adapted, organs = _scores(model, foundation, target, split["test"])
     print(f"zero-shot {zero_shot:.3f}, {DEFAULT_METHOD} K=5 {adapted:.3f}",

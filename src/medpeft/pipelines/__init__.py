@@ -78,7 +78,8 @@ def _as_record(request: AdaptRequest, spec: MethodSpec) -> dict:
     if spec.family in (TUNE, SEARCHED):
         shots = _support_count(request.manifest)
         record["defaults"] = {"steps": adapt_steps(spec.base, shots),
-                              "lr": group_rates(spec.base, request.lr, shots=shots)}
+                              "lr": group_rates(spec.base, request.lr, shots=shots,
+                                                 steps=request.steps)}
         offset = background_offset(spec.base, shots)
         if offset:  # only for method and K it may apply to (tune skips binary tasks): others stand
             record["defaults"]["background_offset"] = offset

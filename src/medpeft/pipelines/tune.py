@@ -63,7 +63,8 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
 
     ``steps``: default :func:`medpeft.methods.adapt_steps` for the support set's size.
     ``lr``: one rate for every parameter group, or ``{group: rate}`` over the defaults (which
-    may grow with the support set's size, ``medpeft.methods.SHOT_SCALING``).
+    may grow with the support set's size, ``medpeft.methods.SHOT_SCALING``, on schedules of
+    ``ADAPT_STEPS`` or more: :func:`medpeft.methods.rate_growth`).
     ``organs``: the organs to segment (default: the foundation's; one organ: a binary task; "all"
     stands for the foundation's); the head keeps the rows of organs it knows, and a novel organ's
     row starts as ``head_init`` says (random | prototype, :mod:`medpeft.methods.novel_organs`).
@@ -80,7 +81,8 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
     set_head_classes(foundation.model, known, foundation.classes)
     ds, mapping = load_support(foundation, split)
     shots = len(split["support"])
-    rates, steps = group_rates(method, lr, shots=shots), steps or adapt_steps(method, shots)
+    steps = steps or adapt_steps(method, shots)
+    rates = group_rates(method, lr, shots=shots, steps=steps)
     loop = LoopConfig(steps=steps, lr=max(rates.values()), warmup=max(1, steps // 10),
                       seed=seed, checkpoint_every=max(10, steps // 4), patience=patience,
                       bf16=bf16, grad_checkpoint=grad_checkpoint)
