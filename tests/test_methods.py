@@ -138,6 +138,9 @@ def test_the_decoder_rate_grows_with_the_support_set_up_to_its_cap():
     assert sea["head"] == DEFAULT_LR["head"]
     assert group_rates("sea-peft", shots=1)["lora"] == DEFAULT_LR["lora"]
     assert group_rates("decoder", 5e-4, shots=10) == {"decoder": 5e-4}
+    skips = DEFAULT_LR["decoder-skips"]  # measured on v6: 8x from K=5 on, 2x more per volume before
+    assert [group_rates("decoder-skips", shots=k)["decoder-skips"] / skips for k in (1, 2, 4, 5, 10)] \
+        == pytest.approx([1, 3, 7, 8, 8])
 
 
 def test_the_grown_rate_needs_the_schedule_it_was_measured_on():

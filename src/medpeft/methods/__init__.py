@@ -33,14 +33,15 @@ DEFAULT_LR = {"scratch": 2e-3, "full": 1e-3, "decoder": 3e-3, "decoder-skips": 1
 
 @dataclass(frozen=True)
 class ShotScaling:
-    """How a method's recipe grows with K support volumes: rate DEFAULT_LR x min(K, ``rate_cap``)
-    (an adapter method's kinds; the head keeps its rate), steps ``steps_per_volume`` x K within
-    [ADAPT_STEPS, ``steps_cap``]."""
+    """How a method's recipe grows with K support volumes: rate DEFAULT_LR x min(1 +
+    ``rate_per_volume`` x (K - 1), ``rate_cap``) (an adapter method's kinds; the head keeps its
+    rate), steps ``steps_per_volume`` x K within [ADAPT_STEPS, ``steps_cap``]."""
 
     rate_cap: int = 1
     steps_per_volume: int = 0
     steps_cap: int = ADAPT_STEPS
     short_rate_cap: int = 1  # the cap on a schedule shorter than ADAPT_STEPS (``rate_growth``)
+    rate_per_volume: int = 1
 
 
 # Measured for decoder tuning and full fine-tuning only (v5 foundation, mean of seeds 0/1/2, each
@@ -68,8 +69,13 @@ class ShotScaling:
 # on short schedules, so they keep their base rates there.
 GROWN_WITH_K = ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960)
 SHOT_SCALING = {method: GROWN_WITH_K for method in ("decoder", "full", SEA)}
-SHOT_SCALING["decoder-skips"] = ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960,
-                                            short_rate_cap=4)
+# decoder-skips on v6 (64^3 ROI), re-checked off the benchmark on phantoms 1 and 2 at its default
+# steps: 8e-3 beat 4e-3 at K=5 (0.814 / 0.833 against 0.808 / 0.822; 1.6e-2 0.806 / 0.848) and
+# at K=10 (0.848 / 0.860 against 0.838 / 0.854): 8x its K=1 rate from K=5 on, 3x / 5x / 7x at
+# K=2 / 3 / 4 (interpolated, not measured); 4x on short schedules, where 4e-3 was measured
+# (benchmarks/results/foundation-v6-candidate/k5-recipe/).
+SHOT_SCALING["decoder-skips"] = ShotScaling(rate_cap=8, rate_per_volume=2, steps_per_volume=96,
+                                            steps_cap=960, short_rate_cap=4)
 
 
 # With one support volume a decoder adapter calls uncertain organ voxels background: on the
@@ -110,7 +116,8 @@ def rate_growth(method: str, shots: int, steps: int | None = None) -> int:
     default, never shorter)."""
     scaling = _scaling(method)
     short = steps is not None and steps < ADAPT_STEPS
-    return min(max(shots, 1), scaling.short_rate_cap if short else scaling.rate_cap)
+    grown = 1 + scaling.rate_per_volume * (max(shots, 1) - 1)
+    return min(grown, scaling.short_rate_cap if short else scaling.rate_cap)
 
 
 def lr_plan(method: str, shots: int = 1, steps: int | None = None) -> dict[str, float]:
