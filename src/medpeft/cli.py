@@ -132,7 +132,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
               None, help="one rate for all groups, or group=rate pairs (lora=0.03,head=0.01); "
               "default: each adapter kind and the head at its own rate; decoder: 3e-3 per support "
               "volume, at most 1.2e-2; full: 1e-3 per support volume, at most 4e-3; decoder-skips: "
-              "1e-3 at K=1, 8e-3 from K=5; under 240 steps at most 4x; sea-peft's kinds: their rate per support volume, at most 4x"),
+              "1e-3 at K=1, 8e-3 from K=5 (at most 4e-3 under 240 steps); sea-peft's kinds: "
+              "their rate per support volume, at most 4x; under 240 steps only decoder-skips grows"),
           rank: Optional[int] = typer.Option(None, help="LoRA rank (default 4)"),
           alpha: Optional[float] = typer.Option(None, help="LoRA alpha (default 2 x rank)"),
           targets: Optional[list[str]] = typer.Option(
