@@ -58,8 +58,9 @@ class ShotScaling:
 # the head's does not (benchmarks/sea_refine.py, results/sea-refine-v5.md, seeds 0/1/2): K=5, 240
 # steps at the base rates 0.754, 480 steps 0.774, 480 at 4x 0.791; K=10, 240 0.768, 960 0.821,
 # 960 at 4x 0.831, better at every seed.
-# The decoder with the encoder's skip blocks takes full fine-tuning's recipe (measured that way:
-# benchmarks/results/steps-v5/, K = 1 / 5 / 10 on the peers benchmark's splits).
+# The decoder with the encoder's skip blocks took full fine-tuning's recipe on v5 (measured that
+# way: benchmarks/results/steps-v5/, K = 1 / 5 / 10 on the peers benchmark's splits); on v6 its
+# rate grows on its own (below), its steps as everyone's.
 # The grown rates were measured on schedules of ADAPT_STEPS or more (240-960 steps). On short ones
 # the decoder's collapses: FSEFT's 80-step novel-organ cut on v6 at 4x its rate (1.2e-2) ended at
 # Dice 0.000 with the loss flat at ~1.0 (spleen K=5 seed 1, gallbladder K=10 seed 0), where 3e-3
@@ -111,9 +112,9 @@ def adapt_steps(method: str, shots: int) -> int:
 
 
 def rate_growth(method: str, shots: int, steps: int | None = None) -> int:
-    """The factor ``method``'s default rates take for ``shots`` support volumes: K up to the cap,
-    and up to the short cap on a schedule shorter than ADAPT_STEPS (``steps``; None: the
-    default, never shorter)."""
+    """The factor ``method``'s default rates take for ``shots`` support volumes: 1 +
+    ``rate_per_volume`` x (K - 1) up to the cap, or up to the short cap on a schedule shorter than
+    ADAPT_STEPS (``steps``; None: the default, never shorter)."""
     scaling = _scaling(method)
     short = steps is not None and steps < ADAPT_STEPS
     grown = 1 + scaling.rate_per_volume * (max(shots, 1) - 1)

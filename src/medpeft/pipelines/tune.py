@@ -63,8 +63,8 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
 
     ``steps``: default :func:`medpeft.methods.adapt_steps` for the support set's size.
     ``lr``: one rate for every parameter group, or ``{group: rate}`` over the defaults (which
-    may grow with the support set's size, ``medpeft.methods.SHOT_SCALING``, on schedules of
-    ``ADAPT_STEPS`` or more: :func:`medpeft.methods.rate_growth`).
+    may grow with the support set's size, ``medpeft.methods.SHOT_SCALING``, and grow less or
+    not at all on schedules under ``ADAPT_STEPS``: :func:`medpeft.methods.rate_growth`).
     ``organs``: the organs to segment (default: the foundation's; one organ: a binary task; "all"
     stands for the foundation's); the head keeps the rows of organs it knows, and a novel organ's
     row starts as ``head_init`` says (random | prototype, :mod:`medpeft.methods.novel_organs`).
