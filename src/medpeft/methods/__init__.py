@@ -66,8 +66,8 @@ class ShotScaling:
 # Dice 0.000 with the loss flat at ~1.0 (spleen K=5 seed 1, gallbladder K=10 seed 0), where 3e-3
 # reached 0.508 / 0.407 on the same manifests (README "Novel organs"). decoder-skips' 4x (4e-3)
 # holds: the suite's K=5 in 60 steps (tests/test_organ_floor.py) 0.788 against 0.733 at 1e-3,
-# every organ >= 0.61 against >= 0.54 (both bf16; 4e-3 in float32: 0.789). Full fine-tuning and SEA-PEFT's kinds were not measured
-# on short schedules, so they keep their base rates there.
+# every organ >= 0.61 against >= 0.54 (both bf16; 4e-3 in float32: 0.789). Full fine-tuning and
+# SEA-PEFT's kinds were not measured on short schedules, so they keep their base rates there.
 GROWN_WITH_K = ShotScaling(rate_cap=4, steps_per_volume=96, steps_cap=960)
 SHOT_SCALING = {method: GROWN_WITH_K for method in ("decoder", "full", SEA)}
 # decoder-skips on v6 (64^3 ROI), re-checked off the benchmark on phantoms 1 and 2 at its default
