@@ -6,7 +6,7 @@ adapter sites (``lora``, ``bitfit``, ``affine``, ``adaptformer``, ``adapter``, `
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from torch import nn
 
@@ -75,8 +75,7 @@ SHOT_SCALING = {method: GROWN_WITH_K for method in ("decoder", "full", SEA)}
 # at K=10 (0.848 / 0.860 against 0.838 / 0.854): 8x its K=1 rate from K=5 on, 3x / 5x / 7x at
 # K=2 / 3 / 4 (interpolated, not measured); 4x on short schedules, where 4e-3 was measured
 # (benchmarks/results/foundation-v6-candidate/k5-recipe/).
-SHOT_SCALING["decoder-skips"] = ShotScaling(rate_cap=8, rate_per_volume=2, steps_per_volume=96,
-                                            steps_cap=960, short_rate_cap=4)
+SHOT_SCALING["decoder-skips"] = replace(GROWN_WITH_K, rate_cap=8, rate_per_volume=2, short_rate_cap=4)
 
 
 # With one support volume a decoder adapter calls uncertain organ voxels background: on the
