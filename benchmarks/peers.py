@@ -27,24 +27,34 @@ from rich.markup import escape
 
 from medpeft.evaluate.peers_report import write_peers_report
 from medpeft.evaluate.report import machine
-from medpeft.experiments.grid import NNUNET, load_grid, run_grid, write_rows
+from medpeft.experiments.grid import (
+    NNUNET,
+    load_grid,
+    run_grid,
+    trained_precision,
+    with_precision,
+    write_rows,
+)
 from medpeft.methods import SCRATCH
 from medpeft.peers.nnunet import NnUNetBudget
 from medpeft.progress import progress_bar
 
 
 def finished_rows(cfg) -> list[dict]:
-    """The rows of every finished cell of the grid's methods, K and seeds."""
+    """The rows of every finished cell of the grid's methods, K and seeds, each with its cell's
+    training precision."""
     rows = []
     for path in sorted(Path(cfg.out).glob("*/**/scores.json")):
-        rows += [r for r in json.loads(path.read_text()) if r["method"] in cfg.methods
-                 and (r["method"] == "zero-shot" or (r["k"] in cfg.shots and r["seed"] in cfg.seeds))]
+        cell = [r for r in json.loads(path.read_text()) if r["method"] in cfg.methods
+                and (r["method"] == "zero-shot" or (r["k"] in cfg.shots and r["seed"] in cfg.seeds))]
+        rows += with_precision(cell, path.parent, cell[0]["method"]) if cell else []
     return rows
 
 
 # rows that never read the foundation's weights: re-measuring them on a new foundation is the same run
 FOUNDATION_FREE = (SCRATCH, NNUNET)
 TYPES = {"k": int, "seed": int, "dice": float, "trainable": int, "seconds": float}
+UNRECORDED = "not recorded"  # a row read back from a results.csv written before its precision column
 
 
 def reused_rows(path: Path, cfg, methods: list[str]) -> list[dict]:
@@ -54,6 +64,8 @@ def reused_rows(path: Path, cfg, methods: list[str]) -> list[dict]:
         rows = [r for r in csv.DictReader(fh) if r["method"] in methods
                 and r["method"].split("@")[0] in cfg.methods]  # scratch@VARIANT: a peer recipe
     rows = [{k: TYPES[k](v) if k in TYPES and v != "" else v for k, v in r.items()} for r in rows]
+    rows = [{**r, "precision": r.get("precision") or trained_precision(None, r["method"]) or UNRECORDED}
+            for r in rows]
     rows = [r for r in rows if r["k"] in cfg.shots and r["seed"] in cfg.seeds]
     if not rows:
         raise SystemExit(f"{path}: no {' or '.join(methods)} rows for these seeds and K")

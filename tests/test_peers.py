@@ -229,3 +229,33 @@ def test_nnunet_training_time_survives_an_interrupted_run(tmp_path):
         "2026-11-30 22:37:00.2: Training done. \n")
     (tmp_path / "debug.json").write_text('{"Epoch time: 99 s": 1}')  # not a training log
     assert logged_epoch_seconds(tmp_path) == pytest.approx(447.65)
+
+
+def test_every_row_names_the_arithmetic_its_cell_trained_in(tmp_path):
+    """Cells saved before the precision column read it from their records; a row whose cells
+    trained in different arithmetic says so, with counts."""
+    from medpeft.evaluate.peers_report import write_peers_report
+
+    def saved(method, k, seed, precision=None):
+        cell = grid.GridCell("d", "all", method, k, seed, tmp_path)
+        cell.folder.mkdir(parents=True)
+        (cell.folder / "scores.json").write_text(json.dumps(_rows(method, k, seed, {"c0": 0.5})))
+        if precision:
+            (cell.folder / "adapt_summary.json").write_text(
+                json.dumps({"request": {}, "summary": {"precision": precision}}))
+        return grid.run_cell(None, None, cell, n_test=6)  # finished: read back, never trained
+
+    rows = saved("decoder", 5, 0, "bf16") + saved("decoder", 5, 1, "bf16")
+    rows += saved("decoder", 10, 0, "float32") + saved("nnunet", 5, 0) + saved("scratch", 5, 0)
+    rows += saved("zero-shot", 0, 0)
+    assert [r["precision"] for r in rows] == ["bf16"] * 4 + ["float32"] * 4 + ["", ""] + ["none"] * 2
+    grid.write_rows(tmp_path / "results.csv", rows)
+    assert [r["precision"] for r in csv.DictReader(open(tmp_path / "results.csv"))][:2] == ["bf16"] * 2
+    report, _, _ = write_peers_report(tmp_path, rows, ["zero-shot", "decoder", "nnunet", "scratch"],
+                                      {"command": "x"}, failures=[])
+    lines = {}  # each row's first line: the main table's
+    for line in report.read_text().splitlines():
+        lines.setdefault(line.split(" | ")[0], line)
+    assert lines["| decoder"].endswith("| bf16 x 2, float32 x 1 |")  # counted over (K, seed) cells
+    assert lines["| nnU-Net v2 from scratch"].endswith("| float32 |")
+    assert lines["| same network from scratch"].endswith("| not recorded |")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -62,7 +62,8 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
                     "dice": _mean(seed_dice),
                     "sd": statistics.stdev(seed_dice) if len(seed_dice) > 1 else math.nan,
                     "organs": _organ_means(rs), "seconds": _mean(seconds.values()),
-                    "trainable": rs[0]["trainable"]})
+                    "trainable": rs[0]["trainable"],
+                    "precisions": {r["seed"]: r.get("precision") or "not recorded" for r in rs}})
     return out
 
 
@@ -129,18 +130,31 @@ def markdown(table: list[dict], tests: list[dict], header: dict, failures: list[
     lines = ["# Peers: adaptation vs training on the K scans alone", ""]
     lines += [f"- {k}: {v}" for k, v in header.items()] + [""]
     lines += ["| row | trainable | " + " | ".join(f"K={k}" for k in ks) + " | s (K=" +
-              str(ks[-1] if ks else "") + ") |", "|---|---:|" + "---:|" * (len(ks) + 1)]
+              str(ks[-1] if ks else "") + ") | trained in |", "|---|---:|" + "---:|" * (len(ks) + 1) + "---|"]
     for m in methods:
         first = cell.get((m, 0)) or next(t for t in table if t["method"] == m)
         dice = [_cell_text(cell.get((m, 0)) or cell.get((m, k))) for k in ks]
         last = cell.get((m, ks[-1])) if ks else None
         lines.append(f"| {LABELS.get(m, m)} | {first['trainable']:,} | " + " | ".join(dice) +
-                     f" | {_f(last['seconds'], 0) if last else '–'} |")
-    lines += ["", "Mean Dice over organs and test volumes, +- sd over seeds (n = seeds run).", ""]
+                     f" | {_f(last['seconds'], 0) if last else '–'} | "
+                     f"{precision_text([t for t in table if t['method'] == m])} |")
+    lines += ["", "Mean Dice over organs and test volumes, +- sd over seeds (n = seeds run). "
+              "Trained in: each cell's training arithmetic (its `adapt_summary.json`), counted over "
+              "the row's cells; bf16 is autocast where the CPU has it natively.", ""]
     lines += _organ_lines(table) + [""] + _test_lines(tests)
     if failures:
         lines += ["", "## Rows that could not run", ""] + [f"- {f}" for f in failures]
     return "\n".join(lines) + "\n"
+
+
+def precision_text(cells: list[dict]) -> str:
+    """The arithmetic a row's cells trained in, counted over its (K, seed) cells: one word when
+    they agree, else each with its count ("bf16 x 7, float32 x 2"); a table that mixes them
+    compares rounding as well as recipes."""
+    counts = Counter(p for t in cells for p in t["precisions"].values())
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{p} x {n}" for p, n in counts.most_common())
 
 
 def _cell_text(t: dict | None) -> str:

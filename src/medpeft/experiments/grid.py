@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import json
 from collections.abc import Iterator
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
@@ -39,11 +40,12 @@ from medpeft.peers.nnunet import NnUNetBudget, run_nnunet
 from medpeft.pipelines import AdaptRequest
 from medpeft.progress import Reporter
 
-__all__ = ["GridConfig", "load_grid", "paired", "run_cell", "run_grid", "write_rows"]
+__all__ = ["GridConfig", "load_grid", "paired", "run_cell", "run_grid", "trained_precision", "write_rows"]
 
 NNUNET = "nnunet"  # the nnU-Net v2 peer (extra `peers`), trained from scratch on the support set
 COLUMNS = ("dataset", "task", "method", "k", "seed", "case", "organ", "dice", "hd95", "nsd", "trainable",
-           "seconds")
+           "seconds", "precision")
+NOT_TRAINED = "none"  # the zero-shot cell's precision: no training ran
 
 
 @dataclass
@@ -166,7 +168,29 @@ def run_cell(cfg: GridConfig, ds, cell: GridCell, *, n_test: int,
              progress: Reporter | None = None) -> list[dict]:
     """Adapt and score one cell (or read its saved rows); none for the zero-shot cell of a task
     with novel organs (the foundation cannot segment them)."""
-    return cached(cell.folder / "scores.json", lambda: _score_cell(cfg, ds, cell, n_test, progress=progress))
+    rows = cached(cell.folder / "scores.json", lambda: _score_cell(cfg, ds, cell, n_test, progress=progress))
+    return with_precision(rows, cell.folder, cell.method)
+
+
+def trained_precision(folder: Path | None, method: str) -> str:
+    """The arithmetic a cell trained in, from its records in ``folder``, so that a table mixing
+    cells from machines with and without native bf16 says which is which ("" when no record
+    says)."""
+    if method == ZERO_SHOT:
+        return NOT_TRAINED
+    if method == NNUNET:  # nnU-Net v2 autocasts on CUDA only, and its peer cell runs on the CPU
+        return "float32"
+    summary = folder / "adapt_summary.json" if folder else None
+    if summary is None or not summary.exists():
+        return ""
+    return json.loads(summary.read_text()).get("summary", {}).get("precision", "")
+
+
+def with_precision(rows: list[dict], folder: Path, method: str) -> list[dict]:
+    """``rows`` with their cell's training precision (cells saved before the column existed
+    read it from their records)."""
+    precision = trained_precision(folder, method)
+    return [{**r, "precision": r.get("precision") or precision} for r in rows]
 
 
 def _score_cell(cfg: GridConfig, ds, cell: GridCell, n_test: int,
