@@ -62,14 +62,15 @@ def fit_to_budget(foundation_dir: Path, method: str, budget: int) -> dict:
 
 
 def run_cell(cell: Path, method: str, setting, manifest: Path, split: dict, budget: float,
-             options: dict, progress, audit_sites: int | None = None) -> dict:
-    """Adapt and score one (K, seed, method) cell, or read its record back."""
+             options: dict, progress, audit_sites: int | None = None, *, bf16: bool = True) -> dict:
+    """Adapt and score one (K, seed, method) cell, or read its record back. ``bf16``: autocast
+    where native (False: float32, to finish a table whose other cells trained in float32)."""
     def compute() -> dict:
         search = {"budget": budget, "audit_sites": audit_sites} if method == SEA else {}
         adapted = adapt_and_open(AdaptRequest(
             setting.foundation_dir, manifest, method, cell, seed=split["seed"], resume=True,
             steps=ADAPT_STEPS, lr=lr_plan(method),  # one recipe for all (SEA-PEFT's grows with K)
-            options=options if method != SEA else None,
+            options=options if method != SEA else None, bf16=bf16,
             sea={k: v for k, v in search.items() if v is not None}), progress)
         dice, _, _ = score_model(adapted.model, setting.target, split["test"], adapted.foundation,
                                  pred_dir=cell / "predictions", progress=progress,
@@ -79,7 +80,7 @@ def run_cell(cell: Path, method: str, setting, manifest: Path, split: dict, budg
         return {"method": method, "k": split["k"], "seed": split["seed"], "dice": dice,
                 "trainable": adapted.trainable, "options": options, "seconds": adapted.seconds,
                 "audit_share": summary["audit_seconds"] / summary["seconds"] if method == SEA
-                else None}
+                else None, "precision": summary.get("precision", "")}
     return cached(cell / "result.json", compute)
 
 
@@ -112,6 +113,8 @@ def main() -> None:
     ap.add_argument("--method", action="append", help="default: sea-peft and every fixed method")
     ap.add_argument("--out", type=Path, default=Path("runs/sea-comparison"))
     ap.add_argument("--cache", type=Path, default=Path("runs/cache"))
+    ap.add_argument("--no-bf16", action="store_true", help="train in float32 even where bf16 is "
+                    "native (one arithmetic across a table whose other cells trained in float32)")
     args = ap.parse_args()
     console = Console()
     methods = args.method or [SEA, *FIXED]
@@ -129,13 +132,14 @@ def main() -> None:
                 for method in methods:
                     records.append(run_cell(args.out / f"k{k}-s{seed}" / method, method, setting,
                                             manifest, split, args.budget, options.get(method, {}),
-                                            progress, args.audit_sites))
+                                            progress, args.audit_sites, bf16=not args.no_bf16))
                     write_json(args.out / "results.json", records)
     console.print(table(records, n_model, budget))
     console.print(f"{platform.node()}: {platform.processor() or platform.machine()}, "
                   f"{time.perf_counter() - t0:.0f} s; python benchmarks/sea_comparison.py "
                   f"--shots {' '.join(map(str, args.shots))} --seeds "
-                  f"{' '.join(map(str, args.seeds))} --budget {args.budget}")
+                  f"{' '.join(map(str, args.seeds))} --budget {args.budget}"
+                  + (" --no-bf16" if args.no_bf16 else ""))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import statistics
 import sys
 from pathlib import Path
 
+from medpeft.evaluate.peers_report import precision_text
+from medpeft.experiments.grid import trained_precision
 from medpeft.io import write_json, write_text
 from medpeft.methods import SEA
 
@@ -24,6 +26,8 @@ def gather(folders: list[Path], k: int) -> list[dict]:
     for folder in folders:
         for path in sorted(folder.glob(f"k{k}-s*/*/result.json")):
             record = json.loads(path.read_text())
+            record["precision"] = record.get("precision") or trained_precision(
+                path.parent, record["method"]) or "not recorded"
             records.setdefault((record["method"], record["seed"]), record)
     return sorted(records.values(), key=lambda r: (r["method"], r["seed"]))
 
@@ -58,6 +62,7 @@ def markdown(records: list[dict], k: int) -> str:
     audit = [r["audit_share"] for r in records if r["method"] == SEA and r["audit_share"]]
     lines += ["", f"K={k}. SEA-PEFT minus the best fixed method, per seed: "
               + (", ".join(f"seed {s} {v:+.3f}" for s, v in lead.items()) or "not run") + "."]
+    lines.append(f"Trained in (per cell): {precision_text(r['precision'] for r in records)}.")
     if audit:
         lines.append("SEA-PEFT's audit share of its cell: "
                      + ", ".join(f"{100 * a:.1f}%" for a in audit) + ".")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 
 import matplotlib
@@ -135,9 +136,10 @@ def markdown(table: list[dict], tests: list[dict], header: dict, failures: list[
         first = cell.get((m, 0)) or next(t for t in table if t["method"] == m)
         dice = [_cell_text(cell.get((m, 0)) or cell.get((m, k))) for k in ks]
         last = cell.get((m, ks[-1])) if ks else None
+        trained = precision_text(p for t in table if t["method"] == m for p in t["precisions"].values())
         lines.append(f"| {LABELS.get(m, m)} | {first['trainable']:,} | " + " | ".join(dice) +
                      f" | {_f(last['seconds'], 0) if last else '–'} | "
-                     f"{precision_text([t for t in table if t['method'] == m])} |")
+                     f"{trained} |")
     lines += ["", "Mean Dice over organs and test volumes, +- sd over seeds (n = seeds run). "
               "Trained in: each cell's training arithmetic (its `adapt_summary.json`), counted over "
               "the row's cells; bf16 is autocast where the CPU has it natively.", ""]
@@ -147,11 +149,11 @@ def markdown(table: list[dict], tests: list[dict], header: dict, failures: list[
     return "\n".join(lines) + "\n"
 
 
-def precision_text(cells: list[dict]) -> str:
-    """The arithmetic a row's cells trained in, counted over its (K, seed) cells: one word when
-    they agree, else each with its count ("bf16 x 7, float32 x 2"); a table that mixes them
-    compares rounding as well as recipes."""
-    counts = Counter(p for t in cells for p in t["precisions"].values())
+def precision_text(precisions: Iterable[str]) -> str:
+    """The arithmetic a row's cells trained in, one per cell: one word when they agree, else
+    each with its count ("bf16 x 7, float32 x 2"); a table that mixes them compares rounding as
+    well as recipes."""
+    counts = Counter(precisions)
     if len(counts) == 1:
         return next(iter(counts))
     return ", ".join(f"{p} x {n}" for p, n in counts.most_common())
