@@ -59,6 +59,27 @@ def test_prototype_row_separates_organ_from_background_by_the_margin():
     assert torch.allclose(gap[2:], torch.full_like(gap[2:], -2.0), atol=1e-4)
 
 
+def test_prototype_row_claims_the_labelled_share_where_background_has_a_tissue_near_the_organ():
+    """A background of two tissues, one of them close to the organ: the nearest-prototype
+    midpoint (to the background's mean) would claim that tissue too, 6x the organ's voxels; the
+    calibrated row claims the organ's voxels alone."""
+    model = _Features(1)
+    set_head_classes(model, ("liver",), ("liver", "gallbladder"))
+    image = torch.zeros(1, 3, 4, 4, 4)
+    label = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    image[:, 0, 0, 0] = 1.0  # the organ: 4 voxels
+    label[:, :, 0, 0] = 1
+    image[:, 0, 1:, :2] = 0.8  # a tissue near it: 24 voxels, labelled background
+    midpoint = (1.0 + 0.8 * 24 / 60) / 2  # the old rule's cut on feature 0
+    assert int((image[0, 0] > midpoint).sum()) == 28
+    prototype_rows(model, [{"image": image, "label": label}], {2: 1})
+    logits = model(image)[0]
+    claimed = logits[2] > logits[0]
+    assert torch.equal(claimed, label[0, 0] == 1)
+    scale = 2 * 2.0 / (1 - 0.32)  # the margin's scale: the two means' logits 4 apart
+    assert torch.allclose((logits[2] - logits[0])[0, 0], torch.tensor(scale * 0.1))  # cut at 0.9
+
+
 def test_loss_plateau_stops_only_when_the_moving_average_is_flat():
     plateau = LossPlateau(patience=5, decay=0.5)
     assert not any(plateau.update(1.0 / (i + 1)) for i in range(20))  # still improving
