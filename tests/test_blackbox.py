@@ -10,7 +10,7 @@ from medpeft import device as device_module
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.data.msd import load_msd
 from medpeft.data.ontology import class_mapping
-from medpeft.device import supports_bf16
+from medpeft.device import precision, supports_bf16
 from medpeft.evaluate.metrics import evaluate_cases, mean_dice
 from medpeft.methods.blackbox.heads import BlackBoxHead, prototype_init
 from medpeft.methods.blackbox.predictor import load_blackbox
@@ -42,8 +42,9 @@ def test_blackbox_never_touches_the_base_model_and_beats_zero_shot(collection, t
     with pytest.raises(AssertionError, match="read the base model"):
         f.model.parameters()  # the seal holds
     manifest = write_manifest(tmp_path / "k5.json", split)
-    blackbox_adapt(shipped_foundation(), manifest, tmp_path / "bb", kind="spatial", init="prototype",
-                   steps=75, service=service)
+    summary = blackbox_adapt(shipped_foundation(), manifest, tmp_path / "bb", kind="spatial",
+                             init="prototype", steps=75, service=service)
+    assert summary["precision"] == precision(torch.device("cpu"), True)  # the head's own autocast
     predictor, config = load_blackbox(tmp_path / "bb", service)
     adapted = mean_dice(evaluate_cases(predictor, target, split["test"], mapping, pp=f.preprocessing,
                                        classes=f.classes))
@@ -81,6 +82,21 @@ def test_spatial_adapter_starts_as_identity_and_prototypes_classify_their_means(
     feats[:, 1, :, :, 1] = 3.0  # class 1 lives in feature 1
     labels[:, :, :, :, 1] = 1
     prototype_init(head, feats, labels, torch.tensor([0, 1, 0]))
+    pred = head.head(feats).argmax(1)
+    assert torch.equal(pred == 1, labels[:, 0] == 1)
+
+
+def test_prototype_head_claims_each_organs_labelled_share_not_a_tissue_near_it():
+    """A background of two tissues, one of them near the organ in feature space: the midpoint to
+    the background's mean claims that tissue as the organ too; the calibrated head does not."""
+    head = BlackBoxHead(2, 2, "linear")
+    feats = torch.zeros(1, 2, 4, 4, 4)
+    labels = torch.zeros(1, 1, 4, 4, 4, dtype=torch.long)
+    feats[:, 0, 0, 0] = 1.0  # the organ: 4 voxels
+    labels[:, :, 0, 0] = 1
+    feats[:, 0, 1:, :2] = 0.8  # a tissue near it: 24 background voxels
+    assert int((feats[0, 0] > (1.0 + 0.8 * 24 / 60) / 2).sum()) == 28  # what the midpoint claims
+    prototype_init(head, feats, labels, torch.tensor([0, 1]))
     pred = head.head(feats).argmax(1)
     assert torch.equal(pred == 1, labels[:, 0] == 1)
 

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from medpeft.data.ontology import resolve
-from medpeft.methods.prototypes import class_means, voxel_features
+from medpeft.methods.prototypes import claim_threshold, class_means, voxel_features
 
 RANDOM, PROTOTYPE = "random", "prototype"
 INITS = (RANDOM, PROTOTYPE)
@@ -102,15 +102,6 @@ def head_inputs(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
         handle.remove()
         model.train(was_training)
     return seen[0]
-
-
-def claim_threshold(scores: torch.Tensor, is_organ: torch.Tensor) -> float:
-    """The cut on ``scores`` (one per support voxel) above which exactly the organ's labelled
-    share of voxels lies, midway between the two voxels it separates (so two clusters of equal
-    share are cut halfway between their centres)."""
-    ranked = scores.sort().values
-    kept = min(max(int(ranked.numel() - is_organ.sum()), 1), ranked.numel() - 1)
-    return float(ranked[kept - 1] + ranked[kept]) / 2
 
 
 @torch.no_grad()

@@ -1,4 +1,5 @@
-"""Class prototypes of support features: the mean feature vector of each labelled class."""
+"""Class prototypes of support features: the mean feature vector of each labelled class, and the
+cut at which a prototype direction claims the share of voxels its class is labelled on."""
 from __future__ import annotations
 
 import torch
@@ -13,3 +14,12 @@ def class_means(feats: torch.Tensor, labels: torch.Tensor) -> dict[int, torch.Te
     """{class: mean feature} over the voxels of each class present in ``labels`` (voxels,)."""
     labels = labels.reshape(-1).long()
     return {cls: feats[labels == cls].mean(0) for cls in labels.unique().tolist()}
+
+
+def claim_threshold(scores: torch.Tensor, is_organ: torch.Tensor) -> float:
+    """The cut on ``scores`` (one per support voxel) above which exactly the organ's labelled
+    share of voxels lies, midway between the two voxels it separates (so two clusters of equal
+    share are cut halfway between their centres)."""
+    ranked = scores.sort().values
+    kept = min(max(int(ranked.numel() - is_organ.sum()), 1), ranked.numel() - 1)
+    return float(ranked[kept - 1] + ranked[kept]) / 2

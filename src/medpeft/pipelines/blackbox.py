@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from medpeft.data.fewshot import read_manifest
+from medpeft.device import precision
 from medpeft.infer.transductive import SizePenalty, size_prior
 from medpeft.io import write_json
 from medpeft.methods.blackbox.cache import build_cache
@@ -115,6 +116,8 @@ def blackbox_adapt(foundation_dir: Path, manifest: Path, out_dir: Path, *, kind:
     summary = train_loop(head, cache, loss, loop, run_dir=out_dir, groups=_groups(head),
                          resume=resume, progress=progress, desc=f"black-box {kind}")
     summary.update(seconds=time.perf_counter() - t0, cache_seconds=cache_seconds)
+    # the head autocasts itself (BlackBoxHead.fast), whatever the loop's own setting says
+    summary["precision"] = precision(next(head.parameters()).device, head.fast)
     if sizes is not None:
         summary["transductive"] = sizes()
     save_state(out_dir / WEIGHTS, head.state_dict())

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from medpeft.device import mixed_precision
-from medpeft.methods.prototypes import class_means, voxel_features
+from medpeft.methods.prototypes import claim_threshold, class_means, voxel_features
 
 KINDS = ("linear", "spatial", "spatial1")
 PREFIX = "blackbox-"
@@ -68,7 +68,10 @@ class BlackBoxHead(nn.Module):
 @torch.no_grad()
 def prototype_init(head: BlackBoxHead, features: torch.Tensor, local: torch.Tensor,
                    channel_to_local: torch.Tensor) -> None:
-    """Set the head to the nearest-prototype rule of the support features.
+    """Set the head to the nearest-prototype rule of the support features, each organ's bias
+    cut so that against background it claims the share of support voxels labelled as it (the
+    midpoint to a background of many tissues claimed 1-7x that share on the phantom's ten organs
+    and 166x on the gallbladder alone).
 
     ``features`` (N, C, ...), ``local`` (N, 1, ...) local classes, ``channel_to_local`` (C_out,).
     A channel takes the prototype of the local class it falls into (unlabelled organs fall into
@@ -80,7 +83,15 @@ def prototype_init(head: BlackBoxHead, features: torch.Tensor, local: torch.Tens
     means = torch.stack(list(protos.values()))
     gaps = torch.cdist(means, means).pow(2)[torch.triu_indices(len(means), len(means), 1).unbind()]
     scale = 4.0 / float(gaps.median()) if gaps.numel() and gaps.median() > 0 else 1.0
-    for channel, cls in enumerate(channel_to_local.tolist()):
+    classes = channel_to_local.tolist()
+    for channel, cls in enumerate(classes):
         w = protos.get(cls, fallback)
         head.head.weight[channel] = scale * w.view(-1, 1, 1, 1)
         head.head.bias[channel] = -0.5 * scale * float(w @ w)
+    weights = head.head.weight.flatten(1)
+    for channel, cls in enumerate(classes):  # each organ claims its labelled share vs background
+        if cls != 0 and cls in protos and 0 in classes:
+            background = classes.index(0)
+            direction = weights[channel] - weights[background]
+            head.head.bias[channel] = head.head.bias[background] - claim_threshold(
+                feats @ direction, local.reshape(-1) == cls)
