@@ -88,10 +88,11 @@ def prototype_init(head: BlackBoxHead, features: torch.Tensor, local: torch.Tens
         w = protos.get(cls, fallback)
         head.head.weight[channel] = scale * w.view(-1, 1, 1, 1)
         head.head.bias[channel] = -0.5 * scale * float(w @ w)
-    weights = head.head.weight.flatten(1)
+    if 0 not in classes:
+        return
+    weights, background = head.head.weight.flatten(1), classes.index(0)
     for channel, cls in enumerate(classes):  # each organ claims its labelled share vs background
-        if cls != 0 and cls in protos and 0 in classes:
-            background = classes.index(0)
+        if cls != 0 and cls in protos:
             direction = weights[channel] - weights[background]
             head.head.bias[channel] = head.head.bias[background] - claim_threshold(
                 feats @ direction, local.reshape(-1) == cls)
