@@ -62,7 +62,9 @@ def test_transductive_training_pulls_the_unlabelled_volumes_into_the_prior_band(
     around the support masks' prior than the plain head's. Whether that raises Dice at a site is
     a measurement, not a test (benchmarks/transductive.py; on the v5 phantom it does not: README).
     The features come from a seeded, untrained backbone of the tiny foundation's architecture, so
-    the run is the same every time; the tiny foundation's own features change between runs."""
+    the run is the same every time; the tiny foundation's own features change between runs. Both
+    heads start from random rows: the default prototype start claims the support masks' share of
+    voxels, so it starts inside the band and would leave the term nothing to do."""
     from medpeft.data.fewshot import make_split, write_manifest
     from medpeft.data.msd import load_msd
     from medpeft.methods.blackbox.predictor import load_blackbox, volume_features
@@ -83,7 +85,7 @@ def test_transductive_training_pulls_the_unlabelled_volumes_into_the_prior_band(
     for arm, scans in (("plain", ()), ("transductive", unlabelled)):
         summary = blackbox_adapt(foundation_dir, manifest, tmp_path / arm, kind="linear",
                                  organs=("spleen",), steps=60, service=service, unlabelled=scans,
-                                 size_weight=20.0)
+                                 size_weight=20.0, init="random")
         prior = summary["transductive"]["prior_ml"]["spleen"] if scans else prior
         predictor, _ = load_blackbox(tmp_path / arm, service)
         heads[arm] = predictor.head
