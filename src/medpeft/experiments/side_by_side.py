@@ -170,6 +170,7 @@ def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
     running = _RunningCount(context, len(jobs), workers)
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
                                initargs=(queue, running.shared, device))
+    interrupted = False
     try:
         futures = [pool.submit(_call, job) for job in jobs]
         for future in futures:
@@ -183,9 +184,12 @@ def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
         for pid in set(pids) | set(getattr(pool, "_processes", None) or ()):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)  # SIGTERM may be ignored (an inherited SIG_IGN)
+        interrupted = True
         raise
     finally:
-        pool.shutdown(cancel_futures=True)  # the workers exit, their last progress sent
+        # the workers exit, their last progress sent; killed ones are not waited for (the pool's
+        # manager thread can take a long while to notice them)
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
         queue.put(None)
         relay.join(timeout=10)
     return [future.result() for future in futures]
