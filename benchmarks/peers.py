@@ -54,7 +54,6 @@ def finished_rows(cfg) -> list[dict]:
 # rows that never read the foundation's weights: re-measuring them on a new foundation is the same run
 FOUNDATION_FREE = (SCRATCH, NNUNET)
 TYPES = {"k": int, "seed": int, "dice": float, "trainable": int, "seconds": float}
-UNRECORDED = "not recorded"  # a row read back from a results.csv written before its precision column
 
 
 def reused_rows(path: Path, cfg, methods: list[str]) -> list[dict]:
@@ -64,8 +63,7 @@ def reused_rows(path: Path, cfg, methods: list[str]) -> list[dict]:
         rows = [r for r in csv.DictReader(fh) if r["method"] in methods
                 and r["method"].split("@")[0] in cfg.methods]  # scratch@VARIANT: a peer recipe
     rows = [{k: TYPES[k](v) if k in TYPES and v != "" else v for k, v in r.items()} for r in rows]
-    rows = [{**r, "precision": r.get("precision") or trained_precision(None, r["method"]) or UNRECORDED}
-            for r in rows]
+    rows = [{**r, "precision": r.get("precision") or trained_precision(None, r["method"])} for r in rows]
     rows = [r for r in rows if r["k"] in cfg.shots and r["seed"] in cfg.seeds]
     if not rows:
         raise SystemExit(f"{path}: no {' or '.join(methods)} rows for these seeds and K")

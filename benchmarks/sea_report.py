@@ -27,7 +27,7 @@ def gather(folders: list[Path], k: int) -> list[dict]:
         for path in sorted(folder.glob(f"k{k}-s*/*/result.json")):
             record = json.loads(path.read_text())
             record["precision"] = record.get("precision") or trained_precision(
-                path.parent, record["method"]) or "not recorded"
+                path.parent, record["method"])
             records.setdefault((record["method"], record["seed"]), record)
     return sorted(records.values(), key=lambda r: (r["method"], r["seed"]))
 

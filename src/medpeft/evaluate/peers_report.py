@@ -64,7 +64,7 @@ def summarise(rows: list[dict], methods: list[str]) -> list[dict]:
                     "sd": statistics.stdev(seed_dice) if len(seed_dice) > 1 else math.nan,
                     "organs": _organ_means(rs), "seconds": _mean(seconds.values()),
                     "trainable": rs[0]["trainable"],
-                    "precisions": {r["seed"]: r.get("precision") or "not recorded" for r in rs}})
+                    "precisions": {r["seed"]: r.get("precision", "") for r in rs}})
     return out
 
 
@@ -150,10 +150,10 @@ def markdown(table: list[dict], tests: list[dict], header: dict, failures: list[
 
 
 def precision_text(precisions: Iterable[str]) -> str:
-    """The arithmetic a row's cells trained in, one per cell: one word when they agree, else
-    each with its count ("bf16 x 7, float32 x 2"); a table that mixes them compares rounding as
-    well as recipes."""
-    counts = Counter(precisions)
+    """The arithmetic a row's cells trained in, one per cell ("" where no record says): one word
+    when they agree, else each with its count ("bf16 x 7, float32 x 2"); a table that mixes them
+    compares rounding as well as recipes."""
+    counts = Counter(p or "not recorded" for p in precisions)
     if len(counts) == 1:
         return next(iter(counts))
     return ", ".join(f"{p} x {n}" for p, n in counts.most_common())

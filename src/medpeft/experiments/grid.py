@@ -40,7 +40,8 @@ from medpeft.peers.nnunet import NnUNetBudget, run_nnunet
 from medpeft.pipelines import AdaptRequest
 from medpeft.progress import Reporter
 
-__all__ = ["GridConfig", "load_grid", "paired", "run_cell", "run_grid", "trained_precision", "write_rows"]
+__all__ = ["GridConfig", "load_grid", "paired", "run_cell", "run_grid", "trained_precision", "with_precision",
+           "write_rows"]
 
 NNUNET = "nnunet"  # the nnU-Net v2 peer (extra `peers`), trained from scratch on the support set
 COLUMNS = ("dataset", "task", "method", "k", "seed", "case", "organ", "dice", "hd95", "nsd", "trainable",
