@@ -78,7 +78,7 @@ def foundation_dir(collection, tmp_path_factory) -> Path:
 # tests start early and the short ones fill in around them instead of one worker running a long
 # test alone at the end. The order changes wall time only, never what a test checks.
 SLOW_FIRST = (
-    "test_federated.py::test_deployment_on_superlink",  # 150, mostly waiting on Flower's processes
+    "test_federated_deployment.py::test_deployment_on_superlink",  # 150, mostly waiting on Flower's processes
     "test_peers.py::test_scratch_peer_learns",  # 60, after building the tiny foundation (90)
     "test_federated_sea.py::test_federated_sea_sends",  # 50-65 each
     "test_federated.py::test_simulation_sends_only_adapters",  # 55-65
