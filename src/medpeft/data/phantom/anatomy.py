@@ -78,20 +78,34 @@ def polyline_distance(g: Grid, points: np.ndarray) -> np.ndarray:
     return best
 
 
-def render_subject(rng: np.random.Generator, g: Grid) -> tuple[np.ndarray, np.ndarray]:
-    """Sample one subject and render it: returns (organ labels uint8, tissue indices uint8)."""
-    s = float(np.clip(rng.normal(1.0, 0.06), 0.88, 1.12))  # body size
+class _Subject:
+    """One subject being rendered: its random draws, body size and the two volumes it fills.
+    The stages below draw from ``rng`` in a fixed order, so a seed always renders the same body."""
 
-    def jitter(mm: float = 6.0) -> np.ndarray:
-        return rng.normal(0.0, mm, size=3).astype(np.float32)
+    def __init__(self, rng: np.random.Generator, g: Grid):
+        self.rng, self.g = rng, g
+        self.s = float(np.clip(rng.normal(1.0, 0.06), 0.88, 1.12))  # body size
+        self.label = np.zeros(g.shape, np.uint8)
+        self.tissue = np.full(g.shape, T["air"], np.uint8)
+        self.cavity = np.zeros(g.shape, bool)
+        self.spine_y = 0.0
 
-    def scale(sd: float = 0.1) -> float:
-        return float(s * np.clip(rng.normal(1.0, sd), 1 - 2.5 * sd, 1 + 2.5 * sd))
+    def jitter(self, mm: float = 6.0) -> np.ndarray:
+        return self.rng.normal(0.0, mm, size=3).astype(np.float32)
 
-    label = np.zeros(g.shape, np.uint8)
-    tissue = np.full(g.shape, T["air"], np.uint8)
+    def scale(self, sd: float = 0.1) -> float:
+        return float(self.s * np.clip(self.rng.normal(1.0, sd), 1 - 2.5 * sd, 1 + 2.5 * sd))
 
-    # --- body wall: skin, subcutaneous fat, muscle wall, visceral cavity -------------------------
+    def place(self, name: str, mask: np.ndarray, tissue_name: str | None = None) -> None:
+        """Label an organ inside the visceral cavity (later organs win overlaps)."""
+        mask = mask & self.cavity
+        self.label[mask] = ORGAN_ID[name]
+        self.tissue[mask] = T[tissue_name or name]
+
+
+def _body_wall(b: _Subject) -> np.ndarray:
+    """Skin, subcutaneous fat, muscle wall and the visceral cavity with bowel, fat and gas."""
+    g, s, rng, tissue = b.g, b.s, b.rng, b.tissue
     ax, ay = 150.0 * s, 108.0 * s
     fat = float(rng.uniform(8, 38))
     waist = 1.0 + 0.04 * np.sin(g.z / 90.0)
@@ -101,14 +115,19 @@ def render_subject(rng: np.random.Generator, g: Grid) -> tuple[np.ndarray, np.nd
     tissue[body] = T["skin"]
     tissue[body & (r_mm > 2.5)] = T["fat"]
     tissue[body & (r_mm > 2.5 + fat)] = T["muscle"]
-    cavity = body & (r_mm > 2.5 + fat + 10.0)
+    b.cavity = body & (r_mm > 2.5 + fat + 10.0)
     # bowel loops and mesenteric fat fill the cavity; a few gas pockets
     loops = _wobble(rng, g, 1.0) + 0.6 * np.sin(g.x / 9.0 + rng.uniform(0, 6)) * np.cos(g.y / 11.0)
-    tissue[cavity] = np.where(loops[cavity] > -0.1, T["bowel"], T["fat"])
-    tissue[cavity & (loops > 1.45)] = T["gas"]
+    tissue[b.cavity] = np.where(loops[b.cavity] > -0.1, T["bowel"], T["fat"])
+    tissue[b.cavity & (loops > 1.45)] = T["gas"]
+    return body
 
-    # --- spine, paraspinal and psoas muscles, pelvic bones --------------------------------------
-    spine_y = -ay + 58.0 * s
+
+def _spine_and_pelvis(b: _Subject, body: np.ndarray) -> None:
+    """Vertebrae (labelled), discs, paraspinal and psoas muscles, iliac wings (not labelled)."""
+    g, s, rng, tissue = b.g, b.s, b.rng, b.tissue
+    ay = 108.0 * s
+    b.spine_y = spine_y = -ay + 58.0 * s
     sx = float(rng.normal(0, 3))
     paraspinal = (((g.x - 38 * s) / (24 * s)) ** 2 + ((g.y - (-ay + 28 * s)) / (17 * s)) ** 2 < 1) | (
         ((g.x + 38 * s) / (24 * s)) ** 2 + ((g.y - (-ay + 28 * s)) / (17 * s)) ** 2 < 1)
@@ -126,69 +145,80 @@ def render_subject(rng: np.random.Generator, g: Grid) -> tuple[np.ndarray, np.nd
     tissue[bone] = T["cancellous_bone"]
     tissue[shell] = T["cortical_bone"]
     tissue[(vb < 1) & disc & (g.z > -150)] = T["disc"]
-    label[bone & ~((vb < 1) & disc)] = ORGAN_ID["vertebrae"]
+    b.label[bone & ~((vb < 1) & disc)] = ORGAN_ID["vertebrae"]
     for side in (1, -1):  # iliac wings: bone, but not labelled
         ilium = ellipsoid(g, (side * 100 * s, -35 * s, -150), (14 * s, 55 * s, 45), _rotation(rng, 8))
         tissue[(ilium < 1) & body] = T["cancellous_bone"]
         tissue[(ilium < 1) & (ilium > 0.8) & body] = T["cortical_bone"]
 
-    def place(name: str, mask: np.ndarray, tissue_name: str | None = None) -> None:
-        mask = mask & cavity
-        label[mask] = ORGAN_ID[name]
-        tissue[mask] = T[tissue_name or name]
 
-    # --- solid organs (later ones win overlaps) -------------------------------------------------
-    c = np.array([72 * s, 8 * s, 88.0]) + jitter()
-    r = np.array([98, 88, 78]) * scale()
+def _upper_organs(b: _Subject) -> None:
+    """Liver, stomach (wall, fluid, air-fluid level), spleen crescent and pancreas."""
+    g, s, rng = b.g, b.s, b.rng
+    c = np.array([72 * s, 8 * s, 88.0]) + b.jitter()
+    r = np.array([98, 88, 78]) * b.scale()
     t = np.clip(0.35 + 0.65 * (g.x - (c[0] - r[0])) / (2 * r[0]), 0.3, 1.0)  # thin left lobe
     q = np.sqrt(((g.x - c[0]) / r[0]) ** 2 + ((g.y - c[1]) / (r[1] * t)) ** 2
                 + ((g.z - c[2]) / (r[2] * np.sqrt(t))) ** 2)
-    place("liver", q < 1 + _wobble(rng, g, 0.06))
+    b.place("liver", q < 1 + _wobble(rng, g, 0.06))
 
-    c = np.array([-52 * s, 42 * s, 78.0]) + jitter()
+    c = np.array([-52 * s, 42 * s, 78.0]) + b.jitter()
     rot = _rotation(rng, 25)
-    q = ellipsoid(g, c, np.array([44, 32, 55]) * scale(0.15), rot) - _wobble(rng, g, 0.05)
-    place("stomach", (q < 1) & (q > 0.86), "stomach_wall")
+    q = ellipsoid(g, c, np.array([44, 32, 55]) * b.scale(0.15), rot) - _wobble(rng, g, 0.05)
+    b.place("stomach", (q < 1) & (q > 0.86), "stomach_wall")
     lumen = q <= 0.86
-    place("stomach", lumen, "stomach_fluid")
-    tissue[lumen & cavity & (g.y > c[1] + rng.uniform(18, 28))] = T["gas"]  # air-fluid level
+    b.place("stomach", lumen, "stomach_fluid")
+    b.tissue[lumen & b.cavity & (g.y > c[1] + rng.uniform(18, 28))] = T["gas"]  # air-fluid level
 
-    c = np.array([-96 * s, -28 * s, 80.0]) + jitter()
-    r = np.array([27, 55, 50]) * scale(0.15)
+    c = np.array([-96 * s, -28 * s, 80.0]) + b.jitter()
+    r = np.array([27, 55, 50]) * b.scale(0.15)
     rot = _rotation(rng, 15)
     crescent = ellipsoid(g, c + np.array([38, 8, 0]) * s, r * np.array([1.3, 0.85, 1.0]), rot)
-    place("spleen", (ellipsoid(g, c, r, rot) < 1 + _wobble(rng, g, 0.05)) & (crescent > 1))
+    b.place("spleen", (ellipsoid(g, c, r, rot) < 1 + _wobble(rng, g, 0.05)) & (crescent > 1))
 
-    head = np.array([28 * s, 10 * s, 14.0]) + jitter(5)
+    head = np.array([28 * s, 10 * s, 14.0]) + b.jitter(5)
     path = np.stack([head, head + [-20 * s, 16 * s, 10], head + [-50 * s, 16 * s, 18],
                      head + [-86 * s, 0, 30], head + [-112 * s, -24 * s, 40]])
-    radius = 10.0 * scale(0.12) + 2.5 * _wobble(rng, g, 1.0)
+    radius = 10.0 * b.scale(0.12) + 2.5 * _wobble(rng, g, 1.0)
     pancreas = (polyline_distance(g, path) < radius) | (ellipsoid(g, head, (17, 15, 18)) < 1)
-    place("pancreas", pancreas)
+    b.place("pancreas", pancreas)
 
+
+def _lower_organs(b: _Subject) -> None:
+    """Kidneys (cortex, medulla, hilum), gallbladder, IVC and aorta, urinary bladder."""
+    g, s, rng, spine_y = b.g, b.s, b.rng, b.spine_y
     for name, side, z0 in (("kidney_right", 1, -2.0), ("kidney_left", -1, 16.0)):
-        c = np.array([side * 66 * s, spine_y + 8 * s, z0]) + jitter(7)
+        c = np.array([side * 66 * s, spine_y + 8 * s, z0]) + b.jitter(7)
         rot = _rotation(rng, 10)
-        r = np.array([26, 23, 52]) * scale()
+        r = np.array([26, 23, 52]) * b.scale()
         q = ellipsoid(g, c, r, rot) - _wobble(rng, g, 0.04)
         hilum = ellipsoid(g, c - np.array([side * 22, -4, 0]), (11, 10, 20))
         kidney = (q < 1) & (hilum > 1)
-        place(name, kidney, "kidney_cortex")
-        place(name, kidney & (q < 0.72), "kidney_medulla")
+        b.place(name, kidney, "kidney_cortex")
+        b.place(name, kidney & (q < 0.72), "kidney_medulla")
 
-    c = np.array([52 * s, 44 * s, 30.0]) + jitter(5)
-    q = ellipsoid(g, c, np.array([16, 16, 30]) * scale(0.2), _rotation(rng, 30))
-    place("gallbladder", q < 1)
+    c = np.array([52 * s, 44 * s, 30.0]) + b.jitter(5)
+    q = ellipsoid(g, c, np.array([16, 16, 30]) * b.scale(0.2), _rotation(rng, 30))
+    b.place("gallbladder", q < 1)
 
-    # --- vessels: vertical tubes in front of the spine -----------------------------------------
+    # vessels: vertical tubes in front of the spine
     lean = rng.normal(0, 0.04, size=2)
     ivc = (((g.x - 24 * s - lean[0] * g.z) / 13) ** 2 + ((g.y - spine_y - 28 * s) / 9) ** 2 < 1)
-    place("inferior_vena_cava", ivc & (g.z > -115) & (g.z < 125), "inferior_vena_cava")
-    aorta_r = 11.0 * scale(0.08)
+    b.place("inferior_vena_cava", ivc & (g.z > -115) & (g.z < 125), "inferior_vena_cava")
+    aorta_r = 11.0 * b.scale(0.08)
     aorta = ((g.x + 14 * s - lean[1] * g.z) ** 2 + (g.y - spine_y - 32 * s) ** 2) < aorta_r**2
-    place("aorta", aorta & (g.z > -110), "aorta")
+    b.place("aorta", aorta & (g.z > -110), "aorta")
 
-    c = np.array([0.0, 30 * s, -188.0]) + jitter(6)
-    q = ellipsoid(g, c, np.array([46, 36, 34]) * scale(0.2)) - _wobble(rng, g, 0.04)
-    place("urinary_bladder", q < 1)
-    return label, tissue
+    c = np.array([0.0, 30 * s, -188.0]) + b.jitter(6)
+    q = ellipsoid(g, c, np.array([46, 36, 34]) * b.scale(0.2)) - _wobble(rng, g, 0.04)
+    b.place("urinary_bladder", q < 1)
+
+
+def render_subject(rng: np.random.Generator, g: Grid) -> tuple[np.ndarray, np.ndarray]:
+    """Sample one subject and render it: returns (organ labels uint8, tissue indices uint8)."""
+    subject = _Subject(rng, g)
+    body = _body_wall(subject)
+    _spine_and_pelvis(subject, body)
+    _upper_organs(subject)
+    _lower_organs(subject)
+    return subject.label, subject.tissue
