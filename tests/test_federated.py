@@ -96,17 +96,20 @@ def test_arrays_round_trip_keeps_values():
 
 
 def test_simulation_trains_as_many_hospitals_at_once_as_asked(tmp_path, monkeypatch):
-    """As many Ray workers as asked; each actor first skips MONAI's unused optional imports."""
+    """As many Ray workers as asked, at the priority of the command; each actor first skips
+    MONAI's unused optional imports."""
     import flwr.simulation
     import ray
 
-    from medpeft.federated.run import OFFLINE_ENV, simulate
+    from medpeft.federated.run import OFFLINE_ENV, RAY_WORKER_PRIORITY, simulate
     from medpeft.startup import skip_unused_optional_packages
-    for name in [*OFFLINE_ENV, "FLWR_HOME"]:  # simulate() sets them: restored after the test
+    # simulate() sets these: restored after the test
+    for name in [*OFFLINE_ENV, *RAY_WORKER_PRIORITY, "FLWR_HOME"]:
         monkeypatch.setenv(name, "")
     asked, ran = [], []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kw: asked.append(kw))
+    monkeypatch.setattr(ray, "init", lambda **kw: asked.append(
+        {**kw, "worker_niceness": os.environ.get("RAY_worker_niceness")}))
     monkeypatch.setattr(ray, "shutdown", lambda: None)
     monkeypatch.setattr(flwr.simulation, "run_simulation", lambda **kw: ran.append(kw["num_supernodes"]))
     three = [{"dataset": "a"}, {"dataset": "b"}, {"dataset": "c"}]
@@ -114,6 +117,8 @@ def test_simulation_trains_as_many_hospitals_at_once_as_asked(tmp_path, monkeypa
         simulate(FedConfig(foundation="f", hospitals=three, out=str(tmp_path), simulation_workers=workers))
     assert [kw["num_cpus"] for kw in asked] == [1, 3, max(1, min(3, os.cpu_count() or 1))]
     assert ran == [3, 3, 3]
+    # the hospitals' Ray workers train at the command's priority, not Ray's default of +15
+    assert [kw["worker_niceness"] for kw in asked] == ["0", "0", "0"]
     hook = asked[0]["runtime_env"]["worker_process_setup_hook"]
     module, name = hook.rsplit(".", 1)
     assert getattr(importlib.import_module(module), name) is skip_unused_optional_packages

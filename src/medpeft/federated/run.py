@@ -23,6 +23,10 @@ from medpeft.startup import skip_unused_optional_packages
 SKIP_UNUSED = f"{skip_unused_optional_packages.__module__}.{skip_unused_optional_packages.__qualname__}"
 OFFLINE_ENV = {"FLWR_TELEMETRY_ENABLED": "0", "RAY_USAGE_STATS_ENABLED": "0",
                "RAY_DEDUP_LOGS": "0"}
+# Ray lowers its workers' priority by 15 (its `worker_niceness`), and the hospitals train in those
+# workers: beside any other job at the command's own priority they got a few % of a core. At 0
+# they run at the priority of the command that started them.
+RAY_WORKER_PRIORITY = {"RAY_worker_niceness": "0"}
 
 
 def offline_env(out: Path) -> dict[str, str]:
@@ -37,7 +41,7 @@ def simulate(cfg: FedConfig, client_app=None) -> None:
     from flwr.simulation import run_simulation
 
     from medpeft.federated.app import client_app_for, server_app_for
-    os.environ.update(offline_env(Path(cfg.out)))
+    os.environ.update({**offline_env(Path(cfg.out)), **RAY_WORKER_PRIORITY})
     workers = cfg.simulation_workers or max(1, min(len(cfg.hospitals), os.cpu_count() or 1))
     # Ray starts here, not in Flower (which uses a running Ray as it is): each actor, a hospital's
     # ClientApp, skips MONAI's unused optional imports before it unpickles the apps. A Ray the
