@@ -85,6 +85,7 @@ class _Subject:
     def __init__(self, rng: np.random.Generator, g: Grid):
         self.rng, self.g = rng, g
         self.s = float(np.clip(rng.normal(1.0, 0.06), 0.88, 1.12))  # body size
+        self.ay = 108.0 * self.s  # the body's half-depth (mm, anterior-posterior)
         self.label = np.zeros(g.shape, np.uint8)
         self.tissue = np.full(g.shape, T["air"], np.uint8)
         self.cavity = np.zeros(g.shape, bool)
@@ -106,7 +107,7 @@ class _Subject:
 def _body_wall(b: _Subject) -> np.ndarray:
     """Skin, subcutaneous fat, muscle wall and the visceral cavity with bowel, fat and gas."""
     g, s, rng, tissue = b.g, b.s, b.rng, b.tissue
-    ax, ay = 150.0 * s, 108.0 * s
+    ax, ay = 150.0 * s, b.ay
     fat = float(rng.uniform(8, 38))
     waist = 1.0 + 0.04 * np.sin(g.z / 90.0)
     r_body = np.sqrt((g.x / (ax * waist)) ** 2 + (g.y / (ay * waist)) ** 2)
@@ -125,8 +126,7 @@ def _body_wall(b: _Subject) -> np.ndarray:
 
 def _spine_and_pelvis(b: _Subject, body: np.ndarray) -> None:
     """Vertebrae (labelled), discs, paraspinal and psoas muscles, iliac wings (not labelled)."""
-    g, s, rng, tissue = b.g, b.s, b.rng, b.tissue
-    ay = 108.0 * s
+    g, s, rng, tissue, ay = b.g, b.s, b.rng, b.tissue, b.ay
     b.spine_y = spine_y = -ay + 58.0 * s
     sx = float(rng.normal(0, 3))
     paraspinal = (((g.x - 38 * s) / (24 * s)) ** 2 + ((g.y - (-ay + 28 * s)) / (17 * s)) ** 2 < 1) | (
