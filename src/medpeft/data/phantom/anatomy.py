@@ -88,8 +88,9 @@ class _Subject:
         self.ay = 108.0 * self.s  # the body's half-depth (mm, anterior-posterior)
         self.label = np.zeros(g.shape, np.uint8)
         self.tissue = np.full(g.shape, T["air"], np.uint8)
-        self.cavity = np.zeros(g.shape, bool)
-        self.spine_y = 0.0
+        self.body: np.ndarray | None = None  # inside the skin; set by _body_wall
+        self.cavity: np.ndarray | None = None  # the visceral cavity; set by _body_wall
+        self.spine_y = 0.0  # set by _spine_and_pelvis
 
     def jitter(self, mm: float = 6.0) -> np.ndarray:
         return self.rng.normal(0.0, mm, size=3).astype(np.float32)
@@ -104,7 +105,7 @@ class _Subject:
         self.tissue[mask] = T[tissue_name or name]
 
 
-def _body_wall(b: _Subject) -> np.ndarray:
+def _body_wall(b: _Subject) -> None:
     """Skin, subcutaneous fat, muscle wall and the visceral cavity with bowel, fat and gas."""
     g, s, rng, tissue = b.g, b.s, b.rng, b.tissue
     ax, ay = 150.0 * s, b.ay
@@ -112,7 +113,7 @@ def _body_wall(b: _Subject) -> np.ndarray:
     waist = 1.0 + 0.04 * np.sin(g.z / 90.0)
     r_body = np.sqrt((g.x / (ax * waist)) ** 2 + (g.y / (ay * waist)) ** 2)
     r_mm = (1.0 - r_body) * ay  # approximate depth under the skin (mm)
-    body = r_body < 1.0
+    b.body = body = r_body < 1.0
     tissue[body] = T["skin"]
     tissue[body & (r_mm > 2.5)] = T["fat"]
     tissue[body & (r_mm > 2.5 + fat)] = T["muscle"]
@@ -121,12 +122,11 @@ def _body_wall(b: _Subject) -> np.ndarray:
     loops = _wobble(rng, g, 1.0) + 0.6 * np.sin(g.x / 9.0 + rng.uniform(0, 6)) * np.cos(g.y / 11.0)
     tissue[b.cavity] = np.where(loops[b.cavity] > -0.1, T["bowel"], T["fat"])
     tissue[b.cavity & (loops > 1.45)] = T["gas"]
-    return body
 
 
-def _spine_and_pelvis(b: _Subject, body: np.ndarray) -> None:
+def _spine_and_pelvis(b: _Subject) -> None:
     """Vertebrae (labelled), discs, paraspinal and psoas muscles, iliac wings (not labelled)."""
-    g, s, rng, tissue, ay = b.g, b.s, b.rng, b.tissue, b.ay
+    g, s, rng, tissue, ay, body = b.g, b.s, b.rng, b.tissue, b.ay, b.body
     b.spine_y = spine_y = -ay + 58.0 * s
     sx = float(rng.normal(0, 3))
     paraspinal = (((g.x - 38 * s) / (24 * s)) ** 2 + ((g.y - (-ay + 28 * s)) / (17 * s)) ** 2 < 1) | (
@@ -217,8 +217,8 @@ def _lower_organs(b: _Subject) -> None:
 def render_subject(rng: np.random.Generator, g: Grid) -> tuple[np.ndarray, np.ndarray]:
     """Sample one subject and render it: returns (organ labels uint8, tissue indices uint8)."""
     subject = _Subject(rng, g)
-    body = _body_wall(subject)
-    _spine_and_pelvis(subject, body)
+    _body_wall(subject)
+    _spine_and_pelvis(subject)
     _upper_organs(subject)
     _lower_organs(subject)
     return subject.label, subject.tissue
