@@ -139,7 +139,9 @@ class _RunningCount:
 
     def __init__(self, context, jobs: int, workers: int) -> None:
         self.unfinished, self.workers, self.lock = jobs, workers, threading.Lock()
-        self.shared = context.Value("i", min(workers, jobs))  # what the workers read
+        # what the workers read. Without a lock: a worker killed (Ctrl-C) while it held one would
+        # leave the parent's next write waiting for ever. One int, written by one thread here.
+        self.shared = context.Value("i", min(workers, jobs), lock=False)
 
     def finished(self, _future=None) -> None:
         with self.lock:
@@ -190,6 +192,7 @@ def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
         # the workers exit, their last progress sent; killed ones are not waited for (the pool's
         # manager thread can take a long while to notice them)
         pool.shutdown(wait=not interrupted, cancel_futures=True)
-        queue.put(None)
-        relay.join(timeout=10)
+        if not interrupted:  # a worker killed while sending held the queue's lock: send nothing
+            queue.put(None)  # (the parent's exit would wait for ever to flush it)
+            relay.join(timeout=10)
     return [future.result() for future in futures]
