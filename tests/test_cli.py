@@ -185,3 +185,41 @@ def test_help_loads_neither_pytorch_nor_monai(argv):
                           timeout=120)
     assert done.returncode == 0 and "Usage: medpeft" in done.stdout, done.stderr
     assert "heavy: []" in done.stdout, done.stdout[-300:]
+
+
+def _interrupted_training(request_or_sources, out=None, *args, step: int | None = None, **kwargs):
+    """A training run pressed Ctrl-C at: its last checkpoint record written (``step``), if any."""
+    out = getattr(request_or_sources, "out", out)
+    if step is not None:
+        (out / "checkpoints").mkdir(parents=True)
+        (out / "checkpoints" / "latest.json").write_text(json.dumps({"step": step}))
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("command, patched, step, said", [
+    ("adapt", "medpeft.pipelines.adapt", 60,
+     "interrupted: step 60 is kept in {out}/checkpoints; the same command with --resume"),
+    ("pretrain", "medpeft.train.pretrain.pretrain", None,
+     "interrupted: no checkpoint had been written in {out} yet"),
+    ("demo", "medpeft.experiments.demo.run_demo", None,
+     "interrupted: the finished cells (and a finished federation) are kept in {out}; the same "
+     "command resumes them"),
+])
+def test_ctrl_c_says_what_was_kept_and_how_to_go_on(command, patched, step, said, tmp_path,
+                                                   monkeypatch):
+    """Ctrl-C in a long command: one line naming what is kept and the command that continues,
+    and the exit code a shell gives an interrupted command (130); before, the bar just stopped."""
+    from functools import partial
+
+    from medpeft.cli_common import console
+    monkeypatch.setattr(console, "width", 400)
+    monkeypatch.setattr(patched, partial(_interrupted_training, step=step))
+    monkeypatch.setattr("medpeft.pipelines.check", lambda request: None)
+    out = tmp_path / "o"
+    argv = {"adapt": ["adapt", "--foundation", str(tmp_path), "--manifest", str(tmp_path / "k.json"),
+                      "--out", str(out)],
+            "pretrain": ["pretrain", "--source", str(tmp_path), "--out", str(out)],
+            "demo": ["demo", "--out", str(out), "--cache", str(tmp_path / "cache")]}[command]
+    result = runner.invoke(app, argv)
+    assert result.exit_code == 130, result.output
+    assert said.format(out=out) in " ".join(result.output.split()), result.output

@@ -130,7 +130,7 @@ def test_an_interrupt_ends_the_running_jobs_at_once():
     8 of 8 such runs, when a worker was killed while it held the progress queue's lock."""
     for delay in (0.0, 0.1, 0.3):
         workers = _interrupt_reporting_jobs(after=delay)
-        for pid in workers:  # ended, not left running
+        for pid in workers:  # ended, not left running (the jobs' own processes too)
             deadline = time.monotonic() + 10
             while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -139,11 +139,13 @@ def test_an_interrupt_ends_the_running_jobs_at_once():
 
 
 def _interrupt_reporting_jobs(*, after: float) -> list[int]:
-    """Ctrl-C to two jobs reporting progress, ``after`` seconds into them; their workers' pids."""
+    """Ctrl-C to two jobs reporting progress, ``after`` seconds into them; the pids of their
+    workers and of the processes the jobs started."""
     script = Path(__file__).parent / "fixtures" / "interrupted_jobs.py"
     child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
-        workers = [int(child.stdout.readline().split()[1]) for _ in range(2)]  # both jobs running
+        lines = [child.stdout.readline().split() for _ in range(2)]  # both jobs running
+        workers = [int(pid) for line in lines for pid in line[1:]]  # theirs and what they started
         time.sleep(after)
         t0 = time.monotonic()
         child.send_signal(signal.SIGINT)

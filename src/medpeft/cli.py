@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
@@ -17,9 +18,11 @@ import typer
 from medpeft.adapt_defaults import ADAPT_AUGMENT, ADAPT_BF16, ADAPT_STEPS, DEFAULT_METHOD
 from medpeft.cli_common import (
     VERBOSE_HELP,
+    checkpoint_kept,
     console,
     method_options,
     reflow_help,
+    said_on_interrupt,
     say_float32,
 )
 from medpeft.cli_common import fail as _fail
@@ -202,7 +205,8 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
         check(request)
         if distributed.is_main():
             say_float32(bf16)
-        with quiet_console(out, console, verbose=verbose), distributed.process_group(), \
+        with said_on_interrupt(partial(checkpoint_kept, out), say=distributed.is_main()), \
+                quiet_console(out, console, verbose=verbose), distributed.process_group(), \
                 progress_bar() as progress:
             summary = run(request, progress)
     except (ValueError, TypeError, FileNotFoundError) as err:
@@ -313,7 +317,9 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
     try:
         steps = {"pretrain_steps": pretrain_steps} if pretrain_steps else {}
         say_float32(ADAPT_BF16)  # the demo adapts with adapt's defaults
-        with quiet_console(out, console, verbose=verbose):
+        kept = (f"the finished cells (and a finished federation) are kept in {out}; the same "
+                "command resumes them, an adaptation in progress from its last checkpoint")
+        with said_on_interrupt(lambda: kept), quiet_console(out, console, verbose=verbose):
             run_demo(out, cache, DemoConfig(**steps, adapt_steps=adapt_steps, methods=methods,
                                             shots=tuple(shots or (1, 5)), seed=seed,
                                             retrain=retrain, federated_rounds=federated_rounds,
@@ -337,7 +343,9 @@ def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"
     try:
         cfg = load_grid(config)
         failures: list[str] = []
-        with quiet_console(cfg.out, console, verbose=verbose), progress_bar() as progress:
+        kept = f"the finished cells are kept in {cfg.out}; the same command resumes the grid"
+        with said_on_interrupt(lambda: kept), quiet_console(cfg.out, console, verbose=verbose), \
+                progress_bar() as progress:
             rows, datasets = run_grid(cfg, progress, failures, workers=workers)
             out = Path(cfg.out)
             pairs = paired(rows, cfg.reference or cfg.methods[0])

@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import inspect
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -51,3 +55,27 @@ def say_float32(bf16: bool) -> None:
     notice = float32_notice(resolve_device(), bf16)
     if notice:
         console.print(f"[yellow]{notice}[/yellow]")
+
+
+@contextmanager
+def said_on_interrupt(what_is_kept: Callable[[], str], *, say: bool = True) -> Iterator[None]:
+    """Ctrl-C ends a long command with one line saying what was kept and how to go on, and exit
+    code 130 (as a shell reports an interrupted command); without it the user saw the progress bar
+    stop and nothing else. ``say``: False in the ranks of a distributed run other than the first."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if say:
+            console.print(f"\n[yellow]interrupted:[/] {what_is_kept()}", soft_wrap=True)
+        raise typer.Exit(130) from None
+
+
+def checkpoint_kept(out: Path) -> str:
+    """What an interrupted training run in ``out`` left (its last checkpoint), and how to go on."""
+    latest = Path(out) / "checkpoints" / "latest.json"
+    try:
+        step = json.loads(latest.read_text())["step"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"no checkpoint had been written in {out} yet; run the command again"
+    return (f"step {step} is kept in {latest.parent}; the same command with --resume continues "
+            "from it")

@@ -1,12 +1,13 @@
 """``medpeft pretrain``: the foundation model, on one process or as DDP ranks under torchrun."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from medpeft.cli_common import console, fail, say_float32
+from medpeft.cli_common import checkpoint_kept, console, fail, said_on_interrupt, say_float32
 
 
 def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD folder (repeat the option)"),
@@ -68,7 +69,8 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
         pp = working_grid(preprocessing, spacing, patch=patch, init=init)
         if distributed.is_main():
             say_float32(bf16)
-        with distributed.process_group(), progress_bar() as progress:
+        with said_on_interrupt(partial(checkpoint_kept, out), say=distributed.is_main()), \
+                distributed.process_group(), progress_bar() as progress:
             run(source, out, backbone, pp, loop=LoopConfig(steps=steps, lr=lr, seed=seed,
                                                        checkpoint_every=checkpoint_every,
                                                        snapshot_every=snapshot_every,

@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -149,6 +150,21 @@ class _RunningCount:
             self.shared.value = max(1, min(self.workers, self.unfinished))
 
 
+def descendants(roots: set[int]) -> set[int]:
+    """The processes started under ``roots`` (their children, and theirs), read from ``/proc``;
+    none where there is no ``/proc``. A job's Ray daemons ignore Ctrl-C and outlived a killed
+    worker by minutes."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):  # a process that just ended
+            parent[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+    found, frontier = set(), set(roots)
+    while frontier:
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier} - found
+        found |= frontier
+    return found
+
+
 def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
                      workers: int | None = None, device: str | None = None,
                      done: Callable[[int, Any], None] | None = None) -> list[Any]:
@@ -182,8 +198,10 @@ def run_side_by_side(jobs: Sequence[Job], progress: Reporter | None = None, *,
                 done(i, future.result())
     except BaseException:  # interrupted: the running jobs end now, not when they finish
         # the pool's own record of the processes it spawned (CPython's ``_processes``, filled as
-        # each starts) and the workers' reports, which can still be in the queue when Ctrl-C comes
-        for pid in set(pids) | set(getattr(pool, "_processes", None) or ()):
+        # each starts) and the workers' reports, which can still be in the queue when Ctrl-C
+        # comes; then what the jobs started (found before their workers go)
+        workers_now = set(pids) | set(getattr(pool, "_processes", None) or ())
+        for pid in workers_now | descendants(workers_now):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)  # SIGTERM may be ignored (an inherited SIG_IGN)
         interrupted = True
