@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 from medpeft.cli import app
 
 runner = CliRunner()
+CONFIGS = Path(__file__).parents[1] / "configs"
 
 
 def test_split_and_error_messages(collection, tmp_path):
@@ -204,6 +206,8 @@ def _interrupted_training(request_or_sources, out=None, *args, step: int | None 
     ("demo", "medpeft.experiments.demo.run_demo", None,
      "interrupted: the finished cells (and a finished federation) are kept in {out}; the same "
      "command resumes them"),
+    ("federate", "medpeft.federated.run.federate", None,
+     "interrupted: the federation in {out} did not finish; the same command starts it anew"),
 ])
 def test_ctrl_c_says_what_was_kept_and_how_to_go_on(command, patched, step, said, tmp_path,
                                                    monkeypatch):
@@ -219,7 +223,24 @@ def test_ctrl_c_says_what_was_kept_and_how_to_go_on(command, patched, step, said
     argv = {"adapt": ["adapt", "--foundation", str(tmp_path), "--manifest", str(tmp_path / "k.json"),
                       "--out", str(out)],
             "pretrain": ["pretrain", "--source", str(tmp_path), "--out", str(out)],
-            "demo": ["demo", "--out", str(out), "--cache", str(tmp_path / "cache")]}[command]
+            "demo": ["demo", "--out", str(out), "--cache", str(tmp_path / "cache")],
+            "federate": ["federate", str(CONFIGS / "federated-phantom.yaml"), "--out", str(out)]
+            }[command]
     result = runner.invoke(app, argv)
     assert result.exit_code == 130, result.output
     assert said.format(out=out) in " ".join(result.output.split()), result.output
+
+
+def test_ctrl_c_ends_the_command_even_with_a_thread_left_waiting():
+    """After Ctrl-C the `medpeft` process exits (130) although a library's thread still waits:
+    `medpeft federate` used to wait for ever on the threads of Flower's stopped simulation."""
+    import subprocess
+    import sys
+    import time
+    script = Path(__file__).parent / "fixtures" / "stuck_thread_command.py"
+    t0 = time.monotonic()
+    try:
+        ended = subprocess.run([sys.executable, str(script)], capture_output=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the interrupted command waited for its stuck thread")
+    assert ended.returncode == 130 and time.monotonic() - t0 < 30

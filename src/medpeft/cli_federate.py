@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import VERBOSE_HELP, console, fail
+from medpeft.cli_common import VERBOSE_HELP, console, fail, said_on_interrupt
 from medpeft.quiet import quiet_console
 
 
@@ -34,9 +34,12 @@ def federate_command(
                            ("out", out and str(out))):
             if value is not None:
                 setattr(cfg, key, value)
-        with quiet_console(cfg.out, console, verbose=verbose):
+        lost = f"the federation in {cfg.out} did not finish; the same command starts it anew"
+        with said_on_interrupt(lambda: lost), quiet_console(cfg.out, console, verbose=verbose):
             report = federate(cfg, deployment=deployment)
         out = Path(report["out"])
+    except typer.Exit:  # Ctrl-C, said (typer's Exit is a RuntimeError)
+        raise
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         fail(err)
     from medpeft.federated.demo import federation_table

@@ -1,10 +1,38 @@
 """The ``medpeft`` command: skip the optional packages no command uses, then run the CLI."""
 from __future__ import annotations
 
+import os
+import sys
+import threading
+import time
+
 from medpeft.startup import skip_unused_optional_packages
+
+INTERRUPTED = 130  # the exit code a shell gives a command ended by Ctrl-C
 
 
 def main() -> None:
     skip_unused_optional_packages()  # before the CLI's imports reach MONAI
     from medpeft.cli import app
-    app()
+    try:
+        app()
+    except SystemExit as ended:
+        if ended.code == INTERRUPTED:
+            leave_without_stuck_threads()
+        raise
+
+
+def leave_without_stuck_threads(grace_s: float = 5.0) -> None:
+    """After Ctrl-C, end this process even if threads a library started are still waiting: Flower's
+    simulation leaves threads blocked on the Ray cluster it has shut down, and Python's exit would
+    join them for ever (`medpeft federate` was still running minutes after Ctrl-C). They get
+    ``grace_s`` to finish; the command's own output is written and flushed by then."""
+    deadline = time.monotonic() + grace_s
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate()
+           if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(INTERRUPTED)
