@@ -244,3 +244,25 @@ def test_ctrl_c_ends_the_command_even_with_a_thread_left_waiting():
     except subprocess.TimeoutExpired:
         pytest.fail("the interrupted command waited for its stuck thread")
     assert ended.returncode == 130 and time.monotonic() - t0 < 30
+
+
+def test_ctrl_c_in_predict_counts_the_outputs_kept(tmp_path, monkeypatch):
+    """An interrupted prediction names the finished label maps it keeps (a re-run skips them)."""
+    from medpeft.cli_common import console
+    from medpeft.models.weights import shipped_foundation
+
+    def one_written_then_interrupted(model, inputs, out, *args, **kwargs):
+        (out / "case_0.nii.gz").write_bytes(b"")
+        raise KeyboardInterrupt
+    monkeypatch.setattr(console, "width", 400)
+    monkeypatch.setattr("medpeft.infer.predict.predict_files", one_written_then_interrupted)
+    scans, out = tmp_path / "scans", tmp_path / "labels"
+    scans.mkdir()
+    for name in ("case_0.nii.gz", "case_1.nii.gz"):
+        (scans / name).write_bytes(b"")
+    out.mkdir()
+    result = runner.invoke(app, ["predict", "--base", str(shipped_foundation()), "--in", str(scans),
+                                 "--out", str(out)])
+    assert result.exit_code == 130, result.output
+    assert (f"interrupted: 1 finished output(s) are kept in {out}; the same command predicts "
+            "the rest") in " ".join(result.output.split()), result.output

@@ -6,7 +6,7 @@ from typing import Optional
 
 import typer
 
-from medpeft.cli_common import VERBOSE_HELP, console
+from medpeft.cli_common import VERBOSE_HELP, console, said_on_interrupt
 from medpeft.cli_common import fail as _fail
 from medpeft.quiet import quiet_console
 
@@ -39,7 +39,8 @@ def predict_command(base: Path = typer.Option(..., help="foundation checkpoint f
         f = load_foundation(base)
         model, classes = open_adapter(adapter, f, blackbox) if adapter else (f.model, f.classes)
         inputs = None if dicom else nifti_inputs(inp)
-        with quiet_console(out, console, verbose=verbose), progress_bar() as progress:
+        with said_on_interrupt(lambda: _kept_predictions(out)), \
+                quiet_console(out, console, verbose=verbose), progress_bar() as progress:
             if dicom:
                 from medpeft.infer.dicom_predict import predict_series
                 written, failures = predict_series(
@@ -57,3 +58,11 @@ def predict_command(base: Path = typer.Option(..., help="foundation checkpoint f
         for path, why in failures.items():
             console.print(f"  - {path}: {why}", soft_wrap=True)
         raise typer.Exit(code=1)
+
+
+def _kept_predictions(out: Path) -> str:
+    """What an interrupted prediction left: its finished outputs (each written whole), which a
+    re-run keeps and does not redo."""
+    done = sum(1 for p in out.iterdir() if p.name.endswith((".nii.gz", ".dcm"))) if out.is_dir() else 0
+    return (f"{done} finished output(s) are kept in {out}; the same command predicts the rest "
+            "(--overwrite redoes them)")
