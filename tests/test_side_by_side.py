@@ -125,8 +125,8 @@ def test_one_job_per_core_on_a_cpu():
 
 def test_an_interrupt_ends_the_running_jobs_at_once():
     """Ctrl-C in the parent does not wait for the jobs to finish: their workers are ended, and the
-    parent exits. (In a process of its own: a test worker of pytest-xdist does not run tests on
-    its main thread.) Three times, at moments a little apart: the parent once hung at its exit in
+    parent exits. (In a process of its own, so that the interrupt reaches it and not the test
+    runner.) Three times, at moments a little apart: the parent once hung at its exit in
     8 of 8 such runs, when a worker was killed while it held the progress queue's lock."""
     for delay in (0.0, 0.1, 0.3):
         workers = _interrupt_reporting_jobs(after=delay)
