@@ -208,6 +208,8 @@ def _interrupted_training(request_or_sources, out=None, *args, step: int | None 
      "command resumes them"),
     ("federate", "medpeft.federated.run.federate", None,
      "interrupted: the federation in {out} did not finish; the same command starts it anew"),
+    ("benchmark", "medpeft.experiments.grid.run_grid", None,
+     "interrupted: the finished cells are kept in {out}; the same command resumes the grid"),
 ])
 def test_ctrl_c_says_what_was_kept_and_how_to_go_on(command, patched, step, said, tmp_path,
                                                    monkeypatch):
@@ -224,11 +226,19 @@ def test_ctrl_c_says_what_was_kept_and_how_to_go_on(command, patched, step, said
                       "--out", str(out)],
             "pretrain": ["pretrain", "--source", str(tmp_path), "--out", str(out)],
             "demo": ["demo", "--out", str(out), "--cache", str(tmp_path / "cache")],
-            "federate": ["federate", str(CONFIGS / "federated-phantom.yaml"), "--out", str(out)]
-            }[command]
+            "federate": ["federate", str(CONFIGS / "federated-phantom.yaml"), "--out", str(out)],
+            "benchmark": ["benchmark", str(_grid_writing_to(out, tmp_path))]}[command]
     result = runner.invoke(app, argv)
     assert result.exit_code == 130, result.output
     assert said.format(out=out) in " ".join(result.output.split()), result.output
+
+
+def _grid_writing_to(out, tmp_path):
+    """The phantom grid's configuration with its run folder at ``out``."""
+    import yaml
+    config = yaml.safe_load((CONFIGS / "phantom-grid.yaml").read_text())
+    (tmp_path / "grid.yaml").write_text(yaml.safe_dump({**config, "out": str(out)}))
+    return tmp_path / "grid.yaml"
 
 
 @pytest.mark.parametrize("again", [False, True])
