@@ -319,7 +319,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
         say_float32(ADAPT_BF16)  # the demo adapts with adapt's defaults
         kept = (f"the finished cells (and a finished federation) are kept in {out}; the same "
                 "command resumes them, an adaptation in progress from its last checkpoint")
-        with said_on_interrupt(lambda: kept), quiet_console(out, console, verbose=verbose):
+        with said_on_interrupt(kept), quiet_console(out, console, verbose=verbose):
             run_demo(out, cache, DemoConfig(**steps, adapt_steps=adapt_steps, methods=methods,
                                             shots=tuple(shots or (1, 5)), seed=seed,
                                             retrain=retrain, federated_rounds=federated_rounds,
@@ -344,7 +344,7 @@ def benchmark(config: Path = typer.Argument(..., help="grid YAML (see configs/)"
         cfg = load_grid(config)
         failures: list[str] = []
         kept = f"the finished cells are kept in {cfg.out}; the same command resumes the grid"
-        with said_on_interrupt(lambda: kept), quiet_console(cfg.out, console, verbose=verbose), \
+        with said_on_interrupt(kept), quiet_console(cfg.out, console, verbose=verbose), \
                 progress_bar() as progress:
             rows, datasets = run_grid(cfg, progress, failures, workers=workers)
             out = Path(cfg.out)

@@ -57,17 +57,22 @@ def say_float32(bf16: bool) -> None:
         console.print(f"[yellow]{notice}[/yellow]")
 
 
+INTERRUPTED = 130  # the exit code a shell gives a command ended by Ctrl-C
+
+
 @contextmanager
-def said_on_interrupt(what_is_kept: Callable[[], str], *, say: bool = True) -> Iterator[None]:
-    """Ctrl-C ends a long command with one line saying what was kept and how to go on, and exit
-    code 130 (as a shell reports an interrupted command); without it the user saw the progress bar
+def said_on_interrupt(what_is_kept: str | Callable[[], str], *, say: bool = True
+                      ) -> Iterator[None]:
+    """Ctrl-C ends a long command with one line saying what was kept and how to go on (a callable:
+    read when Ctrl-C comes), and exit code INTERRUPTED; without it the user saw the progress bar
     stop and nothing else. ``say``: False in the ranks of a distributed run other than the first."""
     try:
         yield
     except KeyboardInterrupt:
         if say:
-            console.print(f"\n[yellow]interrupted:[/] {what_is_kept()}", soft_wrap=True)
-        raise typer.Exit(130) from None
+            kept = what_is_kept if isinstance(what_is_kept, str) else what_is_kept()
+            console.print(f"\n[yellow]interrupted:[/] {kept}", soft_wrap=True)
+        raise typer.Exit(INTERRUPTED) from None
 
 
 def checkpoint_kept(out: Path) -> str:

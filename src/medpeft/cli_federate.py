@@ -35,7 +35,7 @@ def federate_command(
             if value is not None:
                 setattr(cfg, key, value)
         lost = f"the federation in {cfg.out} did not finish; the same command starts it anew"
-        with said_on_interrupt(lambda: lost), quiet_console(cfg.out, console, verbose=verbose):
+        with said_on_interrupt(lost), quiet_console(cfg.out, console, verbose=verbose):
             report = federate(cfg, deployment=deployment)
         out = Path(report["out"])
     except typer.Exit:  # Ctrl-C, said (typer's Exit is a RuntimeError)

@@ -6,9 +6,8 @@ import sys
 import threading
 import time
 
+from medpeft.cli_common import INTERRUPTED  # typer and rich only: nothing MONAI would import
 from medpeft.startup import skip_unused_optional_packages
-
-INTERRUPTED = 130  # the exit code a shell gives a command ended by Ctrl-C
 
 
 def main() -> None:
