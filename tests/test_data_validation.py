@@ -70,3 +70,17 @@ def test_non_nifti_files_are_named(liver_copy):
 def test_missing_dataset_json(tmp_path):
     with pytest.raises(DataError, match="dataset.json"):
         load_msd(tmp_path)
+
+
+@pytest.mark.parametrize(("offset", "scale", "likely"), [
+    (1024, 1, "stored values without the rescale intercept"), (1000, 1 / 3000, "normalised")])
+def test_an_image_not_in_hounsfield_units_is_named(liver_copy, offset, scale, likely):
+    """Raw stored values or a normalised image would be windowed as HU and segmented as noise."""
+    image_path = liver_copy / _cases(liver_copy)[1]["image"]
+    img = nib.load(image_path)
+    values = ((np.asarray(img.dataobj, dtype=np.float32) + offset) * scale).astype(np.float32)
+    nib.save(nib.Nifti1Image(values, img.affine), image_path)
+    with pytest.raises(DataError, match=image_path.name) as err:
+        check_dataset(load_msd(liver_copy))
+    assert "not a CT in Hounsfield units" in str(err.value) and likely in str(err.value)
+    assert len(err.value.problems) == 1  # the other cases, in HU, pass

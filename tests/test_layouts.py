@@ -22,7 +22,7 @@ SHAPE = (8, 8, 4)
 
 def _nii(path: Path, data: np.ndarray | None = None, affine=AFFINE) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    data = np.zeros(SHAPE, np.int16) if data is None else data
+    data = np.full(SHAPE, -1000, np.int16) if data is None else data  # a CT in HU: air
     nib.save(nib.Nifti1Image(data, affine), str(path))
     return path
 

@@ -27,16 +27,20 @@ def test_predict_keeps_each_inputs_geometry_and_survives_a_bad_file(collection, 
     (inputs / "d_broken.nii.gz").write_bytes(b"not a nifti file")
     nib.save(image, str(tmp_path / "whole.nii"))  # a header that reads, then half the voxels
     (inputs / "e_cut.nii").write_bytes((tmp_path / "whole.nii").read_bytes()[:-20000])
+    stored = (np.asarray(image.dataobj) + 1024).astype(np.int16)  # no rescale intercept: air at 24
+    nib.save(nib.Nifti1Image(stored, image.affine), str(inputs / "f_stored_values.nii.gz"))
 
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["predict", "--base", str(shipped_foundation()),
                                       "--in", str(inputs), "--out", str(out)],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 1, result.output  # one input failed ...
-    assert "2 input(s) failed" in result.output
+    assert "3 input(s) failed" in result.output
     # each named with the reader's own reason, in one line (not MONAI's wrapper or tracebacks)
     assert "d_broken.nii.gz: ImageFileError: File " in result.output
     assert "e_cut.nii: OSError: Expected " in result.output
+    assert "f_stored_values.nii.gz: ValueError: " in result.output  # not segmented as noise
+    assert "not a CT in Hounsfield units; likely the scanner's stored values" in result.output
     assert "Traceback" not in result.output and "object at 0x" not in result.output
     for name, source in (("a_original", image), ("b_turned", turned), ("c_zoomed", zoomed)):
         pred = nib.load(str(out / f"{name}.nii.gz"))  # ... and every other one was written

@@ -12,6 +12,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from medpeft.data.hounsfield import hounsfield_problem
+
 
 class DataError(ValueError):
     """Input data that medpeft cannot use; the message names every bad file and its problem."""
@@ -133,6 +135,8 @@ def check_case(case: Case, labels: dict[int, str], check_values: bool = True,
     label = _open_nifti(case.label, problems)
     if image is None or label is None:
         return problems
+    if check_values:
+        problems += _intensity_problems(image, case.image)
     if image.shape[:3] != label.shape[:3]:
         problems.append(f"{case.label}: shape {label.shape} does not match image {image.shape}")
     elif not np.allclose(image.affine, label.affine, atol=1e-3):
@@ -152,10 +156,19 @@ def check_case(case: Case, labels: dict[int, str], check_values: bool = True,
     return problems
 
 
+def _intensity_problems(image: nib.Nifti1Image, path: Path) -> list[str]:
+    """The image's voxels read once: unreadable, or not a CT in Hounsfield units."""
+    try:
+        problem = hounsfield_problem(np.asarray(image.dataobj), path)
+    except Exception as err:  # noqa: BLE001  (nibabel raises several types for corrupt data)
+        return [f"{path}: cannot read voxel data ({err})"]
+    return [problem] if problem else []
+
+
 def _check_parts(case: Case, image: nib.Nifti1Image | None, check_values: bool,
                  found: set[str] | None = None) -> list[str]:
     """Per-structure binary masks: each must exist, match the image's grid and hold only 0/1."""
-    problems: list[str] = []
+    problems = _intensity_problems(image, case.image) if image is not None and check_values else []
     for name, path in case.parts:
         mask = _open_nifti(path, problems)
         if mask is None or image is None:

@@ -29,6 +29,7 @@ from monai.transforms import (
 )
 
 from medpeft.data.augment import patch_augmentation
+from medpeft.data.hounsfield import RequireHounsfieldd
 from medpeft.data.msd import MSDDataset
 from medpeft.data.ontology import ClassMapping
 
@@ -72,6 +73,7 @@ def load_transforms(pp: Preprocessing, mapping: ClassMapping | None, with_label:
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
     steps = [
         LoadImaged(keys=keys, reader="NibabelReader"),
+        RequireHounsfieldd(keys="image"),
         EnsureChannelFirstd(keys=keys),
         # labels spelled out: MONAI 1.6 warns that their default is changing (same meaning: RAS)
         Orientationd(keys=keys, axcodes="RAS", labels=RAS_LABELS),

@@ -1,0 +1,47 @@
+"""Is an image a CT in Hounsfield units? The model reads HU through a fixed window, so a volume
+in other units is not an error anywhere downstream: it is silently segmented as noise.
+
+Every abdominal CT holds fat (about -100 HU) and, around the body, air (-1000 HU). A volume with
+no voxel below -50 holds neither, which happens when a converter stored the scanner's raw values
+without the rescale intercept (air at 0 instead of -1024), when the image was normalised, or
+when it is not a CT (MR intensities are positive).
+"""
+from __future__ import annotations
+
+import numpy as np
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+NO_AIR_OR_FAT_ABOVE_HU = -50.0
+
+
+def hounsfield_problem(values: np.ndarray, source: object) -> str | None:
+    """Why ``values`` (a CT's voxels, read from ``source``) are not in HU, or None if they may be."""
+    values = np.asarray(values)
+    lowest, highest = float(values.min()), float(values.max())
+    if lowest <= NO_AIR_OR_FAT_ABOVE_HU:
+        return None
+    if highest > 1000:
+        likely = "the scanner's stored values without the rescale intercept (often -1024)"
+    elif highest <= 10:
+        likely = "a normalised image"
+    else:
+        likely = "not a CT"
+    return (f"{source}: no voxel below {NO_AIR_OR_FAT_ABOVE_HU:g} (values {lowest:g} to "
+            f"{highest:g}), so no air or fat: not a CT in Hounsfield units; likely {likely}")
+
+
+class RequireHounsfieldd(MapTransform):
+    """Refuse, naming the file, an image that cannot be a CT in HU (:func:`hounsfield_problem`)."""
+
+    def __init__(self, keys: KeysCollection = "image"):
+        super().__init__(keys)
+
+    def __call__(self, data: dict) -> dict:
+        for key in self.key_iterator(data):
+            image = data[key]
+            source = getattr(image, "meta", {}).get("filename_or_obj", key)
+            problem = hounsfield_problem(np.asarray(image), source)
+            if problem:
+                raise ValueError(problem)
+        return data
