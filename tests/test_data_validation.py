@@ -84,3 +84,14 @@ def test_an_image_not_in_hounsfield_units_is_named(liver_copy, offset, scale, li
         check_dataset(load_msd(liver_copy))
     assert "not a CT in Hounsfield units" in str(err.value) and likely in str(err.value)
     assert len(err.value.problems) == 1  # the other cases, in HU, pass
+
+
+def test_an_image_with_nan_voxels_is_named(liver_copy):
+    image_path = liver_copy / _cases(liver_copy)[0]["image"]
+    img = nib.load(image_path)
+    values = np.asarray(img.dataobj, dtype=np.float32)
+    values[0, :3, 0] = np.nan  # what some converters write outside the field of view
+    nib.save(nib.Nifti1Image(values, img.affine), image_path)
+    with pytest.raises(DataError, match=image_path.name) as err:
+        check_dataset(load_msd(liver_copy))
+    assert "3 voxel(s) are NaN or infinite" in str(err.value)

@@ -4,7 +4,8 @@ in other units is not an error anywhere downstream: it is silently segmented as 
 Every abdominal CT holds fat (about -100 HU) and, around the body, air (-1000 HU). A volume with
 no voxel below -50 holds neither, which happens when a converter stored the scanner's raw values
 without the rescale intercept (air at 0 instead of -1024), when the image was normalised, or
-when it is not a CT (MR intensities are positive).
+when it is not a CT (MR intensities are positive). NaN or infinite voxels (written by some
+converters outside the field of view) would turn every window they touch into NaN.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ NO_AIR_OR_FAT_ABOVE_HU = -50.0
 def hounsfield_problem(values: np.ndarray, source: object) -> str | None:
     """Why ``values`` (a CT's voxels, read from ``source``) are not in HU, or None if they may be."""
     values = np.asarray(values)
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        bad = int(values.size - np.isfinite(values).sum())
+        return f"{source}: {bad} voxel(s) are NaN or infinite; a CT's voxels are all numbers"
     lowest, highest = float(values.min()), float(values.max())
     if lowest <= NO_AIR_OR_FAT_ABOVE_HU:
         return None
