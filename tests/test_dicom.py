@@ -48,8 +48,13 @@ def test_dicom_series_segment_like_their_nifti_twin_and_round_trip_as_seg(collec
     mr = write_ct_series(volume, tmp_path / "dicom" / "b", modality="MR", seed=2)
     gap = write_ct_series(volume, tmp_path / "dicom" / "c", drop=5, seed=3)
     (tmp_path / "dicom" / "notes.txt").write_text("not DICOM")
+    raw = write_ct_series(volume, tmp_path / "dicom" / "d", seed=4)  # then its intercept lost:
+    for f in (tmp_path / "dicom" / "d").iterdir():  # the stored values read as HU, air at 24
+        ds = pydicom.dcmread(f)
+        ds.RescaleIntercept = 0
+        ds.save_as(f)
     series = {s.uid: s for s in find_series(tmp_path / "dicom")}
-    assert set(series) == {good, mr, gap} and series[good].usable
+    assert set(series) == {good, mr, gap, raw} and series[good].usable
     assert "not CT" in series[mr].problems[0] and "missing slice" in series[gap].problems[0]
     from medpeft.cli_common import console
     monkeypatch.setattr(console, "width", 240)  # whole UIDs in the table's cells
@@ -60,6 +65,8 @@ def test_dicom_series_segment_like_their_nifti_twin_and_round_trip_as_seg(collec
     assert _predict(volume, tmp_path / "from-nifti").exit_code == 0
     result = _predict(tmp_path / "dicom", tmp_path / "from-dicom")
     assert result.exit_code == 1 and mr in result.output and gap in result.output
+    assert f"{raw}: ValueError: its voxels (after RescaleSlope / RescaleIntercept): no voxel below" \
+        in result.output and "not a CT in Hounsfield units" in result.output  # not segmented
     twin = np.asarray(nib.load(str(tmp_path / "from-nifti" / volume.name)).dataobj)
     ours = nib.load(str(tmp_path / "from-dicom" / f"{good}.nii.gz"))
     assert np.array_equal(np.asarray(ours.dataobj), twin)  # voxel for voxel

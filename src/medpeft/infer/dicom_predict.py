@@ -44,15 +44,22 @@ def predict_series(model: torch.nn.Module, folder: str | Path, out_dir: str | Pa
                              largest_component=largest_component, bf16=bf16)
             written.append(target)
         except Exception as err:  # noqa: BLE001  (one bad series must not stop the others)
-            failures[f"series {item.uid}"] = failure_reason(err)
+            # the series' own words, not the path of its NIfTI copy
+            failures[f"series {item.uid}"] = failure_reason(err).replace(
+                str(_nifti_copy(out_dir, item.uid)), "its voxels (after RescaleSlope / RescaleIntercept)")
         if progress:
             progress.advance(task)
     return written, failures
 
 
+def _nifti_copy(out_dir: Path, uid: str) -> Path:
+    """Where a series is written as NIfTI for the model (removed when its prediction is done)."""
+    return out_dir / ".series" / f"{uid}.nii.gz"
+
+
 def _predict_one(model, item, target: Path, pp: Preprocessing, *, classes: tuple[str, ...],
                  fmt: str, largest_component: bool, bf16: bool) -> None:
-    work = target.parent / ".series" / f"{item.uid}.nii.gz"
+    work = _nifti_copy(target.parent, item.uid)
     try:
         series_to_nifti(item, work)
         channels = predict_labels(model, work, pp, largest_component=largest_component, bf16=bf16)
