@@ -10,7 +10,6 @@ converters outside the field of view) would turn every window they touch into Na
 from __future__ import annotations
 
 import numpy as np
-from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 NO_AIR_OR_FAT_ABOVE_HU = -50.0
@@ -19,10 +18,10 @@ NO_AIR_OR_FAT_ABOVE_HU = -50.0
 def hounsfield_problem(values: np.ndarray, source: object) -> str | None:
     """Why ``values`` (a CT's voxels, read from ``source``) are not in HU, or None if they may be."""
     values = np.asarray(values)
-    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-        bad = int(values.size - np.isfinite(values).sum())
+    lowest, highest = float(values.min()), float(values.max())  # NaN or infinite if any voxel is
+    if not (np.isfinite(lowest) and np.isfinite(highest)):
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         return f"{source}: {bad} voxel(s) are NaN or infinite; a CT's voxels are all numbers"
-    lowest, highest = float(values.min()), float(values.max())
     if lowest <= NO_AIR_OR_FAT_ABOVE_HU:
         return None
     if highest > 1000:
@@ -37,9 +36,6 @@ def hounsfield_problem(values: np.ndarray, source: object) -> str | None:
 
 class RequireHounsfieldd(MapTransform):
     """Refuse, naming the file, an image that cannot be a CT in HU (:func:`hounsfield_problem`)."""
-
-    def __init__(self, keys: KeysCollection = "image"):
-        super().__init__(keys)
 
     def __call__(self, data: dict) -> dict:
         for key in self.key_iterator(data):
