@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from medpeft.cli import app
 from medpeft.data.dicom import find_series
+from medpeft.infer.review import read_reviews
 from medpeft.models.weights import shipped_foundation
 
 hd = pytest.importorskip("highdicom")
@@ -71,6 +72,11 @@ def test_dicom_series_segment_like_their_nifti_twin_and_round_trip_as_seg(collec
     ours = nib.load(str(tmp_path / "from-dicom" / f"{good}.nii.gz"))
     assert np.array_equal(np.asarray(ours.dataobj), twin)  # voxel for voxel
     assert np.allclose(ours.affine, nib.load(str(volume)).affine, atol=1e-4)
+    # the review rows name the series by its UID and agree with the NIfTI twin's
+    reviews = {(r["case"], r["organ"]): r for r in read_reviews(tmp_path / "from-dicom")}
+    assert {case for case, _ in reviews} == {good}
+    twin_rows = {r["organ"]: r for r in read_reviews(tmp_path / "from-nifti")}
+    assert all(reviews[(good, o)]["volume_ml"] == r["volume_ml"] for o, r in twin_rows.items())
 
     result = _predict(tmp_path / "dicom", tmp_path / "seg", "--format", "dicom-seg")
     assert result.exit_code == 1 and (tmp_path / "seg" / f"{good}.seg.dcm").is_file()

@@ -53,11 +53,28 @@ def predict_command(base: Path = typer.Option(..., help="foundation checkpoint f
     except (ValueError, FileNotFoundError, ImportError) as err:
         _fail(err)
     console.print(f"{len(written)} label maps in {out} (organ ids: {out / 'labels.json'})")
+    _print_review(out, written)
     if failures:
         console.print(f"[bold red]{len(failures)} input(s) failed:[/]")
         for path, why in failures.items():
             console.print(f"  - {path}: {why}", soft_wrap=True)
         raise typer.Exit(code=1)
+
+
+def _print_review(out: Path, written: list[Path]) -> None:
+    """The organs of this run's outputs that a reader should check (``review.csv``)."""
+    from medpeft.infer.predict import output_case
+    from medpeft.infer.review import REVIEW_BELOW, REVIEW_FILE, flagged
+    rows = flagged(out, {output_case(p) for p in written})
+    if not rows:
+        console.print(f"every organ found with confidence >= {REVIEW_BELOW:.2f} ({out / REVIEW_FILE})")
+        return
+    console.print(f"{len(rows)} organ(s) to review (confidence under {REVIEW_BELOW:.2f} or not found; "
+                  f"every organ's volume and confidence: {out / REVIEW_FILE}):")
+    for r in rows:
+        detail = f"confidence {float(r['confidence']):.3f}, {float(r['volume_ml']):.1f} mL" \
+            if r["confidence"] else "no voxel"
+        console.print(f"  - {r['case']} {r['organ']}: {r['review']} ({detail})", soft_wrap=True)
 
 
 def _kept_predictions(out: Path) -> str:

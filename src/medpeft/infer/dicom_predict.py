@@ -8,7 +8,8 @@ import torch
 
 from medpeft.data.dicom import find_series, series_to_nifti
 from medpeft.data.transforms import Preprocessing
-from medpeft.infer.predict import failure_reason, predict_labels, prepare_output, save_prediction
+from medpeft.infer.predict import failure_reason, prepare_output, save_prediction, segment, voxel_ml
+from medpeft.infer.review import organ_reviews, record_reviews
 from medpeft.progress import Reporter
 
 FORMATS = ("nifti", "dicom-seg")
@@ -18,7 +19,8 @@ def predict_series(model: torch.nn.Module, folder: str | Path, out_dir: str | Pa
                    pp: Preprocessing, *, classes: tuple[str, ...], fmt: str = "nifti",
                    overwrite: bool = False, progress: Reporter | None = None, largest_component: bool = False,
                    bf16: bool = False) -> tuple[list[Path], dict[str, str]]:
-    """One output per CT series under ``folder``; returns (written, failures by series UID).
+    """One output per CT series under ``folder``, and each series' organs to review
+    (``review.csv``, by series UID); returns (written, failures by series UID).
 
     A series that is not CT, or has missing slices, uneven spacing or mixed orientations, is
     reported in ``failures`` and the others go on; existing outputs are kept unless ``overwrite``.
@@ -62,12 +64,13 @@ def _predict_one(model, item, target: Path, pp: Preprocessing, *, classes: tuple
     work = _nifti_copy(target.parent, item.uid)
     try:
         series_to_nifti(item, work)
-        channels = predict_labels(model, work, pp, largest_component=largest_component, bf16=bf16)
+        channels, winning = segment(model, work, pp, largest_component=largest_component, bf16=bf16)
         if fmt == "nifti":
             save_prediction(target, channels, work, classes)
         else:
             from medpeft.infer.dicom_seg import write_dicom_seg
             write_dicom_seg(target, channels, item.files, classes)
+        record_reviews(target.parent, organ_reviews(item.uid, channels, winning, voxel_ml(work), classes))
     finally:
         work.unlink(missing_ok=True)
         if work.parent.is_dir() and not any(work.parent.iterdir()):

@@ -13,6 +13,7 @@ from scipy import ndimage
 from medpeft.data.ontology import label_ids
 from medpeft.data.transforms import Preprocessing, load_transforms
 from medpeft.device import mixed_precision, resolve_device
+from medpeft.infer.review import organ_reviews, record_reviews
 from medpeft.io import save_nifti, write_json
 from medpeft.progress import Reporter
 
@@ -59,17 +60,31 @@ def keep_largest_components(channels: np.ndarray) -> np.ndarray:
     return out
 
 
-def predict_labels(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing,
-                   device: str | torch.device | None = None, *, largest_component: bool = False,
-                   bf16: bool = False) -> np.ndarray:
-    """Model channel index per voxel (0 = background), on the input's voxel grid;
-    ``largest_component`` keeps only each organ's largest connected component."""
+def segment(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing,
+            device: str | torch.device | None = None, *, largest_component: bool = False,
+            bf16: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Model channel index per voxel (0 = background) and the winning channel's probability,
+    both on the input's voxel grid; ``largest_component`` keeps only each organ's largest
+    connected component (an organ's confidence, ``infer.review``, is then over the voxels kept)."""
     shape = nib.load(str(image_path)).shape[:3]  # first: a file that is no NIfTI is named by nibabel
     probs = predict_probabilities(model, image_path, pp, device=device, bf16=bf16)
     if probs.shape[1:] != shape:
         raise RuntimeError(f"{image_path}: inverted prediction {probs.shape[1:]} != input {shape}")
     channels = probs.argmax(0).astype(np.uint8)
-    return keep_largest_components(channels) if largest_component else channels
+    winning = probs.max(0)  # the argmax channel's probability
+    return (keep_largest_components(channels) if largest_component else channels), winning
+
+
+def predict_labels(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing,
+                   device: str | torch.device | None = None, *, largest_component: bool = False,
+                   bf16: bool = False) -> np.ndarray:
+    """Model channel index per voxel (0 = background), on the input's voxel grid."""
+    return segment(model, image_path, pp, device, largest_component=largest_component, bf16=bf16)[0]
+
+
+def voxel_ml(image_path: str | Path) -> float:
+    """The volume of one voxel of the image, in mL."""
+    return float(np.prod(nib.load(str(image_path)).header.get_zooms()[:3])) / 1000.0
 
 
 def save_prediction(path: str | Path, channels: np.ndarray, image_path: str | Path,
@@ -90,6 +105,11 @@ def nifti_inputs(source: str | Path) -> list[Path]:
     if not files:
         raise FileNotFoundError(f"{source}: no .nii or .nii.gz files in it")
     return files
+
+
+def output_case(target: Path) -> str:
+    """The case an output file is named for (its name without .nii.gz / .seg.dcm)."""
+    return target.name.removesuffix(".nii.gz").removesuffix(".seg.dcm")
 
 
 def prepare_output(out_dir: str | Path, classes: tuple[str, ...]) -> Path:
@@ -114,7 +134,8 @@ def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Pat
                   pp: Preprocessing, *, classes: tuple[str, ...], overwrite: bool = False,
                   progress: Reporter | None = None, largest_component: bool = False, bf16: bool = False
                   ) -> tuple[list[Path], dict[str, str]]:
-    """One label NIfTI per input, in the input's exact geometry; returns (written, failures).
+    """One label NIfTI per input, in the input's exact geometry, and each case's organs to review
+    (``review.csv``, ``infer.review``); returns (written, failures).
 
     A file that cannot be read or predicted is reported in ``failures`` and the rest go on;
     outputs that already exist are kept unless ``overwrite`` (so a re-run resumes).
@@ -126,10 +147,11 @@ def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Pat
         target = out_dir / (path.name if path.name.endswith(".gz") else path.name + ".gz")
         try:
             if overwrite or not target.exists():
-                save_prediction(target, predict_labels(model, path, pp,
-                                                       largest_component=largest_component,
-                                                       bf16=bf16),
-                                path, classes)
+                channels, winning = segment(model, path, pp, largest_component=largest_component,
+                                            bf16=bf16)
+                save_prediction(target, channels, path, classes)
+                record_reviews(out_dir, organ_reviews(output_case(target), channels, winning,
+                                                      voxel_ml(path), classes))
             written.append(target)
         except Exception as err:  # noqa: BLE001  (one bad file must not stop the others)
             failures[str(path)] = failure_reason(err)

@@ -1,0 +1,66 @@
+"""Which predicted organs a reader should check, without ground truth.
+
+For every case and organ ``predict`` records the organ's volume and the model's confidence in it:
+the mean, over the voxels predicted as the organ, of the winning class's probability. On the
+phantom that confidence ranks organs by Dice (Spearman 0.55-0.64 at the held-out source site,
+0.82 zero-shot at the new site, 0.66-0.76 after adaptation with one volume; README "Organs to
+review"), so an organ under ``REVIEW_BELOW`` is flagged for review, and so is an organ the model
+did not find (absent from the scan's field of view, or missed). A flag asks a reader to look; it
+is not a verdict: after adaptation the model is surer of its mistakes (11 of 19 failures caught
+at K=1). ``review.csv`` is rewritten (atomically) after each case, so an interrupted run keeps
+the rows of the cases it finished, and a re-run that keeps earlier outputs keeps their rows.
+"""
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from medpeft.io import atomic_path
+
+REVIEW_BELOW = 0.80  # the highest with no false alarm at phantoms 0-1's source site (review_flags.py)
+REVIEW_FILE = "review.csv"
+COLUMNS = ("case", "organ", "volume_ml", "confidence", "review")
+LOW, MISSING = "low confidence", "not found"
+
+
+def organ_reviews(case: str, channels: np.ndarray, winning: np.ndarray, voxel_ml: float,
+                  classes: tuple[str, ...]) -> list[dict]:
+    """One row per organ of ``classes`` (channel i + 1): volume (mL), mean winning probability
+    over its voxels (None when it has none) and why it needs review ("" when it does not)."""
+    rows = []
+    counts = np.bincount(channels.ravel(), minlength=len(classes) + 1)
+    sums = np.bincount(channels.ravel(), weights=winning.ravel(), minlength=len(classes) + 1)
+    for c, organ in enumerate(classes, start=1):
+        confidence = float(sums[c] / counts[c]) if counts[c] else None
+        review = MISSING if confidence is None else LOW if confidence < REVIEW_BELOW else ""
+        rows.append({"case": case, "organ": organ, "volume_ml": round(float(counts[c]) * voxel_ml, 2),
+                     "confidence": None if confidence is None else round(confidence, 4),
+                     "review": review})
+    return rows
+
+
+def read_reviews(out_dir: str | Path) -> list[dict]:
+    """The rows of ``out_dir/review.csv`` (none when it does not exist yet)."""
+    path = Path(out_dir) / REVIEW_FILE
+    if not path.is_file():
+        return []
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def record_reviews(out_dir: str | Path, rows: list[dict]) -> None:
+    """Put one case's rows into ``review.csv``, replacing that case's earlier rows."""
+    cases = {r["case"] for r in rows}
+    kept = [r for r in read_reviews(out_dir) if r["case"] not in cases]
+    with atomic_path(Path(out_dir) / REVIEW_FILE) as tmp, open(tmp, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(sorted(kept + rows, key=lambda r: r["case"]))
+
+
+def flagged(out_dir: str | Path, cases: set[str] | None = None) -> list[dict]:
+    """The rows of ``review.csv`` that ask for review, of ``cases`` (all when None)."""
+    return [r for r in read_reviews(out_dir)
+            if r["review"] and (cases is None or r["case"] in cases)]
