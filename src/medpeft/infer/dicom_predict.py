@@ -65,12 +65,12 @@ def _predict_one(model, item, target: Path, pp: Preprocessing, *, classes: tuple
     try:
         series_to_nifti(item, work)
         channels, winning = segment(model, work, pp, largest_component=largest_component, bf16=bf16)
+        record_reviews(target.parent, organ_reviews(item.uid, channels, winning, voxel_ml(work), classes))
         if fmt == "nifti":
             save_prediction(target, channels, work, classes)
         else:
             from medpeft.infer.dicom_seg import write_dicom_seg
             write_dicom_seg(target, channels, item.files, classes)
-        record_reviews(target.parent, organ_reviews(item.uid, channels, winning, voxel_ml(work), classes))
     finally:
         work.unlink(missing_ok=True)
         if work.parent.is_dir() and not any(work.parent.iterdir()):

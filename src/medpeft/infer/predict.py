@@ -149,9 +149,10 @@ def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Pat
             if overwrite or not target.exists():
                 channels, winning = segment(model, path, pp, largest_component=largest_component,
                                             bf16=bf16)
-                save_prediction(target, channels, path, classes)
+                # the rows first: an output on disk always has them, and a re-run keeps both
                 record_reviews(out_dir, organ_reviews(output_case(target), channels, winning,
                                                       voxel_ml(path), classes))
+                save_prediction(target, channels, path, classes)
             written.append(target)
         except Exception as err:  # noqa: BLE001  (one bad file must not stop the others)
             failures[str(path)] = failure_reason(err)
