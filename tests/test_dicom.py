@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from medpeft.cli import app
 from medpeft.data.dicom import find_series
+from medpeft.evaluate.review_check import review_check, review_check_line
 from medpeft.infer.review import read_reviews
 from medpeft.models.weights import shipped_foundation
 
@@ -155,6 +156,11 @@ def test_a_dicom_folder_with_seg_ground_truth_splits_and_evaluates_like_its_nift
     assert len(rows) == len(ours) > 0
     for r in rows:
         assert ours[(uid_of[r["case"]], r["organ"])] == pytest.approx(r["dice"], abs=1e-6, nan_ok=True)
+    # each organ's confidence beside its Dice, and the review flags checked against them
+    scored = json.loads((tmp_path / "eval" / "dice.json").read_text())
+    assert all(r["confidence"] is None or 0 < r["confidence"] <= 1 for r in scored)
+    assert any(r["confidence"] for r in scored)
+    assert review_check_line(review_check(rows)) in " ".join(result.output.split())
     from medpeft.data.layouts import read_dataset
     read = read_dataset(hospital)
     for name, uid in uid_of.items():  # the SEG read back, voxel for voxel, by organ name

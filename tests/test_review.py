@@ -7,6 +7,7 @@ from typer.testing import CliRunner
 
 from medpeft.cli import app
 from medpeft.data.msd import load_msd
+from medpeft.evaluate.review_check import review_check, review_check_line
 from medpeft.infer.review import (
     LOW,
     MISSING,
@@ -74,3 +75,14 @@ def test_predict_flags_the_organs_of_a_scan_whose_organs_it_cannot_see(collectio
     nib.save(nib.Nifti1Image(voxels, image.affine), str(inputs / "again.nii.gz"))
     assert run().exit_code == 0
     assert {r["case"] for r in read_reviews(out)} == {"again", "clean", "flat"}
+
+
+def test_review_check_counts_failures_caught_and_good_organs_flagged():
+    rows = [{"dice": 0.2, "confidence": 0.6}, {"dice": 0.3, "confidence": 0.95},  # one caught
+            {"dice": 0.1, "confidence": None},  # not found: flagged
+            {"dice": 0.9, "confidence": 0.7}, {"dice": 0.9, "confidence": 0.9},  # one false alarm
+            {"dice": float("nan"), "confidence": 0.5}]  # not in the labels: not counted
+    check = review_check(rows)
+    assert check == {"below": REVIEW_BELOW, "organs": 5, "failed": 3, "caught": 2, "false_alarms": 1}
+    assert "2 of 3 failed organs (Dice < 0.5) flagged, 1 of 2 good organs flagged" in review_check_line(check)
+    assert review_check(rows, below=0.65)["false_alarms"] == 0

@@ -287,6 +287,8 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
     console.print(results_table([record]))
     for organ, value in organs.items():
         console.print(f"  {organ:<20} {value:.3f}")
+    from medpeft.evaluate.review_check import review_check, review_check_line
+    console.print(review_check_line(review_check(rows)))
     console.print(f"report: {out / 'report.html'}")
 
 

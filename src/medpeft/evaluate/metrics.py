@@ -14,7 +14,8 @@ from monai.networks.utils import one_hot
 from medpeft.data.msd import MSDDataset, check_dataset
 from medpeft.data.ontology import ClassMapping, class_mapping
 from medpeft.data.transforms import Preprocessing
-from medpeft.infer.predict import predict_labels, save_prediction
+from medpeft.infer.predict import save_prediction, segment
+from medpeft.infer.review import mean_confidence
 from medpeft.progress import Reporter
 
 
@@ -47,7 +48,8 @@ def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], map
                    *, pp: Preprocessing, classes: tuple[str, ...], pred_dir: Path | None = None,
                    progress: Reporter | None = None, desc: str = "evaluating", surface: bool = False,
                    tolerance_mm: float = 2.0, largest_component: bool = False) -> list[dict]:
-    """Predict each case, map model channels and labels to the dataset's local classes, score.
+    """Predict each case, map model channels and labels to the dataset's local classes, score;
+    each row also holds the organ's confidence (``infer.review``; None where it was not found).
 
     ``surface`` adds HD95 and surface Dice (NSD at ``tolerance_mm``) to every row;
     ``largest_component`` post-processes each organ to its largest connected component.
@@ -58,11 +60,15 @@ def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], map
     task = progress.add_task(desc, total=len(cases)) if progress else None
     rows = []
     for case in cases:
-        channels = predict_labels(model, case.image, pp, largest_component=largest_component)
+        channels, winning = segment(model, case.image, pp, largest_component=largest_component)
         if pred_dir is not None:
             save_prediction(Path(pred_dir) / f"{case.name}.nii.gz", channels, case.image, classes)
-        rows += score_case(case.name, c2l[channels], case.label, mapping, surface=surface,
-                           tolerance_mm=tolerance_mm)
+        scored = score_case(case.name, c2l[channels], case.label, mapping, surface=surface,
+                            tolerance_mm=tolerance_mm)
+        # predict's confidence beside each Dice, so that its review flags can be checked here
+        for row, confidence in zip(scored, mean_confidence(c2l[channels], winning, mapping.n_local)[1:]):
+            row["confidence"] = confidence
+        rows += scored
         if progress:
             progress.advance(task)
     return rows

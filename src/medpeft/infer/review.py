@@ -2,8 +2,8 @@
 
 For every case and organ ``predict`` records the organ's volume and the model's confidence in it:
 the mean, over the voxels predicted as the organ, of the winning class's probability. On the
-phantom that confidence ranks organs by Dice (Spearman 0.55-0.64 at the held-out source site,
-0.82 zero-shot at the new site, 0.66-0.76 after adaptation with one volume; README "Organs to
+phantom that confidence ranks organs by Dice (Spearman 0.56-0.64 at the held-out source site,
+0.80 zero-shot at the new site, 0.66-0.77 after adaptation with one volume; README "Organs to
 review"), so an organ under ``REVIEW_BELOW`` is flagged for review, and so is an organ the model
 did not find (absent from the scan's field of view, or missed). A flag asks a reader to look; it
 is not a verdict: after adaptation the model is surer of its mistakes (11 of 19 failures caught
@@ -25,16 +25,28 @@ COLUMNS = ("case", "organ", "volume_ml", "confidence", "review")
 LOW, MISSING = "low confidence", "not found"
 
 
+def needs_review(confidence: float | None) -> str:
+    """Why an organ of this confidence needs review ("" when it does not)."""
+    return MISSING if confidence is None else LOW if confidence < REVIEW_BELOW else ""
+
+
+def mean_confidence(classes_map: np.ndarray, winning: np.ndarray, n: int) -> list[float | None]:
+    """Per class 0..n-1 of ``classes_map``: the mean winning probability over its voxels (None
+    for a class with no voxel)."""
+    counts = np.bincount(classes_map.ravel(), minlength=n)
+    sums = np.bincount(classes_map.ravel(), weights=winning.ravel(), minlength=n)
+    return [float(sums[c] / counts[c]) if counts[c] else None for c in range(n)]
+
+
 def organ_reviews(case: str, channels: np.ndarray, winning: np.ndarray, voxel_ml: float,
                   classes: tuple[str, ...]) -> list[dict]:
     """One row per organ of ``classes`` (channel i + 1): volume (mL), mean winning probability
     over its voxels (None when it has none) and why it needs review ("" when it does not)."""
     rows = []
     counts = np.bincount(channels.ravel(), minlength=len(classes) + 1)
-    sums = np.bincount(channels.ravel(), weights=winning.ravel(), minlength=len(classes) + 1)
+    confidences = mean_confidence(channels, winning, len(classes) + 1)
     for c, organ in enumerate(classes, start=1):
-        confidence = float(sums[c] / counts[c]) if counts[c] else None
-        review = MISSING if confidence is None else LOW if confidence < REVIEW_BELOW else ""
+        confidence, review = confidences[c], needs_review(confidences[c])
         rows.append({"case": case, "organ": organ, "volume_ml": round(float(counts[c]) * voxel_ml, 2),
                      "confidence": None if confidence is None else round(confidence, 4),
                      "review": review})
