@@ -1,6 +1,7 @@
 """``medpeft predict``: segment NIfTI volumes or DICOM CT series, in each input's geometry."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -74,8 +75,9 @@ def _print_review(out: Path, written: list[Path]) -> None:
     console.print(f"{len(rows)} organ(s) to review (confidence under {REVIEW_BELOW:.2f} or not found; "
                   f"every organ's volume and confidence: {out / REVIEW_FILE}):")
     for r in rows:
-        detail = f"confidence {float(r['confidence']):.3f}, {float(r['volume_ml']):.1f} mL" \
-            if r["confidence"] else "no voxel"
+        # truncated, not rounded: 0.79996 reads 0.799, under the threshold it was flagged by
+        detail = f"confidence {math.floor(float(r['confidence']) * 1000) / 1000:.3f}, " \
+                 f"{float(r['volume_ml']):.1f} mL" if r["confidence"] else "no voxel"
         console.print(f"  - {r['case']} {r['organ']}: {r['review']} ({detail})", soft_wrap=True)
 
 

@@ -13,6 +13,7 @@ the rows of the cases it finished, and a re-run that keeps earlier outputs keeps
 from __future__ import annotations
 
 import csv
+import math
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,8 @@ def organ_reviews(case: str, channels: np.ndarray, winning: np.ndarray, voxel_ml
     for c, organ in enumerate(classes, start=1):
         confidence, review = confidences[c], needs_review(confidences[c])
         rows.append({"case": case, "organ": organ, "volume_ml": round(float(counts[c]) * voxel_ml, 2),
-                     "confidence": None if confidence is None else round(confidence, 4),
+                     # truncated: a flagged 0.79996 must not read 0.8
+                     "confidence": None if confidence is None else math.floor(confidence * 1e4) / 1e4,
                      "review": review})
     return rows
 
