@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-from medpeft.infer.review import REVIEW_BELOW
+from medpeft.infer.review import REVIEW_BELOW, needs_review
 
 FAILED_BELOW = 0.5
 
@@ -17,7 +17,7 @@ def review_check(rows: list[dict], *, below: float = REVIEW_BELOW) -> dict:
     """Counts over the rows with a Dice (organs the labels contain): failures, failures flagged
     ("caught"), good organs, good organs flagged ("false_alarms")."""
     scored = [r for r in rows if not math.isnan(r["dice"])]
-    flagged = [r["confidence"] is None or r["confidence"] < below for r in scored]
+    flagged = [bool(needs_review(r["confidence"], below)) for r in scored]
     failed = [r["dice"] < FAILED_BELOW for r in scored]
     return {"below": below, "organs": len(scored), "failed": sum(failed),
             "caught": sum(f and g for f, g in zip(failed, flagged)),

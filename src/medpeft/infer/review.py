@@ -26,9 +26,9 @@ COLUMNS = ("case", "organ", "volume_ml", "confidence", "review")
 LOW, MISSING = "low confidence", "not found"
 
 
-def needs_review(confidence: float | None) -> str:
+def needs_review(confidence: float | None, below: float = REVIEW_BELOW) -> str:
     """Why an organ of this confidence needs review ("" when it does not)."""
-    return MISSING if confidence is None else LOW if confidence < REVIEW_BELOW else ""
+    return MISSING if confidence is None else LOW if confidence < below else ""
 
 
 def mean_confidence(classes_map: np.ndarray, winning: np.ndarray, n: int) -> list[float | None]:
