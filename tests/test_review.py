@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import nibabel as nib
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from medpeft.cli import app
@@ -42,6 +43,9 @@ def test_review_csv_replaces_a_cases_rows_and_keeps_the_others(tmp_path):
     rows = {r["case"]: r for r in read_reviews(tmp_path)}
     assert set(rows) == {"a", "b"} and rows["a"]["confidence"] == "0.9"
     assert [r["case"] for r in flagged(tmp_path)] == ["b"] and flagged(tmp_path, {"a"}) == []
+    (tmp_path / "review.csv").write_text("patient,note\n1,x\n")  # somebody else's file
+    with pytest.raises(ValueError, match=r"review.csv: not a medpeft review file"):
+        record_reviews(tmp_path, [row])
 
 
 def test_predict_flags_the_organs_of_a_scan_whose_organs_it_cannot_see(collection, tmp_path):
@@ -75,6 +79,14 @@ def test_predict_flags_the_organs_of_a_scan_whose_organs_it_cannot_see(collectio
     nib.save(nib.Nifti1Image(voxels, image.affine), str(inputs / "again.nii.gz"))
     assert run().exit_code == 0
     assert {r["case"] for r in read_reviews(out)} == {"again", "clean", "flat"}
+    # somebody else's review.csv in the output folder is refused by name before any work
+    (tmp_path / "theirs").mkdir()
+    (tmp_path / "theirs" / "review.csv").write_text("patient,note\n")
+    refused = CliRunner().invoke(app, ["predict", "--base", str(shipped_foundation()), "--in",
+                                       str(inputs), "--out", str(tmp_path / "theirs")],
+                                 env={"COLUMNS": "200"})
+    assert refused.exit_code == 2 and "review.csv: not a medpeft review file" in refused.output
+    assert not any((tmp_path / "theirs").glob("*.nii.gz"))
 
 
 def test_review_check_counts_failures_caught_and_good_organs_flagged():

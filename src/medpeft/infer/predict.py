@@ -13,7 +13,7 @@ from scipy import ndimage
 from medpeft.data.ontology import label_ids
 from medpeft.data.transforms import Preprocessing, load_transforms
 from medpeft.device import mixed_precision, resolve_device
-from medpeft.infer.review import organ_reviews, record_reviews
+from medpeft.infer.review import organ_reviews, read_reviews, record_reviews
 from medpeft.io import save_nifti, write_json
 from medpeft.progress import Reporter
 
@@ -115,6 +115,7 @@ def output_case(target: Path) -> str:
 def prepare_output(out_dir: str | Path, classes: tuple[str, ...]) -> Path:
     """The output folder, created, with ``labels.json`` (organ id -> organ) written in it."""
     out_dir = Path(out_dir)
+    read_reviews(out_dir)  # a review.csv that is not ours is refused before any work
     out_dir.mkdir(parents=True, exist_ok=True)
     write_json(out_dir / "labels.json", {str(i): c for i, c in zip(label_ids(classes), classes)})
     return out_dir

@@ -61,7 +61,11 @@ def read_reviews(out_dir: str | Path) -> list[dict]:
     if not path.is_file():
         return []
     with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
+        reader = csv.DictReader(fh)
+        if tuple(reader.fieldnames or ()) != COLUMNS:
+            raise ValueError(f"{path}: not a medpeft review file (columns {reader.fieldnames}, "
+                             f"expected {list(COLUMNS)}); move it away or predict into another folder")
+        return list(reader)
 
 
 def record_reviews(out_dir: str | Path, rows: list[dict]) -> None:
