@@ -15,7 +15,7 @@ from medpeft.data.msd import MSDDataset, check_dataset
 from medpeft.data.ontology import ClassMapping, class_mapping
 from medpeft.data.transforms import Preprocessing
 from medpeft.infer.predict import save_prediction, segment
-from medpeft.infer.review import mean_confidence
+from medpeft.infer.review import voxels_and_confidence
 from medpeft.progress import Reporter
 
 
@@ -63,10 +63,12 @@ def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], map
         channels, winning = segment(model, case.image, pp, largest_component=largest_component)
         if pred_dir is not None:
             save_prediction(Path(pred_dir) / f"{case.name}.nii.gz", channels, case.image, classes)
-        scored = score_case(case.name, c2l[channels], case.label, mapping, surface=surface,
+        local = c2l[channels]
+        scored = score_case(case.name, local, case.label, mapping, surface=surface,
                             tolerance_mm=tolerance_mm)
         # predict's confidence beside each Dice, so that its review flags can be checked here
-        for row, confidence in zip(scored, mean_confidence(c2l[channels], winning, mapping.n_local)[1:]):
+        _, confidences = voxels_and_confidence(local, winning, mapping.n_local)
+        for row, confidence in zip(scored, confidences[1:]):
             row["confidence"] = confidence
         rows += scored
         if progress:

@@ -8,8 +8,7 @@ import torch
 
 from medpeft.data.dicom import find_series, series_to_nifti
 from medpeft.data.transforms import Preprocessing
-from medpeft.infer.predict import failure_reason, prepare_output, save_prediction, segment, voxel_ml
-from medpeft.infer.review import organ_reviews, record_reviews
+from medpeft.infer.predict import failure_reason, prepare_output, save_prediction, segment_and_review
 from medpeft.progress import Reporter
 
 FORMATS = ("nifti", "dicom-seg")
@@ -64,8 +63,8 @@ def _predict_one(model, item, target: Path, pp: Preprocessing, *, classes: tuple
     work = _nifti_copy(target.parent, item.uid)
     try:
         series_to_nifti(item, work)
-        channels, winning = segment(model, work, pp, largest_component=largest_component, bf16=bf16)
-        record_reviews(target.parent, organ_reviews(item.uid, channels, winning, voxel_ml(work), classes))
+        channels = segment_and_review(model, work, pp, case=item.uid, out_dir=target.parent,
+                                      classes=classes, largest_component=largest_component, bf16=bf16)
         if fmt == "nifti":
             save_prediction(target, channels, work, classes)
         else:

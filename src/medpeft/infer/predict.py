@@ -82,6 +82,16 @@ def predict_labels(model: torch.nn.Module, image_path: str | Path, pp: Preproces
     return segment(model, image_path, pp, device, largest_component=largest_component, bf16=bf16)[0]
 
 
+def segment_and_review(model: torch.nn.Module, image_path: str | Path, pp: Preprocessing, *,
+                       case: str, out_dir: Path, classes: tuple[str, ...],
+                       largest_component: bool = False, bf16: bool = False) -> np.ndarray:
+    """``segment``'s channel map, with the case's organs put into ``out_dir``'s ``review.csv``
+    first: the caller writes its output after, so an output on disk always has its rows."""
+    channels, winning = segment(model, image_path, pp, largest_component=largest_component, bf16=bf16)
+    record_reviews(out_dir, organ_reviews(case, channels, winning, voxel_ml(image_path), classes))
+    return channels
+
+
 def voxel_ml(image_path: str | Path) -> float:
     """The volume of one voxel of the image, in mL."""
     return float(np.prod(nib.load(str(image_path)).header.get_zooms()[:3])) / 1000.0
@@ -148,11 +158,9 @@ def predict_files(model: torch.nn.Module, inputs: list[Path], out_dir: str | Pat
         target = out_dir / (path.name if path.name.endswith(".gz") else path.name + ".gz")
         try:
             if overwrite or not target.exists():
-                channels, winning = segment(model, path, pp, largest_component=largest_component,
-                                            bf16=bf16)
-                # the rows first: an output on disk always has them, and a re-run keeps both
-                record_reviews(out_dir, organ_reviews(output_case(target), channels, winning,
-                                                      voxel_ml(path), classes))
+                channels = segment_and_review(model, path, pp, case=output_case(target),
+                                              out_dir=out_dir, classes=classes,
+                                              largest_component=largest_component, bf16=bf16)
                 save_prediction(target, channels, path, classes)
             written.append(target)
         except Exception as err:  # noqa: BLE001  (one bad file must not stop the others)

@@ -31,12 +31,13 @@ def needs_review(confidence: float | None, below: float = REVIEW_BELOW) -> str:
     return MISSING if confidence is None else LOW if confidence < below else ""
 
 
-def mean_confidence(classes_map: np.ndarray, winning: np.ndarray, n: int) -> list[float | None]:
-    """Per class 0..n-1 of ``classes_map``: the mean winning probability over its voxels (None
-    for a class with no voxel)."""
+def voxels_and_confidence(classes_map: np.ndarray, winning: np.ndarray,
+                          n: int) -> tuple[np.ndarray, list[float | None]]:
+    """Per class 0..n-1 of ``classes_map``: its voxel count, and the mean winning probability
+    over its voxels (None for a class with no voxel)."""
     counts = np.bincount(classes_map.ravel(), minlength=n)
     sums = np.bincount(classes_map.ravel(), weights=winning.ravel(), minlength=n)
-    return [float(sums[c] / counts[c]) if counts[c] else None for c in range(n)]
+    return counts, [float(sums[c] / counts[c]) if counts[c] else None for c in range(n)]
 
 
 def organ_reviews(case: str, channels: np.ndarray, winning: np.ndarray, voxel_ml: float,
@@ -44,8 +45,7 @@ def organ_reviews(case: str, channels: np.ndarray, winning: np.ndarray, voxel_ml
     """One row per organ of ``classes`` (channel i + 1): volume (mL), mean winning probability
     over its voxels (None when it has none) and why it needs review ("" when it does not)."""
     rows = []
-    counts = np.bincount(channels.ravel(), minlength=len(classes) + 1)
-    confidences = mean_confidence(channels, winning, len(classes) + 1)
+    counts, confidences = voxels_and_confidence(channels, winning, len(classes) + 1)
     for c, organ in enumerate(classes, start=1):
         confidence, review = confidences[c], needs_review(confidences[c])
         rows.append({"case": case, "organ": organ, "volume_ml": round(float(counts[c]) * voxel_ml, 2),
