@@ -221,6 +221,7 @@ def test_ctrl_c_says_what_was_kept_and_how_to_go_on(command, patched, step, said
     monkeypatch.setattr(console, "width", 400)
     monkeypatch.setattr(patched, partial(_interrupted_training, step=step))
     monkeypatch.setattr("medpeft.pipelines.check", lambda request: None)
+    monkeypatch.setattr("medpeft.pipelines.unlearnt_labels", lambda request: [])
     out = tmp_path / "o"
     argv = {"adapt": ["adapt", "--foundation", str(tmp_path), "--manifest", str(tmp_path / "k.json"),
                       "--out", str(out)],

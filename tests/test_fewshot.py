@@ -51,3 +51,35 @@ def test_adapt_refuses_a_bad_manifest_by_name_before_writing(tmp_path):
                                       str(tmp_path / "out")], env={"COLUMNS": "300"})
     assert result.exit_code == 2 and "m.json: manifest has no 'dataset' entry" in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_unmodelled_labels_are_the_ones_that_become_background():
+    from medpeft.data.ontology import unmodelled_labels
+    labels = {0: "background", 1: "liver", 2: "Right Kidney", 7: "gallbladder", 9: "tumour"}
+    assert unmodelled_labels(labels, ("liver", "kidney_right", "spleen")) == ["gallbladder", "tumour"]
+    assert unmodelled_labels(labels, ("liver", "kidney_right", "gallbladder")) == ["tumour"]
+
+
+def test_adapt_names_the_support_labels_it_will_not_learn(collection, tmp_path):
+    """A gallbladder labelled in the support volumes is background to the default task: the user
+    is told so, and how to learn it; naming the organs with --organ is the user's own choice."""
+    from typer.testing import CliRunner
+
+    from medpeft.cli import app
+    from medpeft.data.msd import load_msd
+    from medpeft.models.weights import shipped_foundation
+    from medpeft.pipelines import AdaptRequest, unlearnt_labels
+    target = load_msd(collection / "Task10_NewSite")
+    assert "gallbladder" in target.labels.values()
+    manifest = write_manifest(tmp_path / "k1.json", make_split(target, 1, seed=0, n_test=1))
+    base = shipped_foundation()
+    request = AdaptRequest(base, manifest, "lora", tmp_path / "a")
+    assert unlearnt_labels(request) == ["gallbladder"]
+    assert unlearnt_labels(AdaptRequest(base, manifest, "lora", tmp_path / "a",
+                                        organs=("liver", "gallbladder"))) == []
+    result = CliRunner().invoke(app, ["adapt", "--foundation", str(base), "--manifest", str(manifest),
+                                      "--method", "lora", "--steps", "1", "--out",
+                                      str(tmp_path / "lora")], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    assert "not learnt (the foundation does not segment them" in result.output
+    assert "background): gallbladder. To learn them" in result.output

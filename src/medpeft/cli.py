@@ -24,6 +24,7 @@ from medpeft.cli_common import (
     reflow_help,
     said_on_interrupt,
     say_float32,
+    say_unlearnt,
 )
 from medpeft.cli_common import fail as _fail
 from medpeft.cli_federate import federate_command
@@ -184,7 +185,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
     bias (measured; README)."""
     from medpeft.infer.predict import nifti_inputs
     from medpeft.methods.sea.loop import read_sea_settings
-    from medpeft.pipelines import AdaptRequest, check
+    from medpeft.pipelines import AdaptRequest, check, unlearnt_labels
     from medpeft.pipelines import adapt as run
     from medpeft.train import distributed
     try:
@@ -205,6 +206,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
         check(request)
         if distributed.is_main():
             say_float32(bf16)
+            say_unlearnt(unlearnt_labels(request))
         with said_on_interrupt(partial(checkpoint_kept, out), say=distributed.is_main()), \
                 quiet_console(out, console, verbose=verbose), distributed.process_group(), \
                 progress_bar() as progress:

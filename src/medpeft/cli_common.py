@@ -57,6 +57,15 @@ def say_float32(bf16: bool) -> None:
         console.print(f"[yellow]{notice}[/yellow]")
 
 
+def say_unlearnt(labels: list[str]) -> None:
+    """Name the support labels an adapter will not learn, and how to learn them."""
+    if labels:
+        console.print(f"[yellow]not learnt (the foundation does not segment them; their voxels "
+                      f"count as background): {', '.join(labels)}. To learn them, list every organ "
+                      f"to segment with --organ (an organ the foundation does not know gets a new "
+                      f"head row).[/yellow]")
+
+
 INTERRUPTED = 130  # the exit code a shell gives a command ended by Ctrl-C
 
 

@@ -147,3 +147,10 @@ def class_mapping(labels: dict[int, str], model_classes: tuple[str, ...]) -> Cla
                                  f"'{local_names[channel_to_local[channel]]}'")
             channel_to_local[channel] = local
     return ClassMapping(tuple(local_names), value_to_local, tuple(channel_to_local))
+
+
+def unmodelled_labels(labels: dict[int, str], model_classes: tuple[str, ...]) -> list[str]:
+    """Names of a dataset's labels that cover none of the model's classes: :func:`class_mapping`
+    makes them background, so a model trained on them never learns them."""
+    return [name for value, name in sorted(labels.items())
+            if value != 0 and not any(o in model_classes for o in resolve(name))]

@@ -15,11 +15,14 @@ from pathlib import Path
 
 from medpeft.data.augment import AUGMENTATIONS
 from medpeft.data.fewshot import read_manifest
+from medpeft.data.layouts import read_dataset
+from medpeft.data.ontology import unmodelled_labels
 from medpeft.io import write_json
 from medpeft.methods import ADAPT_STEPS, adapt_steps, background_offset, group_rates
 from medpeft.methods.blackbox.service import load_service
 from medpeft.methods.registry import BLACKBOX, SEARCHED, TUNE, MethodSpec, resolve
 from medpeft.methods.sea.loop import sea_config
+from medpeft.models.weights import describe_foundation
 from medpeft.pipelines.blackbox import blackbox_adapt
 from medpeft.pipelines.request import AdaptRequest
 from medpeft.pipelines.sea import sea_adapt
@@ -27,7 +30,7 @@ from medpeft.pipelines.tune import adapt as tune
 from medpeft.progress import Reporter
 from medpeft.train import distributed
 
-__all__ = ["AdaptRequest", "adapt", "check"]
+__all__ = ["AdaptRequest", "adapt", "check", "unlearnt_labels"]
 
 FINISHED = "adapt_summary.json"  # the request and its summary, once the adapter is saved
 
@@ -53,6 +56,15 @@ def check(request: AdaptRequest) -> MethodSpec:
         raise ValueError(f"SEA-PEFT settings were given to {request.method}: use --method sea-peft")
     read_manifest(request.manifest)
     return spec
+
+
+def unlearnt_labels(request: AdaptRequest) -> list[str]:
+    """Labels of the support set that the adapter will treat as background: organs the
+    foundation does not segment, when the request names no organs (``--organ`` chooses them)."""
+    if request.organs:
+        return []
+    labels = read_dataset(read_manifest(request.manifest)["dataset"]).labels
+    return unmodelled_labels(labels, describe_foundation(request.foundation).classes)
 
 
 def adapt(request: AdaptRequest, progress: Reporter | None = None) -> dict:
