@@ -66,9 +66,9 @@ def _print_review(out: Path, written: list[Path]) -> None:
     """The organs of this run's outputs that a reader should check (``review.csv``)."""
     from medpeft.infer.predict import output_case
     from medpeft.infer.review import REVIEW_BELOW, REVIEW_FILE, flagged
-    rows = flagged(out, {output_case(p) for p in written})
     if not written:
         return
+    rows = flagged(out, {output_case(p) for p in written})
     if not rows:
         console.print(f"every organ found with confidence >= {REVIEW_BELOW:.2f} ({out / REVIEW_FILE})")
         return

@@ -150,7 +150,7 @@ def class_mapping(labels: dict[int, str], model_classes: tuple[str, ...]) -> Cla
 
 
 def unmodelled_labels(labels: dict[int, str], model_classes: tuple[str, ...]) -> list[str]:
-    """Names of a dataset's labels that cover none of the model's classes: :func:`class_mapping`
-    makes them background, so a model trained on them never learns them."""
-    return [name for value, name in sorted(labels.items())
-            if value != 0 and not any(o in model_classes for o in resolve(name))]
+    """Names of a dataset's labels that :func:`class_mapping` makes background (they cover none of
+    the model's classes), so a model trained on them never learns them."""
+    to_local = class_mapping(labels, model_classes).value_to_local
+    return [labels[value] for value in sorted(labels) if value != 0 and to_local[value] == 0]
