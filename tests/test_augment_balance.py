@@ -76,6 +76,30 @@ def test_shape_augmentation_moves_image_and_label_together():
     assert shape == [type(affine)] + [type(t) for t in patch_augmentation("light")]
 
 
+def test_contrast_keeps_only_the_organ_offsets_of_phase():
+    """``contrast`` is ``phase`` without its intensity curve, blur and noise: on a patch with one
+    organ, every voxel of the organ moves by one offset and the background stays as it was (to the
+    light jitter's scale and shift, here drawn out), where ``phase`` also curves, blurs and noises
+    the whole patch. ``contrast-shape`` adds the same rotation and scaling as ``phase-shape``."""
+    image = torch.full((1, 16, 16, 16), 0.5)
+    label = torch.zeros(1, 16, 16, 16)
+    label[:, 4:12, 4:12, 4:12] = 1
+    kinds = {name: [type(t).__name__ for t in patch_augmentation(name)]
+             for name in ("contrast", "contrast-shape", "phase", "phase-shape")}
+    assert kinds["contrast"] == ["RandOrganIntensityd", "RandScaleIntensityd", "RandShiftIntensityd"]
+    assert kinds["contrast-shape"] == ["RandAffined", *kinds["contrast"]]
+    assert set(kinds["contrast"]) < set(kinds["phase"]) and kinds["phase-shape"][0] == "RandAffined"
+    (organ, *_) = patch_augmentation("contrast")
+    organ.set_random_state(3)
+    moved = 0
+    for _ in range(8):
+        out = torch.as_tensor(organ({"image": image.clone(), "label": label})["image"])
+        inside, outside = out[label > 0], out[label == 0]
+        assert torch.all(outside == 0.5) and torch.allclose(inside, inside[0].expand_as(inside))
+        moved += bool(inside[0] != 0.5)
+    assert 2 <= moved <= 7  # 60% of patches
+
+
 def test_unknown_augmentation_is_refused():
     assert len(patch_augmentation("phase")) > len(patch_augmentation("light"))
     with pytest.raises(ValueError, match="unknown augmentation"):

@@ -38,8 +38,10 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
                                          "| soft-phase-shape (phase-shape, organ offsets "
                                          "blurred across their edges) | enhancement-shape "
                                          "(phase-shape with each organ's textbook contrast "
-                                         "enhancement instead of random offsets) | light (scale and "
-                                         "shift only)"),
+                                         "enhancement instead of random offsets) | contrast, "
+                                         "contrast-shape (phase, phase-shape with the organ "
+                                         "offsets only: no curve, noise or blur) | light (scale "
+                                         "and shift only)"),
              init: Optional[Path] = typer.Option(None, help="start from this foundation's "
                                                  "weights (continued pre-training; same "
                                                  "backbone and organs)"),

@@ -16,6 +16,10 @@ Measured from v5 (800 steps against the same steps of phase-shape): spleen +0.04
 ``enhancement-shape`` replaces the random per-organ offsets with each organ's own contrast
 enhancement (:mod:`medpeft.data.enhancement`), which keeps the order of brightness between
 neighbours that the random offsets flip.
+``contrast`` and ``contrast-shape`` keep only the per-organ offsets of ``phase`` and
+``phase-shape``, without the intensity curve (histogram shift), blur and noise. From random
+weights (9,600 steps) they lift the source site, zero-shot and adaptation at once: the curve, blur
+and noise cost every figure (README, "Why organs collapsed" item 22).
 """
 from __future__ import annotations
 
@@ -36,7 +40,8 @@ from monai.transforms import (
 
 from medpeft.data.enhancement import RandContrastEnhancementd
 
-AUGMENTATIONS = ("light", "shape", "phase", "phase-shape", "soft-phase-shape", "enhancement-shape")
+AUGMENTATIONS = ("light", "shape", "phase", "phase-shape", "soft-phase-shape", "enhancement-shape",
+                 "contrast", "contrast-shape")
 
 
 class RandOrganIntensityd(RandomizableTransform, MapTransform):
@@ -97,16 +102,19 @@ def organ_intensity(name: str, class_names: tuple[str, ...] | None,
 def patch_augmentation(name: str, *, class_names: tuple[str, ...] | None = None,
                        hu_window: tuple[float, float] | None = None) -> list:
     """The random steps of augmentation ``name`` after the patch is cropped: intensity, and for
-    ``shape``, ``phase-shape`` and ``enhancement-shape`` shape first. ``class_names``: the label's
-    classes in order (needed by ``enhancement-shape``); ``hu_window``: the HU mapped to [0, 1]."""
+    the ``-shape`` ones shape first. ``class_names``: the label's classes in order (needed by
+    ``enhancement-shape``); ``hu_window``: the HU mapped to [0, 1]."""
     if name not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {name!r}; choose from {AUGMENTATIONS}")
     light = [RandScaleIntensityd(keys="image", factors=0.1, prob=0.5),
              RandShiftIntensityd(keys="image", offsets=0.05, prob=0.5)]
     if name in ("light", "shape"):
         return [*(shape_augmentation() if name == "shape" else []), *light]
+    shape = shape_augmentation() if name not in ("phase", "contrast") else []
+    if name.startswith("contrast"):
+        return [*shape, organ_intensity(name, class_names, hu_window), *light]
     return [
-        *(shape_augmentation() if name != "phase" else []),
+        *shape,
         organ_intensity(name, class_names, hu_window),
         RandHistogramShiftd(keys="image", num_control_points=(5, 10), prob=0.3),
         *light,
