@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
 import torch
-from conftest import datasets_with_role
+from conftest import TINY_PRETRAIN_STEPS, datasets_with_role
+from typer.testing import CliRunner
 
+from medpeft.cli import app
 from medpeft.data.phantom.collection import PHANTOM_ORGANS
 from medpeft.data.transforms import Preprocessing
 from medpeft.models.weights import load_foundation
@@ -49,3 +52,22 @@ def test_continued_pretraining_starts_from_the_given_foundation(collection, foun
         pretrain(sources, tmp_path / "window", pp=replace(finer, hu_window=(-1000.0, 1000.0)),
                  loop=LoopConfig(steps=1), init=foundation_dir)
     assert not (tmp_path / "small").exists() and not (tmp_path / "window").exists()
+
+
+def test_resume_of_a_finished_run_keeps_its_weights(collection, foundation_dir, tmp_path):
+    """A finished run keeps no checkpoint, so `pretrain --resume` on it used to train again from
+    random weights, over the finished ones. Now it says so and leaves the folder as it is; asked
+    for other steps, it refuses and names --init, the way to train further."""
+    done = tmp_path / "done"
+    shutil.copytree(foundation_dir, done)
+    before = (done / "foundation.safetensors").read_bytes()
+    sources = [a for s in datasets_with_role(collection, "source") for a in ("--source", str(s))]
+    result = CliRunner().invoke(app, ["pretrain", *sources, "--out", str(done), "--steps",
+                                      str(TINY_PRETRAIN_STEPS), "--resume"])
+    assert result.exit_code == 0, result.output
+    assert "already holds the foundation" in " ".join(result.output.split())
+    assert (done / "foundation.safetensors").read_bytes() == before
+    result = CliRunner().invoke(app, ["pretrain", *sources, "--out", str(done), "--steps",
+                                      str(TINY_PRETRAIN_STEPS + 5), "--resume"])
+    assert result.exit_code != 0 and "--init" in " ".join(result.output.split()), result.output
+    assert (done / "foundation.safetensors").read_bytes() == before

@@ -1,6 +1,7 @@
 """Supervised pre-training of the foundation model on partially labelled source datasets."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -39,6 +40,8 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     working grid and window; by default ``init``'s, or the 5 mm CPU preset for a new model."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; choose from {SAMPLINGS}")
+    if resume and finished_steps(out_dir, loop.steps) == loop.steps:
+        return Path(out_dir)
     datasets = [read_dataset(s, label_files=True) for s in sources]
     for ds in datasets:
         check_dataset(ds)
@@ -68,6 +71,21 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     return save_foundation(out_dir, model, cfg, classes, pp=pp,
                            extra={"sources": [ds.name for ds in datasets], "train": summary,
                                   "recipe": recipe or {}})
+
+
+def finished_steps(out_dir: str | Path, steps: int) -> int | None:
+    """The steps of the finished foundation in ``out_dir`` (None: none there). A run finished at
+    other than ``steps`` is refused: resuming would train it again from random weights, over its
+    weights (a finished run keeps no checkpoint)."""
+    path = Path(out_dir) / "foundation.json"
+    if not path.is_file():
+        return None
+    done = int(json.loads(path.read_text()).get("train", {}).get("steps", -1))
+    if done != steps:
+        raise ValueError(f"{out_dir} holds a foundation finished at {done} steps, not {steps}; "
+                         f"--resume continues an unfinished run. To train it further, start a "
+                         f"new run from it: --init {out_dir} --out NEW_FOLDER")
+    return done
 
 
 def start_from(init: str | Path, *, backbone: BackboneConfig, classes: tuple[str, ...],

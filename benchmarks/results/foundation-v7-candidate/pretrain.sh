@@ -1,0 +1,34 @@
+#!/bin/bash
+# Foundation v7 candidate: v6's three stages with `contrast` offsets (phase without its intensity
+# curve, blur and noise; spleen-trials-v7/phase-parts.md), each resumable (--resume):
+#   1. 9,600 steps from random weights, contrast-shape, lr 2e-3, organ-balanced, bf16, seed 0, on
+#      phantom-demo-s0's six source tasks (the trial arm `offsets9600`, whose transforms are
+#      contrast-shape's, is copied in as this stage when present);
+#   2. 1,600 more at lr 5e-4 (v5's second stage);
+#   3. 3,200 more at lr 5e-4 with a 64^3 ROI on the source tasks of phantom collections 0-7 (v6's).
+# Then decoder tuning (240 steps, K = 1 and 5) on phantoms 0/1/2, the protocol of every trial.
+# THREADS (default 2) threads, nice 5. Collections: `medpeft phantom runs/cache/phantom-demo-sS
+# --size demo --seed S`.
+set -e
+source /work/main/benchmarks/results/spleen-trials-v5/common.sh
+out=runs/pt-v7
+mkdir -p $out
+tasks="Task01_AbdomenMulti Task02_Liver Task03_Kidney Task04_Spleen Task05_SpinePelvis Task07_Pancreas"
+eight=$(for s in 0 1 2 3 4 5 6 7; do for t in $tasks; do echo --source runs/cache/phantom-demo-s$s/$t; done; done)
+common="--seed 0 --checkpoint-every 200 --augment contrast-shape --sampling organ-balanced --bf16
+        --channels-last --resume"
+export THREADS=${THREADS:-2}
+if [ ! -d $out/stage1 ] && [ -f runs/pt-v6/offsets9600/foundation.json ]; then
+  cp -r runs/pt-v6/offsets9600 $out/stage1
+fi
+run -m medpeft.cli pretrain $SOURCES --out $out/stage1 --steps 9600 --lr 2e-3 $common > $out/stage1.log 2>&1
+run -m medpeft.cli pretrain $SOURCES --out $out/stage2 --steps 1600 --lr 5e-4 --init $out/stage1 \
+  $common > $out/stage2.log 2>&1
+run -m medpeft.cli pretrain $eight --out $out/v7 --steps 3200 --lr 5e-4 --init $out/stage2 \
+  --patch 64 64 64 $common > $out/v7.log 2>&1
+export THREADS=1
+for s in 0 1 2; do
+  run benchmarks/adapt_recipe.py --foundation $out/v7 --method decoder --steps 240 --augment shape \
+     --shots 1 --shots 5 --seed $s --out $out/v7-recipe-s$s > $out/v7-recipe-s$s.log 2>&1 &
+done
+wait
