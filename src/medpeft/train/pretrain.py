@@ -74,11 +74,12 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
 
 
 def finished_steps(out_dir: str | Path, steps: int) -> int | None:
-    """The steps of the finished foundation in ``out_dir`` (None: none there). A run finished at
-    other than ``steps`` is refused: resuming would train it again from random weights, over its
-    weights (a finished run keeps no checkpoint)."""
+    """The steps of the finished foundation in ``out_dir`` (None: none there, or a later run's
+    checkpoint to resume beside it). A run finished at other than ``steps`` is refused: resuming
+    would train it again from random weights, over its weights (a finished run keeps no
+    checkpoint)."""
     path = Path(out_dir) / "foundation.json"
-    if not path.is_file():
+    if not path.is_file() or (Path(out_dir) / "checkpoints" / "latest.json").is_file():
         return None
     done = int(json.loads(path.read_text()).get("train", {}).get("steps", -1))
     if done != steps:
