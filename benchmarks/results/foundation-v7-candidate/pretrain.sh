@@ -7,25 +7,27 @@
 #   2. 1,600 more at lr 5e-4 (v5's second stage);
 #   3. 3,200 more at lr 5e-4 with a 64^3 ROI on the source tasks of phantom collections 0-7 (v6's).
 # Then decoder tuning (240 steps, K = 1 and 5) on phantoms 0/1/2, the protocol of every trial.
-# THREADS (default 2) threads, nice 5. Collections: `medpeft phantom runs/cache/phantom-demo-sS
+# FIRST (default contrast-shape): stage 1's augmentation (contrast: no rotation and scaling, as
+# v6's first stage); OUT (default runs/pt-v7): the runs' folder. The next candidate:
+# FIRST=contrast OUT=runs/pt-v7b pretrain.sh. THREADS (default 2) threads, nice 5. Collections: `medpeft phantom runs/cache/phantom-demo-sS
 # --size demo --seed S`.
 set -e
 source /work/main/benchmarks/results/spleen-trials-v5/common.sh
-out=runs/pt-v7
+out=${OUT:-runs/pt-v7}
+first=${FIRST:-contrast-shape}
 mkdir -p $out
 tasks="Task01_AbdomenMulti Task02_Liver Task03_Kidney Task04_Spleen Task05_SpinePelvis Task07_Pancreas"
 eight=$(for s in 0 1 2 3 4 5 6 7; do for t in $tasks; do echo --source runs/cache/phantom-demo-s$s/$t; done; done)
-common="--seed 0 --checkpoint-every 200 --augment contrast-shape --sampling organ-balanced --bf16
-        --channels-last --resume"
+common="--seed 0 --checkpoint-every 200 --sampling organ-balanced --bf16 --channels-last --resume"
 export THREADS=${THREADS:-2}
-if [ ! -d $out/stage1 ] && [ -f runs/pt-v6/offsets9600/foundation.json ]; then
+if [ $first = contrast-shape ] && [ ! -d $out/stage1 ] && [ -f runs/pt-v6/offsets9600/foundation.json ]; then
   cp -r runs/pt-v6/offsets9600 $out/stage1
 fi
-run -m medpeft.cli pretrain $SOURCES --out $out/stage1 --steps 9600 --lr 2e-3 $common > $out/stage1.log 2>&1
+run -m medpeft.cli pretrain $SOURCES --out $out/stage1 --steps 9600 --lr 2e-3 --augment $first $common > $out/stage1.log 2>&1
 run -m medpeft.cli pretrain $SOURCES --out $out/stage2 --steps 1600 --lr 5e-4 --init $out/stage1 \
-  $common > $out/stage2.log 2>&1
+  --augment contrast-shape $common > $out/stage2.log 2>&1
 run -m medpeft.cli pretrain $eight --out $out/v7 --steps 3200 --lr 5e-4 --init $out/stage2 \
-  --patch 64 64 64 $common > $out/v7.log 2>&1
+  --patch 64 64 64 --augment contrast-shape $common > $out/v7.log 2>&1
 export THREADS=1
 for s in 0 1 2; do
   run benchmarks/adapt_recipe.py --foundation $out/v7 --method decoder --steps 240 --augment shape \
