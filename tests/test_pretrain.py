@@ -15,7 +15,7 @@ from medpeft.data.phantom.collection import PHANTOM_ORGANS
 from medpeft.data.transforms import Preprocessing
 from medpeft.models.weights import load_foundation
 from medpeft.train.loop import LoopConfig
-from medpeft.train.pretrain import finished_steps, pretrain, start_from
+from medpeft.train.pretrain import finished, pretrain, start_from
 
 
 def test_pretraining_learns_and_saves(foundation_dir):
@@ -74,4 +74,4 @@ def test_resume_of_a_finished_run_keeps_its_weights(collection, foundation_dir, 
     # a longer run started over it and interrupted leaves a checkpoint: that one is resumed
     (done / "checkpoints").mkdir()
     (done / "checkpoints" / "latest.json").write_text('{"dir": "ckpt-0000005", "step": 5}')
-    assert finished_steps(done, TINY_PRETRAIN_STEPS + 5) is None
+    assert not finished(done, TINY_PRETRAIN_STEPS + 5)

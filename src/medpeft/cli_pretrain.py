@@ -66,10 +66,10 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
     from medpeft.progress import progress_bar
     from medpeft.train import distributed
     from medpeft.train.loop import LoopConfig
-    from medpeft.train.pretrain import finished_steps
+    from medpeft.train.pretrain import finished
     from medpeft.train.pretrain import pretrain as run
     try:
-        if resume and finished_steps(out, steps) and distributed.is_main():
+        if resume and finished(out, steps) and distributed.is_main():
             console.print(f"{out} already holds the foundation of {steps} steps; nothing to "
                           "resume")
         pp = working_grid(preprocessing, spacing, patch=patch, init=init)

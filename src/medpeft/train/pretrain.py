@@ -13,7 +13,7 @@ from medpeft.data.ontology import ORGANS, class_mapping, resolve
 from medpeft.data.transforms import Preprocessing, cached_dataset, case_dicts
 from medpeft.io import write_yaml
 from medpeft.models.backbones import PRESETS, BackboneConfig, build_backbone
-from medpeft.models.weights import load_foundation, save_foundation
+from medpeft.models.weights import META, load_foundation, save_foundation
 from medpeft.progress import Reporter
 from medpeft.train import distributed
 from medpeft.train.loop import LoopConfig, train_loop
@@ -40,7 +40,7 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     working grid and window; by default ``init``'s, or the 5 mm CPU preset for a new model."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; choose from {SAMPLINGS}")
-    if resume and finished_steps(out_dir, loop.steps) == loop.steps:
+    if resume and finished(out_dir, loop.steps):
         return Path(out_dir)
     datasets = [read_dataset(s, label_files=True) for s in sources]
     for ds in datasets:
@@ -73,20 +73,19 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
                                   "recipe": recipe or {}})
 
 
-def finished_steps(out_dir: str | Path, steps: int) -> int | None:
-    """The steps of the finished foundation in ``out_dir`` (None: none there, or a later run's
-    checkpoint to resume beside it). A run finished at other than ``steps`` is refused: resuming
-    would train it again from random weights, over its weights (a finished run keeps no
-    checkpoint)."""
-    path = Path(out_dir) / "foundation.json"
+def finished(out_dir: str | Path, steps: int) -> bool:
+    """Whether ``out_dir`` holds the finished foundation of ``steps`` steps (and no later run's
+    checkpoint to resume beside it). One finished at other steps is refused: resuming would train
+    it again from random weights, over its weights (a finished run keeps no checkpoint)."""
+    path = Path(out_dir) / META
     if not path.is_file() or (Path(out_dir) / "checkpoints" / "latest.json").is_file():
-        return None
+        return False
     done = int(json.loads(path.read_text()).get("train", {}).get("steps", -1))
     if done != steps:
         raise ValueError(f"{out_dir} holds a foundation finished at {done} steps, not {steps}; "
                          f"--resume continues an unfinished run. To train it further, start a "
                          f"new run from it: --init {out_dir} --out NEW_FOLDER")
-    return done
+    return True
 
 
 def start_from(init: str | Path, *, backbone: BackboneConfig, classes: tuple[str, ...],
