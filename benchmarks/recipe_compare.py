@@ -26,11 +26,12 @@ def recipe_figures(path: Path) -> dict[str, float]:
             for line in path.read_text().splitlines() if line.startswith("| ")]
     if not rows or rows[0][:3] != ["row", "K", "mean Dice"] or "spleen" not in rows[0]:
         raise SystemExit(f"{path}: not an adapt_recipe.py table (no row / K / mean Dice / spleen header)")
+    spleen = rows[0].index("spleen")
     figures: dict[str, float] = {}
     for row in rows[1:]:
         if row[0].startswith("foundation"):
             figures["source site"] = float(row[2])
-            figures["spleen"] = float(row[rows[0].index("spleen")])
+            figures["spleen"] = float(row[spleen])
         elif row[0].startswith("zero-shot"):
             figures["zero-shot"] = float(row[2])
         elif row[1] in ("1", "5"):

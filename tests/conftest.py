@@ -1,8 +1,10 @@
 """Shared fixtures: one tiny phantom collection and one quickly pre-trained foundation per session."""
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -56,6 +58,16 @@ def built_once(tmp_path_factory, name: str, build) -> Path:
 def collection(tmp_path_factory) -> Path:
     from medpeft.data.phantom.collection import write_collection
     return built_once(tmp_path_factory, "phantom", lambda folder: write_collection(folder, "tiny", seed=0))
+
+
+@cache
+def benchmark_script(name: str):
+    """``benchmarks/NAME.py`` as a module: the benchmarks are scripts, not an installed package."""
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def datasets_with_role(root: Path, role: str) -> list[Path]:

@@ -1,18 +1,10 @@
 """benchmarks/federated_seeds.py: the federated arms' figures over seeds, from their reports."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "federated_seeds.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("federated_seeds", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import benchmark_script
 
 
 def _report(folder: Path, fed: dict, alone: dict, pooled: dict | None, plan: str = "affine") -> None:
@@ -30,7 +22,7 @@ def test_seeds_table_shares_each_runs_pooled_bound_and_counts_every_hospital(tmp
     _report(s0 / "affine-svd", {"a": 0.6, "b": 0.5}, {"a": 0.5, "b": 0.55}, {"a": 0.7, "b": 0.6})
     _report(s0 / "affine-fedavg", {"a": 0.62, "b": 0.52}, {"a": 0.5, "b": 0.55}, None)
     _report(s1 / "affine-svd", {"a": 0.7, "b": 0.6}, {"a": 0.6, "b": 0.5}, {"a": 0.8, "b": 0.7})
-    rows = {row[0]: row for row in _module().table_rows([s0, s1])}
+    rows = {row[0]: row for row in benchmark_script("federated_seeds").table_rows([s0, s1])}
     svd, fedavg = rows["affine-svd"], rows["affine-fedavg"]
     assert svd[1] == "2" and fedavg[1] == "1"  # an arm counts only the seeds where it finished
     assert svd[2] == "0.600 +- 0.071"  # federated means 0.55 and 0.65

@@ -1,21 +1,13 @@
 """benchmarks/recipe_compare.py reads what benchmarks/adapt_recipe.py writes, phantom by phantom."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import benchmark_script
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 ORGANS = ["liver", "spleen"]
-
-
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _recipe_file(path: Path, source: float, spleen: float, k1: float, k5: float | None) -> Path:
@@ -28,12 +20,12 @@ def _recipe_file(path: Path, source: float, spleen: float, k1: float, k5: float 
     if k5 is not None:
         rows.append(row("decoder-240st-p0-shape", 5, k5, (0.9, 0.6)))
     args = SimpleNamespace(argv=["--method", "decoder"], foundation=None, seed=0)
-    path.write_text(_module("adapt_recipe").markdown(rows, args, ORGANS))
+    path.write_text(benchmark_script("adapt_recipe").markdown(rows, args, ORGANS))
     return path
 
 
 def test_compare_averages_each_arms_phantoms_and_counts_where_it_leads(tmp_path):
-    compare = _module("recipe_compare")
+    compare = benchmark_script("recipe_compare")
     figures = {("a", 0): (0.80, 0.50, 0.60, 0.70), ("a", 1): (0.84, 0.60, 0.70, 0.80),
                ("b", 0): (0.83, 0.70, 0.55, 0.75), ("b", 1): (0.84, 0.62, 0.72, 0.79)}
     files = {(arm, s): _recipe_file(tmp_path / f"{arm}{s}.md", *figs) for (arm, s), figs in figures.items()}
@@ -52,7 +44,7 @@ def test_compare_averages_each_arms_phantoms_and_counts_where_it_leads(tmp_path)
 
 
 def test_a_table_without_its_k5_row_is_named(tmp_path):
-    compare = _module("recipe_compare")
+    compare = benchmark_script("recipe_compare")
     bad = _recipe_file(tmp_path / "short.md", 0.8, 0.5, 0.6, None)
     with pytest.raises(SystemExit, match=f"{bad}: no K=5 row"):
         compare.recipe_figures(bad)
