@@ -142,7 +142,10 @@ def _interrupt_reporting_jobs(*, after: float) -> list[int]:
     """Ctrl-C to two jobs reporting progress, ``after`` seconds into them; the pids of their
     workers and of the processes the jobs started."""
     script = Path(__file__).parent / "fixtures" / "interrupted_jobs.py"
-    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    # a session of its own: a check that fails below takes the jobs' workers down with it, instead
+    # of leaving them orphaned, spinning and filling memory under the rest of the suite
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True,
+                             start_new_session=True)
     try:
         lines = [child.stdout.readline().split() for _ in range(2)]  # both jobs running
         workers = [int(pid) for line in lines for pid in line[1:]]  # theirs and what they started
@@ -152,5 +155,8 @@ def _interrupt_reporting_jobs(*, after: float) -> list[int]:
         assert child.wait(timeout=30) == 130 and "interrupted" in child.stdout.read()
         assert time.monotonic() - t0 < 20
         return workers
+    except BaseException:
+        os.killpg(child.pid, signal.SIGKILL)
+        raise
     finally:
         child.kill()
