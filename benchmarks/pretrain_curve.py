@@ -48,8 +48,8 @@ def plot(folder: Path, milestones: dict) -> Path:
                              style, color="C3", label=f"{what}: weakest organ")
         dice_ax.set_ylim(0, 1)
         dice_ax.set_ylabel("Dice")
-        dice_ax.legend(loc="upper right", fontsize=7)
-    loss_ax.legend(loc="upper left", fontsize=7)
+        dice_ax.legend(loc="upper left", bbox_to_anchor=(0.12, 1.0), fontsize=7)  # clear of the milestones
+    loss_ax.legend(loc="lower left", fontsize=7)
     fig.tight_layout()
     out = folder / "pretrain_curve.png"
     with atomic_path(out) as tmp:

@@ -73,7 +73,7 @@ def test_demo_pretraining_runs_every_stage_of_the_shipped_recipe(tmp_path, monke
     assert final == tmp_path / "f" and k1.get("init") is None
     assert k2["init"] == first and k3["init"] == second and src3 == ["collections-8"]
     assert (k1["loop"].steps, k1["augment"]) == (cfg.pretrain_steps, cfg.pretrain_augment)
-    assert (k2["loop"].steps, k2["loop"].lr, k2["augment"]) == (1600, 5e-4, "phase-shape")
+    assert (k2["loop"].steps, k2["loop"].lr, k2["augment"]) == (1600, 5e-4, "contrast-shape")
     assert k3["loop"].steps == 3200 and pp1 is None and pp2 is None
     assert pp3.patch == (64, 64, 64) and pp3.spacing == (5.0, 5.0, 5.0)
     assert k3["recipe"] == {"r": 1} and k1.get("recipe") is None and k2.get("recipe") is None

@@ -51,7 +51,7 @@ class Continuation:
 
     steps: int
     lr: float = 5e-4
-    augment: str = "phase-shape"
+    augment: str = "contrast-shape"
     patch: tuple[int, int, int] | None = None
     collections: int = 1
 
@@ -61,7 +61,8 @@ class Continuation:
 
 
 # v5's shape-augmented continuation, then v6's: a 64^3 ROI on the source tasks of 8 collections
-# (benchmarks/results/foundation-v6-candidate: each worth about +0.02 at the source site)
+# (benchmarks/results/foundation-v6-candidate: each worth about +0.02 at the source site); v7b's
+# augmentation, the per-organ offsets alone (benchmarks/results/foundation-v7b-candidate)
 SHIPPED_CONTINUATIONS = (Continuation(1600),
                          Continuation(3200, patch=(64, 64, 64), collections=8))
 
@@ -75,7 +76,9 @@ class DemoConfig:
     # a first stage, then a continuation with shape augmentation at a lower rate from its weights
     pretrain_steps: int = 9600
     pretrain_lr: float = 2e-3
-    pretrain_augment: str = "phase"  # medpeft.data.augment
+    # medpeft.data.augment: the per-organ offsets alone, rotation and scaling only in the later
+    # stages (v7b: K=1 and K=5 +0.02 over v6's `phase`, README item 23)
+    pretrain_augment: str = "contrast"
     pretrain_sampling: str = "organ-balanced"  # medpeft.data.balance (both stages)
     pretrain_bf16: bool = True  # both stages: bf16 autocast and channels-last where native
     # the continuations, each from the previous stage's weights (empty: one stage only)

@@ -69,7 +69,9 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     if not distributed.is_main():  # every rank holds the same weights; rank 0 saves them
         return out_dir
     return save_foundation(out_dir, model, cfg, classes, pp=pp,
-                           extra={"sources": [ds.name for ds in datasets], "train": summary,
+                           # each task named once, however many collections lend it
+                           extra={"sources": list(dict.fromkeys(ds.name for ds in datasets)),
+                                  "train": summary,
                                   "recipe": recipe or {}})
 
 

@@ -1,22 +1,25 @@
 #!/bin/bash
-# Re-measure every table issue 18 (item 4) names on the v6 foundation, which `main` ships. The
-# streams run in a git worktree at a fixed commit, so that code edits on `main` do not reach a
-# running benchmark. Resumable: each benchmark keeps its finished cells, so running the same stream
-# again continues it; `save` copies the finished cells' records into this folder's `cells/` (commit
-# them: a session's `runs/` does not outlive it) and `setup` puts them back.
-#   Usage: rerun-tables.sh setup [COMMIT]     the worktree /work/v6 at COMMIT (default HEAD), with
-#                                             the phantom collections and the saved cells
+# Re-measure every table issue 18 (item 4) names on a new shipped foundation: F=v7b (the default)
+# or F=v6 (its records: benchmarks/results/foundation-v6-candidate/cells). The streams run in a git
+# worktree /work/$F at a fixed commit, so that code edits on `main` do not reach a running
+# benchmark. Resumable: each benchmark keeps its finished cells, so running the same stream again
+# continues it; `save` copies the finished cells' records into the candidate folder's `cells/`
+# (commit them: a session's `runs/` does not outlive it) and `setup` puts them back.
+#   Usage: [F=v7b] benchmarks/rerun-tables.sh setup [COMMIT]   the worktree at COMMIT (default
+#                                             HEAD), with the phantom collections and saved cells
 #          rerun-tables.sh peers|sea|rest     one stream, one thread, nice 5 (two streams: two cores;
 #                                             sea runs rest's tables after its leaders)
+#          rerun-tables.sh default            peers' default row alone (decoder-skips, every K)
 #          rerun-tables.sh leaders|novel|others  sea's leaders alone; rest's halves (novel: the
 #                                             FSEFT cut; others: transductive, federated, demo)
 #          rerun-tables.sh status             finished cells of each stream
 #          rerun-tables.sh save               the finished cells' records into cells/
-# Streams (one thread): peers ~4-5 h; sea ~10 h: SEA-PEFT and the two best fixed methods, then
-# `rest` (FSEFT novel organs, transductive, federated plans, the demo; ~3 h alone), then the other
-# methods. Logs: /work/v6/runs/*.log.
+# Streams (one thread, v6's times): peers ~4-5 h; sea ~10 h: SEA-PEFT and the two best fixed
+# methods, then `rest` (FSEFT novel organs, transductive, federated plans, the demo; ~3 h alone),
+# then the other methods. Logs: /work/$F/runs/*.log.
 set -e
-WT=/work/v6 MAIN=/work/main HERE=benchmarks/results/foundation-v6-candidate
+F=${F:-v7b}
+WT=/work/$F MAIN=/work/main HERE=benchmarks/results/foundation-$F-candidate
 RECORDS="scores.json result.json adapt_summary.json outcome.json manifest.json"
 case $1 in
 setup)
@@ -33,7 +36,7 @@ w(Path('$MAIN/runs/cache/phantom-demo-s$s'), 'demo', $s)"; done
   exit 0;;
 save)
   cd $WT/runs
-  { find benchmark-peers sea-comparison-v6 benchmark-fseft-novel-v6 -type f 2>/dev/null \
+  { find benchmark-peers sea-comparison-$F benchmark-fseft-novel-$F -type f 2>/dev/null \
       \( $(printf -- '-name %s -o ' $RECORDS) -false \)
     # rest's tables: the transductive arms' records, each federated plan's report, the demo's
     find bench-transductive bench-federated-plans -maxdepth 2 -type f \
@@ -47,9 +50,9 @@ esac
 cd $WT
 if [ "$1" = status ]; then  # peers: 6 foundation methods x K 1/5/10 x 3 seeds + zero-shot; sea: 11 x 9
   echo "peers: $(ls runs/benchmark-peers/Task10_NewSite/*/*/scores.json runs/benchmark-peers/Task10_NewSite/zero-shot/scores.json 2>/dev/null | wc -l) of 55 cells"
-  echo "sea:   $(ls runs/sea-comparison-v6/*/*/result.json 2>/dev/null | wc -l) of 99 cells"
+  echo "sea:   $(ls runs/sea-comparison-$F/*/*/result.json 2>/dev/null | wc -l) of 99 cells"
   # novel: 2 tasks x (zero-shot + 4 methods x K 1/5/10 x 3 seeds)
-  echo "novel: $(ls runs/benchmark-fseft-novel-v6/Task10_NewSite/*/*/scores.json runs/benchmark-fseft-novel-v6/Task10_NewSite/*/*/*/scores.json 2>/dev/null | wc -l) of 74 cells"
+  echo "novel: $(ls runs/benchmark-fseft-novel-$F/Task10_NewSite/*/*/scores.json runs/benchmark-fseft-novel-$F/Task10_NewSite/*/*/*/scores.json 2>/dev/null | wc -l) of 74 cells"
   for f in transductive federated-plans demo; do
     echo "rest:  $f $([ -s runs/$f.log ] && echo started || echo 'not started')"; done
   exit 0
@@ -58,12 +61,12 @@ LEADERS="--method sea-peft --method lora+affine --method affine"  # sea's first 
 run() { OMP_NUM_THREADS=1 PYTHONPATH=$WT/src nice -n 5 $MAIN/.venv/bin/python "$@"; }
 sea() {  # the SEA-PEFT comparison at every K, 3 seeds; $1: its --method options (none: all)
   for k in 1 5 10; do
-    run benchmarks/sea_comparison.py --shots $k --seeds 0 1 2 --out runs/sea-comparison-v6 \
+    run benchmarks/sea_comparison.py --shots $k --seeds 0 1 2 --out runs/sea-comparison-$F \
         $1 >> runs/sea.log 2>&1
   done
 }
 novel() {  # FSEFT's novel-organ cut (~2.5 h)
-  run -m medpeft.cli benchmark configs/fseft-phantom-novel-v6.yaml >> runs/fseft.log 2>&1
+  run -m medpeft.cli benchmark configs/fseft-phantom-novel-$F.yaml >> runs/fseft.log 2>&1
 }
 others() {  # the transductive table, the federated plans, the demo
   run benchmarks/transductive.py >> runs/transductive.log 2>&1
@@ -72,20 +75,20 @@ others() {  # the transductive table, the federated plans, the demo
 }
 rest() { novel; others; }
 case $1 in
-peers)  # foundation-free rows (nnU-Net, both scratch recipes) read back from v5's run; the
-  # default row first (K=1 and 5 are in), then every row
+peers|default)  # foundation-free rows (nnU-Net, both scratch recipes) read back from v5's run
+  # (they do not use the foundation); the default row first, then every row
   reuse="--reuse-peers benchmarks/results/peers-phantom-v5.csv --reuse-methods nnunet scratch scratch@light-fp32"
-  run benchmarks/peers.py --seeds 0 1 2 $reuse --shots 10 \
+  run benchmarks/peers.py --seeds 0 1 2 $reuse \
       --skip zero-shot decoder lora sea-peft blackbox-spatial full >> runs/peers.log 2>&1
-  run benchmarks/peers.py --seeds 0 1 2 $reuse >> runs/peers.log 2>&1;;
+  [ "$1" = default ] || run benchmarks/peers.py --seeds 0 1 2 $reuse >> runs/peers.log 2>&1;;
 sea)  # first the methods that decide the conclusion (SEA-PEFT and the two best fixed methods
-  # of K=1 seed 0) at every K and seed, then the rest's tables (each a table on v5 until then),
-  # then every method
+  # of K=1 seed 0) at every K and seed, then the rest's tables (each a table on the last
+  # foundation until then), then every method
   sea "$LEADERS"
   rest
   sea "";;
 rest) rest;;
 novel|others) $1;;  # rest's two halves, one per core
 leaders) sea "$LEADERS";;
-*) echo "usage: rerun-tables.sh setup [COMMIT]|peers|sea|leaders|rest|novel|others|status|save" >&2; exit 2;;
+*) echo "usage: rerun-tables.sh setup [COMMIT]|peers|default|sea|leaders|rest|novel|others|status|save" >&2; exit 2;;
 esac
