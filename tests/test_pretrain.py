@@ -75,3 +75,17 @@ def test_resume_of_a_finished_run_keeps_its_weights(collection, foundation_dir, 
     (done / "checkpoints").mkdir()
     (done / "checkpoints" / "latest.json").write_text('{"dir": "ckpt-0000005", "step": 5}')
     assert not finished(done, TINY_PRETRAIN_STEPS + 5)
+
+
+def test_pretrain_command_defaults_to_the_shipped_foundations_first_stage():
+    """`medpeft pretrain` with no --augment trains the way the shipped foundation's first stage
+    did (the measured best), and the foundation's continued stages are recorded beside it."""
+    import inspect
+
+    from medpeft.cli_pretrain import pretrain_command
+    from medpeft.models.weights import shipped_foundation
+    recipe = json.loads((shipped_foundation() / "foundation.json").read_text())["recipe"]
+    options = inspect.signature(pretrain_command).parameters
+    assert options["augment"].default.default == recipe["augment"] == "contrast"
+    assert options["sampling"].default.default == recipe["sampling"]
+    assert [stage["augment"] for stage in recipe["continued"]] == ["contrast-shape"] * 2
