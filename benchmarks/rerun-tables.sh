@@ -10,6 +10,8 @@
 #          rerun-tables.sh peers|sea|rest     one stream, one thread, nice 5 (two streams: two cores;
 #                                             sea runs rest's tables after its leaders)
 #          rerun-tables.sh default            peers' default row alone (decoder-skips, every K)
+#          rerun-tables.sh peers-table        the peers table of the finished cells, into
+#                                             benchmarks/results/peers-phantom-$F.{md,png,csv}
 #          rerun-tables.sh leaders|novel|others  sea's leaders alone; rest's halves (novel: the
 #                                             FSEFT cut; others: transductive, federated, demo)
 #          rerun-tables.sh status             finished cells of each stream
@@ -57,6 +59,8 @@ if [ "$1" = status ]; then  # peers: 6 foundation methods x K 1/5/10 x 3 seeds +
     echo "rest:  $f $([ -s runs/$f.log ] && echo started || echo 'not started')"; done
   exit 0
 fi
+# the foundation-free peers (nnU-Net, both scratch recipes) never use the foundation: v5's run's
+REUSE="--reuse-peers benchmarks/results/peers-phantom-v5.csv --reuse-methods nnunet scratch scratch@light-fp32"
 LEADERS="--method sea-peft --method lora+affine --method affine"  # sea's first methods
 run() { OMP_NUM_THREADS=1 PYTHONPATH=$WT/src nice -n 5 $MAIN/.venv/bin/python "$@"; }
 sea() {  # the SEA-PEFT comparison at every K, 3 seeds; $1: its --method options (none: all)
@@ -75,12 +79,15 @@ others() {  # the transductive table, the federated plans, the demo
 }
 rest() { novel; others; }
 case $1 in
-peers|default)  # foundation-free rows (nnU-Net, both scratch recipes) read back from v5's run
-  # (they do not use the foundation); the default row first, then every row
-  reuse="--reuse-peers benchmarks/results/peers-phantom-v5.csv --reuse-methods nnunet scratch scratch@light-fp32"
-  run benchmarks/peers.py --seeds 0 1 2 $reuse \
+peers|default)  # the default row first, then every row
+  run benchmarks/peers.py --seeds 0 1 2 $REUSE \
       --skip zero-shot decoder lora sea-peft blackbox-spatial full >> runs/peers.log 2>&1
-  [ "$1" = default ] || run benchmarks/peers.py --seeds 0 1 2 $reuse >> runs/peers.log 2>&1;;
+  [ "$1" = default ] || run benchmarks/peers.py --seeds 0 1 2 $REUSE >> runs/peers.log 2>&1;;
+peers-table)  # the peers table of the finished cells (training nothing; safe beside the stream)
+  run benchmarks/peers.py --seeds 0 1 2 $REUSE --report-only > /dev/null 2>> runs/peers.log
+  for f in peers.md peers.png results.csv; do
+    cp runs/benchmark-peers/$f $MAIN/benchmarks/results/peers-phantom-$F.${f##*.}; done
+  sed -i "s|(peers.png)|(peers-phantom-$F.png)|" $MAIN/benchmarks/results/peers-phantom-$F.md;;
 sea)  # first the methods that decide the conclusion (SEA-PEFT and the two best fixed methods
   # of K=1 seed 0) at every K and seed, then the rest's tables (each a table on the last
   # foundation until then), then every method
@@ -90,5 +97,5 @@ sea)  # first the methods that decide the conclusion (SEA-PEFT and the two best 
 rest) rest;;
 novel|others) $1;;  # rest's two halves, one per core
 leaders) sea "$LEADERS";;
-*) echo "usage: rerun-tables.sh setup [COMMIT]|peers|default|sea|leaders|rest|novel|others|status|save" >&2; exit 2;;
+*) echo "usage: rerun-tables.sh setup [COMMIT]|peers|default|peers-table|sea|leaders|rest|novel|others|status|save" >&2; exit 2;;
 esac
