@@ -69,8 +69,10 @@ sea() {  # the SEA-PEFT comparison at every K, 3 seeds; $1: its --method options
         $1 >> runs/sea.log 2>&1
   done
 }
-novel() {  # FSEFT's novel-organ cut (~2.5 h)
-  run -m medpeft.cli benchmark configs/fseft-phantom-novel-$F.yaml >> runs/fseft.log 2>&1
+novel() {  # FSEFT's novel-organ cut (~2.5 h): v6's config, its output folder named for $F
+  sed "s|^out: .*|out: runs/benchmark-fseft-novel-$F|" configs/fseft-phantom-novel-v6.yaml \
+      > runs/fseft-phantom-novel-$F.yaml
+  run -m medpeft.cli benchmark runs/fseft-phantom-novel-$F.yaml >> runs/fseft.log 2>&1
 }
 others() {  # the transductive table, the federated plans, the demo
   run benchmarks/transductive.py >> runs/transductive.log 2>&1
