@@ -230,3 +230,23 @@ def test_a_round_without_its_quorum_fails_by_name_instead_of_waiting_for_ever():
     assert 1.5 <= time.monotonic() - start < 10 and len(asked) >= 2  # it polled, then gave up
     with pytest.raises(RuntimeError, match="round 3: 1 hospital"):
         strategy.configure_evaluate(3, ArrayRecord(), ConfigRecord(), grid)
+
+
+def test_the_defaults_are_the_best_measured_setting_and_every_plan_accepts_them():
+    """`medpeft federate`'s defaults are the steps table's best row (3 x 40 at server step 1.5),
+    and with them every plan, SecAgg+ and DP run without a second setting: svd, the former
+    default aggregation, refuses a server step for LoRA pairs and refuses SecAgg+ and DP."""
+    from pathlib import Path
+
+    from medpeft.federated.plans import PLANS
+    table = Path(__file__).parents[1] / "benchmarks/results/federated-affine-steps-v6.md"
+    lines = table.read_text().replace("*", "").splitlines()  # the best row is in bold
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines if line.startswith("| 3 x ")]
+    best = max(rows, key=lambda r: float(r[2].split()[0]))  # columns: steps, server_lr, federated
+    three = [{"dataset": f"d{i}"} for i in range(3)]
+    default = FedConfig(foundation="f", hospitals=three)
+    assert (f"{default.rounds} x {default.local_steps}", default.server_lr) == (best[0], float(best[1]))
+    for plan in PLANS:
+        FedConfig(foundation="f", hospitals=three, plan=plan).check()
+        FedConfig(foundation="f", hospitals=three, plan=plan, secure_aggregation=True).check()
+    FedConfig(foundation="f", hospitals=three, dp={"clipping_norm": 1.0, "noise_multiplier": 1.0}).check()

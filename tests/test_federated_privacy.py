@@ -44,7 +44,8 @@ def test_dp_settings_are_checked_by_name(collection, tmp_path):
         _cfg(collection, tmp_path, dp={"noise_multiplier": 1.0})
     with pytest.raises(ValueError, match="use aggregation fedavg or ffa"):
         FedConfig(foundation="f", hospitals=[{"dataset": "d"}] * 2, aggregation="svd",
-                  plan="lora-everywhere", dp={"clipping_norm": 1, "noise_multiplier": 1}).check()
+                  plan="lora-everywhere", server_lr=1.0,
+                  dp={"clipping_norm": 1, "noise_multiplier": 1}).check()
 
 
 def test_server_noise_spread_and_the_accountants_epsilon():

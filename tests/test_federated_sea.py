@@ -104,7 +104,7 @@ def test_federated_sea_sends_exactly_the_allocated_sets_and_saves_a_loadable_ada
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2]} for i in range(2)]
     cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path / "sea"),
                     plan="sea-peft", rounds=2, local_steps=2, baseline=False, pooled=False,
-                    aggregation="fedavg" if secure else "svd", secure_aggregation=secure,
+                    aggregation="fedavg" if secure else "svd", server_lr=1.0, secure_aggregation=secure,
                     sea={"audit_sites": 2}, simulation_workers=1, evaluate_every=2)
     pooled_rounds = []
     original = SeaFedAvg.secure_aggregate

@@ -94,7 +94,8 @@ def test_secure_aggregation_settings_are_checked_by_name(collection):
         FedConfig(**{**base, "aggregation": "svd"}, secure_aggregation=True).check()
     with pytest.raises(ValueError, match="plan sea-peft: the server holds only the sum, so use "
                        "aggregation fedavg \\(got svd\\)"):
-        FedConfig(**{**base, "aggregation": "svd", "plan": "sea-peft"}, secure_aggregation=True).check()
+        FedConfig(**{**base, "aggregation": "svd", "plan": "sea-peft"}, server_lr=1.0,
+                  secure_aggregation=True).check()
     with pytest.raises(ValueError, match="unknown keys \\['treshold'\\]"):
         FedConfig(**base, secure_aggregation={"treshold": 2}).check()
     hospitals3 = _sites(collection, 3)

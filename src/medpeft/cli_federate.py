@@ -15,11 +15,15 @@ def federate_command(
         deployment: bool = typer.Option(False, help="run on local flower-superlink / "
                                         "flower-supernode processes instead of the simulation"),
         rounds: Optional[int] = typer.Option(None, help="override the YAML's rounds"),
+        local_steps: Optional[int] = typer.Option(None, help="override the YAML's local steps a "
+                                                  "round (default 40, the measured best)"),
+        server_lr: Optional[float] = typer.Option(None, help="override the YAML's server step "
+                                                  "(default 1.5; aggregation svd needs 1)"),
         plan: Optional[str] = typer.Option(None, help="override the YAML's plan: encoder-lora+head"
                                            " | lora-everywhere | affine | lora+affine | decoder"
                                            " | full | sea-peft"),
         aggregation: Optional[str] = typer.Option(None, help="override the YAML's aggregation: "
-                                                  "svd | fedavg | ffa (FFA-LoRA)"),
+                                                  "fedavg (default) | svd | ffa (FFA-LoRA)"),
         out: Optional[Path] = typer.Option(None, help="override the YAML's run folder"),
         verbose: bool = typer.Option(False, help=VERBOSE_HELP)) -> None:
     """Sites adapt on their own volumes; only adapter tensors travel; bytes are counted."""
@@ -30,7 +34,8 @@ def federate_command(
         fail(ImportError(f"{err}: install the federated extra: pip install 'medpeft[fed]'"))
     try:
         cfg = load_fed_config(config)
-        for key, value in (("rounds", rounds), ("plan", plan), ("aggregation", aggregation),
+        for key, value in (("rounds", rounds), ("local_steps", local_steps), ("plan", plan),
+                           ("aggregation", aggregation), ("server_lr", server_lr),
                            ("out", out and str(out))):
             if value is not None:
                 setattr(cfg, key, value)
