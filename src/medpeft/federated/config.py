@@ -44,8 +44,8 @@ class FedConfig:
     aggregation: str = "fedavg"
     # FedOpt's server learning rate: the global tensors move by this times the hospitals' mean
     # update (1: plain FedAvg). 1.5 helped at 3 x 10 (+0.007), did nothing at 3 x 20 and is the
-    # step of the 3 x 40 rows above; 2 overshot at 3 x 10, and 3 left the adapter where it began (v7b). svd refuses
-    # any step but 1 for LoRA pairs
+    # step of the 3 x 40 rows above; 2 overshot at 3 x 10, and 3 left the adapter where it began
+    # (v7b). svd refuses any step but 1 for LoRA pairs
     server_lr: float = 1.5
     seed: int = 0
     bf16: bool = True  # local training under bf16 autocast where native (as `medpeft adapt`)
