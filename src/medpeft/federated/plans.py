@@ -37,7 +37,8 @@ def fed_sea_config(overrides: dict | None = None) -> SeaConfig:
 def server_lr_refused(server_lr: float, name: str, aggregation: str) -> ValueError:
     return ValueError(f"server_lr {server_lr} moves each tensor along its mean update: it needs "
                       f"aggregation fedavg or ffa, not svd's re-factorised LoRA pairs (got plan "
-                      f"{name!r}, aggregation {aggregation!r}); for svd, set server_lr: 1")
+                      f"{name!r}, aggregation {aggregation!r}); for svd, set server_lr: 1 "
+                      "(medpeft federate --server-lr 1)")
 
 
 @dataclass(frozen=True)
