@@ -55,7 +55,7 @@ def federation_table(report: dict, cfg: FedConfig) -> Table:
     in the caption; short headers, so it reads at 80 columns."""
     totals = report["bytes_total"]
     table = Table(title=f"federated {cfg.plan} ({cfg.aggregation}): {len(cfg.hospitals)} hospitals, "
-                        f"{cfg.rounds} rounds x {cfg.local_steps} local steps",
+                        f"{cfg.rounds} round{'s' * (cfg.rounds != 1)} x {cfg.local_steps} local steps",
                   caption=f"{human(totals['bytes'])} on the wire vs "
                           f"{human(totals['full_ft_bytes'])} for full fine-tuning "
                           f"({totals['ratio']:.0f}x less)")
