@@ -124,7 +124,8 @@ def test_a_finished_federation_is_reused_however_many_simulation_workers_ran_it(
     a finished run is read back either way, and run again only when what it computes changed."""
     from medpeft.federated import demo as fed_demo
     cfg = fed_demo.demo_federation_config(collection / "Task10_NewSite", shipped_foundation(),
-                                          tmp_path / "fed", 3, steps=10, seed=0)
+                                          tmp_path / "fed", 3, steps=10, server_lr=1.5,
+                                          seed=0)
     out = tmp_path / "fed"
     out.mkdir()
     (out / "report.json").write_text(json.dumps({"finished": True}))
@@ -133,3 +134,35 @@ def test_a_finished_federation_is_reused_however_many_simulation_workers_ran_it(
     monkeypatch.setattr(fed_demo, "federate", lambda c: ran.append(c) or {"finished": False})
     assert fed_demo.demo_federation(replace(cfg, simulation_workers=0)) == {"finished": True}
     assert fed_demo.demo_federation(replace(cfg, rounds=2)) == {"finished": False} and len(ran) == 1
+
+
+
+
+def test_the_demos_federation_is_the_best_measured_schedule_it_can_afford(collection, tmp_path):
+    """The demo federates with `medpeft federate`'s plan and aggregation, on the schedule (local
+    steps, server step) with the best federated Dice in the v7b steps table among those shorter
+    than federate's default (which takes the demo past 10 minutes), and that schedule gains
+    over training alone; it evaluates only the two rounds its table shows."""
+    from pathlib import Path
+
+    from medpeft.federated import demo as fed_demo
+    from medpeft.federated.config import FedConfig
+    table = Path(__file__).parents[1] / "benchmarks/results/federated-affine-steps-v7b.md"
+    lines = table.read_text().replace("*", "").splitlines()  # the chosen rows are in bold
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines if line.startswith("| 3 x ")]
+    # columns: rounds x local steps, server_lr, federated (mean +- sd), local-only, gain
+    measured = {(int(r[0].split()[2]), float(r[1])): (float(r[2].split()[0]), float(r[4]))
+                for r in rows}
+    default = FedConfig(foundation="f", hospitals=[{"dataset": "d"}])
+    affordable = {key: dice for key, dice in measured.items() if key[0] < default.local_steps}
+    best = max(affordable, key=lambda key: affordable[key][0])
+    cfg = demo.DemoConfig()
+    args = (collection / "Task10_NewSite", shipped_foundation(), tmp_path / "fed", 3)
+    fed = fed_demo.demo_federation_config(*args, steps=cfg.federated_steps,
+                                          server_lr=cfg.federated_server_lr, seed=0)
+    assert (fed.local_steps, fed.server_lr) == best and measured[best][1] > 0
+    assert (fed.plan, fed.aggregation) == (default.plan, default.aggregation)
+    assert fed.evaluated_rounds() == {0, 3} and not fed.pooled
+    assert (default.local_steps, default.server_lr) in measured  # federate's default, measured
+    plain = fed_demo.demo_federation_config(*args, steps=None, server_lr=None, seed=0)
+    assert (plain.local_steps, plain.server_lr) == (default.local_steps, default.server_lr)

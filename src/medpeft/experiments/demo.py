@@ -98,7 +98,13 @@ class DemoConfig:
     # stopped on a loss plateau; benchmarks/peers.py gives it 1,200
     scratch_steps: int | None = None
     scratch_patience: int = 40
-    federated_steps: int = 10
+    # the federation's local steps a round and server step (None: `medpeft federate`'s 40 and
+    # 1.5): the best measured schedule shorter than federate's, on v7b and the demo's phantom (3
+    # seeds, benchmarks/results/federated-affine-steps-v7b.md): 3 x 20 at server step 1, +0.014
+    # over training alone, where 3 x 10 lost (-0.006 at 1.5). 3 x 40 (+0.022) takes the demo past
+    # 10 minutes on 2 float32 cores (10:53)
+    federated_steps: int | None = 20
+    federated_server_lr: float | None = 1.0
     # jobs at once (the cells, the zero-shot scores, the federation); None: one per core on a
     # CPU, one on a GPU (medpeft.experiments.side_by_side)
     workers: int | None = None
@@ -374,7 +380,8 @@ def _federation_config(out: Path, setting: PhantomSetting, cfg: DemoConfig):
     from medpeft.federated.demo import demo_federation_config
     return demo_federation_config(Path(setting.target.root), setting.foundation_dir,
                                   out / "federated", cfg.federated_rounds,
-                                  steps=cfg.federated_steps, seed=cfg.seed)
+                                  steps=cfg.federated_steps,
+                                  server_lr=cfg.federated_server_lr, seed=cfg.seed)
 
 
 def _federated_section(out: Path, fed_cfg, report: dict, console: Console) -> None:
