@@ -43,9 +43,10 @@ class FedConfig:
     # 0) and, unlike svd, works with SecAgg+, differential privacy and the server step
     aggregation: str = "fedavg"
     # FedOpt's server learning rate: the global tensors move by this times the hospitals' mean
-    # update (1: plain FedAvg). 1.5 helped at 3 x 10 (+0.007), did nothing at 3 x 20 and is the
-    # step of the 3 x 40 rows above; 2 overshot at 3 x 10, and 3 left the adapter where it began
-    # (v7b). svd refuses any step but 1 for LoRA pairs
+    # update (1: plain FedAvg). At 3 x 40 on v7b 1.5 beats 1 (+0.022 over training alone against
+    # +0.017; 3 seeds, benchmarks/results/federated-affine-steps-v7b.md); with shorter rounds 1 is
+    # better there (3 x 10, 3 x 20: the demo runs 1). 3 left the adapter where it began. svd
+    # refuses any step but 1 for LoRA pairs
     server_lr: float = 1.5
     seed: int = 0
     bf16: bool = True  # local training under bf16 autocast where native (as `medpeft adapt`)
