@@ -136,8 +136,6 @@ def test_a_finished_federation_is_reused_however_many_simulation_workers_ran_it(
     assert fed_demo.demo_federation(replace(cfg, rounds=2)) == {"finished": False} and len(ran) == 1
 
 
-
-
 def test_the_demos_federation_is_the_best_measured_schedule_it_can_afford(collection, tmp_path):
     """The demo federates with `medpeft federate`'s plan and aggregation, on the schedule (local
     steps, server step) with the best federated Dice in the v7b steps table among those shorter

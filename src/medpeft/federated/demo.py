@@ -31,7 +31,8 @@ def demo_federation_config(target: Path, foundation: Path, out: Path, rounds: in
     cfg = FedConfig(foundation=str(foundation), hospitals=hospitals, out=str(out), rounds=rounds,
                     seed=seed, evaluate_every=rounds, pooled=False)
     schedule = {"local_steps": steps, "server_lr": server_lr}
-    return replace(cfg, **{k: v for k, v in schedule.items() if v is not None}).check().resolved()
+    given = {name: value for name, value in schedule.items() if value is not None}
+    return replace(cfg, **given).check().resolved()
 
 
 # how the federation ran, not what it computed: a finished run is reused whatever these were
