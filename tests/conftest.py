@@ -75,6 +75,17 @@ def datasets_with_role(root: Path, role: str) -> list[Path]:
     return [root / d["name"] for d in index["datasets"] if d["role"] == role]
 
 
+
+def measured_federated_schedules() -> dict[tuple[int, int, float], tuple[float, float]]:
+    """The v7b steps table (benchmarks/results/federated-affine-steps-v7b.md): (rounds, local
+    steps, server step) -> (mean federated Dice, mean gain over training alone)."""
+    table = Path(__file__).resolve().parents[1] / "benchmarks/results/federated-affine-steps-v7b.md"
+    lines = table.read_text().replace("*", "").splitlines()  # the chosen rows are in bold
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines if line.startswith("| 3 x ")]
+    # columns: rounds x local steps (and a remark), server_lr, federated (mean +- sd), local-only, gain
+    return {(int(r[0].split()[0]), int(r[0].split()[2]), float(r[1])):
+            (float(r[2].split()[0]), float(r[4])) for r in rows}
+
 @pytest.fixture(scope="session")
 def foundation_dir(collection, tmp_path_factory) -> Path:
     from medpeft.data.transforms import Preprocessing

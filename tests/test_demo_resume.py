@@ -8,6 +8,7 @@ import shutil
 from dataclasses import replace
 
 import pytest
+from conftest import measured_federated_schedules
 from rich.console import Console
 
 import medpeft.pipelines as pipelines
@@ -141,16 +142,11 @@ def test_the_demos_federation_is_the_best_measured_schedule_it_can_afford(collec
     steps, server step) with the best federated Dice in the v7b steps table among those shorter
     than federate's default (which takes the demo past 10 minutes), and that schedule gains
     over training alone; it evaluates only the two rounds its table shows."""
-    from pathlib import Path
-
     from medpeft.federated import demo as fed_demo
     from medpeft.federated.config import FedConfig
-    table = Path(__file__).parents[1] / "benchmarks/results/federated-affine-steps-v7b.md"
-    lines = table.read_text().replace("*", "").splitlines()  # the chosen rows are in bold
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines if line.startswith("| 3 x ")]
-    # columns: rounds x local steps, server_lr, federated (mean +- sd), local-only, gain
-    measured = {(int(r[0].split()[2]), float(r[1])): (float(r[2].split()[0]), float(r[4]))
-                for r in rows}
+    # every measured schedule has 3 rounds, the demo's: keyed by (local steps, server step)
+    measured = {schedule[1:]: dice for schedule, dice in measured_federated_schedules().items()
+                if schedule[0] == 3}
     default = FedConfig(foundation="f", hospitals=[{"dataset": "d"}])
     affordable = {key: dice for key, dice in measured.items() if key[0] < default.local_steps}
     best = max(affordable, key=lambda key: affordable[key][0])

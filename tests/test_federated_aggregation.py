@@ -5,6 +5,7 @@ import time
 
 import pytest
 import torch
+from conftest import measured_federated_schedules
 
 from medpeft.federated.aggregation import aggregate_states, lora_pairs, lora_update
 from medpeft.federated.config import FedConfig
@@ -236,17 +237,12 @@ def test_the_defaults_are_the_best_measured_setting_and_every_plan_accepts_them(
     """`medpeft federate`'s defaults are the steps table's best row (3 x 40 at server step 1.5),
     and with them every plan, SecAgg+ and DP run without a second setting: svd, the former
     default aggregation, refuses a server step for LoRA pairs and refuses SecAgg+ and DP."""
-    from pathlib import Path
-
     from medpeft.federated.plans import PLANS
-    table = Path(__file__).parents[1] / "benchmarks/results/federated-affine-steps-v7b.md"
-    lines = table.read_text().replace("*", "").splitlines()  # the best row is in bold
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines if line.startswith("| 3 x ")]
-    best = max(rows, key=lambda r: float(r[2].split()[0]))  # columns: steps, server_lr, federated
+    measured = measured_federated_schedules()
+    best = max(measured, key=lambda schedule: measured[schedule][0])  # by federated Dice
     three = [{"dataset": f"d{i}"} for i in range(3)]
     default = FedConfig(foundation="f", hospitals=three)
-    assert (f"{default.rounds} x {default.local_steps}", default.server_lr) == \
-        (" ".join(best[0].split()[:3]), float(best[1]))
+    assert (default.rounds, default.local_steps, default.server_lr) == best
     for plan in PLANS:
         FedConfig(foundation="f", hospitals=three, plan=plan).check()
         FedConfig(foundation="f", hospitals=three, plan=plan, secure_aggregation=True).check()
