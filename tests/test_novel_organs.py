@@ -12,7 +12,7 @@ from medpeft.evaluate.metrics import evaluate_cases, organ_means
 from medpeft.methods.adapter_io import open_adapter
 from medpeft.methods.novel_organs import head_conv, prototype_rows, set_head_classes, task_classes
 from medpeft.models.weights import load_foundation, shipped_foundation
-from medpeft.pipelines.tune import adapt
+from medpeft.pipelines.tune import adapt, novel_channels
 from medpeft.train.loop import LossPlateau
 
 
@@ -25,6 +25,23 @@ class _Features(nn.Module):
 
     def forward(self, x):
         return self.out(x)
+
+
+def test_a_task_organ_the_support_does_not_label_is_named_before_training(tmp_path):
+    known = ("liver", "spleen")
+    spleen_only = class_mapping({1: "spleen"}, ("liver", "spleen", "gallbladder"))
+    gallbladder = class_mapping({1: "gallbladder"}, ("liver", "spleen", "gallbladder"))
+    # the default task: a partially labelled support is fine (marginal loss)
+    assert novel_channels(("liver", "spleen"), known, class_mapping({1: "spleen"}, known),
+                          organs=(), root=tmp_path) == []
+    with pytest.raises(ValueError, match=r"does not label liver, gallbladder"):
+        novel_channels(("liver", "spleen", "gallbladder"), known, spleen_only,
+                       organs=("liver", "spleen", "gallbladder"), root=tmp_path)
+    with pytest.raises(ValueError, match=r"does not label gallbladder"):  # a novel organ
+        novel_channels(("liver", "spleen", "gallbladder"), known, spleen_only,
+                       organs=(), root=tmp_path)
+    assert novel_channels(("liver", "spleen", "gallbladder"), known, gallbladder,
+                          organs=(), root=tmp_path) == [3]
 
 
 def test_task_keeps_known_rows_and_adds_novel_ones():

@@ -53,6 +53,21 @@ def crop_dataset(foundation: Foundation, ds: MSDDataset, mapping: ClassMapping,
                           {ds.name: mapping}, train=True, augment=augment)
 
 
+def novel_channels(classes: tuple[str, ...], known: tuple[str, ...], mapping: ClassMapping, *,
+                   organs: tuple[str, ...], root: Path) -> list[int]:
+    """The task's channels the foundation never learnt; fails if the support lacks a task organ.
+
+    A partially labelled dataset is fine for the default task (marginal loss), not for a task
+    that names its organs or adds one the foundation does not know.
+    """
+    novel = [c for c, o in enumerate(classes, 1) if o not in known]
+    missing = [o for c, o in enumerate(classes, 1)
+               if (organs or c in novel) and not mapping.channel_to_local[c]]
+    if missing:
+        raise ValueError(f"{root}: does not label {', '.join(missing)}, which the task segments")
+    return novel
+
+
 def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
           options: dict | None = None, steps: int | None = None,
           lr: float | dict[str, float] | None = None, seed: int = 0, resume: bool = False,
@@ -94,11 +109,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
             "classes": list(foundation.classes), "head_init": head_init, "augment": augment,
             "ranks": distributed.world_size()})
     data = crop_dataset(foundation, ds, mapping, split["support"], augment=augment)
-    novel = [c for c, o in enumerate(foundation.classes, 1) if o not in known]
-    missing = [o for c, o in enumerate(foundation.classes, 1)
-               if (organs or c in novel) and not mapping.channel_to_local[c]]
-    if missing:  # a partially labelled dataset is fine for the default task (marginal loss)
-        raise ValueError(f"{ds.root}: does not label {', '.join(missing)}, which the task segments")
+    novel = novel_channels(foundation.classes, known, mapping, organs=organs, root=ds.root)
     if novel and head_init == "prototype" and method != SCRATCH:
         crops = islice(batches(data, 1, seed + 7919), 4 * len(split["support"]))
         prototype_rows(foundation.model, crops, {c: mapping.channel_to_local[c] for c in novel})
