@@ -75,7 +75,6 @@ def datasets_with_role(root: Path, role: str) -> list[Path]:
     return [root / d["name"] for d in index["datasets"] if d["role"] == role]
 
 
-
 def measured_federated_schedules() -> dict[tuple[int, int, float], tuple[float, float]]:
     """The v7b steps table (benchmarks/results/federated-affine-steps-v7b.md): (rounds, local
     steps, server step) -> (mean federated Dice, mean gain over training alone)."""
@@ -85,6 +84,7 @@ def measured_federated_schedules() -> dict[tuple[int, int, float], tuple[float, 
     # columns: rounds x local steps (and a remark), server_lr, federated (mean +- sd), local-only, gain
     return {(int(r[0].split()[0]), int(r[0].split()[2]), float(r[1])):
             (float(r[2].split()[0]), float(r[4])) for r in rows}
+
 
 @pytest.fixture(scope="session")
 def foundation_dir(collection, tmp_path_factory) -> Path:
