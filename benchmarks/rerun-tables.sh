@@ -10,6 +10,7 @@
 #          rerun-tables.sh peers|sea|rest     one stream, one thread, nice 5 (two streams: two cores;
 #                                             sea runs rest's tables after its leaders)
 #          rerun-tables.sh default            peers' default row alone (decoder-skips, every K)
+#          WORKERS=2 rerun-tables.sh peers    the peers stream two cells at a time (both cores)
 #          rerun-tables.sh peers-table        the peers table of the finished cells, into
 #                                             benchmarks/results/peers-phantom-$F.{md,png,csv}
 #          rerun-tables.sh leaders|novel|others  sea's leaders alone; rest's halves (novel: the
@@ -84,7 +85,8 @@ case $1 in
 peers|default)  # the default row first, then every row
   run benchmarks/peers.py --seeds 0 1 2 $REUSE \
       --skip zero-shot decoder lora sea-peft blackbox-spatial full >> runs/peers.log 2>&1
-  [ "$1" = default ] || run benchmarks/peers.py --seeds 0 1 2 $REUSE >> runs/peers.log 2>&1;;
+  [ "$1" = default ] || run benchmarks/peers.py --seeds 0 1 2 $REUSE --workers ${WORKERS:-1} \
+      >> runs/peers.log 2>&1;;
 peers-table)  # the peers table of the finished cells (training nothing; safe beside the stream)
   run benchmarks/peers.py --seeds 0 1 2 $REUSE --report-only > /dev/null 2>> runs/peers.log
   for f in peers.md peers.png results.csv; do

@@ -86,6 +86,16 @@ def measured_federated_schedules() -> dict[tuple[int, int, float], tuple[float, 
             (float(r[2].split()[0]), float(r[4])) for r in rows}
 
 
+def measured_federated_plans(name: str) -> dict[str, float]:
+    """A federated seeds table (benchmarks/results/NAME, written by benchmarks/federated_seeds.py):
+    plan -> mean federated Dice over its seeds."""
+    table = Path(__file__).resolve().parents[1] / "benchmarks/results" / name
+    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table.read_text().splitlines()
+            if line.startswith("| ") and "-fedavg" in line]
+    # columns: arm (plan-aggregation-...), seeds, federated (mean +- sd), ...
+    return {r[0].split("-fedavg")[0]: float(r[2].split()[0]) for r in rows}
+
+
 @pytest.fixture(scope="session")
 def foundation_dir(collection, tmp_path_factory) -> Path:
     from medpeft.data.transforms import Preprocessing

@@ -49,8 +49,8 @@ def test_simulation_sends_only_adapters_survives_a_faulty_site_and_does_not_coll
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 3], "name": name}
              for i, name in enumerate(("north", "south", "faulty"))]
     cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path / "fed"),
-                    rounds=2, local_steps=6, baseline=False, pooled=False, simulation_workers=1,
-                    evaluate_every=2)
+                    plan="affine", rounds=2, local_steps=6, baseline=False, pooled=False,
+                    simulation_workers=1, evaluate_every=2)
     report = federate(cfg, client_app=_faulty_app(cfg, bad=2))
     assert sorted(report["dice"]) == ["0", "2"]  # evaluated before and after, not after round 1
     # the faulty site is named and left out; the others' work is kept in both rounds
@@ -76,7 +76,7 @@ def test_simulation_sends_only_adapters_survives_a_faulty_site_and_does_not_coll
     for site in ("north", "south"):
         assert report["dice"]["2"][site] >= report["dice"]["0"][site] - 0.05
     saved = json.loads((tmp_path / "fed" / "global" / "adapter_config.json").read_text())
-    assert saved["federation"]["plan"] == "affine"  # the default plan
+    assert saved["federation"]["plan"] == "affine"  # the plan it ran, recorded with the adapter
 
 
 def test_site_split_gives_disjoint_shares(collection):
@@ -162,7 +162,7 @@ def test_local_only_and_pooled_arms_take_the_federations_rounds(collection, tmp_
     sites = [{"dataset": str(target), "k": 1, "n_test": 1, "part": [i, 2], "name": name}
              for i, name in enumerate(("north", "south"))]
     cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path / "fed"),
-                    rounds=3, local_steps=4, local=["out.*"]).check().resolved()
+                    plan="affine", rounds=3, local_steps=4, local=["out.*"]).check().resolved()
     calls, scored = [], []
 
     def train(self, shared, kept, server_round, steps=None):
@@ -217,7 +217,7 @@ def test_a_restarted_hospital_takes_its_kept_tensors_from_its_saved_adapter(coll
     sites = [{"dataset": str(collection / "Task10_NewSite"), "k": 1, "n_test": 1, "part": [i, 2]}
              for i in range(2)]
     cfg = FedConfig(foundation=str(shipped_foundation()), hospitals=sites, out=str(tmp_path / "fed"),
-                    local=["out.*"]).check().resolved()
+                    plan="affine", local=["out.*"]).check().resolved()
     hospital = Hospital(cfg, write_hospital_manifests(cfg)[0])
     assert _kept(RecordDict(), hospital) == {}  # nothing saved yet: the plan's start
     foundation, state = build_model(cfg)

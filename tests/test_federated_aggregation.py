@@ -5,7 +5,7 @@ import time
 
 import pytest
 import torch
-from conftest import measured_federated_schedules
+from conftest import measured_federated_plans, measured_federated_schedules
 
 from medpeft.federated.aggregation import aggregate_states, lora_pairs, lora_update
 from medpeft.federated.config import FedConfig
@@ -234,16 +234,23 @@ def test_a_round_without_its_quorum_fails_by_name_instead_of_waiting_for_ever():
 
 
 def test_the_defaults_are_the_best_measured_setting_and_every_plan_accepts_them():
-    """`medpeft federate`'s defaults are the steps table's best row (3 x 40 at server step 1.5),
-    and with them every plan, SecAgg+ and DP run without a second setting: svd, the former
-    default aggregation, refuses a server step for LoRA pairs and refuses SecAgg+ and DP."""
-    from medpeft.federated.plans import PLANS
+    """`medpeft federate`'s defaults are the steps table's best row (3 x 40 at server step 1.5)
+    with the plan that federates best at that schedule (SEA-PEFT), and with them every plan and
+    SecAgg+ run without a second setting: svd, the former default aggregation, refuses a server
+    step for LoRA pairs and refuses SecAgg+ and DP. DP, which SEA-PEFT refuses, names the best
+    fixed plan, which takes it."""
+    from medpeft.federated.plans import BEST_FIXED, PLANS
     measured = measured_federated_schedules()
     best = max(measured, key=lambda schedule: measured[schedule][0])  # by federated Dice
     three = [{"dataset": f"d{i}"} for i in range(3)]
     default = FedConfig(foundation="f", hospitals=three)
-    assert (default.rounds, default.local_steps, default.server_lr) == best
+    assert (default.rounds, default.local_steps, default.server_lr) == best == (3, 40, 1.5)
+    plans = measured_federated_plans("federated-seeds-v7b-3x40.md")  # at 3 x 40, step 1.5
+    assert default.plan == max(plans, key=plans.get) and BEST_FIXED in plans
     for plan in PLANS:
         FedConfig(foundation="f", hospitals=three, plan=plan).check()
         FedConfig(foundation="f", hospitals=three, plan=plan, secure_aggregation=True).check()
-    FedConfig(foundation="f", hospitals=three, dp={"clipping_norm": 1.0, "noise_multiplier": 1.0}).check()
+    dp = {"clipping_norm": 1.0, "noise_multiplier": 1.0}
+    with pytest.raises(ValueError, match=f"dp: .*use a fixed plan \\({BEST_FIXED}"):
+        FedConfig(foundation="f", hospitals=three, dp=dp).check()
+    FedConfig(foundation="f", hospitals=three, plan=BEST_FIXED, dp=dp).check()

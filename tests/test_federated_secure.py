@@ -87,7 +87,7 @@ def test_secure_aggregation_hands_the_server_only_the_weighted_mean(collection, 
 
 
 def test_secure_aggregation_settings_are_checked_by_name(collection):
-    base = dict(foundation="f", hospitals=_sites(collection, 2), aggregation="fedavg")
+    base = dict(foundation="f", hospitals=_sites(collection, 2), plan="affine", aggregation="fedavg")
     with pytest.raises(ValueError, match="threshold 3 needs at least 3 hospitals"):
         FedConfig(**base, secure_aggregation={"threshold": 3}).check()
     with pytest.raises(ValueError, match="choose fedavg or ffa"):

@@ -19,9 +19,11 @@ def federate_command(
                                                   "round (default 40, the measured best)"),
         server_lr: Optional[float] = typer.Option(None, help="override the YAML's server step "
                                                   "(default 1.5; aggregation svd needs 1)"),
-        plan: Optional[str] = typer.Option(None, help="override the YAML's plan: encoder-lora+head"
-                                           " | lora-everywhere | affine | lora+affine | decoder"
-                                           " | full | sea-peft"),
+        plan: Optional[str] = typer.Option(None, help="override the YAML's plan: sea-peft "
+                                           "(default, the measured best) | affine (the best "
+                                           "fixed plan: with dp or local tensors) | "
+                                           "encoder-lora+head | lora-everywhere | lora+affine | "
+                                           "decoder | full"),
         aggregation: Optional[str] = typer.Option(None, help="override the YAML's aggregation: "
                                                   "fedavg (default) | svd | ffa (FFA-LoRA)"),
         out: Optional[Path] = typer.Option(None, help="override the YAML's run folder"),

@@ -105,6 +105,10 @@ class DemoConfig:
     # 10 minutes on 2 float32 cores (10:53)
     federated_steps: int | None = 20
     federated_server_lr: float | None = 1.0
+    # the federated plan (None: `medpeft federate`'s, SEA-PEFT). Affine: at this schedule SEA-PEFT
+    # federates higher (0.748 against 0.730, 3 seeds) but took the demo to 9:44 on 2 float32 cores
+    # against affine's 8:56 (benchmarks/results/demo-federation-sea-peft-v7b.md): too close to 10
+    federated_plan: str | None = "affine"
     # jobs at once (the cells, the zero-shot scores, the federation); None: one per core on a
     # CPU, one on a GPU (medpeft.experiments.side_by_side)
     workers: int | None = None
@@ -380,7 +384,7 @@ def _federation_config(out: Path, setting: PhantomSetting, cfg: DemoConfig):
     from medpeft.federated.demo import demo_federation_config
     return demo_federation_config(Path(setting.target.root), setting.foundation_dir,
                                   out / "federated", cfg.federated_rounds,
-                                  steps=cfg.federated_steps,
+                                  plan=cfg.federated_plan, steps=cfg.federated_steps,
                                   server_lr=cfg.federated_server_lr, seed=cfg.seed)
 
 

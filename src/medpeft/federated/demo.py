@@ -20,17 +20,17 @@ HOSPITALS = 3
 
 
 def demo_federation_config(target: Path, foundation: Path, out: Path, rounds: int, *,
-                           steps: int | None, server_lr: float | None, seed: int, k: int = 2,
-                           n_test: int = 2) -> FedConfig:
-    """`medpeft federate`'s plan and aggregation on three hospitals, with ``steps`` local steps a
-    round and FedOpt's ``server_lr`` (None: federate's defaults); evaluated before the first
+                           plan: str | None, steps: int | None, server_lr: float | None,
+                           seed: int, k: int = 2, n_test: int = 2) -> FedConfig:
+    """`medpeft federate`'s aggregation on three hospitals, with ``plan``, ``steps`` local steps
+    a round and FedOpt's ``server_lr`` (None: federate's defaults); evaluated before the first
     round and after the last only, the two columns the demo's table shows."""
     hospitals = [{"dataset": str(target), "k": k, "n_test": n_test, "part": [i, HOSPITALS],
               "name": f"hospital-{i + 1}"} for i in range(HOSPITALS)]
     # the pooled bound costs the demo a minute it does not have: benchmarks/federated_plans.py
     cfg = FedConfig(foundation=str(foundation), hospitals=hospitals, out=str(out), rounds=rounds,
                     seed=seed, evaluate_every=rounds, pooled=False)
-    schedule = {"local_steps": steps, "server_lr": server_lr}
+    schedule = {"plan": plan, "local_steps": steps, "server_lr": server_lr}
     given = {name: value for name, value in schedule.items() if value is not None}
     return replace(cfg, **given).check().resolved()
 
