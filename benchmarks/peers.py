@@ -83,6 +83,21 @@ def _reused_note(reused: list[dict], path: Path | None) -> str:
             + ")")
 
 
+def _header(cfg, *, rows_read_back: str, wall: str) -> dict[str, str]:
+    """The report's header: how to rerun it, on what, and each row's budget."""
+    budget = NnUNetBudget(**cfg.options.get(NNUNET, {}))
+    schedule = ", ".join(f"{m}: {s}" for m, s in cfg.schedules.items()) or "none"
+    return {"command": "python benchmarks/peers.py " + " ".join(sys.argv[1:]),
+            "machine": machine(), "dataset": ", ".join(d["path"] for d in cfg.datasets),
+            "adaptation steps": f"{cfg.steps or 'medpeft adapt defaults (medpeft.methods.adapt_steps)'}"
+                                f" (per-row schedules: {schedule})",
+            "nnU-Net": f"{budget.epochs} epochs x {budget.iterations} iterations, its planner "
+                       f"at {budget.target_spacing} mm with a {budget.memory_target_gb} GB "
+                       f"memory target, fold all, CPU, no test-time mirroring",
+            "rows read back": rows_read_back,
+            "wall time of this invocation (s)": wall}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("config", nargs="?", default="configs/peers-phantom.yaml")
@@ -128,18 +143,9 @@ def main() -> None:
                          if r["method"] != "zero-shot" or seed == cfg.seeds[0]]
     out = Path(cfg.out)
     write_rows(out / "results.csv", rows)
-    budget = NnUNetBudget(**cfg.options.get(NNUNET, {}))
-    schedule = ", ".join(f"{m}: {s}" for m, s in cfg.schedules.items()) or "none"
-    header = {"command": "python benchmarks/peers.py " + " ".join(sys.argv[1:]),
-              "machine": machine(), "dataset": ", ".join(d["path"] for d in cfg.datasets),
-              "adaptation steps": f"{cfg.steps or 'medpeft adapt defaults (medpeft.methods.adapt_steps)'}"
-                                  f" (per-row schedules: {schedule})",
-              "nnU-Net": f"{budget.epochs} epochs x {budget.iterations} iterations, its planner "
-                         f"at {budget.target_spacing} mm with a {budget.memory_target_gb} GB "
-                         f"memory target, fold all, CPU, no test-time mirroring",
-              "rows read back": _reused_note(reused, args.reuse_peers),
-              "wall time of this invocation (s)": "finished cells read back (--report-only)"
-              if args.report_only else f"{time.perf_counter() - t0:.0f}"}
+    wall = ("finished cells read back (--report-only)" if args.report_only
+            else f"{time.perf_counter() - t0:.0f}")
+    header = _header(cfg, rows_read_back=_reused_note(reused, args.reuse_peers), wall=wall)
     report, table, _ = write_peers_report(out, rows, methods, header, failures=failures)
     for t in table:
         console.print(f"{t['method']:>18} K={t['k']:>2}  Dice {t['dice']:.3f}  "

@@ -259,9 +259,14 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
                "device": str(device), "ranks": world,
                "channels_last": layout == torch.channels_last_3d, "precision": precision(device, cfg.bf16),
                "loss": logged if not running else sum(running) / len(running)}
+    return _with_anomalies(summary, cfg, bad=bad, plateau=plateau)
+
+
+def _with_anomalies(summary: dict, cfg: LoopConfig, *, bad: BadSteps, plateau: LossPlateau) -> dict:
+    """The summary with what a reader must know: steps skipped as not finite, an early stop."""
     if bad.total:
         summary["skipped_steps"] = bad.total  # not finite: not taken
-    if done < cfg.steps:
+    if summary["steps"] < cfg.steps:
         summary["stopped_early"] = f"loss EMA {plateau.best:.4f} flat for {cfg.patience} steps"
     return summary
 
