@@ -234,18 +234,20 @@ def test_a_round_without_its_quorum_fails_by_name_instead_of_waiting_for_ever():
 
 
 def test_the_defaults_are_the_best_measured_setting_and_every_plan_accepts_them():
-    """`medpeft federate`'s defaults are the steps table's best row (3 x 40 at server step 1.5)
-    with the plan that federates best at that schedule (SEA-PEFT), and with them every plan and
-    SecAgg+ run without a second setting: svd, the former default aggregation, refuses a server
-    step for LoRA pairs and refuses SecAgg+ and DP. DP, which SEA-PEFT refuses, names the best
-    fixed plan, which takes it."""
+    """`medpeft federate`'s defaults are the best federated setting measured on v7b: 3 x 40, the
+    steps table's longest and best schedule, with the plan that federates best there (SEA-PEFT)
+    at its better server step (1, plain FedAvg); and with them every plan and SecAgg+ run without
+    a second setting. DP, which SEA-PEFT refuses, names the best fixed plan, which takes it."""
     from medpeft.federated.plans import BEST_FIXED, PLANS
-    measured = measured_federated_schedules()
+    measured = measured_federated_schedules()  # affine's steps table
     best = max(measured, key=lambda schedule: measured[schedule][0])  # by federated Dice
     three = [{"dataset": f"d{i}"} for i in range(3)]
     default = FedConfig(foundation="f", hospitals=three)
-    assert (default.rounds, default.local_steps, default.server_lr) == best == (3, 40, 1.5)
-    plans = measured_federated_plans("federated-seeds-v7b-3x40.md")  # at 3 x 40, step 1.5
+    assert (default.rounds, default.local_steps) == best[:2] == (3, 40)
+    at_step = {1.0: measured_federated_plans("federated-seeds-v7b-3x40-slr1.md"),
+               1.5: measured_federated_plans("federated-seeds-v7b-3x40.md")}  # both at 3 x 40
+    assert default.server_lr == max(at_step, key=lambda step: at_step[step][default.plan]) == 1.0
+    plans = at_step[default.server_lr]
     assert default.plan == max(plans, key=plans.get) and BEST_FIXED in plans
     for plan in PLANS:
         FedConfig(foundation="f", hospitals=three, plan=plan).check()

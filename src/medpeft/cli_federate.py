@@ -18,7 +18,8 @@ def federate_command(
         local_steps: Optional[int] = typer.Option(None, help="override the YAML's local steps a "
                                                   "round (default 40, the measured best)"),
         server_lr: Optional[float] = typer.Option(None, help="override the YAML's server step "
-                                                  "(default 1.5; aggregation svd needs 1)"),
+                                                  "(default 1, plain FedAvg: the measured best "
+                                                  "for SEA-PEFT)"),
         plan: Optional[str] = typer.Option(None, help="override the YAML's plan: sea-peft "
                                            "(default, the measured best) | affine (the best "
                                            "fixed plan: with dp or local tensors) | "

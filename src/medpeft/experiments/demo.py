@@ -99,7 +99,7 @@ class DemoConfig:
     scratch_steps: int | None = None
     scratch_patience: int = 40
     # the federation's local steps a round and server step (None: `medpeft federate`'s 40 and
-    # 1.5): the best measured schedule shorter than federate's, on v7b and the demo's phantom (3
+    # 1): the best measured schedule shorter than federate's, on v7b and the demo's phantom (3
     # seeds, benchmarks/results/federated-affine-steps-v7b.md): 3 x 20 at server step 1, +0.014
     # over training alone, where 3 x 10 lost (-0.006 at 1.5). 3 x 40 (+0.022) takes the demo past
     # 10 minutes on 2 float32 cores (10:53)

@@ -28,16 +28,15 @@ class FedConfig:
     hospitals: list[dict]
     out: str = "runs/federated"
     # SEA-PEFT federates best at every schedule measured on v7b (3 seeds under SecAgg+; at 3 x 40,
-    # server step 1.5: 0.780 against affine's 0.760, ahead at every seed;
-    # benchmarks/results/federated-seeds-v7b-3x40.md). It refuses dp and local tensors, and names
-    # the fixed plan to use there (plans.BEST_FIXED)
+    # server step 1: 0.787 against affine's 0.756, every hospital gaining at every seed;
+    # benchmarks/results/federated-seeds-v7b-3x40-slr1.md). It refuses dp and local tensors, and
+    # names the fixed plan to use there (plans.BEST_FIXED)
     plan: str = "sea-peft"
     local: list[str] = field(default_factory=list)  # tensor patterns each hospital keeps
     rounds: int = 3
-    # 40 local steps a round at server step 1.5: the best setting measured for affine (three
-    # phantom hospitals, 3 seeds; README "Federated plans compared"; SEA-PEFT at 3 x 40 is
-    # measured at 1.5 only): on v6 every
-    # hospital gained at every seed (+0.018, 0.740 federated against 0.685 at 3 x 10), on v7b
+    # 40 local steps a round: the longest schedule measured and the best, for affine and SEA-PEFT
+    # (three phantom hospitals, 3 seeds; README "Federated plans compared"): affine on v6 gained at
+    # every hospital and seed (+0.018, 0.740 federated against 0.685 at 3 x 10), on v7b +0.017 to
     # +0.022 where 3 x 10 no longer beats training alone (-0.006). 4x 3 x 10's training time.
     local_steps: int = 40
     # the global adapter is evaluated at every hospital before round 1, after every N-th round and
@@ -48,11 +47,12 @@ class FedConfig:
     # 0) and, unlike svd, works with SecAgg+, differential privacy and the server step
     aggregation: str = "fedavg"
     # FedOpt's server learning rate: the global tensors move by this times the hospitals' mean
-    # update (1: plain FedAvg). At 3 x 40 on v7b 1.5 beats 1 (+0.022 over training alone against
-    # +0.017; 3 seeds, benchmarks/results/federated-affine-steps-v7b.md); with shorter rounds 1 is
-    # better there (3 x 10, 3 x 20: the demo runs 1). 3 left the adapter where it began. svd
-    # refuses any step but 1 for LoRA pairs
-    server_lr: float = 1.5
+    # update (1: plain FedAvg). For SEA-PEFT at 3 x 40 on v7b 1 beats 1.5 at every seed (0.787
+    # against 0.780; benchmarks/results/federated-seeds-v7b-3x40-slr1.md), as it does for affine
+    # at 3 x 10 and 3 x 20; affine at 3 x 40 is 0.004 better at 1.5 (0.760 against 0.756,
+    # federated-affine-steps-v7b.md). 3 left the adapter where it began. svd refuses any step but
+    # 1 for LoRA pairs
+    server_lr: float = 1.0
     seed: int = 0
     bf16: bool = True  # local training under bf16 autocast where native (as `medpeft adapt`)
     baseline: bool = True  # also train each hospital alone through the same rounds (the gain)
