@@ -75,12 +75,18 @@ def datasets_with_role(root: Path, role: str) -> list[Path]:
     return [root / d["name"] for d in index["datasets"] if d["role"] == role]
 
 
+def _result_rows(name: str, keep) -> list[list[str]]:
+    """The cells of the markdown table rows of benchmarks/results/NAME that ``keep`` accepts
+    (bold marks removed)."""
+    table = Path(__file__).resolve().parents[1] / "benchmarks/results" / name
+    lines = table.read_text().replace("*", "").splitlines()
+    return [[c.strip() for c in line.split("|")[1:-1]] for line in lines if keep(line)]
+
+
 def measured_federated_schedules() -> dict[tuple[int, int, float], tuple[float, float]]:
     """The v7b steps table (benchmarks/results/federated-affine-steps-v7b.md): (rounds, local
     steps, server step) -> (mean federated Dice, mean gain over training alone)."""
-    table = Path(__file__).resolve().parents[1] / "benchmarks/results/federated-affine-steps-v7b.md"
-    lines = table.read_text().replace("*", "").splitlines()  # the chosen rows are in bold
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in lines if line.startswith("| 3 x ")]
+    rows = _result_rows("federated-affine-steps-v7b.md", lambda line: line.startswith("| 3 x "))
     # columns: rounds x local steps (and a remark), server_lr, federated (mean +- sd), local-only, gain
     return {(int(r[0].split()[0]), int(r[0].split()[2]), float(r[1])):
             (float(r[2].split()[0]), float(r[4])) for r in rows}
@@ -89,9 +95,7 @@ def measured_federated_schedules() -> dict[tuple[int, int, float], tuple[float, 
 def measured_federated_plans(name: str) -> dict[str, float]:
     """A federated seeds table (benchmarks/results/NAME, written by benchmarks/federated_seeds.py):
     plan -> mean federated Dice over its seeds."""
-    table = Path(__file__).resolve().parents[1] / "benchmarks/results" / name
-    rows = [[c.strip() for c in line.split("|")[1:-1]] for line in table.read_text().splitlines()
-            if line.startswith("| ") and "-fedavg" in line]
+    rows = _result_rows(name, lambda line: line.startswith("| ") and "-fedavg" in line)
     # columns: arm (plan-aggregation-...), seeds, federated (mean +- sd), ...
     return {r[0].split("-fedavg")[0]: float(r[2].split()[0]) for r in rows}
 

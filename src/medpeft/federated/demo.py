@@ -30,8 +30,8 @@ def demo_federation_config(target: Path, foundation: Path, out: Path, rounds: in
     # the pooled bound costs the demo a minute it does not have: benchmarks/federated_plans.py
     cfg = FedConfig(foundation=str(foundation), hospitals=hospitals, out=str(out), rounds=rounds,
                     seed=seed, evaluate_every=rounds, pooled=False)
-    schedule = {"plan": plan, "local_steps": steps, "server_lr": server_lr}
-    given = {name: value for name, value in schedule.items() if value is not None}
+    chosen = {"plan": plan, "local_steps": steps, "server_lr": server_lr}
+    given = {name: value for name, value in chosen.items() if value is not None}
     return replace(cfg, **given).check().resolved()
 
 

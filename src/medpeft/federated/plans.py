@@ -23,6 +23,7 @@ FEDERATED_SEA = {"decay": 0.5, "window": 3, "votes": 2, "guard": 1, "audit_sites
 # plan under 1% of the weights that federates best on v7b (README "Federated plans compared":
 # level with lora+affine at half its bytes; 0.756 at federate's 3 x 40 and step 1, 3 seeds)
 BEST_FIXED = "affine"
+USE_BEST_FIXED = f"use a fixed plan ({BEST_FIXED}, the best measured under 1% of the weights)"
 
 
 def fed_sea_config(overrides: dict | None = None) -> SeaConfig:
@@ -88,12 +89,10 @@ class SearchedPlan(Plan):
                              f"sum, so use aggregation fedavg (got {aggregation})")
         if dp:
             raise ValueError(f"dp: the noise is calibrated to a fixed set of tensors; plan {name} "
-                             f"changes its set every round: use a fixed plan ({BEST_FIXED}, the "
-                             "best measured under 1% of the weights)")
+                             f"changes its set every round: {USE_BEST_FIXED}")
         if local:
             raise ValueError(f"plan {name} shares one active set: 'local' tensors are not "
-                             f"supported with it: use a fixed plan ({BEST_FIXED}, the best "
-                             "measured under 1% of the weights)")
+                             f"supported with it: {USE_BEST_FIXED}")
 
 
 PLANS: dict[str, Plan] = {
