@@ -202,3 +202,14 @@ def test_the_unet_backbone_tunes_with_default_targets(method, max_fraction):
     assert losses[-1] < 0.7 * losses[0], losses
     after = _base_view(model)
     assert {part_of(n) for n in before if not torch.equal(before[n], after[n])} == {"head"}
+
+
+def test_swin_wide_has_swin_smalls_width_and_tiles_the_patch_with_swin_fasts_windows():
+    """swin-wide exists to test capacity at half swin-small's time a step: its parameters must be
+    swin-small's (within 2%: only the relative-position tables differ) and its windows swin-fast's,
+    which tile the token grids of a 64x64x32 patch without padding."""
+    wide, small = build_backbone(PRESETS["swin-wide"], 3), build_backbone(PRESETS["swin-small"], 3)
+    n_wide = sum(p.numel() for p in wide.parameters())
+    n_small = sum(p.numel() for p in small.parameters())
+    assert abs(n_wide - n_small) / n_small < 0.02
+    assert PRESETS["swin-wide"].window_size == PRESETS["swin-fast"].window_size

@@ -4,6 +4,8 @@
 which tile the 32/16/8/4-token grids of a 64-voxel patch exactly (the stock 7x7x7 windows pad
 32 tokens to 35 and cost ~2x the time; see README "Backbone choice"). ``swin-base`` is the
 published configuration of the seed foundation models (feature size 48, 7x7x7 windows).
+``swin-wide`` is swin-small's width (feature size 24) with swin-fast's exact 4x4x4 windows: the
+capacity of swin-small at about half its time a step (1.9x swin-fast's, against 3.6x).
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class BackboneConfig:
 PRESETS: dict[str, BackboneConfig] = {
     "swin-fast": BackboneConfig(feature_size=12, window_size=4),
     "swin-small": BackboneConfig(feature_size=24, window_size=7),
+    "swin-wide": BackboneConfig(feature_size=24, window_size=4),
     "swin-base": BackboneConfig(feature_size=48, window_size=7),
     "unet3d": BackboneConfig(name="unet3d"),  # Models Genesis U-Net (Universal Model, SuPreM)
 }
