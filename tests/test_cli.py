@@ -49,7 +49,8 @@ def test_pretrain_working_grid_options(collection, tmp_path):
     source = str(collection / "Task02_Liver")
     for option, named in ((["--preprocessing", "fine"], "--preprocessing 'fine'"),
                           (["--spacing", "4", "0", "4"], "--spacing must be positive"),
-                          (["--patch", "64", "64", "48"], "multiples of 32")):
+                          (["--patch", "64", "64", "48"], "multiples of 32"),
+                          (["--backbone", "swin-huge"], "unknown backbone 'swin-huge'")):
         result = runner.invoke(app, ["pretrain", "--source", source, "--out", str(tmp_path / "f"),
                                      "--steps", "1", *option])
         assert result.exit_code == 2 and named in result.output, result.output

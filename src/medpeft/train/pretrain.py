@@ -40,6 +40,8 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     working grid and window; by default ``init``'s, or the 5 mm CPU preset for a new model."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; choose from {SAMPLINGS}")
+    if backbone not in PRESETS:
+        raise ValueError(f"unknown backbone {backbone!r}; choose from {tuple(PRESETS)}")
     if resume and finished(out_dir, loop.steps):
         return Path(out_dir)
     datasets = [read_dataset(s, label_files=True) for s in sources]
