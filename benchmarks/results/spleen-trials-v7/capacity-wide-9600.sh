@@ -8,7 +8,7 @@
 # threads. Weights every 2,400 steps stay in runs/pt-v6/wide9600/snapshots/ (read them with
 # benchmarks/pretrain_milestones.py --backbone swin-wide); then decoder tuning (240 steps, K = 1
 # and 5) on phantoms 0/1/2, compared with phase-parts-9600/offsets/ by benchmarks/recipe_compare.py.
-# Replaces capacity-9600.sh (swin-small), which would take 5.3 h here for the same width.
+# It replaced a swin-small run of the same recipe (5.3 h here for the same width; removed after 130 steps).
 # Resumable: run it again. Usage: THREADS=2 capacity-wide-9600.sh
 set -e
 name=wide9600
