@@ -16,8 +16,6 @@ source /work/main/benchmarks/results/spleen-trials-v5/common.sh
 out=${OUT:-runs/pt-v7}
 first=${FIRST:-contrast-shape}
 mkdir -p $out
-tasks="Task01_AbdomenMulti Task02_Liver Task03_Kidney Task04_Spleen Task05_SpinePelvis Task07_Pancreas"
-eight=$(for s in 0 1 2 3 4 5 6 7; do for t in $tasks; do echo --source runs/cache/phantom-demo-s$s/$t; done; done)
 common="--seed 0 --checkpoint-every 200 --sampling organ-balanced --bf16 --channels-last --resume"
 export THREADS=${THREADS:-2}
 if [ $first = contrast-shape ] && [ ! -d $out/stage1 ] && [ -f runs/pt-v6/offsets9600/foundation.json ]; then
@@ -26,7 +24,7 @@ fi
 run -m medpeft.cli pretrain $SOURCES --out $out/stage1 --steps 9600 --lr 2e-3 --augment $first $common > $out/stage1.log 2>&1
 run -m medpeft.cli pretrain $SOURCES --out $out/stage2 --steps 1600 --lr 5e-4 --init $out/stage1 \
   --augment contrast-shape $common > $out/stage2.log 2>&1
-run -m medpeft.cli pretrain $eight --out $out/v7 --steps 3200 --lr 5e-4 --init $out/stage2 \
+run -m medpeft.cli pretrain $EIGHT --out $out/v7 --steps 3200 --lr 5e-4 --init $out/stage2 \
   --patch 64 64 64 --augment contrast-shape $common > $out/v7.log 2>&1
 export THREADS=1
 for s in 0 1 2; do
