@@ -1,6 +1,6 @@
 """Score pre-training checkpoints as they stand: per-organ Dice at the phantom's held-out source
 site and zero-shot at its new site (the fixed 6 test volumes). This is how the milestones of the
-shipped foundation were measured (README "Why organs collapsed, and the recipe that fixed it").
+shipped foundation were measured (docs/quality.md).
 
 A checkpoint is a `snapshots/step-*` folder of `medpeft pretrain --snapshot-every N`, a `ckpt-*`
 folder of `--checkpoint-every N` (copied aside while the run went on: the loop keeps only the

@@ -175,7 +175,7 @@ def test_channels_last_bf16_training_runs_and_leaves_a_plain_model(collection, t
     ("lora", False), ("affine", False), ("adaptformer", False)])
 def test_channels_last_is_chosen_where_convolution_weights_train_under_native_bf16(
         method, convolutions_train):
-    """The loop's default layout (README "Scaling up": channels-last pays 1.2-1.3x where a
+    """The loop's default layout (docs/scaling-up.md: channels-last pays 1.2-1.3x where a
     convolution's own weights train under bf16, and costs 3-7% where none do)."""
     model = build_backbone(PRESETS["swin-fast"], 3)
     apply_method(model, method)

@@ -122,7 +122,7 @@ def test_each_adapter_kind_and_the_head_train_at_their_own_rate():
 
 
 def test_the_decoder_rate_grows_with_the_support_set_up_to_its_cap():
-    """Decoder tuning's and full fine-tuning's measured best rates grow with K (README "Adaptation
+    """Decoder tuning's and full fine-tuning's measured best rates grow with K (docs/quality.md "Adaptation
     recipe"); other parts keep theirs, and a rate the user gives wins at every K."""
     from medpeft.methods import DEFAULT_LR, SHOT_SCALING, group_rates
     cap = SHOT_SCALING["decoder"].rate_cap
@@ -144,7 +144,7 @@ def test_the_decoder_rate_grows_with_the_support_set_up_to_its_cap():
 
 
 def test_the_grown_rate_needs_the_schedule_it_was_measured_on():
-    """4x the decoder's rate collapsed in 80 steps (README "Novel organs"): a schedule shorter
+    """4x the decoder's rate collapsed in 80 steps (docs/fseft.md): a schedule shorter
     than ADAPT_STEPS keeps its base rate at any K; the default steps and longer ones grow it.
     decoder-skips' grown rate was measured to hold on short schedules too."""
     from medpeft.methods import ADAPT_STEPS, DEFAULT_LR, SHOT_SCALING, adapt_steps, group_rates

@@ -60,7 +60,7 @@ def test_transductive_training_pulls_the_unlabelled_volumes_into_the_prior_band(
     """The size term is wired into black-box training: from the same start, seed and support
     volumes, the transductive head's soft volumes on the unlabelled scans lie closer to the band
     around the support masks' prior than the plain head's. Whether that raises Dice at a site is
-    a measurement, not a test (benchmarks/transductive.py; on the v5 phantom it does not: README).
+    a measurement, not a test (benchmarks/transductive.py; on the v5 phantom it does not: docs/fseft.md).
     The features come from a seeded, untrained backbone of the tiny foundation's architecture, so
     the run is the same every time; the tiny foundation's own features change between runs. Both
     heads start from random rows: the default prototype start claims the support masks' share of

@@ -182,7 +182,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
 
     White-box methods also run under torchrun (DDP over the support volumes). With one support
     volume, decoder-skips (the default) takes 2.0 and decoder tuning 1.0 off the head's background
-    bias (measured; README)."""
+    bias (measured; docs/quality.md)."""
     from medpeft.infer.predict import nifti_inputs
     from medpeft.methods.sea.loop import read_sea_settings
     from medpeft.pipelines import AdaptRequest, check, unlearnt_labels

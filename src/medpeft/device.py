@@ -64,7 +64,7 @@ def precision(device: torch.device, bf16: bool) -> str:
 def float32_notice(device: torch.device, bf16: bool) -> str | None:
     """A line for the user when bf16 was asked for but ``device`` trains in float32 instead: on
     a 2-core CPU without AVX512-bf16 a 64^3 step of the default method takes 1.5 s against about
-    0.3 s with it (README "Results"), so long runs should not surprise."""
+    0.3 s with it (docs/results.md), so long runs should not surprise."""
     if not bf16 or precision(device, bf16) == "bf16":
         return None
     where = "this CPU (no AVX512-bf16 or AMX)" if device.type == "cpu" else f"{device}"

@@ -12,14 +12,14 @@ so that the model has to rely on shape and position as well as on brightness.
 scanner's point spread and the resampling to the working grid blur every true edge: a step of
 intensity exactly on the label's voxel boundary, which no scan has, is not there to be learnt.
 Measured from v5 (800 steps against the same steps of phase-shape): spleen +0.04, source site
-+0.008, K=5 -0.001 (README, "Why organs collapsed" item 10); an option, not the default.
++0.008, K=5 -0.001 (docs/quality.md item 10); an option, not the default.
 ``enhancement-shape`` replaces the random per-organ offsets with each organ's own contrast
 enhancement (:mod:`medpeft.data.enhancement`), which keeps the order of brightness between
 neighbours that the random offsets flip.
 ``contrast`` and ``contrast-shape`` keep only the per-organ offsets of ``phase`` and
 ``phase-shape``, without the intensity curve (histogram shift), blur and noise. From random
 weights (9,600 steps) they lift the source site, zero-shot and adaptation at once: the curve, blur
-and noise cost every figure (README, "Why organs collapsed" item 22).
+and noise cost every figure (docs/quality.md item 22).
 """
 from __future__ import annotations
 

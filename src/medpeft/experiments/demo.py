@@ -72,12 +72,12 @@ class DemoConfig:
     size: str = "demo"
     seed: int = 0
     backbone: str = "swin-fast"
-    # the shipped foundation's recipe (README "Why organs collapsed, and the recipe that fixed it"):
+    # the shipped foundation's recipe (docs/quality.md):
     # a first stage, then a continuation with shape augmentation at a lower rate from its weights
     pretrain_steps: int = 9600
     pretrain_lr: float = 2e-3
     # medpeft.data.augment: the per-organ offsets alone, rotation and scaling only in the later
-    # stages (v7b: K=1 and K=5 +0.02 over v6's `phase`, README item 23)
+    # stages (v7b: K=1 and K=5 +0.02 over v6's `phase`, docs/quality.md item 23)
     pretrain_augment: str = "contrast"
     pretrain_sampling: str = "organ-balanced"  # medpeft.data.balance (both stages)
     pretrain_bf16: bool = True  # both stages: bf16 autocast and channels-last where native

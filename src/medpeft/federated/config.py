@@ -35,7 +35,7 @@ class FedConfig:
     local: list[str] = field(default_factory=list)  # tensor patterns each hospital keeps
     rounds: int = 3
     # 40 local steps a round: the longest schedule measured and the best, for affine and SEA-PEFT
-    # (three phantom hospitals, 3 seeds; README "Federated plans compared"): affine on v6 gained at
+    # (three phantom hospitals, 3 seeds; docs/federated.md "Federated plans compared"): affine on v6 gained at
     # every hospital and seed (+0.018, 0.740 federated against 0.685 at 3 x 10), on v7b +0.017 to
     # +0.022 where 3 x 10 no longer beats training alone (-0.006). 4x 3 x 10's training time.
     local_steps: int = 40

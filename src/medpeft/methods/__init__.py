@@ -45,7 +45,7 @@ class ShotScaling:
 
 
 # Measured for decoder tuning and full fine-tuning only (v5 foundation, mean of seeds 0/1/2, each
-# on its own phantom; benchmarks/lr_sweep.py, README "Adaptation recipe"). Decoder rates at 240
+# on its own phantom; benchmarks/lr_sweep.py, docs/quality.md "Adaptation recipe"). Decoder rates at 240
 # steps: K=1 best at 3e-3 (0.614; 6e-3 0.605, 1.2e-2 0.565); K=5 0.749 / 0.762 / 0.766 / 0.766 at
 # 3e-3 / 6e-3 / 1.2e-2 / 2.4e-2; K=10 0.767 / 0.780 / 0.786 / 0.783. Decoder steps at 1.2e-2: 480
 # beat 240 at every seed, K=5 0.773 against 0.766, K=10 0.814 against 0.786; at K=10 960 steps
@@ -64,7 +64,7 @@ class ShotScaling:
 # The grown rates were measured on schedules of ADAPT_STEPS or more (240-960 steps). On short ones
 # the decoder's collapses: FSEFT's 80-step novel-organ cut on v6 at 4x its rate (1.2e-2) ended at
 # Dice 0.000 with the loss flat at ~1.0 (spleen K=5 seed 1, gallbladder K=10 seed 0), where 3e-3
-# reached 0.508 / 0.407 on the same manifests (README "Novel organs"). decoder-skips' 4x (4e-3)
+# reached 0.508 / 0.407 on the same manifests (docs/fseft.md). decoder-skips' 4x (4e-3)
 # holds: the suite's K=5 in 60 steps (tests/test_organ_floor.py) 0.788 against 0.733 at 1e-3,
 # every organ >= 0.61 against >= 0.54 (both bf16; 4e-3 in float32: 0.789). Full fine-tuning and
 # SEA-PEFT's kinds were not measured on short schedules, so they keep their base rates there.

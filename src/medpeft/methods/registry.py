@@ -46,7 +46,7 @@ def resolve(name: str) -> MethodSpec:
     kind = blackbox_kind(base)
     # unsaid: a black-box head starts from class prototypes; a tuned model's novel row at random
     # (prototype rows collapsed to no organ at K = 5 / 10 on the novel gallbladder, v2 and v5:
-    # README "Tasks: binary organs and novel organs")
+    # docs/fseft.md)
     init = init or (PROTOTYPE if kind is not None else RANDOM)
     if init not in INITS:
         raise ValueError(f"method {name!r}: the initialisation after '@' is one of "

@@ -2,7 +2,7 @@
 
 ``swin-fast`` is the default on CPUs: MONAI SwinUNETR at feature size 12 with 4x4x4 windows,
 which tile the 32/16/8/4-token grids of a 64-voxel patch exactly (the stock 7x7x7 windows pad
-32 tokens to 35 and cost ~2x the time; see README "Backbone choice"). ``swin-base`` is the
+32 tokens to 35 and cost ~2x the time; see docs/speed.md "Backbone choice"). ``swin-base`` is the
 published configuration of the seed foundation models (feature size 48, 7x7x7 windows).
 ``swin-wide`` is swin-small's width (feature size 24) with swin-fast's exact 4x4x4 windows: the
 capacity of swin-small at about half its time a step (1.9x swin-fast's, against 3.6x).

@@ -7,7 +7,7 @@ forward and backward, one thread). Handing such a convolution a oneDNN (mkldnn) 
 PyTorch use oneDNN, with autograd intact; the results agree to float32 rounding. The larger
 convolutions, which PyTorch already gives oneDNN, run faster on channels-last inputs and weights
 (12 channels at 64x64x32: 120 against 219 ms, one thread). Together: 1.2-1.4x a float32 step
-of decoder-skips, full fine-tuning and scratch training (README "Float32 on CPUs without native
+of decoder-skips, full fine-tuning and scratch training (docs/scaling-up.md "Float32 on CPUs without native
 bf16"). Under native bf16 PyTorch uses oneDNN already, so this only matters where training runs
 in float32 on a CPU.
 """

@@ -144,9 +144,10 @@ def trainable_parameters(model) -> dict:
 
 def channels_last_pays(model: torch.nn.Module, *, bf16: bool, device: torch.device) -> bool:
     """Whether a channels-last 3D layout speeds training up: under native bf16, where the weights
-    of some spatial (larger than 1x1x1) convolution train. Measured at 64^3, one thread (README
-    "Scaling up"): 1.2-1.3x for decoder, decoder-skips, full fine-tuning and conv adapters; 3-7%
-    slower where only linear layers, norms, LoRA factors and the 1x1x1 head train."""
+    of some spatial (larger than 1x1x1) convolution train. Measured at 64^3, one thread
+    (docs/scaling-up.md): 1.2-1.3x for decoder, decoder-skips, full fine-tuning and conv
+    adapters; 3-7% slower where only linear layers, norms, LoRA factors and the 1x1x1 head
+    train."""
     if not (bf16 and supports_bf16(device)):
         return False
     return any(p.requires_grad for m in model.modules()
