@@ -6,7 +6,8 @@
 #                                              enhancement-shape scratchenh9600,
 #   phase-shape scratchps9600 (the control of the next), phase-shape scratchhalf9600
 #   /work/trial/src: the per-organ offsets on 30% of the patches instead of 60%, a worktree with
-#   offsets-30.patch applied)
+#   offsets-30.patch applied; contrast-shape scratch-spleenfixed with
+#   MEDPEFT_TRIAL_FIXED_ORGANS=spleen and ../spleen-trials-v7/fixed-organs.patch, session 27)
 set -e
 augment=$1 name=$2 SRC=${3:-/work/main/src}
 source "$(dirname "$0")/common.sh"
