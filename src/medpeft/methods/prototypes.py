@@ -19,7 +19,17 @@ def class_means(feats: torch.Tensor, labels: torch.Tensor) -> dict[int, torch.Te
 def claim_threshold(scores: torch.Tensor, is_organ: torch.Tensor) -> float:
     """The cut on ``scores`` (one per support voxel) above which exactly the organ's labelled
     share of voxels lies, midway between the two voxels it separates (so two clusters of equal
-    share are cut halfway between their centres)."""
-    ranked = scores.sort().values
-    kept = min(max(int(ranked.numel() - is_organ.sum()), 1), ranked.numel() - 1)
-    return float(ranked[kept - 1] + ranked[kept]) / 2
+    share are cut halfway between their centres).
+
+    Only the two order statistics around the cut are needed: a selection (``kthvalue``) finds
+    them in linear time, where sorting the support's millions of voxels took over a second a
+    class on one core."""
+    scores = scores.reshape(-1)
+    n = scores.numel()
+    kept = min(max(int(n - is_organ.sum()), 1), n - 1)
+    below = scores.kthvalue(kept).values  # the kept-th smallest
+    if int((scores <= below).sum()) > kept:  # a tie: the next order statistic is the same value
+        above = below
+    else:
+        above = scores[scores > below].min()
+    return float(below + above) / 2
