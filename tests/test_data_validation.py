@@ -95,3 +95,28 @@ def test_an_image_with_nan_voxels_is_named(liver_copy):
     with pytest.raises(DataError, match=image_path.name) as err:
         check_dataset(load_msd(liver_copy))
     assert "3 voxel(s) are NaN or infinite" in str(err.value)
+
+
+@pytest.mark.parametrize(("keep", "message"), [
+    (lambda v: v[:, :, 5], "a 2D image"),
+    (lambda v: v[:, :, 5:6], "a single voxel along axis 2: a slice, not a volume"),
+    (lambda v: np.stack([v, v], axis=-1), "2 volumes in one file")])
+def test_an_image_that_is_not_one_3d_volume_is_named(liver_copy, keep, message):
+    """A slice, a 2D image or a 4D series is refused by name instead of failing inside MONAI or
+    being segmented as if it were a volume; the other cases pass."""
+    case = _cases(liver_copy)[1]
+    image_path, label_path = liver_copy / case["image"], liver_copy / case["label"]
+    for path in (image_path, label_path):
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(keep(np.asarray(img.dataobj)), img.affine), path)
+    with pytest.raises(DataError, match=image_path.name) as err:
+        check_dataset(load_msd(liver_copy))
+    assert message in str(err.value) and len(err.value.problems) == 1
+
+
+def test_a_volume_with_a_trailing_singleton_axis_is_one_volume(liver_copy):
+    """(X, Y, Z, 1), as some converters write a 3D volume, passes."""
+    image_path = liver_copy / _cases(liver_copy)[0]["image"]
+    img = nib.load(image_path)
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[..., None], img.affine), image_path)
+    check_dataset(load_msd(liver_copy))

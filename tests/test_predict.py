@@ -29,18 +29,21 @@ def test_predict_keeps_each_inputs_geometry_and_survives_a_bad_file(collection, 
     (inputs / "e_cut.nii").write_bytes((tmp_path / "whole.nii").read_bytes()[:-20000])
     stored = (np.asarray(image.dataobj) + 1024).astype(np.int16)  # no rescale intercept: air at 24
     nib.save(nib.Nifti1Image(stored, image.affine), str(inputs / "f_stored_values.nii.gz"))
+    one_slice = np.asarray(image.dataobj)[:, :, 10:11]  # a slice: not segmented as a volume
+    nib.save(nib.Nifti1Image(one_slice, image.affine), str(inputs / "g_slice.nii.gz"))
 
     out = tmp_path / "out"
     result = CliRunner().invoke(app, ["predict", "--base", str(shipped_foundation()),
                                       "--in", str(inputs), "--out", str(out)],
                                 env={"COLUMNS": "200"})
     assert result.exit_code == 1, result.output  # one input failed ...
-    assert "3 input(s) failed" in result.output
+    assert "4 input(s) failed" in result.output
     # each named with the reader's own reason, in one line (not MONAI's wrapper or tracebacks)
     assert "d_broken.nii.gz: ImageFileError: File " in result.output
     assert "e_cut.nii: OSError: Expected " in result.output
     assert "f_stored_values.nii.gz: ValueError: " in result.output  # not segmented as noise
     assert "not a CT in Hounsfield units; likely the scanner's stored values" in result.output
+    assert "g_slice.nii.gz: ValueError: " in result.output and "a slice, not a volume" in result.output
     assert "Traceback" not in result.output and "object at 0x" not in result.output
     for name, source in (("a_original", image), ("b_turned", turned), ("c_zoomed", zoomed)):
         pred = nib.load(str(out / f"{name}.nii.gz"))  # ... and every other one was written

@@ -13,6 +13,7 @@ import nibabel as nib
 import numpy as np
 
 from medpeft.data.hounsfield import hounsfield_problem
+from medpeft.data.volume_shape import volume_shape_problem
 
 
 class DataError(ValueError):
@@ -127,6 +128,9 @@ def check_case(case: Case, labels: dict[int, str], check_values: bool = True,
     """
     problems: list[str] = []
     image = _open_nifti(case.image, problems)
+    shape_problem = volume_shape_problem(image.shape, case.image) if image is not None else None
+    if shape_problem:
+        return problems + [shape_problem]  # nothing else about it can be checked or used
     if case.parts:
         return problems + _check_parts(case, image, check_values, found)
     if case.label is None:

@@ -32,6 +32,7 @@ from medpeft.data.augment import patch_augmentation
 from medpeft.data.hounsfield import RequireHounsfieldd
 from medpeft.data.msd import MSDDataset
 from medpeft.data.ontology import ClassMapping
+from medpeft.data.volume_shape import RequireVolumed
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ def load_transforms(pp: Preprocessing, mapping: ClassMapping | None, with_label:
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
     steps = [
         LoadImaged(keys=keys, reader="NibabelReader"),
+        RequireVolumed(keys="image"),
         RequireHounsfieldd(keys="image"),
         EnsureChannelFirstd(keys=keys),
         # labels spelled out: MONAI 1.6 warns that their default is changing (same meaning: RAS)
