@@ -138,6 +138,22 @@ def test_adapt_refuses_an_unknown_augmentation_before_writing(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("argv", [["adapt", "--foundation", "f", "--manifest", "m.json", "--out", "o"],
+                                  ["pretrain", "--source", "s", "--out", "o"],
+                                  ["demo", "--out", "o", "--adapt-steps"],
+                                  ["federate", "fed.yaml", "--local-steps"]])
+def test_zero_steps_are_refused_not_read_as_the_default(argv, tmp_path):
+    """`--steps 0` used to train the default 240 steps; now the option names its range, before any
+    work, and the API refuses 0 steps too."""
+    from medpeft.train.loop import LoopConfig
+    argv = argv + ["0"] if argv[-1].endswith("steps") else argv + ["--steps", "0"]
+    result = runner.invoke(app, [str(tmp_path / a) if a in ("o", "fed.yaml") else a for a in argv])
+    assert result.exit_code == 2 and "0 is not in the range x>=1" in result.output, result.output
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match=r"steps \(0\) and checkpoint_every \(50\) must be at least 1"):
+        LoopConfig(steps=0)
+
+
 def test_medpeft_processes_skip_the_optional_packages_monai_would_import_for_nothing(tmp_path):
     """The `medpeft` command and the deployment's Flower components mark transformers and ignite
     absent before MONAI is imported (MONAI then treats them as not installed); a package this

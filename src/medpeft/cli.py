@@ -130,7 +130,7 @@ def adapt(foundation: Path = typer.Option(..., help="foundation checkpoint folde
                                      "blackbox-linear | blackbox-spatial | blackbox-spatial1"),
           out: Path = typer.Option(..., help="adapter output folder"),
           steps: Optional[int] = typer.Option(
-              None, help=f"training steps (default {ADAPT_STEPS}; decoder, decoder-skips, full and "
+              None, min=1, help=f"training steps (default {ADAPT_STEPS}; decoder, decoder-skips, full and "
               f"sea-peft's refine: 96 per support volume, from {ADAPT_STEPS} to 960)"),
           lr: Optional[str] = typer.Option(
               None, help="one rate for all groups, or group=rate pairs (lora=0.03,head=0.01); "
@@ -297,9 +297,10 @@ def evaluate(foundation: Path = typer.Option(...), manifest: Path = typer.Option
 @app.command()
 def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
          cache: Path = typer.Option(Path("runs/cache"), help="reused phantom data and foundation"),
-         pretrain_steps: Optional[int] = typer.Option(None, help="first stage; default: the shipped "
+         pretrain_steps: Optional[int] = typer.Option(None, min=1, help="first stage; default: the shipped "
                                                       "foundation's recipe"),
-         adapt_steps: Optional[int] = typer.Option(None, help="default: adapt's for each method and K"),
+         adapt_steps: Optional[int] = typer.Option(None, min=1,
+                                                   help="default: adapt's for each method and K"),
          method: Optional[list[str]] = typer.Option(
              None, help=f"methods to compare (repeatable; default {DEFAULT_METHOD}, adapt's "
              "default; the from-scratch peer runs at K=5); 'all' for every preset"),
@@ -319,7 +320,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
     from medpeft.methods import PRESETS
     methods = tuple(PRESETS) if method == ["all"] else tuple(method or DEMO_METHODS)
     try:
-        steps = {"pretrain_steps": pretrain_steps} if pretrain_steps else {}
+        steps = {"pretrain_steps": pretrain_steps} if pretrain_steps is not None else {}
         say_float32(ADAPT_BF16)  # the demo adapts with adapt's defaults
         kept = (f"the finished cells (and a finished federation) are kept in {out}; the same "
                 "command resumes them, an adaptation in progress from its last checkpoint")

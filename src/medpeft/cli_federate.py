@@ -14,8 +14,8 @@ def federate_command(
         config: Path = typer.Argument(..., help="federation YAML (see configs/federated-phantom.yaml)"),
         deployment: bool = typer.Option(False, help="run on local flower-superlink / "
                                         "flower-supernode processes instead of the simulation"),
-        rounds: Optional[int] = typer.Option(None, help="override the YAML's rounds"),
-        local_steps: Optional[int] = typer.Option(None, help="override the YAML's local steps a "
+        rounds: Optional[int] = typer.Option(None, min=1, help="override the YAML's rounds"),
+        local_steps: Optional[int] = typer.Option(None, min=1, help="override the YAML's local steps a "
                                                   "round (default 40, the measured best)"),
         server_lr: Optional[float] = typer.Option(None, help="override the YAML's server step "
                                                   "(default 1, plain FedAvg: the measured best "

@@ -13,9 +13,9 @@ from medpeft.cli_common import checkpoint_kept, console, fail, said_on_interrupt
 def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD folder (repeat the option)"),
              out: Path = typer.Option(..., help="foundation checkpoint folder"),
              backbone: str = typer.Option("swin-fast", help="swin-fast | swin-wide | swin-small | swin-base"),
-             steps: int = typer.Option(400), lr: float = typer.Option(2e-3),
+             steps: int = typer.Option(400, min=1), lr: float = typer.Option(2e-3),
              seed: int = typer.Option(0),
-             checkpoint_every: int = typer.Option(50, help="steps between checkpoints (a crash "
+             checkpoint_every: int = typer.Option(50, min=1, help="steps between checkpoints (a crash "
                                                   "loses at most this many)"),
              snapshot_every: int = typer.Option(0, help="keep the weights every N steps in "
                                                 "OUT/snapshots (the pre-training curve; "

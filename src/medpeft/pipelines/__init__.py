@@ -114,7 +114,8 @@ def _run(spec: MethodSpec, request: AdaptRequest, progress: Reporter | None) -> 
     if spec.family == BLACKBOX:
         return blackbox_adapt(request.foundation, request.manifest, request.out,
                               kind=spec.blackbox_kind, init=spec.head_init, organs=request.organs,
-                              steps=request.steps or ADAPT_STEPS, seed=request.seed,
+                              steps=ADAPT_STEPS if request.steps is None else request.steps,
+                              seed=request.seed,
                               service=load_service(request.blackbox) if request.blackbox else None,
                               unlabelled=request.unlabelled, gamma=request.gamma,
                               patience=request.patience, resume=request.resume, progress=progress)

@@ -96,7 +96,7 @@ def adapt(foundation_dir: Path, manifest: Path, method: str, out_dir: Path, *,
     set_head_classes(foundation.model, known, foundation.classes)
     ds, mapping = load_support(foundation, split)
     shots = len(split["support"])
-    steps = steps or adapt_steps(method, shots)
+    steps = adapt_steps(method, shots) if steps is None else steps  # 0 is refused, not the default
     rates = group_rates(method, lr, shots=shots, steps=steps)
     loop = LoopConfig(steps=steps, lr=max(rates.values()), warmup=max(1, steps // 10),
                       seed=seed, checkpoint_every=max(10, steps // 4), patience=patience,

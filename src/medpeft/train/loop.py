@@ -59,6 +59,12 @@ class LoopConfig:
     # weights train (see ``channels_last_pays``)
     channels_last: bool | None = None
 
+    def __post_init__(self) -> None:
+        # a 0 here would otherwise divide by zero or train nothing and still write a result
+        if self.steps < 1 or self.checkpoint_every < 1:
+            raise ValueError(f"steps ({self.steps}) and checkpoint_every ({self.checkpoint_every}) "
+                             "must be at least 1")
+
     def to_dict(self) -> dict:
         return asdict(self)
 
