@@ -154,6 +154,13 @@ def test_zero_steps_are_refused_not_read_as_the_default(argv, tmp_path):
         LoopConfig(steps=0)
 
 
+def test_predict_refuses_an_unknown_format_before_writing(tmp_path):
+    result = runner.invoke(app, ["predict", "--base", str(tmp_path), "--in", str(tmp_path),
+                                 "--out", str(tmp_path / "o"), "--format", "png"])
+    assert result.exit_code != 0 and "unknown --format 'png': nifti | dicom-seg" in result.output
+    assert not (tmp_path / "o").exists()
+
+
 def test_medpeft_processes_skip_the_optional_packages_monai_would_import_for_nothing(tmp_path):
     """The `medpeft` command and the deployment's Flower components mark transformers and ignite
     absent before MONAI is imported (MONAI then treats them as not installed); a package this

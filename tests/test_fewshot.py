@@ -23,6 +23,9 @@ def test_too_many_shots_is_a_clear_error(collection):
     ds = load_msd(collection / "Task10_NewSite")
     with pytest.raises(ValueError, match="K=9"):
         make_split(ds, 9, seed=0, n_test=3)
+    for k in (0, -1):  # not "too many": too few
+        with pytest.raises(ValueError, match=f"K={k}: adaptation needs at least 1 labelled support"):
+            make_split(ds, k, seed=0, n_test=3)
 
 
 @pytest.mark.parametrize("text, says", [

@@ -133,6 +133,16 @@ def test_totalsegmentator_combined_variant(tmp_path):
     check_dataset(ds)
 
 
+def test_a_folder_of_no_known_layout_says_what_was_looked_for(tmp_path):
+    (tmp_path / "scans").mkdir()
+    _nii(tmp_path / "scans" / "a.nii.gz")
+    with pytest.raises(DataError, match="no dataset layout recognised") as err:
+        read_dataset(tmp_path / "scans")
+    assert "no dataset.json" in str(err.value) and "totalsegmentator" in str(err.value)
+    with pytest.raises(DataError, match="layout 'nifti' not recognised"):
+        read_dataset(tmp_path / "scans", layout="nifti")
+
+
 def test_malformed_folder_names_every_bad_file(tmp_path):
     root = tmp_path / "FLARE22"
     good = _label(1)

@@ -34,6 +34,8 @@ def predict_command(base: Path = typer.Option(..., help="foundation checkpoint f
     from medpeft.models.weights import load_foundation
     from medpeft.progress import progress_bar
     try:
+        if fmt not in ("nifti", "dicom-seg"):
+            raise ValueError(f"unknown --format {fmt!r}: nifti | dicom-seg")
         dicom = is_dicom_folder(inp)
         if fmt == "dicom-seg" and not dicom:
             raise ValueError(f"--format dicom-seg needs DICOM input; {inp} holds NIfTI or nothing")

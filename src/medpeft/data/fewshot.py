@@ -24,7 +24,9 @@ def make_split(ds: MSDDataset, k: int, seed: int, n_test: int) -> dict:
     order = np.random.default_rng(TEST_SPLIT_SEED).permutation(len(names))
     test = sorted(names[i] for i in order[:n_test])
     pool = sorted(names[i] for i in order[n_test:])
-    if not 1 <= k <= len(pool):
+    if k < 1:
+        raise ValueError(f"{ds.root}: K={k}: adaptation needs at least 1 labelled support volume")
+    if k > len(pool):
         raise ValueError(f"{ds.root}: K={k} support volumes requested but only {len(pool)} "
                          f"are outside the {n_test} test volumes")
     support = sorted(np.random.default_rng(seed).choice(pool, size=k, replace=False).tolist())

@@ -148,6 +148,10 @@ def read_dataset(root: str | Path, layout: str | None = None, label_files: bool 
     if not root.is_dir():
         raise DataError([f"{root}: not a folder"])
     layout = layout or _detect(root)
+    if layout is None:
+        others = ", ".join(sorted(set(READERS) - {"msd", "amos", "dicom"}))
+        raise DataError([f"{root}: no dataset layout recognised (no dataset.json, no files laid out "
+                         f"as {others}, no DICOM series); see medpeft.data.layouts"])
     if layout not in READERS:
         raise DataError([f"{root}: layout {layout!r} not recognised; expected one of "
                          f"{sorted(READERS)} (see medpeft.data.layouts)"])
