@@ -88,6 +88,19 @@ def test_site_split_gives_disjoint_shares(collection):
         hospital_split({"dataset": str(target), "k": 9, "n_test": 2, "part": [0, 2]}, 0, seed=0)
 
 
+def test_every_hospitals_data_problem_is_named_at_once(collection, tmp_path):
+    from medpeft.data.msd import DataError
+    from medpeft.federated.config import write_hospital_manifests
+    target = str(collection / "Task10_NewSite")
+    cfg = FedConfig(foundation="f", out=str(tmp_path / "fed"), hospitals=[
+        {"dataset": str(tmp_path / "nope"), "name": "north"}, {"dataset": target, "name": "south"},
+        {"dataset": target, "k": 40, "name": "east"}]).check()
+    with pytest.raises(DataError) as err:
+        write_hospital_manifests(cfg)
+    assert len(err.value.problems) == 2, err.value.problems
+    assert "nope" in err.value.problems[0] and "hospital east has" in err.value.problems[1]
+
+
 def test_arrays_round_trip_keeps_values():
     from medpeft.federated.strategy import to_arrays
     state = {"a": torch.randn(2, 3), "b": torch.arange(4.0)}

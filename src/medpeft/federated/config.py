@@ -15,7 +15,7 @@ import numpy as np
 import yaml
 
 from medpeft.data.fewshot import TEST_SPLIT_SEED, write_manifest
-from medpeft.data.msd import load_msd
+from medpeft.data.msd import DataError, load_msd
 from medpeft.federated.aggregation import MODES
 from medpeft.federated.plans import LORA_PLANS, plan_named
 from medpeft.federated.privacy import DPSettings
@@ -171,6 +171,20 @@ def hospital_split(hospital: dict, index: int, seed: int) -> dict:
 
 
 def write_hospital_manifests(cfg: FedConfig) -> list[Path]:
-    """One manifest per hospital under ``out/hospitals/``; returns their paths in order."""
-    return [write_manifest(Path(cfg.out) / HOSPITALS / f"{hospital_name(s, i)}.json",
-                           hospital_split(s, i, cfg.seed)) for i, s in enumerate(cfg.hospitals)]
+    """One manifest per hospital under ``out/hospitals/``; returns their paths in order. Every
+    hospital's data problems are listed at once (:class:`DataError`), not only the first's."""
+    paths, problems = [], []
+    for i, hospital in enumerate(cfg.hospitals):
+        try:
+            split = hospital_split(hospital, i, cfg.seed)
+        except DataError as err:
+            problems += err.problems
+            continue
+        except ValueError as err:
+            problems.append(str(err))
+            continue
+        paths.append(write_manifest(Path(cfg.out) / HOSPITALS / f"{hospital_name(hospital, i)}.json",
+                                    split))
+    if problems:
+        raise DataError(problems)
+    return paths
