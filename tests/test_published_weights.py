@@ -110,6 +110,19 @@ def test_wrong_shape_and_unexplained_keys_are_named(monai_keys):
     assert "missing: encoder1.layer.conv1.conv.weight" in text
 
 
+def test_a_file_that_fits_nothing_says_so_in_a_screenful(monai_keys):
+    """The wrong file: a summary line with the counts and a hint, at most SHOWN_KEYS keys of a
+    kind, the rest counted (it printed all 126 missing keys)."""
+    from medpeft.models.published import SHOWN_KEYS
+    with pytest.raises(CheckpointError) as err:
+        load_published({"state_dict": {f"other.{k}": v for k, v in monai_keys.items()}}, "btcv")
+    text = str(err.value)
+    n = len(monai_keys)
+    assert f"0 tensors fit, {n} missing" in text and "none fits: is this a btcv checkpoint?" in text
+    assert text.count("missing: ") == SHOWN_KEYS and f"... and {n - SHOWN_KEYS} more missing keys" in text
+    assert len(text.splitlines()) <= 3 * (SHOWN_KEYS + 1) + 1
+
+
 def test_inspect_checkpoint_command(monai_keys, tmp_path):
     path = tmp_path / "swin_unetr.base_5000ep_f48_lr2e-4_pretrained.pt"
     torch.save({"state_dict": monai_keys}, path)

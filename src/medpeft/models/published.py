@@ -45,7 +45,10 @@ BTCV_CLASSES = ("spleen", "right kidney", "left kidney", "gallbladder", "esophag
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that does not fit the backbone; the message names every offending key."""
+    """A checkpoint that does not fit the backbone; the message names the offending keys."""
+
+
+SHOWN_KEYS = 10  # of each kind in the error: a wrong file would otherwise print hundreds of lines
 
 
 @dataclass
@@ -58,11 +61,24 @@ class LoadReport:
     ignored: list[str] = field(default_factory=list)
     preprocessing: Preprocessing | None = None  # the checkpoint's own (spacing, HU window, ROI)
 
-    def problems(self) -> list[str]:
-        return ([f"missing: {k}" for k in self.missing]
-                + [f"shape of {k}: checkpoint {list(a)} vs model {list(b)}"
-                   for k, a, b in self.mismatched]
-                + [f"unexpected: {k}" for k in self.unexpected])
+    def problems(self, shown: int | None = None) -> list[str]:
+        """Every offending key, or the first ``shown`` of each kind and how many more."""
+        kinds = {"missing": [f"missing: {k}" for k in self.missing],
+                 "mis-shaped": [f"shape of {k}: checkpoint {list(a)} vs model {list(b)}"
+                                for k, a, b in self.mismatched],
+                 "unexpected": [f"unexpected: {k}" for k in self.unexpected]}
+        lines = []
+        for kind, named in kinds.items():
+            lines += named[:shown]
+            if shown is not None and len(named) > shown:
+                lines.append(f"... and {len(named) - shown} more {kind} keys")
+        return lines
+
+    def summary(self, name: str) -> str:
+        """One line: how much of the backbone the checkpoint fits, and a hint when nothing does."""
+        text = (f"{len(self.loaded)} tensors fit, {len(self.missing)} missing, "
+                f"{len(self.mismatched)} of another shape, {len(self.unexpected)} unexplained")
+        return text + (f"; none fits: is this a {name} checkpoint?" if not self.loaded else "")
 
 
 def _strip(prefix: str) -> Callable[[str], str]:
@@ -149,7 +165,8 @@ def load_published(source: str | Path | dict, name: str, out_channels: int | Non
 
     ``out_channels``: head size for checkpoints without a usable head (default 2). A path is read
     as weights only (``medpeft.models.checkpoint_file``) unless ``trust``. Raises
-    :class:`CheckpointError` naming every missing, mis-shaped or unexplained key.
+    :class:`CheckpointError` naming the missing, mis-shaped or unexplained keys (the first
+    :data:`SHOWN_KEYS` of each kind, with counts).
     """
     if name not in SPECS:
         raise CheckpointError(f"unknown checkpoint kind {name!r}; choose from {sorted(SPECS)}")
@@ -179,8 +196,9 @@ def load_published(source: str | Path | dict, name: str, out_channels: int | Non
         if key not in renamed:
             (report.missing if _should_load(spec, key) else report.new).append(key)
     if report.problems():
-        raise CheckpointError(f"checkpoint {name} does not fit the {spec.backbone} backbone:\n  - "
-                              + "\n  - ".join(report.problems()))
+        raise CheckpointError(f"checkpoint {name} does not fit the {spec.backbone} backbone "
+                              f"({report.summary(name)}):\n  - "
+                              + "\n  - ".join(report.problems(shown=SHOWN_KEYS)))
     model.load_state_dict({**target, **{k: renamed[k] for k in report.loaded}}, strict=True)
     return model, report
 
