@@ -148,6 +148,19 @@ def test_evaluated_rounds_are_the_start_every_nth_and_the_last():
         rounds(2, 0)
 
 
+@pytest.mark.parametrize(("text", "says"), [
+    ("[unclosed\n", "not valid YAML (while parsing"),
+    ("- a\n- b\n", "is a mapping (foundation: ..., hospitals: ...), not a list")])
+def test_a_federation_file_that_is_not_a_yaml_mapping_is_named(tmp_path, text, says):
+    """It ended in a traceback from the YAML parser."""
+    from typer.testing import CliRunner
+
+    from medpeft.cli import app
+    (tmp_path / "fed.yaml").write_text(text)
+    result = CliRunner().invoke(app, ["federate", str(tmp_path / "fed.yaml")])
+    assert result.exit_code != 0 and says in result.output and "Traceback" not in result.output
+
+
 def test_config_checks_hospitals_and_resolves_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     twin = [{"dataset": "data", "name": "a"}, {"dataset": "data", "name": "a"}]

@@ -137,8 +137,14 @@ class FedConfig:
 
 
 def load_fed_config(path: str | Path) -> FedConfig:
-    """Read a federation YAML; unknown keys fail by name."""
-    raw = yaml.safe_load(Path(path).read_text()) or {}
+    """Read a federation YAML; unknown keys fail by name, and so does a file that is not YAML."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{path}: not valid YAML ({err})") from err
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: a federation YAML is a mapping (foundation: ..., hospitals: ...), "
+                         f"not a {type(raw).__name__}")
     if "sites" in raw and "hospitals" not in raw:  # the key's former name
         warnings.warn(f"{path}: 'sites' is now called 'hospitals'", FutureWarning, stacklevel=2)
         raw["hospitals"] = raw.pop("sites")
