@@ -154,6 +154,26 @@ def test_zero_steps_are_refused_not_read_as_the_default(argv, tmp_path):
         LoopConfig(steps=0)
 
 
+def test_demo_refuses_zero_shots_before_writing_the_phantom(tmp_path):
+    result = runner.invoke(app, ["demo", "--shots", "0", "--out", str(tmp_path / "o"),
+                                 "--cache", str(tmp_path / "cache")])
+    assert result.exit_code == 2 and "shots [0]: each K must be at least 1" in result.output
+    assert not (tmp_path / "cache").exists() and not (tmp_path / "o").exists()
+
+
+def test_a_manifest_naming_cases_the_folder_lacks_names_each(collection, tmp_path):
+    """evaluate ended in a KeyError traceback; adapt too, on a support name."""
+    from medpeft.data.fewshot import make_split, write_manifest
+    from medpeft.data.msd import load_msd
+    from medpeft.models.weights import shipped_foundation
+    split = make_split(load_msd(collection / "Task10_NewSite"), 1, seed=0, n_test=2)
+    manifest = write_manifest(tmp_path / "m.json", {**split, "test": ["nope_1", split["test"][0], "nope_2"]})
+    result = runner.invoke(app, ["evaluate", "--foundation", str(shipped_foundation()),
+                                 "--manifest", str(manifest), "--out", str(tmp_path / "e")])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert "no case named 'nope_1'" in result.output and "no case named 'nope_2'" in result.output
+
+
 def test_predict_refuses_an_unknown_format_before_writing(tmp_path):
     result = runner.invoke(app, ["predict", "--base", str(tmp_path), "--in", str(tmp_path),
                                  "--out", str(tmp_path / "o"), "--format", "png"])

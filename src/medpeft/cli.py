@@ -321,15 +321,14 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
     methods = tuple(PRESETS) if method == ["all"] else tuple(method or DEMO_METHODS)
     try:
         steps = {"pretrain_steps": pretrain_steps} if pretrain_steps is not None else {}
+        cfg = DemoConfig(**steps, adapt_steps=adapt_steps, methods=methods,
+                         shots=tuple(shots or (1, 5)), seed=seed, retrain=retrain,
+                         federated_rounds=federated_rounds, workers=workers)  # checked: before any file
         say_float32(ADAPT_BF16)  # the demo adapts with adapt's defaults
         kept = (f"the finished cells (and a finished federation) are kept in {out}; the same "
                 "command resumes them, an adaptation in progress from its last checkpoint")
         with said_on_interrupt(kept), quiet_console(out, console, verbose=verbose):
-            run_demo(out, cache, DemoConfig(**steps, adapt_steps=adapt_steps, methods=methods,
-                                            shots=tuple(shots or (1, 5)), seed=seed,
-                                            retrain=retrain, federated_rounds=federated_rounds,
-                                            workers=workers),
-                     console)
+            run_demo(out, cache, cfg, console)
     except (ValueError, FileNotFoundError) as err:
         _fail(err)
 

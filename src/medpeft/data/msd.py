@@ -48,10 +48,15 @@ class MSDDataset:
     meta: dict = field(default_factory=dict)
 
     def case(self, name: str) -> Case:
-        for c in self.cases:
-            if c.name == name:
-                return c
-        raise KeyError(f"{self.root}: no case named {name!r}")
+        return self.cases_named([name])[0]
+
+    def cases_named(self, names: list[str]) -> list[Case]:
+        """The cases ``names`` in order; a :class:`DataError` lists every name the folder lacks
+        (a manifest of another dataset, or a case removed since the split)."""
+        by_name = {c.name: c for c in self.cases}
+        if unknown := [n for n in names if n not in by_name]:
+            raise DataError([f"{self.root}: no case named {n!r}" for n in unknown])
+        return [by_name[n] for n in names]
 
 
 def case_name(path: Path) -> str:

@@ -54,7 +54,7 @@ def evaluate_cases(model: torch.nn.Module, ds: MSDDataset, names: list[str], map
     ``surface`` adds HD95 and surface Dice (NSD at ``tolerance_mm``) to every row;
     ``largest_component`` post-processes each organ to its largest connected component.
     """
-    cases = [ds.case(n) for n in names]
+    cases = ds.cases_named(names)
     check_dataset(ds, cases)
     c2l = np.array(mapping.channel_to_local, dtype=np.uint8)
     task = progress.add_task(desc, total=len(cases)) if progress else None

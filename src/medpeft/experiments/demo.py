@@ -113,6 +113,14 @@ class DemoConfig:
     # CPU, one on a GPU (medpeft.experiments.side_by_side)
     workers: int | None = None
 
+    def __post_init__(self) -> None:
+        # before the phantom and the foundation are written, not after
+        if not self.shots or any(k < 1 for k in self.shots):
+            raise ValueError(f"shots {list(self.shots)}: each K must be at least 1")
+        if self.federated_rounds < 0:
+            raise ValueError(f"federated rounds {self.federated_rounds}: must be 0 or more (0 leaves "
+                             "the section out)")
+
 
 def pretrain_recipe(sources_hash: str, cfg: DemoConfig) -> dict:
     """Everything that determines the demo's foundation model (the source datasets, not the target)."""

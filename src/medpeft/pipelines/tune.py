@@ -41,7 +41,7 @@ from medpeft.train.losses import MarginalDiceCELoss
 def load_support(foundation: Foundation, split: dict) -> tuple[MSDDataset, ClassMapping]:
     """The manifest's dataset, checked on its support volumes, and its map to the model's classes."""
     ds = read_dataset(split["dataset"], label_files=True)
-    check_dataset(ds, [ds.case(n) for n in split["support"]])
+    check_dataset(ds, ds.cases_named(split["support"]))
     return ds, class_mapping(ds.labels, foundation.classes)
 
 
