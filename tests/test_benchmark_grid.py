@@ -77,6 +77,12 @@ def test_grid_config_lists_every_problem_at_once(tmp_path):
     starts = ("  - unknown method 'bogus'", "  - task 'brain'", "  - datasets[0] must be a mapping",
               "  - reference 'lora' is not one of the methods")
     assert len(lines) == 5 and all(line.startswith(s) for line, s in zip(lines[1:], starts)), lines
+    (tmp_path / "g.yaml").write_text("foundation: f\ndatasets: [{path: x}]\nmethods: [decoder]\n"
+                                     "shots: [0, 1]\nseeds: []\nsteps: 0\n")
+    with pytest.raises(ValueError) as err:  # each failed in its cells, after the grid had started
+        load_grid(tmp_path / "g.yaml")
+    assert "3 problems" in str(err.value) and "shots [0, 1]: each K must be" in str(err.value)
+    assert "seeds: list at least one" in str(err.value) and "steps must be a whole number" in str(err.value)
     (tmp_path / "g.yaml").write_text("- a\n")
     with pytest.raises(ValueError, match="a grid is a mapping of entries"):
         load_grid(tmp_path / "g.yaml")

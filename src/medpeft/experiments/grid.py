@@ -119,6 +119,13 @@ def _entry_problems(cfg: GridConfig) -> list[str]:
                             "'steps' / 'patience'")
     if cfg.reference and cfg.reference not in cfg.methods:
         problems.append(f"reference {cfg.reference!r} is not one of the methods")
+    if not cfg.shots or any(not isinstance(k, int) or k < 1 for k in cfg.shots):
+        problems.append(f"shots {cfg.shots}: each K must be a whole number, at least 1")
+    if not cfg.seeds:
+        problems.append("seeds: list at least one")
+    steps = [cfg.steps] + [s.get("steps") for s in cfg.schedules.values() if isinstance(s, dict)]
+    if any(n is not None and (not isinstance(n, int) or n < 1) for n in steps):
+        problems.append("steps must be a whole number, at least 1 (the grid's and each schedule's)")
     return problems
 
 
