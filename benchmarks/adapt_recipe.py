@@ -23,7 +23,8 @@ from rich.console import Console
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.evaluate.metrics import score_model
 from medpeft.experiments.cell import cached
-from medpeft.experiments.demo import DemoConfig, evaluate_adapter, phantom_setting
+from medpeft.experiments.demo import evaluate_adapter, phantom_setting
+from medpeft.experiments.demo_config import DemoConfig
 from medpeft.io import write_text
 from medpeft.models.weights import load_foundation
 from medpeft.pipelines import AdaptRequest, adapt

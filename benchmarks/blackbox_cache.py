@@ -20,7 +20,8 @@ from rich.console import Console
 from rich.table import Table
 
 from medpeft.data.fewshot import make_split
-from medpeft.experiments.demo import DemoConfig, phantom_setting
+from medpeft.experiments.demo import phantom_setting
+from medpeft.experiments.demo_config import DemoConfig
 from medpeft.methods.blackbox.cache import build_cache
 from medpeft.methods.blackbox.heads import BlackBoxHead
 from medpeft.methods.blackbox.service import foundation_service

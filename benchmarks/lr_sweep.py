@@ -18,7 +18,8 @@ from rich.table import Table
 
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.experiments.cell import cached
-from medpeft.experiments.demo import DemoConfig, evaluate_adapter, phantom_setting
+from medpeft.experiments.demo import evaluate_adapter, phantom_setting
+from medpeft.experiments.demo_config import DemoConfig
 from medpeft.methods import lr_plan
 from medpeft.pipelines import AdaptRequest, adapt
 from medpeft.progress import progress_bar

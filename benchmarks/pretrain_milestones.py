@@ -22,7 +22,8 @@ from safetensors.torch import load_file
 
 from medpeft.data.fewshot import make_split
 from medpeft.evaluate.metrics import score_model
-from medpeft.experiments.demo import DemoConfig, phantom_setting
+from medpeft.experiments.demo import phantom_setting
+from medpeft.experiments.demo_config import DemoConfig
 from medpeft.io import write_json
 from medpeft.models.backbones import PRESETS, build_backbone
 from medpeft.models.weights import load_foundation, save_foundation, shipped_foundation

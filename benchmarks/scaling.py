@@ -97,7 +97,8 @@ def loader_arm(cache: str, steps: int) -> dict:
     from rich.console import Console
 
     from medpeft.data.fewshot import make_split
-    from medpeft.experiments.demo import DemoConfig, phantom_setting
+    from medpeft.experiments.demo import phantom_setting
+    from medpeft.experiments.demo_config import DemoConfig
     from medpeft.models.weights import load_foundation
     from medpeft.pipelines.tune import crop_dataset, load_support
     from medpeft.progress import progress_bar
@@ -128,7 +129,8 @@ def loader_arm(cache: str, steps: int) -> dict:
 def inference_arm(cache: str, variant: str, volumes: int) -> dict:
     from rich.console import Console
 
-    from medpeft.experiments.demo import DemoConfig, phantom_setting
+    from medpeft.experiments.demo import phantom_setting
+    from medpeft.experiments.demo_config import DemoConfig
     from medpeft.infer.predict import predict_probabilities
     from medpeft.models.weights import load_foundation
     from medpeft.progress import progress_bar

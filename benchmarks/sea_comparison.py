@@ -25,7 +25,8 @@ from rich.table import Table
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.evaluate.metrics import score_model
 from medpeft.experiments.cell import adapt_and_open, cached
-from medpeft.experiments.demo import DemoConfig, phantom_setting
+from medpeft.experiments.demo import phantom_setting
+from medpeft.experiments.demo_config import DemoConfig
 from medpeft.io import write_json
 from medpeft.methods import ADAPT_STEPS, SEA, apply_method, lr_plan
 from medpeft.methods.sea.loop import sea_config

@@ -20,7 +20,8 @@ from rich.console import Console
 
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.experiments.cell import cached
-from medpeft.experiments.demo import DemoConfig, phantom_setting, trained_and_scored
+from medpeft.experiments.demo import phantom_setting, trained_and_scored
+from medpeft.experiments.demo_config import DemoConfig
 from medpeft.methods import SEA, lr_plan
 from medpeft.pipelines import AdaptRequest, adapt
 from medpeft.pipelines.tune import adapt as refine

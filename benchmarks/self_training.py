@@ -20,7 +20,8 @@ from rich.console import Console
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.evaluate.metrics import score_model
 from medpeft.experiments.cell import cached
-from medpeft.experiments.demo import DemoConfig, phantom_setting, trained_and_scored
+from medpeft.experiments.demo import phantom_setting, trained_and_scored
+from medpeft.experiments.demo_config import DemoConfig
 from medpeft.io import write_json
 from medpeft.methods.adapter_io import open_adapter
 from medpeft.models.weights import load_foundation

@@ -21,7 +21,8 @@ from rich.console import Console
 
 from medpeft.data.fewshot import make_split, write_manifest
 from medpeft.experiments.cell import cached
-from medpeft.experiments.demo import DemoConfig, evaluate_adapter, phantom_setting
+from medpeft.experiments.demo import evaluate_adapter, phantom_setting
+from medpeft.experiments.demo_config import DemoConfig
 from medpeft.io import write_json
 from medpeft.methods import DEFAULT_METHOD
 from medpeft.models.weights import shipped_foundation

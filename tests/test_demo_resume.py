@@ -13,11 +13,12 @@ from rich.console import Console
 
 import medpeft.pipelines as pipelines
 from medpeft.experiments import demo
+from medpeft.experiments.demo_config import DemoConfig
 from medpeft.models.weights import load_foundation, shipped_foundation
 
 
-def _tiny(**overrides) -> demo.DemoConfig:
-    return demo.DemoConfig(size="tiny", pretrain_steps=4, adapt_steps=3, shots=(1,), workers=1,
+def _tiny(**overrides) -> DemoConfig:
+    return DemoConfig(size="tiny", pretrain_steps=4, adapt_steps=3, shots=(1,), workers=1,
                            methods=("head",), only_at={"scratch": ()}, n_test=1,
                            federated_rounds=0, continued=(), **overrides)
 
@@ -65,7 +66,7 @@ def test_demo_pretraining_runs_every_stage_of_the_shipped_recipe(tmp_path, monke
         calls.append((fdir, pp, sources, kwargs))
         shutil.copytree(shipped_foundation(), fdir)
     monkeypatch.setattr(demo, "pretrain", fake_pretrain)
-    cfg = demo.DemoConfig(retrain=True)
+    cfg = DemoConfig(retrain=True)
     quiet = Console(file=open(os.devnull, "w"))
     sources = lambda n: (asked.append(n), [f"collections-{n}"])[1]  # noqa: E731
     demo._provide_foundation(tmp_path / "f", {"r": 1}, sources, cfg, progress=None, console=quiet)
@@ -95,7 +96,7 @@ def test_a_cached_copy_of_the_shipped_weights_takes_the_shipped_metadata(tmp_pat
         meta.pop("adaptation")
         meta["sha256"] = sha or meta["sha256"]
         (fdir / "foundation.json").write_text(json.dumps(meta))
-        demo._provide_foundation(fdir, {}, list, demo.DemoConfig(), progress=None, console=quiet)
+        demo._provide_foundation(fdir, {}, list, DemoConfig(), progress=None, console=quiet)
     assert (stale / "foundation.json").read_bytes() == (shipped / "foundation.json").read_bytes()
     assert load_foundation(stale).adapt_crop == (64, 64, 32)
     assert "adaptation" not in json.loads((other / "foundation.json").read_text())
@@ -151,7 +152,7 @@ def test_the_demos_federation_is_the_best_measured_schedule_it_can_afford(collec
     default = FedConfig(foundation="f", hospitals=[{"dataset": "d"}])
     affordable = {key: dice for key, dice in measured.items() if key[0] < default.local_steps}
     best = max(affordable, key=lambda key: affordable[key][0])
-    cfg = demo.DemoConfig()
+    cfg = DemoConfig()
     args = (collection / "Task10_NewSite", shipped_foundation(), tmp_path / "fed", 3)
     fed = fed_demo.demo_federation_config(*args, plan=cfg.federated_plan,
                                           steps=cfg.federated_steps,

@@ -26,7 +26,7 @@ def test_shipped_foundation_was_made_by_the_demo_recipe(shipped):
     """`make demo` uses the shipped weights only when its recipe made them; otherwise it
     pre-trains from scratch, far past its 10-minute budget."""
     from medpeft.data.phantom.collection import source_hash
-    from medpeft.experiments.demo import DemoConfig, pretrain_recipe
+    from medpeft.experiments.demo_config import DemoConfig, pretrain_recipe
     meta = json.loads((shipped / "foundation.json").read_text())
     assert meta["recipe"] == pretrain_recipe(source_hash("demo", 0), DemoConfig())
 

@@ -13,7 +13,8 @@ from medpeft.data.ontology import class_mapping
 from medpeft.data.transforms import Preprocessing, cached_dataset, case_dicts
 from medpeft.methods import apply_method
 from medpeft.models.backbones import PRESETS, build_backbone
-from medpeft.train.loop import LoopConfig, load_checkpoint, train_loop
+from medpeft.train.checkpoints import load_checkpoint
+from medpeft.train.loop import LoopConfig, train_loop
 from medpeft.train.losses import MarginalDiceCELoss
 
 
@@ -56,7 +57,7 @@ def test_a_crash_between_checkpoint_files_resumes_the_previous_one_with_its_adam
         collection, tmp_path, monkeypatch):
     """The writer dies after the step-4 weights, before its optimizer file: the step-2 checkpoint
     stays the committed one and restores the exact Adam moments and schedule it was saved with."""
-    from medpeft.train import loop as loop_module
+    from medpeft.train import checkpoints as checkpoint_module
     ds = load_msd(collection / "Task02_Liver")
     mapping = class_mapping(ds.labels, ("liver",))
     data = cached_dataset(case_dicts(ds, mapping), Preprocessing(), {ds.name: mapping})
@@ -67,7 +68,7 @@ def test_a_crash_between_checkpoint_files_resumes_the_previous_one_with_its_adam
         apply_method(m, "head")
         return m
 
-    saved, real_save = {}, loop_module.save_state
+    saved, real_save = {}, checkpoint_module.save_state
 
     def faulty_save(path, tensors):
         if path.name == "optimizer.safetensors" and path.parent.name == "ckpt-0000004":
@@ -76,11 +77,11 @@ def test_a_crash_between_checkpoint_files_resumes_the_previous_one_with_its_adam
             saved.update({k: v.clone() for k, v in tensors.items()})
         return real_save(path, tensors)
 
-    monkeypatch.setattr(loop_module, "save_state", faulty_save)
+    monkeypatch.setattr(checkpoint_module, "save_state", faulty_save)
     cfg = LoopConfig(steps=6, lr=1e-2, checkpoint_every=2, log_every=1)
     with pytest.raises(OSError, match="injected"):
         train_loop(model(), data, MarginalDiceCELoss(), cfg, run_dir=tmp_path)
-    monkeypatch.setattr(loop_module, "save_state", real_save)
+    monkeypatch.setattr(checkpoint_module, "save_state", real_save)
     ckpts = tmp_path / "checkpoints"
     assert json.loads((ckpts / "latest.json").read_text())["step"] == 2
     assert (ckpts / "ckpt-0000004" / "trainable.safetensors").is_file()  # the torn write

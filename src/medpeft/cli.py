@@ -316,7 +316,8 @@ def demo(out: Path = typer.Option(Path("runs/demo"), help="run folder"),
 
     The foundation is pre-trained unless the shipped one matches the recipe; then three phantom
     hospitals adapt together on Flower (only adapters travel)."""
-    from medpeft.experiments.demo import DEMO_METHODS, DemoConfig, run_demo
+    from medpeft.experiments.demo import run_demo
+    from medpeft.experiments.demo_config import DEMO_METHODS, DemoConfig
     from medpeft.methods import PRESETS
     methods = tuple(PRESETS) if method == ["all"] else tuple(method or DEMO_METHODS)
     try:

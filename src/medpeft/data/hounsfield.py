@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 from monai.transforms import MapTransform
 
+from medpeft.data.volume_shape import volume_shape_problem
+
 NO_AIR_OR_FAT_ABOVE_HU = -50.0
 
 
@@ -34,14 +36,16 @@ def hounsfield_problem(values: np.ndarray, source: object) -> str | None:
             f"{highest:g}), so no air or fat: not a CT in Hounsfield units; likely {likely}")
 
 
-class RequireHounsfieldd(MapTransform):
-    """Refuse, naming the file, an image that cannot be a CT in HU (:func:`hounsfield_problem`)."""
+class RequireCTVolumed(MapTransform):
+    """Refuse, naming the file, an image that is not one 3D volume
+    (:func:`medpeft.data.volume_shape.volume_shape_problem`) or not in HU
+    (:func:`hounsfield_problem`): either would otherwise fail deep in MONAI or be segmented as noise."""
 
     def __call__(self, data: dict) -> dict:
         for key in self.key_iterator(data):
-            image = data[key]
-            source = getattr(image, "meta", {}).get("filename_or_obj", key)
-            problem = hounsfield_problem(np.asarray(image), source)
+            values = np.asarray(data[key])
+            source = getattr(data[key], "meta", {}).get("filename_or_obj", key)
+            problem = volume_shape_problem(values.shape, source) or hounsfield_problem(values, source)
             if problem:
                 raise ValueError(problem)
         return data

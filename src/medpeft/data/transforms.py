@@ -29,10 +29,9 @@ from monai.transforms import (
 )
 
 from medpeft.data.augment import patch_augmentation
-from medpeft.data.hounsfield import RequireHounsfieldd
+from medpeft.data.hounsfield import RequireCTVolumed
 from medpeft.data.msd import MSDDataset
 from medpeft.data.ontology import ClassMapping
-from medpeft.data.volume_shape import RequireVolumed
 
 
 @dataclass(frozen=True)
@@ -74,8 +73,7 @@ def load_transforms(pp: Preprocessing, mapping: ClassMapping | None, with_label:
     modes = ("bilinear", "nearest") if with_label else ("bilinear",)
     steps = [
         LoadImaged(keys=keys, reader="NibabelReader"),
-        RequireVolumed(keys="image"),
-        RequireHounsfieldd(keys="image"),
+        RequireCTVolumed(keys="image"),  # one 3D volume, in HU
         EnsureChannelFirstd(keys=keys),
         # labels spelled out: MONAI 1.6 warns that their default is changing (same meaning: RAS)
         Orientationd(keys=keys, axcodes="RAS", labels=RAS_LABELS),

@@ -9,7 +9,6 @@ not pick between for the user.
 from __future__ import annotations
 
 import numpy as np
-from monai.transforms import MapTransform
 
 MIN_VOXELS_PER_AXIS = 2  # one voxel along an axis is a slice (or a line), not a volume
 
@@ -28,16 +27,3 @@ def volume_shape_problem(shape: tuple[int, ...], source: object) -> str | None:
                 "not a volume; medpeft segments 3D CT volumes")
     return None
 
-
-class RequireVolumed(MapTransform):
-    """Refuse, naming the file, an image that is not one 3D volume (:func:`volume_shape_problem`).
-    Runs right after loading, before MONAI reads a channel axis into the shape."""
-
-    def __call__(self, data: dict) -> dict:
-        for key in self.key_iterator(data):
-            image = data[key]
-            source = getattr(image, "meta", {}).get("filename_or_obj", key)
-            problem = volume_shape_problem(tuple(np.shape(image)), source)
-            if problem:
-                raise ValueError(problem)
-        return data

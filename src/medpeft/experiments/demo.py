@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -24,9 +24,10 @@ from medpeft.evaluate.html_report import scroller, write_html_report
 from medpeft.evaluate.metrics import score_model
 from medpeft.evaluate.report import overlay_png, results_table, write_csv, write_report
 from medpeft.experiments.cell import adapt_and_open, cached
+from medpeft.experiments.demo_config import DemoConfig, pretrain_recipe
 from medpeft.experiments.side_by_side import Job, cpu_cores, run_side_by_side, worker_count
 from medpeft.io import atomic_path, write_json, write_text
-from medpeft.methods import DEFAULT_METHOD, SCRATCH
+from medpeft.methods import SCRATCH
 from medpeft.methods.adapter_io import open_adapter
 from medpeft.methods.registry import TUNE, resolve
 from medpeft.models.backbones import count_parameters
@@ -37,99 +38,6 @@ from medpeft.train.loop import LoopConfig
 from medpeft.train.pretrain import pretrain
 
 SOURCE_ROLE, HOLDOUT_ROLE, TARGET_ROLE = "source", "source-holdout", "target"
-# `medpeft adapt`'s default method with its default recipe, beside the peer (the same network
-# from random weights on the same volumes). The other methods are compared in
-# benchmarks/adapt_recipe.py and benchmarks/peers.py; `--method` adds rows here.
-DEMO_METHODS = (DEFAULT_METHOD,)
-
-
-@dataclass(frozen=True)
-class Continuation:
-    """A stage of continued pre-training from the previous stage's weights: its schedule and
-    augmentation, the ROI it moves to (None: the previous stage's) and how many phantom
-    collections (seeds ``seed`` .. ``seed + collections - 1``) lend it their source tasks."""
-
-    steps: int
-    lr: float = 5e-4
-    augment: str = "contrast-shape"
-    patch: tuple[int, int, int] | None = None
-    collections: int = 1
-
-    def to_recipe(self) -> dict:
-        return {"steps": self.steps, "lr": self.lr, "augment": self.augment,
-                "patch": list(self.patch) if self.patch else None, "collections": self.collections}
-
-
-# v5's shape-augmented continuation, then v6's: a 64^3 ROI on the source tasks of 8 collections
-# (benchmarks/results/foundation-v6-candidate: each worth about +0.02 at the source site); v7b's
-# augmentation, the per-organ offsets alone (benchmarks/results/foundation-v7b-candidate)
-SHIPPED_CONTINUATIONS = (Continuation(1600),
-                         Continuation(3200, patch=(64, 64, 64), collections=8))
-
-
-@dataclass
-class DemoConfig:
-    size: str = "demo"
-    seed: int = 0
-    backbone: str = "swin-fast"
-    # the shipped foundation's recipe (docs/quality.md):
-    # a first stage, then a continuation with shape augmentation at a lower rate from its weights
-    pretrain_steps: int = 9600
-    pretrain_lr: float = 2e-3
-    # medpeft.data.augment: the per-organ offsets alone, rotation and scaling only in the later
-    # stages (v7b: K=1 and K=5 +0.02 over v6's `phase`, docs/quality.md item 23)
-    pretrain_augment: str = "contrast"
-    pretrain_sampling: str = "organ-balanced"  # medpeft.data.balance (both stages)
-    pretrain_bf16: bool = True  # both stages: bf16 autocast and channels-last where native
-    # the continuations, each from the previous stage's weights (empty: one stage only)
-    continued: tuple[Continuation, ...] = SHIPPED_CONTINUATIONS
-    retrain: bool = False
-    adapt_steps: int | None = None  # None: `medpeft adapt`'s default for the method and K
-    shots: tuple[int, ...] = (1, 5)
-    methods: tuple[str, ...] = DEMO_METHODS
-    n_test: int = 6
-    options: dict = field(default_factory=lambda: {"lora": {"rank": 4}})
-    federated_rounds: int = 3  # the federated section (3 phantom hospitals); 0 leaves it out
-    # Methods that run only at some K, to keep the demo within 10 minutes on 2 cores: the peer,
-    # the same network from random weights on the same K volumes, runs at K=5
-    # (benchmarks/peers.py has every K, 3 seeds, 5x the steps and nnU-Net)
-    only_at: dict = field(default_factory=lambda: {SCRATCH: (5,)})
-    # None: adapt's default for the scratch peer (240; the default method takes 480 at K=5),
-    # stopped on a loss plateau; benchmarks/peers.py gives it 1,200
-    scratch_steps: int | None = None
-    scratch_patience: int = 40
-    # the federation's local steps a round and server step (None: `medpeft federate`'s 40 and
-    # 1): the best measured schedule shorter than federate's, on v7b and the demo's phantom (3
-    # seeds, benchmarks/results/federated-affine-steps-v7b.md): 3 x 20 at server step 1, +0.014
-    # over training alone, where 3 x 10 lost (-0.006 at 1.5). 3 x 40 (+0.022) takes the demo past
-    # 10 minutes on 2 float32 cores (10:53)
-    federated_steps: int | None = 20
-    federated_server_lr: float | None = 1.0
-    # the federated plan (None: `medpeft federate`'s, SEA-PEFT). Affine: at this schedule SEA-PEFT
-    # federates higher (0.748 against 0.730, 3 seeds) but took the demo to 9:44 on 2 float32 cores
-    # against affine's 8:56 (benchmarks/results/demo-federation-sea-peft-v7b.md): too close to 10
-    federated_plan: str | None = "affine"
-    # jobs at once (the cells, the zero-shot scores, the federation); None: one per core on a
-    # CPU, one on a GPU (medpeft.experiments.side_by_side)
-    workers: int | None = None
-
-    def __post_init__(self) -> None:
-        # before the phantom and the foundation are written, not after
-        if not self.shots or any(k < 1 for k in self.shots):
-            raise ValueError(f"shots {list(self.shots)}: each K must be at least 1")
-        if self.federated_rounds < 0:
-            raise ValueError(f"federated rounds {self.federated_rounds}: must be 0 or more (0 leaves "
-                             "the section out)")
-
-
-def pretrain_recipe(sources_hash: str, cfg: DemoConfig) -> dict:
-    """Everything that determines the demo's foundation model (the source datasets, not the target)."""
-    continued = [stage.to_recipe() for stage in cfg.continued] or None
-    return {"sources": sources_hash, "backbone": cfg.backbone, "steps": cfg.pretrain_steps,
-            "lr": cfg.pretrain_lr, "seed": cfg.seed, "augment": cfg.pretrain_augment,
-            "sampling": cfg.pretrain_sampling, "bf16": cfg.pretrain_bf16, "continued": continued}
-
-
 def _foundation_dir(cache: Path, recipe: dict) -> Path:
     key = json.dumps(recipe, sort_keys=True)
     return cache / f"foundation-{hashlib.sha256(key.encode()).hexdigest()[:12]}"

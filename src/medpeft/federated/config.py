@@ -183,11 +183,8 @@ def write_hospital_manifests(cfg: FedConfig) -> list[Path]:
     for i, hospital in enumerate(cfg.hospitals):
         try:
             split = hospital_split(hospital, i, cfg.seed)
-        except DataError as err:
-            problems += err.problems
-            continue
-        except ValueError as err:
-            problems.append(str(err))
+        except ValueError as err:  # a DataError lists its problems
+            problems += getattr(err, "problems", [str(err)])
             continue
         paths.append(write_manifest(Path(cfg.out) / HOSPITALS / f"{hospital_name(hospital, i)}.json",
                                     split))

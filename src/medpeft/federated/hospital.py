@@ -22,7 +22,8 @@ from medpeft.methods import MethodState, apply_method, param_groups, trainable_s
 from medpeft.methods.adapter_io import WEIGHTS, save_adapter
 from medpeft.models.weights import Foundation, load_foundation
 from medpeft.pipelines.tune import crop_dataset, load_support
-from medpeft.train.loop import LoopConfig, train_loop, trainable_parameters
+from medpeft.train.checkpoints import trainable_parameters
+from medpeft.train.loop import LoopConfig, train_loop
 from medpeft.train.losses import MarginalDiceCELoss
 
 

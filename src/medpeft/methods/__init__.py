@@ -18,7 +18,7 @@ from medpeft.adapters.base import AdapterSite
 from medpeft.adapters.kinds import KINDS
 from medpeft.methods.finetune import PARTS_TRAINED, SCRATCH, unfreeze_parts
 from medpeft.methods.peft import add_peft, add_searched, peft_kinds
-from medpeft.train.loop import trainable_parameters
+from medpeft.train.checkpoints import trainable_parameters
 
 PRESETS = ("full", "decoder", "decoder-skips", "head", "lora", "bitfit", "affine", "adaptformer",
            "adapter", "ssf", "ia3", "lora+affine")

@@ -2,14 +2,12 @@
 
 Step-based AdamW with linear warm-up and cosine decay over the trainable parameters only,
 optionally stopped early when the training loss's moving average stops improving.
-Checkpoints are whole folders (trainable tensors, optimizer tensors, step and RNG) made visible
-by atomically rewriting ``latest.json`` last, so a crash mid-write never yields a loadable
-half-checkpoint; ``resume=True`` continues from the newest complete one. Under torchrun the
-loop trains DDP replicas (see ``medpeft.train.distributed``); rank 0 alone writes.
+Checkpoints (``medpeft.train.checkpoints``) are committed atomically; ``resume=True`` continues
+from the newest complete one. Under torchrun the loop trains DDP replicas (see
+``medpeft.train.distributed``); rank 0 alone writes.
 """
 from __future__ import annotations
 
-import json
 import math
 import shutil
 import time
@@ -19,17 +17,21 @@ from pathlib import Path
 
 import torch
 from monai.data import DataLoader, list_data_collate
-from safetensors.torch import load_file
 from torch.nn.utils import get_total_norm
 from torch.utils.data import WeightedRandomSampler
 from torch.utils.data.distributed import DistributedSampler
 
 from medpeft.device import mixed_precision, precision, supports_bf16, to_device
-from medpeft.io import append_jsonl, write_json
+from medpeft.io import append_jsonl
 from medpeft.models.backbones import set_gradient_checkpointing
-from medpeft.models.weights import save_state
 from medpeft.progress import Reporter
 from medpeft.train import distributed
+from medpeft.train.checkpoints import (
+    checkpoint_seconds,
+    load_checkpoint,
+    save_checkpoint,
+    save_snapshot,
+)
 from medpeft.train.cpu_convolutions import pays_on as routing_pays
 from medpeft.train.cpu_convolutions import route_convolutions, unroute_convolutions
 
@@ -111,43 +113,6 @@ def _schedule(cfg: LoopConfig) -> Callable[[int], float]:
     return factor
 
 
-def _save_checkpoint(folder: Path, step: int, model, optimizer, *, scheduler, seconds: float) -> None:
-    """Everything to continue at ``step``, and the training seconds spent on steps 1..``step``."""
-    name = f"ckpt-{step:07d}"
-    target = folder / name
-    shutil.rmtree(target, ignore_errors=True)
-    save_state(target / "trainable.safetensors", trainable_parameters(model))
-    opt_tensors, opt_meta = {}, {}
-    for idx, state in optimizer.state_dict()["state"].items():
-        for key, value in state.items():
-            if torch.is_tensor(value):
-                opt_tensors[f"{idx}.{key}"] = value
-            else:
-                opt_meta[f"{idx}.{key}"] = value
-    opt_tensors["__torch_rng__"] = torch.get_rng_state()
-    save_state(target / "optimizer.safetensors", opt_tensors)
-    write_json(target / "state.json", {"step": step, "seconds": seconds,
-                                       "scheduler": scheduler.state_dict(),
-                                       "optimizer_scalars": opt_meta,
-                                       "param_groups": optimizer.state_dict()["param_groups"]})
-    write_json(folder / "latest.json", {"step": step, "dir": name})  # the commit point
-    for old in folder.glob("ckpt-*"):
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def _save_snapshot(run_dir: Path, step: int, model) -> None:
-    """The trainable weights at ``step``, kept after the run (``benchmarks/pretrain_milestones.py``
-    scores them)."""
-    save_state(run_dir / "snapshots" / f"step-{step:07d}" / "trainable.safetensors",
-               trainable_parameters(model))
-
-
-def trainable_parameters(model) -> dict:
-    """The parameters the run trains, by name: what a checkpoint and a snapshot hold."""
-    return {n: p for n, p in model.named_parameters() if p.requires_grad}
-
-
 def channels_last_pays(model: torch.nn.Module, *, bf16: bool, device: torch.device) -> bool:
     """Whether a channels-last 3D layout speeds training up: under native bf16, where the weights
     of some spatial (larger than 1x1x1) convolution train. Measured at 64^3, one thread
@@ -159,43 +124,6 @@ def channels_last_pays(model: torch.nn.Module, *, bf16: bool, device: torch.devi
     return any(p.requires_grad for m in model.modules()
                if isinstance(m, torch.nn.modules.conv._ConvNd) and m.weight[0, 0].numel() > 1
                for p in m.parameters(recurse=False))
-
-
-def load_checkpoint(folder: Path, model, optimizer=None, scheduler=None) -> int:
-    """Restore the newest complete checkpoint under ``folder``; returns its step (0 if none)."""
-    latest = folder / "latest.json"
-    if not latest.is_file():
-        return 0
-    info = json.loads(latest.read_text())
-    target = folder / info["dir"]
-    params = dict(model.named_parameters())
-    for name, value in load_file(str(target / "trainable.safetensors")).items():
-        if name not in params:
-            raise ValueError(f"{target}: checkpoint tensor {name!r} is not in the model")
-        params[name].data.copy_(value)
-    if optimizer is not None:
-        state = json.loads((target / "state.json").read_text())
-        tensors = load_file(str(target / "optimizer.safetensors"))
-        torch.set_rng_state(tensors.pop("__torch_rng__"))
-        opt_state: dict = {}
-        for key, value in list(tensors.items()) + list(state["optimizer_scalars"].items()):
-            idx, field = key.split(".", 1)
-            opt_state.setdefault(int(idx), {})[field] = value
-        optimizer.load_state_dict({"state": opt_state, "param_groups": state["param_groups"]})
-        if scheduler is not None:
-            scheduler.load_state_dict(state["scheduler"])
-    return int(info["step"])
-
-
-def checkpoint_seconds(folder: Path) -> float:
-    """The training seconds the newest complete checkpoint under ``folder`` holds (every process
-    that trained its steps; 0 if none, or from a release that did not keep them): a resumed run
-    reports the time its finished steps took, not only its last process's."""
-    latest = folder / "latest.json"
-    if not latest.is_file():
-        return 0.0
-    state = json.loads((folder / json.loads(latest.read_text())["dir"] / "state.json").read_text())
-    return float(state.get("seconds", 0.0))
 
 
 def check_groups(model: torch.nn.Module, groups: list[dict]) -> None:
@@ -252,10 +180,10 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
         if main and running and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
             logged, running = _log(run_dir, step, running, optimizer, t0 - earlier), []
         if main and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            _save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler=scheduler,
+            save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler=scheduler,
                              seconds=earlier + time.perf_counter() - t0)
         if main and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
-            _save_snapshot(run_dir, step + 1, model)
+            save_snapshot(run_dir, step + 1, model)
         if progress:
             progress.update(task, advance=1, description=_bar_text(desc, value, bad.total))
         if math.isfinite(value) and plateau.update(value) and step + 1 >= cfg.warmup:
