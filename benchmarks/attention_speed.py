@@ -1,0 +1,57 @@
+"""Inference forward time with the Swin windows' attention fused (MONAI's ``use_flash_attention``,
+torch's scaled_dot_product_attention; what medpeft builds) against MONAI's eager attention, same
+weights, same input, measured in the same run, with the largest output difference.
+Usage: python benchmarks/attention_speed.py [--threads N] [--repeats R]"""
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from medpeft.models.backbones import PRESETS, build_backbone
+
+
+def set_fused(model: torch.nn.Module, fused: bool) -> None:
+    for block in model.modules():
+        if hasattr(block, "use_flash_attention"):
+            block.use_flash_attention = fused
+
+
+@torch.no_grad()
+def forward_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int, bf16: bool
+                    ) -> tuple[float, torch.Tensor]:
+    with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+        out = model(x).float()  # warm-up
+        start = time.perf_counter()
+        for _ in range(repeats):
+            model(x)
+    return (time.perf_counter() - start) / repeats, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cases = [("swin-fast", (2, 1, 64, 64, 64), False), ("swin-fast", (2, 1, 64, 64, 64), True),
+             ("swin-base", (1, 1, 96, 96, 96), False)]
+    print(f"threads {torch.get_num_threads()}, torch {torch.__version__}, sliding-window batch of 2 "
+          "(swin-fast, medpeft predict) or 1 (swin-base at its 96^3 preset)")
+    for preset, shape, bf16 in cases:
+        model = build_backbone(PRESETS[preset], 11).eval()
+        x = torch.randn(*shape)
+        set_fused(model, False)
+        eager, eager_out = forward_seconds(model, x, args.repeats, bf16)
+        set_fused(model, True)
+        fused, fused_out = forward_seconds(model, x, args.repeats, bf16)
+        agree = (fused_out.argmax(1) == eager_out.argmax(1)).float().mean().item()
+        print(f"{preset:10s} {str(tuple(shape[2:])):14s} {'bf16' if bf16 else 'float32':8s} "
+              f"eager {eager:6.3f} s  fused {fused:6.3f} s ({fused / eager:.2f}x)  "
+              f"max |diff| {(fused_out - eager_out).abs().max().item():.1e}  argmax agrees {agree:.4f}")
+
+
+if __name__ == "__main__":
+    main()
