@@ -34,6 +34,7 @@ from medpeft.train.checkpoints import (
 )
 from medpeft.train.cpu_convolutions import pays_on as routing_pays
 from medpeft.train.cpu_convolutions import route_convolutions, unroute_convolutions
+from medpeft.train.frozen_parts import frozen_parts_without_autograd
 
 
 @dataclass
@@ -169,26 +170,27 @@ def train_loop(model: torch.nn.Module, dataset, loss_fn: Callable, cfg: LoopConf
     running, logged = [], math.nan
     plateau, bad = LossPlateau(cfg.patience, cfg.ema_decay), BadSteps()
     step, done = start, cfg.steps
-    for step in range(start, cfg.steps):
-        if stop_after is not None and step - start >= stop_after:
-            return {"steps": step, "stopped": True}
-        value = _descend(net, to_device(next(stream), device), loss_fn, optimizer,
-                         bf16=cfg.bf16, layout=layout, device=device)
-        scheduler.step()
-        bad.count(value, step, run_dir)
-        running += [value] if math.isfinite(value) else []
-        if main and running and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
-            logged, running = _log(run_dir, step, running, optimizer, t0 - earlier), []
-        if main and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler=scheduler,
-                             seconds=earlier + time.perf_counter() - t0)
-        if main and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
-            save_snapshot(run_dir, step + 1, model)
-        if progress:
-            progress.update(task, advance=1, description=_bar_text(desc, value, bad.total))
-        if math.isfinite(value) and plateau.update(value) and step + 1 >= cfg.warmup:
-            done = step + 1
-            break
+    with frozen_parts_without_autograd(model):  # a frozen Swin encoder: fused attention
+        for step in range(start, cfg.steps):
+            if stop_after is not None and step - start >= stop_after:
+                return {"steps": step, "stopped": True}
+            value = _descend(net, to_device(next(stream), device), loss_fn, optimizer,
+                             bf16=cfg.bf16, layout=layout, device=device)
+            scheduler.step()
+            bad.count(value, step, run_dir)
+            running += [value] if math.isfinite(value) else []
+            if main and running and ((step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps):
+                logged, running = _log(run_dir, step, running, optimizer, t0 - earlier), []
+            if main and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+                save_checkpoint(ckpt_dir, step + 1, model, optimizer, scheduler=scheduler,
+                                 seconds=earlier + time.perf_counter() - t0)
+            if main and cfg.snapshot_every and (step + 1) % cfg.snapshot_every == 0:
+                save_snapshot(run_dir, step + 1, model)
+            if progress:
+                progress.update(task, advance=1, description=_bar_text(desc, value, bad.total))
+            if math.isfinite(value) and plateau.update(value) and step + 1 >= cfg.warmup:
+                done = step + 1
+                break
     _wind_down(model, cfg, ckpt_dir, main)
     summary = {"steps": done, "seconds": earlier + time.perf_counter() - t0, "resumed_from": start,
                "device": str(device), "ranks": world,
