@@ -1,6 +1,8 @@
 """Inference forward time with the Swin windows' attention fused (MONAI's ``use_flash_attention``,
 torch's scaled_dot_product_attention; what medpeft builds) against MONAI's eager attention, same
-weights, same input, measured in the same run, with the largest output difference.
+weights, same input, measured in the same run, with the largest output difference; then a
+training step of the shipped foundation with its Swin encoder frozen (decoder-skips), with and
+without ``medpeft.train.frozen_parts`` (the frozen encoder run without autograd, so fused).
 Usage: python benchmarks/attention_speed.py [--threads N] [--repeats R]"""
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import time
 import torch
 
 from medpeft.models.backbones import PRESETS, build_backbone
+from medpeft.models.weights import load_foundation, shipped_foundation
+from medpeft.train.frozen_parts import frozen_parts_without_autograd
 
 
 def set_fused(model: torch.nn.Module, fused: bool) -> None:
@@ -27,6 +31,33 @@ def forward_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int, bf16:
         for _ in range(repeats):
             model(x)
     return (time.perf_counter() - start) / repeats, out
+
+
+def step_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int, bf16: bool) -> float:
+    def step() -> None:
+        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
+            out = model(x)
+        out.float().square().mean().backward()
+        model.zero_grad(set_to_none=True)
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        step()
+    return (time.perf_counter() - start) / repeats
+
+
+def frozen_encoder_steps(repeats: int) -> None:
+    model = load_foundation(shipped_foundation()).model.train()
+    for name, p in model.named_parameters():
+        p.requires_grad_(not name.startswith(("swinViT.", "encoder10.")))  # decoder-skips
+    x = torch.randn(2, 1, 64, 64, 64)
+    for bf16 in (False, True):
+        grad_mode = step_seconds(model, x, repeats, bf16)
+        with frozen_parts_without_autograd(model):
+            frozen = step_seconds(model, x, repeats, bf16)
+        print(f"decoder-skips step (shipped foundation, 2 x 64^3) {'bf16' if bf16 else 'float32':8s} "
+              f"grad mode {grad_mode:6.3f} s  frozen encoder without autograd {frozen:6.3f} s "
+              f"({frozen / grad_mode:.2f}x)")
 
 
 def main() -> None:
@@ -51,6 +82,7 @@ def main() -> None:
         print(f"{preset:10s} {str(tuple(shape[2:])):14s} {'bf16' if bf16 else 'float32':8s} "
               f"eager {eager:6.3f} s  fused {fused:6.3f} s ({fused / eager:.2f}x)  "
               f"max |diff| {(fused_out - eager_out).abs().max().item():.1e}  argmax agrees {agree:.4f}")
+    frozen_encoder_steps(args.repeats)
 
 
 if __name__ == "__main__":
