@@ -60,8 +60,9 @@ def build_backbone(cfg: BackboneConfig, out_channels: int) -> torch.nn.Module:
         raise ValueError(f"unknown backbone {cfg.name!r}")
     # use_flash_attention: MONAI's fused attention (torch's scaled_dot_product_attention) wherever
     # no gradient is taken (prediction, evaluation, frozen features): the same outputs (1e-5) in
-    # 0.71x a float32 forward of swin-fast at 64^3 on one thread (docs/speed.md). Training keeps
-    # MONAI's eager attention, which is as fast there under bf16.
+    # 0.71x a float32 forward of swin-fast at 64^3 on one thread (docs/speed.md). Training runs
+    # the eager attention, except in a frozen encoder, which train.frozen_parts runs without
+    # autograd (so fused).
     return SwinUNETR(in_channels=1, out_channels=out_channels, feature_size=cfg.feature_size,
                      window_size=cfg.window_size, depths=cfg.depths, num_heads=cfg.num_heads,
                      use_flash_attention=True)
