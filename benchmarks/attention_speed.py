@@ -11,15 +11,9 @@ import time
 
 import torch
 
-from medpeft.models.backbones import PRESETS, build_backbone
+from medpeft.models.backbones import PRESETS, build_backbone, set_fused_attention
 from medpeft.models.weights import load_foundation, shipped_foundation
 from medpeft.train.frozen_parts import frozen_parts_without_autograd
-
-
-def set_fused(model: torch.nn.Module, fused: bool) -> None:
-    for block in model.modules():
-        if hasattr(block, "use_flash_attention"):
-            block.use_flash_attention = fused
 
 
 @torch.no_grad()
@@ -74,9 +68,9 @@ def main() -> None:
     for preset, shape, bf16 in cases:
         model = build_backbone(PRESETS[preset], 11).eval()
         x = torch.randn(*shape)
-        set_fused(model, False)
+        set_fused_attention(model, False)
         eager, eager_out = forward_seconds(model, x, args.repeats, bf16)
-        set_fused(model, True)
+        set_fused_attention(model, True)
         fused, fused_out = forward_seconds(model, x, args.repeats, bf16)
         agree = (fused_out.argmax(1) == eager_out.argmax(1)).float().mean().item()
         print(f"{preset:10s} {str(tuple(shape[2:])):14s} {'bf16' if bf16 else 'float32':8s} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.profiler import profile
 
-from medpeft.models.backbones import PRESETS, build_backbone
+from medpeft.models.backbones import PRESETS, build_backbone, set_fused_attention
 
 FUSED = "aten::scaled_dot_product_attention"
 
@@ -22,9 +22,7 @@ def test_inference_attention_is_fused_and_gives_the_eager_outputs():
     x = torch.randn(1, 1, 64, 64, 32)
     fused, ops = _ops(model, x, grad=False)
     assert FUSED in ops
-    for block in model.modules():
-        if hasattr(block, "use_flash_attention"):
-            block.use_flash_attention = False
+    set_fused_attention(model, False)
     eager, eager_ops = _ops(model, x, grad=False)
     assert FUSED not in eager_ops
     assert torch.allclose(fused, eager, atol=1e-4) and (fused.argmax(1) == eager.argmax(1)).all()

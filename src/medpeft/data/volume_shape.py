@@ -26,4 +26,3 @@ def volume_shape_problem(shape: tuple[int, ...], source: object) -> str | None:
         return (f"{source}: shape {shape[:3]} has a single voxel along axis {thin[0]}: a slice, "
                 "not a volume; medpeft segments 3D CT volumes")
     return None
-

@@ -78,6 +78,15 @@ def set_gradient_checkpointing(model: torch.nn.Module, enabled: bool = True) -> 
     return len(blocks)
 
 
+def set_fused_attention(model: torch.nn.Module, enabled: bool = True) -> int:
+    """Switch MONAI's fused window attention (``use_flash_attention``, on in every network
+    :func:`build_backbone` makes) on a built model; returns the attention blocks switched."""
+    blocks = [m for m in model.modules() if hasattr(m, "use_flash_attention")]
+    for block in blocks:
+        block.use_flash_attention = enabled
+    return len(blocks)
+
+
 def part_of(param_name: str) -> str:
     """Which part ("encoder", "decoder", "head") a parameter or module name belongs to."""
     for part, prefixes in PARTS.items():

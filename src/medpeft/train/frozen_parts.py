@@ -42,12 +42,11 @@ def _no_grad_hooks(module: torch.nn.Module) -> list[RemovableHandle]:
 def frozen_parts_without_autograd(model: torch.nn.Module) -> Iterator[list[str]]:
     """Within the block, each of the model's :data:`FROZEN_CANDIDATES` whose parameters are all
     frozen runs without autograd; yields their names. The model is given back as it came."""
-    parts = [(name, getattr(model, name)) for name in FROZEN_CANDIDATES
-             if isinstance(getattr(model, name, None), torch.nn.Module)]
-    frozen = [(name, part) for name, part in parts if _frozen(part)]
-    handles = [h for _, part in frozen for h in _no_grad_hooks(part)]
+    frozen = {name: part for name in FROZEN_CANDIDATES
+              if isinstance(part := getattr(model, name, None), torch.nn.Module) and _frozen(part)}
+    handles = [h for part in frozen.values() for h in _no_grad_hooks(part)]
     try:
-        yield [name for name, _ in frozen]
+        yield list(frozen)
     finally:
         for handle in handles:
             handle.remove()
