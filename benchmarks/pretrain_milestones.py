@@ -51,8 +51,10 @@ def main() -> None:
                     help="the checkpoints' backbone")
     ap.add_argument("--patch", type=int, nargs=3, default=None,
                     help="the checkpoints' ROI (their run's --patch; default the shipped one's)")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="the phantom collection (runs/cache/phantom-demo-sSEED) and split seed")
     args = ap.parse_args()
-    cfg = DemoConfig()
+    cfg = DemoConfig(seed=args.seed)
     setting = phantom_setting(args.cache, cfg, None, Console(), foundation_dir=shipped_foundation())
     holdout, target = setting.holdout, setting.target
     test = make_split(target, 5, cfg.seed, cfg.n_test)["test"]
