@@ -8,7 +8,8 @@ keep the transfer. Fine-tuned runs from one start often lie in one basin, where 
 weights can keep most of what each gained (Wortsman et al., "Robust fine-tuning of zero-shot
 models", 2022). An alpha over 1 extrapolates along B - A (a "task vector", Ilharco et al.,
 "Editing models with task arithmetic", 2023). Both folders must share backbone, classes and
-preprocessing.
+preprocessing. Measured on v7b's late stages: every mix lay on the line between its ends
+(docs/quality.md item 28; benchmarks/results/spleen-trials-v7/soups.md).
 
 Usage: python benchmarks/foundation_soup.py A_FOLDER B_FOLDER --alpha 0.3 --alpha 0.5 --out DIR
        (writes DIR/soup-30, DIR/soup-50: (1 - alpha) * A + alpha * B; score them with

@@ -9,6 +9,7 @@ also writes the checkpoint as a foundation folder, for `benchmarks/adapt_recipe.
 
 Usage: python benchmarks/pretrain_milestones.py 800=runs/pt/snap-800 6400=runs/pt/run \
        --out milestones.json [--save 6400=runs/pt/f-6400] [--backbone swin-small] [--patch 64 64 64]
+       [--seed 1]  (phantom collection 1's source site and new site)
 """
 from __future__ import annotations
 
