@@ -11,6 +11,7 @@ import time
 
 import torch
 
+from medpeft.methods.finetune import unfreeze_parts
 from medpeft.models.backbones import PRESETS, build_backbone, set_fused_attention
 from medpeft.models.weights import load_foundation, shipped_foundation
 from medpeft.train.frozen_parts import frozen_parts_without_autograd
@@ -42,8 +43,7 @@ def step_seconds(model: torch.nn.Module, x: torch.Tensor, repeats: int, bf16: bo
 
 def frozen_encoder_steps(repeats: int) -> None:
     model = load_foundation(shipped_foundation()).model.train()
-    for name, p in model.named_parameters():
-        p.requires_grad_(not name.startswith(("swinViT.", "encoder10.")))  # decoder-skips
+    unfreeze_parts(model, "decoder-skips")
     x = torch.randn(2, 1, 64, 64, 64)
     for bf16 in (False, True):
         grad_mode = step_seconds(model, x, repeats, bf16)

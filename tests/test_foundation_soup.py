@@ -23,6 +23,8 @@ def test_mix_interpolates_floats_keeps_index_tables_and_refuses_other_keys():
 
 def test_soup_folder_is_a_foundation_between_its_two_parents(foundation_dir, tmp_path, monkeypatch):
     base = load_foundation(foundation_dir)
+    original = {name: value.clone() for name, value in base.model.state_dict().items()}
+    moved_names = {name for name, _ in base.model.named_parameters()}
     with torch.no_grad():
         for p in base.model.parameters():
             p.add_(1.0)
@@ -31,9 +33,6 @@ def test_soup_folder_is_a_foundation_between_its_two_parents(foundation_dir, tmp
     monkeypatch.setattr(sys, "argv", ["foundation_soup.py", str(foundation_dir), str(moved),
                                       "--alpha", "0.5", "--out", str(tmp_path / "soups")])
     benchmark_script("foundation_soup").main()
-    soup = load_foundation(tmp_path / "soups" / "soup-50")  # checks the written hash
-    original = load_foundation(foundation_dir).model
-    moved_names = {name for name, _ in original.named_parameters()}
-    for name, value in original.state_dict().items():
-        shift = 0.5 if name in moved_names else 0.0
-        torch.testing.assert_close(soup.model.state_dict()[name], value + shift if shift else value)
+    soup = load_foundation(tmp_path / "soups" / "soup-50").model.state_dict()  # checks the hash
+    for name, value in original.items():
+        torch.testing.assert_close(soup[name], value + 0.5 if name in moved_names else value)
