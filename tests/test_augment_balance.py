@@ -100,6 +100,51 @@ def test_contrast_keeps_only_the_organ_offsets_of_phase():
     assert 2 <= moved <= 7  # 60% of patches
 
 
+def test_steady_organs_keep_their_intensity_while_the_others_move():
+    """A steady organ is never moved by the per-organ offsets; the other organs get the very
+    offsets they would get without it (the same draws), so holding one organ changes nothing else."""
+    image = torch.full((1, 12, 12, 12), 0.5)
+    label = torch.zeros(1, 12, 12, 12)
+    label[:, 2:6] = 1  # liver
+    label[:, 7:10] = 2  # spleen
+    names = ("background", "liver", "spleen")
+    (free, *_), (held, *_) = (patch_augmentation("contrast", class_names=names, steady_organs=s)
+                              for s in ((), ("spleen",)))
+    free.set_random_state(5)
+    held.set_random_state(5)
+    liver_moved = 0
+    for _ in range(8):
+        a = torch.as_tensor(free({"image": image.clone(), "label": label})["image"])
+        b = torch.as_tensor(held({"image": image.clone(), "label": label})["image"])
+        assert torch.all(b[label == 2] == 0.5) and torch.equal(a[label != 2], b[label != 2])
+        liver_moved += bool(b[label == 1][0] != 0.5)
+    assert liver_moved >= 2
+    for name in ("shape", "light", "enhancement-shape"):
+        with pytest.raises(ValueError, match="random per-organ offsets"):
+            patch_augmentation(name, class_names=names, steady_organs=("spleen",))
+    with pytest.raises(ValueError, match="class names"):
+        patch_augmentation("contrast", steady_organs=("spleen",))
+
+
+def test_strong_shape_moves_more_patches_and_further():
+    """``contrast-strong-shape`` is ``contrast-shape`` with its affine on 80% of the patches (not
+    half) and scaling by up to 30% (not 15%): a labelled cube changes size more often and more."""
+    names = {name: [type(t).__name__ for t in patch_augmentation(name)]
+             for name in ("contrast-shape", "contrast-strong-shape")}
+    assert names["contrast-strong-shape"] == names["contrast-shape"]
+    label = torch.zeros(1, 40, 40, 40)
+    label[:, 12:28, 12:28, 12:28] = 1
+    counts = {}
+    for strong in (False, True):
+        (affine,) = shape_augmentation(strong=strong)
+        affine.set_random_state(2)
+        sizes = [float(torch.as_tensor(affine({"image": label.clone(), "label": label.clone()})
+                                       ["label"]).sum() / label.sum()) for _ in range(24)]
+        counts[strong] = (sum(s != 1.0 for s in sizes), max(abs(s - 1.0) for s in sizes))
+    assert counts[True][0] >= 16 and counts[False][0] <= 16, counts
+    assert counts[True][1] > 1.4 * counts[False][1], counts
+
+
 def test_unknown_augmentation_is_refused():
     assert len(patch_augmentation("phase")) > len(patch_augmentation("light"))
     with pytest.raises(ValueError, match="unknown augmentation"):

@@ -13,7 +13,7 @@ from rich.console import Console
 
 import medpeft.pipelines as pipelines
 from medpeft.experiments import demo
-from medpeft.experiments.demo_config import DemoConfig
+from medpeft.experiments.demo_config import Continuation, DemoConfig
 from medpeft.models.weights import load_foundation, shipped_foundation
 
 
@@ -82,6 +82,25 @@ def test_demo_pretraining_runs_every_stage_of_the_shipped_recipe(tmp_path, monke
     shutil.rmtree(final)
     demo._provide_foundation(tmp_path / "f", {"r": 1}, sources, cfg, progress=None, console=quiet)
     assert len(calls) == 4 and calls[3][0] == final  # the earlier stages are reused
+
+
+def test_a_stage_passes_its_steady_organs_and_seed_and_older_recipes_stay_the_same(tmp_path,
+                                                                                    monkeypatch):
+    """A continuation's steady organs and own seed reach its pre-training and its recipe; a stage
+    without them keeps the recipe keys foundations were made with, so the shipped one still
+    matches its recipe and is not pre-trained again."""
+    calls = []
+    monkeypatch.setattr(demo, "pretrain", lambda sources, fdir, backbone, pp=None, **kw: (
+        calls.append(kw), shutil.copytree(shipped_foundation(), fdir)))
+    late = Continuation(100, augment="contrast-strong-shape", steady_organs=("spleen",), seed=2)
+    cfg = DemoConfig(retrain=True, continued=(Continuation(100), late))
+    quiet = Console(file=open(os.devnull, "w"))
+    demo._provide_foundation(tmp_path / "f", {}, lambda n: [], cfg, progress=None, console=quiet)
+    (_, plain, held) = calls
+    assert plain["steady_organs"] == () and plain["loop"].seed == cfg.seed == 0
+    assert held["steady_organs"] == ("spleen",) and held["loop"].seed == 2
+    assert set(Continuation(100).to_recipe()) == {"steps", "lr", "augment", "patch", "collections"}
+    assert late.to_recipe()["steady_organs"] == ["spleen"] and late.to_recipe()["seed"] == 2
 
 
 def test_a_cached_copy_of_the_shipped_weights_takes_the_shipped_metadata(tmp_path, monkeypatch):

@@ -51,7 +51,13 @@ def test_continued_pretraining_starts_from_the_given_foundation(collection, foun
     with pytest.raises(ValueError, match="--init foundation's intensity window"):
         pretrain(sources, tmp_path / "window", pp=replace(finer, hu_window=(-1000.0, 1000.0)),
                  loop=LoopConfig(steps=1), init=foundation_dir)
-    assert not (tmp_path / "small").exists() and not (tmp_path / "window").exists()
+    with pytest.raises(ValueError, match="steady organ.*heart.*not labelled"):
+        pretrain(sources, tmp_path / "heart", loop=LoopConfig(steps=1), init=foundation_dir,
+                 augment="contrast-shape", steady_organs=("heart",))
+    with pytest.raises(ValueError, match="does not draw"):
+        pretrain(sources, tmp_path / "shape", loop=LoopConfig(steps=1), init=foundation_dir,
+                 augment="shape", steady_organs=("spleen",))
+    assert not any((tmp_path / name).exists() for name in ("small", "window", "heart", "shape"))
 
 
 def test_resume_of_a_finished_run_keeps_its_weights(collection, foundation_dir, tmp_path):

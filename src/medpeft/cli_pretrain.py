@@ -42,8 +42,15 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
                                          "soft-phase-shape (phase-shape, organ offsets blurred "
                                          "across their edges) | enhancement-shape (phase-shape "
                                          "with each organ's textbook contrast enhancement "
-                                         "instead of random offsets) | shape | light (scale "
+                                         "instead of random offsets) | contrast-strong-shape "
+                                         "(contrast-shape, rotation and scaling on 80% of the "
+                                         "patches and by up to 30%) | shape | light (scale "
                                          "and shift only)"),
+             steady_organ: list[str] = typer.Option([], "--steady-organ", help="an organ the "
+                                                    "random per-organ offsets never move "
+                                                    "(repeat for more); the shipped last stages "
+                                                    "hold the spleen, whose thin crescents are "
+                                                    "found by their intensity step"),
              init: Optional[Path] = typer.Option(None, help="start from this foundation's "
                                                  "weights (continued pre-training; same "
                                                  "backbone and organs)"),
@@ -87,7 +94,7 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
                                                        channels_last=channels_last,
                                                        workers=workers),
                 resume=resume, progress=progress, cache_dir=cache_dir, augment=augment,
-                sampling=sampling, init=init)
+                sampling=sampling, init=init, steady_organs=tuple(steady_organ))
     except (ValueError, FileNotFoundError) as err:
         fail(err)
     if distributed.is_main():

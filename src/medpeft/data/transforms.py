@@ -101,10 +101,12 @@ def class_balanced_ratios(n_local: int) -> list[float]:
 
 
 def train_transforms(pp: Preprocessing, n_local: int, augment: str = "light", *,
-                     class_names: tuple[str, ...] | None = None) -> tuple[list, list]:
+                     class_names: tuple[str, ...] | None = None,
+                     steady_organs: tuple[str, ...] = ()) -> tuple[list, list]:
     """(deterministic, random) training steps after loading: pad to the patch and index each
     class's voxels once (cached); then draw a class-balanced patch and augment it
-    (``augment``: see :mod:`medpeft.data.augment`; ``class_names``: the local classes in order)."""
+    (``augment``, ``steady_organs``: see :mod:`medpeft.data.augment`; ``class_names``: the local
+    classes in order)."""
     deterministic = [
         SpatialPadd(keys=["image", "label"], spatial_size=pp.patch),
         ClassesToIndicesd(keys="label", num_classes=n_local, indices_postfix="_classes"),
@@ -114,7 +116,8 @@ def train_transforms(pp: Preprocessing, n_local: int, augment: str = "light", *,
                                 num_classes=n_local, ratios=class_balanced_ratios(n_local),
                                 indices_key="label_classes", num_samples=1, warn=False),
         DeleteItemsd(keys="label_classes"),
-        *patch_augmentation(augment, class_names=class_names, hu_window=pp.hu_window),
+        *patch_augmentation(augment, class_names=class_names, hu_window=pp.hu_window,
+                            steady_organs=steady_organs),
         EnsureTyped(keys=["image", "label"], track_meta=False),
     ]
     return deterministic, random
@@ -137,7 +140,8 @@ def cache_key(pp: Preprocessing, mapping: ClassMapping) -> str:
 
 def cached_dataset(items: list[dict], pp: Preprocessing, mapping_of: dict[str, ClassMapping],
                    train: bool = True, *, cache_dir: str | Path | None = None,
-                   augment: str = "light") -> CacheDataset | PersistentDataset:
+                   augment: str = "light",
+                   steady_organs: tuple[str, ...] = ()) -> CacheDataset | PersistentDataset:
     """Load and preprocess every case once; random crops are drawn per epoch. The preprocessed
     volumes are held in memory, or with ``cache_dir`` written there once (MONAI
     ``PersistentDataset``, in a folder keyed by ``cache_key``) and read back by later runs, so a
@@ -153,7 +157,8 @@ def cached_dataset(items: list[dict], pp: Preprocessing, mapping_of: dict[str, C
         steps = list(pre.transforms)
         if train:
             deterministic, random = train_transforms(pp, mapping_of[name].n_local, augment,
-                                                     class_names=mapping_of[name].local_names)
+                                                     class_names=mapping_of[name].local_names,
+                                                     steady_organs=steady_organs)
             steps += deterministic + random
         transform = Compose(steps)
         if cache_dir is not None:

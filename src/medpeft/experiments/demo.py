@@ -85,10 +85,12 @@ def _provide_foundation(fdir: Path, recipe: dict, sources: Callable[[int], list[
             continue
         pp = None if stage.patch is None else \
             replace(load_foundation(previous).preprocessing, patch=tuple(stage.patch))
+        seed = loop.seed if stage.seed is None else stage.seed
         pretrain(sources(stage.collections), out, cfg.backbone, pp,
-                 loop=replace(loop, steps=stage.steps, lr=stage.lr), resume=True,
+                 loop=replace(loop, steps=stage.steps, lr=stage.lr, seed=seed), resume=True,
                  progress=progress, recipe=recipe if out == fdir else None,
-                 augment=stage.augment, sampling=cfg.pretrain_sampling, init=previous)
+                 augment=stage.augment, sampling=cfg.pretrain_sampling, init=previous,
+                 steady_organs=stage.steady_organs)
 
 
 @dataclass

@@ -15,18 +15,29 @@ DEMO_METHODS = (DEFAULT_METHOD,)
 @dataclass(frozen=True)
 class Continuation:
     """A stage of continued pre-training from the previous stage's weights: its schedule and
-    augmentation, the ROI it moves to (None: the previous stage's) and how many phantom
-    collections (seeds ``seed`` .. ``seed + collections - 1``) lend it their source tasks."""
+    augmentation (with the organs its offsets hold steady), the ROI it moves to (None: the
+    previous stage's), how many phantom collections (seeds ``seed`` .. ``seed + collections - 1``)
+    lend it their source tasks, and the seed of its draws (None: the demo's; a stage that repeats
+    the previous one's recipe takes another, or it would draw the same patches again)."""
 
     steps: int
     lr: float = 5e-4
     augment: str = "contrast-shape"
     patch: tuple[int, int, int] | None = None
     collections: int = 1
+    steady_organs: tuple[str, ...] = ()
+    seed: int | None = None
 
     def to_recipe(self) -> dict:
-        return {"steps": self.steps, "lr": self.lr, "augment": self.augment,
-                "patch": list(self.patch) if self.patch else None, "collections": self.collections}
+        recipe = {"steps": self.steps, "lr": self.lr, "augment": self.augment,
+                  "patch": list(self.patch) if self.patch else None,
+                  "collections": self.collections}
+        # only where set: the recipes of foundations made before these fields stay the same
+        if self.steady_organs:
+            recipe["steady_organs"] = list(self.steady_organs)
+        if self.seed is not None:
+            recipe["seed"] = self.seed
+        return recipe
 
 
 # v5's shape-augmented continuation, then v6's: a 64^3 ROI on the source tasks of 8 collections

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import torch
 
+from medpeft.data.augment import check_augmentation
 from medpeft.data.balance import SAMPLINGS, organ_balanced_weights
 from medpeft.data.layouts import read_dataset
 from medpeft.data.msd import check_dataset
@@ -30,14 +31,16 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
              pp: Preprocessing | None = None, *, loop: LoopConfig = LoopConfig(steps=300, lr=2e-3),
              resume: bool = False, progress: Reporter | None = None, recipe: dict | None = None,
              cache_dir: str | Path | None = None, augment: str = "light",
-             sampling: str = "uniform", init: str | Path | None = None) -> Path:
+             sampling: str = "uniform", init: str | Path | None = None,
+             steady_organs: tuple[str, ...] = ()) -> Path:
     """Train a foundation model on ``sources`` (MSD folders) and save it to ``out_dir``. Under
     torchrun every rank trains on its shard (DDP); rank 0 writes. ``cache_dir``: keep the
     preprocessed volumes on disk there (reused by later runs) instead of in memory.
     ``augment``: the patch augmentation (:mod:`medpeft.data.augment`); ``sampling``: every
     volume equally often, or ``organ-balanced`` (:mod:`medpeft.data.balance`). ``init``: a
     foundation folder whose weights the run starts from (continued pre-training). ``pp``: the
-    working grid and window; by default ``init``'s, or the 5 mm CPU preset for a new model."""
+    working grid and window; by default ``init``'s, or the 5 mm CPU preset for a new model.
+    ``steady_organs``: organs the augmentation's random offsets never move."""
     if sampling not in SAMPLINGS:
         raise ValueError(f"unknown sampling {sampling!r}; choose from {SAMPLINGS}")
     if backbone not in PRESETS:
@@ -48,6 +51,7 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
     for ds in datasets:
         check_dataset(ds)
     classes = source_classes([ds.labels for ds in datasets])
+    check_steady_organs(augment, tuple(steady_organs), classes)
     cfg = PRESETS[backbone]
     # before anything is written: a refused start leaves no run folder
     if init is None:
@@ -61,10 +65,11 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
         write_yaml(out_dir / "config.yaml", {
             "command": "pretrain", "sources": [str(s) for s in sources], "backbone": backbone,
             "classes": classes, "preprocessing": pp.to_dict(), "loop": loop.to_dict(),
-            "augment": augment, "sampling": sampling, "init": str(init) if init else None,
+            "augment": augment, "steady_organs": list(steady_organs), "sampling": sampling,
+            "init": str(init) if init else None,
             "ranks": distributed.world_size()})
     data = cached_dataset(items, pp, mappings, train=True, cache_dir=cache_dir,
-                          augment=augment)
+                          augment=augment, steady_organs=tuple(steady_organs))
     weights = organ_balanced_weights(items, mappings) if sampling == "organ-balanced" else None
     summary = train_loop(model, data, MarginalDiceCELoss(), loop, run_dir=out_dir, resume=resume,
                          progress=progress, desc="pre-training", weights=weights)
@@ -75,6 +80,17 @@ def pretrain(sources: list[Path], out_dir: Path, backbone: str = "swin-fast",
                            extra={"sources": list(dict.fromkeys(ds.name for ds in datasets)),
                                   "train": summary,
                                   "recipe": recipe or {}})
+
+
+def check_steady_organs(augment: str, steady_organs: tuple[str, ...],
+                        classes: tuple[str, ...]) -> None:
+    """Refuse steady organs that the augmentation cannot hold or the sources do not label, before
+    a run folder is written."""
+    check_augmentation(augment, steady_organs)
+    unknown = [o for o in steady_organs if o not in classes]
+    if unknown:
+        raise ValueError(f"steady organ(s) {', '.join(unknown)} not labelled in the sources "
+                         f"(their organs: {', '.join(classes)})")
 
 
 def finished(out_dir: str | Path, steps: int) -> bool:
