@@ -86,13 +86,13 @@ def test_demo_pretraining_runs_every_stage_of_the_shipped_recipe(tmp_path, monke
 
 def test_a_stage_passes_its_steady_organs_and_seed_and_older_recipes_stay_the_same(tmp_path,
                                                                                     monkeypatch):
-    """A continuation's steady organs and own seed reach its pre-training and its recipe; a stage
+    """A continuation's steady organs and draw seed reach its pre-training and its recipe; a stage
     without them keeps the recipe keys foundations were made with, so the shipped one still
     matches its recipe and is not pre-trained again."""
     calls = []
     monkeypatch.setattr(demo, "pretrain", lambda sources, fdir, backbone, pp=None, **kw: (
         calls.append(kw), shutil.copytree(shipped_foundation(), fdir)))
-    late = Continuation(100, augment="contrast-strong-shape", steady_organs=("spleen",), seed=2)
+    late = Continuation(100, augment="contrast-strong-shape", steady_organs=("spleen",), draw_seed=2)
     cfg = DemoConfig(retrain=True, continued=(Continuation(100), late))
     quiet = Console(file=open(os.devnull, "w"))
     demo._provide_foundation(tmp_path / "f", {}, lambda n: [], cfg, progress=None, console=quiet)
@@ -100,7 +100,7 @@ def test_a_stage_passes_its_steady_organs_and_seed_and_older_recipes_stay_the_sa
     assert plain["steady_organs"] == () and plain["loop"].seed == cfg.seed == 0
     assert held["steady_organs"] == ("spleen",) and held["loop"].seed == 2
     assert set(Continuation(100).to_recipe()) == {"steps", "lr", "augment", "patch", "collections"}
-    assert late.to_recipe()["steady_organs"] == ["spleen"] and late.to_recipe()["seed"] == 2
+    assert late.to_recipe()["steady_organs"] == ["spleen"] and late.to_recipe()["draw_seed"] == 2
 
 
 def test_a_cached_copy_of_the_shipped_weights_takes_the_shipped_metadata(tmp_path, monkeypatch):

@@ -24,9 +24,9 @@ and noise cost every figure (docs/quality.md item 22).
 patches, each axis scaled by up to 30%): thick organs of the few source patients made thin and back.
 *Steady organs* (``steady_organs``) are organs the per-organ offsets never move: their brightness
 against the background stays what the source scans show. The offsets teach the network to ignore
-an organ's own intensity step, and the spleen's thin crescents are found by that step; holding the
-spleen steady in a last stage gives it back at the source site for zero-shot Dice at the new site,
-not adaptation (docs/quality.md items 26, 29 and 30).
+an organ's own intensity step, and the spleen's thin crescents are found by that step. Holding the
+spleen steady in the last stages gives it back at the source site; the price is zero-shot Dice at
+the new site, not adaptation (docs/quality.md items 26, 29 and 30).
 """
 from __future__ import annotations
 

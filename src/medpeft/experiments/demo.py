@@ -85,7 +85,7 @@ def _provide_foundation(fdir: Path, recipe: dict, sources: Callable[[int], list[
             continue
         pp = None if stage.patch is None else \
             replace(load_foundation(previous).preprocessing, patch=tuple(stage.patch))
-        seed = loop.seed if stage.seed is None else stage.seed
+        seed = loop.seed if stage.draw_seed is None else stage.draw_seed
         pretrain(sources(stage.collections), out, cfg.backbone, pp,
                  loop=replace(loop, steps=stage.steps, lr=stage.lr, seed=seed), resume=True,
                  progress=progress, recipe=recipe if out == fdir else None,

@@ -16,9 +16,10 @@ DEMO_METHODS = (DEFAULT_METHOD,)
 class Continuation:
     """A stage of continued pre-training from the previous stage's weights: its schedule and
     augmentation (with the organs its offsets hold steady), the ROI it moves to (None: the
-    previous stage's), how many phantom collections (seeds ``seed`` .. ``seed + collections - 1``)
-    lend it their source tasks, and the seed of its draws (None: the demo's; a stage that repeats
-    the previous one's recipe takes another, or it would draw the same patches again)."""
+    previous stage's), how many phantom collections (the demo's seed and the next ones) lend it
+    their source tasks, and ``draw_seed``, the seed of its patch and augmentation draws (None: the
+    demo's; a stage that repeats the previous one's recipe takes another, or it would draw the
+    same patches again)."""
 
     steps: int
     lr: float = 5e-4
@@ -26,7 +27,7 @@ class Continuation:
     patch: tuple[int, int, int] | None = None
     collections: int = 1
     steady_organs: tuple[str, ...] = ()
-    seed: int | None = None
+    draw_seed: int | None = None
 
     def to_recipe(self) -> dict:
         recipe = {"steps": self.steps, "lr": self.lr, "augment": self.augment,
@@ -35,8 +36,8 @@ class Continuation:
         # only where set: the recipes of foundations made before these fields stay the same
         if self.steady_organs:
             recipe["steady_organs"] = list(self.steady_organs)
-        if self.seed is not None:
-            recipe["seed"] = self.seed
+        if self.draw_seed is not None:
+            recipe["draw_seed"] = self.draw_seed
         return recipe
 
 
