@@ -49,9 +49,9 @@ from medpeft.data.enhancement import RandContrastEnhancementd
 
 AUGMENTATIONS = ("light", "shape", "phase", "phase-shape", "soft-phase-shape", "enhancement-shape",
                  "contrast", "contrast-shape", "contrast-strong-shape")
-# the augmentations that move each organ by its own random offset (steady organs apply to these)
-RANDOM_OFFSETS = ("phase", "phase-shape", "soft-phase-shape", "contrast", "contrast-shape",
-                  "contrast-strong-shape")
+# the augmentations that move each organ by its own random offset (steady organs apply to these):
+# all but the ones without per-organ offsets and the textbook enhancement
+RANDOM_OFFSETS = tuple(a for a in AUGMENTATIONS if a not in ("light", "shape", "enhancement-shape"))
 
 
 class RandOrganIntensityd(RandomizableTransform, MapTransform):
