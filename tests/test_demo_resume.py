@@ -70,18 +70,24 @@ def test_demo_pretraining_runs_every_stage_of_the_shipped_recipe(tmp_path, monke
     quiet = Console(file=open(os.devnull, "w"))
     sources = lambda n: (asked.append(n), [f"collections-{n}"])[1]  # noqa: E731
     demo._provide_foundation(tmp_path / "f", {"r": 1}, sources, cfg, progress=None, console=quiet)
-    assert len(calls) == 1 + len(cfg.continued) == 3 and asked == [1, 1, 8]
-    (first, pp1, _, k1), (second, pp2, _, k2), (final, pp3, src3, k3) = calls
+    assert len(calls) == 1 + len(cfg.continued) == 5 and asked == [1, 1, 8, 8, 8]
+    (first, pp1, _, k1), (second, pp2, _, k2), (third, pp3, src3, k3), (fourth, pp4, _, k4), \
+        (final, pp5, _, k5) = calls
     assert final == tmp_path / "f" and k1.get("init") is None
     assert k2["init"] == first and k3["init"] == second and src3 == ["collections-8"]
+    assert k4["init"] == third and k5["init"] == fourth
     assert (k1["loop"].steps, k1["augment"]) == (cfg.pretrain_steps, cfg.pretrain_augment)
     assert (k2["loop"].steps, k2["loop"].lr, k2["augment"]) == (1600, 5e-4, "contrast-shape")
     assert k3["loop"].steps == 3200 and pp1 is None and pp2 is None
     assert pp3.patch == (64, 64, 64) and pp3.spacing == (5.0, 5.0, 5.0)
-    assert k3["recipe"] == {"r": 1} and k1.get("recipe") is None and k2.get("recipe") is None
+    # the last two hold the spleen steady on the previous stage's ROI, the second with seed 2
+    assert (k4["augment"], k4["steady_organs"], k4["loop"].seed) == \
+        ("contrast-strong-shape", ("spleen",), 0) and pp4 is None and pp5 is None
+    assert (k5["steady_organs"], k5["loop"].seed, k5["loop"].steps) == (("spleen",), 2, 1600)
+    assert k5["recipe"] == {"r": 1} and all(k.get("recipe") is None for k in (k1, k2, k3, k4))
     shutil.rmtree(final)
     demo._provide_foundation(tmp_path / "f", {"r": 1}, sources, cfg, progress=None, console=quiet)
-    assert len(calls) == 4 and calls[3][0] == final  # the earlier stages are reused
+    assert len(calls) == 6 and calls[5][0] == final  # the earlier stages are reused
 
 
 def test_a_stage_passes_its_steady_organs_and_seed_and_older_recipes_stay_the_same(tmp_path,

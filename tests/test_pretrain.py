@@ -94,4 +94,6 @@ def test_pretrain_command_defaults_to_the_shipped_foundations_first_stage():
     options = inspect.signature(pretrain_command).parameters
     assert options["augment"].default.default == recipe["augment"] == "contrast"
     assert options["sampling"].default.default == recipe["sampling"]
-    assert [stage["augment"] for stage in recipe["continued"]] == ["contrast-shape"] * 2
+    assert [stage["augment"] for stage in recipe["continued"]] == \
+        ["contrast-shape"] * 2 + ["contrast-strong-shape"] * 2
+    assert [stage.get("steady_organs") for stage in recipe["continued"]] == [None] * 2 + [["spleen"]] * 2
