@@ -15,6 +15,9 @@
 #                                             benchmarks/results/peers-phantom-$F.{md,png,csv}
 #          rerun-tables.sh leaders|novel|others  sea's leaders alone; rest's halves (novel: the
 #                                             FSEFT cut; others: transductive, federated, demo)
+#          rerun-tables.sh federated          the federated tables: SecAgg+ at server step 1 on
+#                                             3 seeds (federate's and the demo's settings), DP,
+#                                             LoRA everywhere, the deployment
 #          rerun-tables.sh status             finished cells of each stream
 #          rerun-tables.sh save               the finished cells' records into cells/
 # Streams (one thread, v6's times): peers ~4-5 h; sea ~10 h: SEA-PEFT and the two best fixed
@@ -45,6 +48,9 @@ save)
     find bench-transductive bench-federated-plans -maxdepth 2 -type f \
       \( -name '*.json' -o -name '*.md' \) 2>/dev/null
     find demo -maxdepth 1 -type f \( -name results.json -o -name report.md \) 2>/dev/null
+    # the federated stream's arms: each run's tables, reports and server records
+    find fed-$F-* fed-deploy-secure-$F -maxdepth 2 -type f \( -name '*.md' -o -name report.json \
+      -o -name server.json -o -name '*.csv' \) 2>/dev/null
   } | while read -r f; do
       mkdir -p "$MAIN/$HERE/cells/$(dirname "$f")" && cp "$f" "$MAIN/$HERE/cells/$f"; done
   echo "saved: $(find $MAIN/$HERE/cells -name scores.json -o -name result.json | wc -l) cells"
@@ -56,6 +62,7 @@ if [ "$1" = status ]; then  # peers: 6 foundation methods x K 1/5/10 x 3 seeds +
   echo "sea:   $(ls runs/sea-comparison-$F/*/*/result.json 2>/dev/null | wc -l) of 99 cells"
   # novel: 2 tasks x (zero-shot + 4 methods x K 1/5/10 x 3 seeds)
   echo "novel: $(ls runs/benchmark-fseft-novel-$F/Task10_NewSite/*/*/scores.json runs/benchmark-fseft-novel-$F/Task10_NewSite/*/*/*/scores.json 2>/dev/null | wc -l) of 74 cells"
+  echo "federated: $(ls runs/fed-$F-*/*/report.json runs/fed-deploy-secure-$F/report.md 2>/dev/null | wc -l) arms"
   for f in transductive federated-plans demo; do
     echo "rest:  $f $([ -s runs/$f.log ] && echo started || echo 'not started')"; done
   exit 0
@@ -80,6 +87,26 @@ others() {  # the transductive table, the federated plans, the demo
   run benchmarks/federated_plans.py --rounds 3 --local-steps 10 >> runs/federated-plans.log 2>&1
   PYTHONPATH=$WT/src $MAIN/.venv/bin/python -m medpeft.cli demo >> runs/demo.log 2>&1
 }
+fp() { run benchmarks/federated_plans.py "$@" >> runs/federated.log 2>&1; }
+federated() {  # the federated tables (~3 h alone), each under SecAgg+ at server step 1 on seeds
+  # 0-2 first: medpeft federate's default (SEA-PEFT, 3 x 40) against affine, the demo's setting
+  # (affine, 3 x 20) beside SEA-PEFT at 3 x 20 and affine at 3 x 10; then site-level DP, LoRA
+  # everywhere against SEA-PEFT in the clear (3 x 10), and SecAgg+ in --deployment
+  for s in 0 1 2; do
+    for arm in "sea-peft 40" "affine 40" "affine 20" "sea-peft 20" "affine 10"; do
+      set -- $arm
+      fp --plans $1 --secure --aggregations fedavg --server-lr 1 --rounds 3 --local-steps $2 \
+          --seed $s --out runs/fed-$F-$1-slr1-3x$2-s$s
+    done
+  done
+  run benchmarks/federated_dp.py --out runs/fed-$F-dp >> runs/federated.log 2>&1
+  for s in 0 1 2; do
+    fp --plans lora-everywhere sea-peft --rounds 3 --local-steps 10 --seed $s --out runs/fed-$F-seeds-s$s
+  done
+  [ -s runs/fed-deploy-secure-$F/report.md ] ||
+    run -m medpeft.cli federate $MAIN/benchmarks/results/federated-deployment-secagg-v8.yaml \
+        --deployment --out runs/fed-deploy-secure-$F >> runs/federated.log 2>&1
+}
 rest() { novel; others; }
 case $1 in
 peers|default)  # the default row first, then every row
@@ -99,7 +126,7 @@ sea)  # first the methods that decide the conclusion (SEA-PEFT and the two best 
   rest
   sea "";;
 rest) rest;;
-novel|others) $1;;  # rest's two halves, one per core
+novel|others|federated) $1;;  # rest's two halves, one per core; the federated tables
 leaders) sea "$LEADERS";;
-*) echo "usage: rerun-tables.sh setup [COMMIT]|peers|default|peers-table|sea|leaders|rest|novel|others|status|save" >&2; exit 2;;
+*) echo "usage: rerun-tables.sh setup [COMMIT]|peers|default|peers-table|sea|leaders|rest|novel|others|federated|status|save" >&2; exit 2;;
 esac
