@@ -65,6 +65,7 @@ if [ "$1" = status ]; then  # peers: 6 foundation methods x K 1/5/10 x 3 seeds +
   echo "federated: $(ls runs/fed-$F-*/*/report.json runs/fed-deploy-secure-$F/report.md 2>/dev/null | wc -l) arms"
   for f in transductive federated-plans demo; do
     echo "rest:  $f $([ -s runs/$f.log ] && echo started || echo 'not started')"; done
+  [ -s $MAIN/$HERE/cells/demo/results.json ] && echo "rest:  demo saved (cells/demo)"
   exit 0
 fi
 # the foundation-free peers (nnU-Net, both scratch recipes) never use the foundation: v5's run's
@@ -85,7 +86,9 @@ novel() {  # FSEFT's novel-organ cut (~2.5 h): v6's config, its output folder na
 others() {  # the transductive table, the federated plans, the demo
   run benchmarks/transductive.py >> runs/transductive.log 2>&1
   run benchmarks/federated_plans.py --rounds 3 --local-steps 10 >> runs/federated-plans.log 2>&1
-  PYTHONPATH=$WT/src $MAIN/.venv/bin/python -m medpeft.cli demo >> runs/demo.log 2>&1
+  # the demo, unless a clean-clone run's records were saved (the README's table comes from one)
+  [ -s $MAIN/$HERE/cells/demo/results.json ] ||
+    PYTHONPATH=$WT/src $MAIN/.venv/bin/python -m medpeft.cli demo >> runs/demo.log 2>&1
 }
 fp() { run benchmarks/federated_plans.py "$@" >> runs/federated.log 2>&1; }
 federated() {  # the federated tables (~3 h alone), each under SecAgg+ at server step 1 on seeds
