@@ -23,6 +23,8 @@
 # Streams (one thread, v6's times): peers ~4-5 h; sea ~10 h: SEA-PEFT and the two best fixed
 # methods, then `rest` (FSEFT novel organs, transductive, federated plans, the demo; ~3 h alone),
 # then the other methods. Logs: /work/$F/runs/*.log.
+# Edit it by writing a new file and renaming it over this one: a running stream's bash reads on
+# from its byte offset in the file it opened.
 set -e
 F=${F:-v7b}
 WT=/work/$F MAIN=/work/main HERE=benchmarks/results/foundation-$F-candidate
@@ -42,7 +44,7 @@ w(Path('$MAIN/runs/cache/phantom-demo-s$s'), 'demo', $s)"; done
   exit 0;;
 save)
   cd $WT/runs
-  { find benchmark-peers sea-comparison-$F benchmark-fseft-novel-$F -type f 2>/dev/null \
+  { find benchmark-peers sea-comparison-$F benchmark-fseft-novel-$F fseft-novel-grown-$F-k5 -type f 2>/dev/null \
       \( $(printf -- '-name %s -o ' $RECORDS) -false \)
     # rest's tables: the transductive arms' records, each federated plan's report, the demo's
     find bench-transductive bench-federated-plans -maxdepth 2 -type f \
@@ -82,6 +84,10 @@ novel() {  # FSEFT's novel-organ cut (~2.5 h): v6's config, its output folder na
   sed "s|^out: .*|out: runs/benchmark-fseft-novel-$F|" configs/fseft-phantom-novel-v6.yaml \
       > runs/fseft-phantom-novel-$F.yaml
   run -m medpeft.cli benchmark runs/fseft-phantom-novel-$F.yaml >> runs/fseft.log 2>&1
+  # the novel gallbladder under medpeft adapt's own K=5 recipe (v7b's config, its output renamed)
+  sed "s|^out: .*|out: runs/fseft-novel-grown-$F-k5|" \
+      $MAIN/benchmarks/results/fseft-novel-grown-v7b/k5.yaml > runs/fseft-novel-grown-$F-k5.yaml
+  run -m medpeft.cli benchmark runs/fseft-novel-grown-$F-k5.yaml >> runs/fseft.log 2>&1
 }
 others() {  # the transductive table, the federated plans, the demo
   run benchmarks/transductive.py >> runs/transductive.log 2>&1
