@@ -80,14 +80,14 @@ sea() {  # the SEA-PEFT comparison at every K, 3 seeds; $1: its --method options
         $1 >> runs/sea.log 2>&1
   done
 }
-novel() {  # FSEFT's novel-organ cut (~2.5 h): v6's config, its output folder named for $F
-  sed "s|^out: .*|out: runs/benchmark-fseft-novel-$F|" configs/fseft-phantom-novel-v6.yaml \
-      > runs/fseft-phantom-novel-$F.yaml
-  run -m medpeft.cli benchmark runs/fseft-phantom-novel-$F.yaml >> runs/fseft.log 2>&1
-  # the novel gallbladder under medpeft adapt's own K=5 recipe (v7b's config, its output renamed)
-  sed "s|^out: .*|out: runs/fseft-novel-grown-$F-k5|" \
-      $MAIN/benchmarks/results/fseft-novel-grown-v7b/k5.yaml > runs/fseft-novel-grown-$F-k5.yaml
-  run -m medpeft.cli benchmark runs/fseft-novel-grown-$F-k5.yaml >> runs/fseft.log 2>&1
+grid_as() {  # a benchmark grid's config with its output folder renamed: $1 the config, $2 the name
+  sed "s|^out: .*|out: runs/$2|" "$1" > runs/$2.yaml
+  run -m medpeft.cli benchmark runs/$2.yaml >> runs/fseft.log 2>&1
+}
+novel() {  # FSEFT's novel-organ cut (~2.5 h) on v6's config, then the novel gallbladder under
+  # medpeft adapt's own K=5 recipe (v7b's config), each output folder named for $F
+  grid_as configs/fseft-phantom-novel-v6.yaml benchmark-fseft-novel-$F
+  grid_as $MAIN/benchmarks/results/fseft-novel-grown-v7b/k5.yaml fseft-novel-grown-$F-k5
 }
 others() {  # the transductive table, the federated plans, the demo
   run benchmarks/transductive.py >> runs/transductive.log 2>&1

@@ -48,9 +48,9 @@ def pretrain_command(source: list[Path] = typer.Option(..., help="source MSD fol
                                          "and shift only)"),
              steady_organ: list[str] = typer.Option([], "--steady-organ", help="an organ the "
                                                     "random per-organ offsets never move "
-                                                    "(repeat for more); the v8 candidate's last "
-                                                    "stages hold the spleen, whose thin crescents "
-                                                    "are found by their intensity step"),
+                                                    "(repeat for more); the shipped foundation's "
+                                                    "(v8) last stages hold the spleen, whose thin "
+                                                    "crescents are found by their intensity step"),
              init: Optional[Path] = typer.Option(None, help="start from this foundation's "
                                                  "weights (continued pre-training; same "
                                                  "backbone and organs)"),
