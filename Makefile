@@ -35,7 +35,7 @@ TEST_WORKERS ?= 2
 test: $(TESTED)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
-	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1 --durations=10
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist load --maxschedchunk 1 --durations=25
 
 bench: $(TESTED)
 	$(BIN)/python benchmarks/backbone_speed.py
