@@ -18,6 +18,8 @@
 #          rerun-tables.sh federated          the federated tables: SecAgg+ at server step 1 on
 #                                             3 seeds (federate's and the demo's settings), DP,
 #                                             LoRA everywhere, the deployment
+#          rerun-tables.sh steps              the server step 1.5 arms the defaults' tests compare,
+#                                             SecAgg+ against the clear for LoRA everywhere
 #          rerun-tables.sh status             finished cells of each stream
 #          rerun-tables.sh save               the finished cells' records into cells/
 # Streams (one thread, v6's times): peers ~4-5 h; sea ~10 h: SEA-PEFT and the two best fixed
@@ -116,6 +118,20 @@ federated() {  # the federated tables (~3 h alone), each under SecAgg+ at server
     run -m medpeft.cli federate $MAIN/benchmarks/results/federated-deployment-secagg-v8.yaml \
         --deployment --out runs/fed-deploy-secure-$F >> runs/federated.log 2>&1
 }
+steps() {  # what the defaults' tests compare beyond the federated stream (~1.2 h alone): the
+  # server step 1.5 for SEA-PEFT at 3 x 40 (federate's default is step 1) and for affine at the
+  # demo's 3 x 20 and at 3 x 10, seeds 0-2 under SecAgg+; then SecAgg+ against the clear for
+  # LoRA everywhere (fedavg, ffa) at seed 0, the plans table's arms in the clear
+  for s in 0 1 2; do
+    for arm in "sea-peft 40" "affine 20" "affine 10"; do
+      set -- $arm
+      fp --plans $1 --secure --aggregations fedavg --server-lr 1.5 --rounds 3 --local-steps $2 \
+          --seed $s --out runs/fed-$F-$1-slr1.5-3x$2-s$s
+    done
+  done
+  fp --plans lora-everywhere --secure --aggregations fedavg ffa --rounds 3 --local-steps 10 \
+      --seed 0 --out runs/fed-$F-secagg-lora
+}
 rest() { novel; others; }
 case $1 in
 peers|default)  # the default row first, then every row
@@ -135,7 +151,7 @@ sea)  # first the methods that decide the conclusion (SEA-PEFT and the two best 
   rest
   sea "";;
 rest) rest;;
-novel|others|federated) $1;;  # rest's two halves, one per core; the federated tables
+novel|others|federated|steps) $1;;  # rest's two halves, one per core; the federated tables
 leaders) sea "$LEADERS";;
-*) echo "usage: rerun-tables.sh setup [COMMIT]|peers|default|peers-table|sea|leaders|rest|novel|others|federated|status|save" >&2; exit 2;;
+*) echo "usage: rerun-tables.sh setup [COMMIT]|peers|default|peers-table|sea|leaders|rest|novel|others|federated|steps|status|save" >&2; exit 2;;
 esac
