@@ -26,7 +26,7 @@ def arm_figures(report: dict) -> dict:
     fed, alone, pooled = report["dice"][rounds], report["local_only"], report.get("pooled") or {}
     per_round = [row["down"] + row["up"] for row in report["bytes_per_round"] if row["round"] > 0]
     return {"federated": statistics.mean(fed.values()), "local": statistics.mean(alone.values()),
-            "gains": [fed[h] - alone[h] for h in fed],
+            "gains": {h: fed[h] - alone[h] for h in sorted(fed)},
             "pooled": statistics.mean(pooled.values()) if pooled else None,
             "bytes": statistics.mean(per_round), "ratio": report["bytes_total"]["ratio"]}
 
@@ -36,7 +36,8 @@ def spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.3f} +- {sd:.3f}"
 
 
-def table_rows(runs: list[Path]) -> list[list[str]]:
+def arms_by_seed(runs: list[Path]) -> dict[str, list[dict]]:
+    """Each arm's figures at each seed where it finished, in the order of ``runs``."""
     arms: dict[str, list[dict]] = {}
     for run in runs:
         reports = {path.parent.name: json.loads(path.read_text())
@@ -46,9 +47,25 @@ def table_rows(runs: list[Path]) -> list[list[str]]:
         for arm, report in reports.items():
             report["pooled"] = bound.get(report["plan"])
             arms.setdefault(arm, []).append(arm_figures(report))
-    rows = []
+    return arms
+
+
+def gain_lines(arms: dict[str, list[dict]]) -> list[str]:
+    """Per arm, each hospital's gain over training alone at each seed and the federated mean by
+    seed: which hospital a mean gain hides."""
+    lines = []
     for arm, seeds in sorted(arms.items()):
-        gains = [g for s in seeds for g in s["gains"]]
+        hospitals = ", ".join(f"{h} " + " / ".join(f"{s['gains'][h]:+.3f}" for s in seeds)
+                              for h in seeds[0]["gains"])
+        means = " / ".join(f"{s['federated']:.3f}" for s in seeds)
+        lines.append(f"{arm}: {hospitals}; federated by seed {means}")
+    return lines
+
+
+def table_rows(runs: list[Path]) -> list[list[str]]:
+    rows = []
+    for arm, seeds in sorted(arms_by_seed(runs).items()):
+        gains = [g for s in seeds for g in s["gains"].values()]
         pooled = [s["pooled"] for s in seeds if s["pooled"] is not None]
         gaps = [s["federated"] - s["pooled"] for s in seeds if s["pooled"] is not None]
         rows.append([arm, str(len(seeds)), spread([s["federated"] for s in seeds]),
@@ -71,7 +88,9 @@ def main() -> None:
     if missing:
         parser.error(f"no such run folder: {', '.join(missing)}")
     rows = table_rows(args.runs)
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
+    lines = ["Gains per hospital (federated - local-only) by seed, and the federated mean by seed:"]
+    lines += gain_lines(arms_by_seed(args.runs)) + [""]
+    lines += ["| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -99,17 +99,22 @@ others() {  # the transductive table, the federated plans, the demo
     PYTHONPATH=$WT/src $MAIN/.venv/bin/python -m medpeft.cli demo >> runs/demo.log 2>&1
 }
 fp() { run benchmarks/federated_plans.py "$@" >> runs/federated.log 2>&1; }
+secure_arms() {  # seeds 0-2 of each arm under SecAgg+ (fedavg): $1 the server step, then arms
+  # "PLAN LOCAL_STEPS", each run in runs/fed-$F-PLAN-slrSTEP-3xSTEPS-sSEED
+  local lr=$1 arms=("${@:2}") s arm plan steps
+  for s in 0 1 2; do
+    for arm in "${arms[@]}"; do
+      read -r plan steps <<< "$arm"
+      fp --plans $plan --secure --aggregations fedavg --server-lr $lr --rounds 3 \
+          --local-steps $steps --seed $s --out runs/fed-$F-$plan-slr$lr-3x$steps-s$s
+    done
+  done
+}
 federated() {  # the federated tables (~3 h alone), each under SecAgg+ at server step 1 on seeds
   # 0-2 first: medpeft federate's default (SEA-PEFT, 3 x 40) against affine, the demo's setting
   # (affine, 3 x 20) beside SEA-PEFT at 3 x 20 and affine at 3 x 10; then site-level DP, LoRA
   # everywhere against SEA-PEFT in the clear (3 x 10), and SecAgg+ in --deployment
-  for s in 0 1 2; do
-    for arm in "sea-peft 40" "affine 40" "affine 20" "sea-peft 20" "affine 10"; do
-      set -- $arm
-      fp --plans $1 --secure --aggregations fedavg --server-lr 1 --rounds 3 --local-steps $2 \
-          --seed $s --out runs/fed-$F-$1-slr1-3x$2-s$s
-    done
-  done
+  secure_arms 1 "sea-peft 40" "affine 40" "affine 20" "sea-peft 20" "affine 10"
   run benchmarks/federated_dp.py --out runs/fed-$F-dp >> runs/federated.log 2>&1
   for s in 0 1 2; do
     fp --plans lora-everywhere sea-peft --rounds 3 --local-steps 10 --seed $s --out runs/fed-$F-seeds-s$s
@@ -122,13 +127,7 @@ steps() {  # what the defaults' tests compare beyond the federated stream (~1.2 
   # server step 1.5 for SEA-PEFT at 3 x 40 (federate's default is step 1) and for affine at the
   # demo's 3 x 20 and at 3 x 10, seeds 0-2 under SecAgg+; then SecAgg+ against the clear for
   # LoRA everywhere (fedavg, ffa) at seed 0, the plans table's arms in the clear
-  for s in 0 1 2; do
-    for arm in "sea-peft 40" "affine 20" "affine 10"; do
-      set -- $arm
-      fp --plans $1 --secure --aggregations fedavg --server-lr 1.5 --rounds 3 --local-steps $2 \
-          --seed $s --out runs/fed-$F-$1-slr1.5-3x$2-s$s
-    done
-  done
+  secure_arms 1.5 "sea-peft 40" "affine 20" "affine 10"
   fp --plans lora-everywhere --secure --aggregations fedavg ffa --rounds 3 --local-steps 10 \
       --seed 0 --out runs/fed-$F-secagg-lora
 }

@@ -29,3 +29,12 @@ def test_seeds_table_shares_each_runs_pooled_bound_and_counts_every_hospital(tmp
     assert svd[5] == "3/4"  # per hospital: +0.1, -0.05, +0.1, +0.1
     assert svd[7] == "-0.100" and fedavg[7] == "-0.080"  # fedavg shares seed 0's pooled bound
     assert svd[8] == "150 B" and svd[9] == "300x"
+
+
+def test_gain_lines_name_each_hospitals_gain_at_each_seed(tmp_path):
+    s0, s1 = tmp_path / "s0", tmp_path / "s1"
+    _report(s0 / "affine-svd", {"a": 0.6, "b": 0.5}, {"a": 0.5, "b": 0.55}, None)
+    _report(s1 / "affine-svd", {"a": 0.7, "b": 0.6}, {"a": 0.6, "b": 0.5}, None)
+    seeds = benchmark_script("federated_seeds")
+    assert seeds.gain_lines(seeds.arms_by_seed([s0, s1])) == [
+        "affine-svd: a +0.100 / +0.100, b -0.050 / +0.100; federated by seed 0.550 / 0.650"]
