@@ -114,7 +114,10 @@ federated() {  # the federated tables (~3 h alone), each under SecAgg+ at server
   # 0-2 first: medpeft federate's default (SEA-PEFT, 3 x 40) against affine, the demo's setting
   # (affine, 3 x 20) beside SEA-PEFT at 3 x 20 and affine at 3 x 10; then site-level DP, LoRA
   # everywhere against SEA-PEFT in the clear (3 x 10), and SecAgg+ in --deployment
-  secure_arms 1 "sea-peft 40" "affine 40" "affine 20" "sea-peft 20" "affine 10"
+  # (arms whose seeds table is committed are not run again: their records were not saved)
+  [ -s $MAIN/benchmarks/results/federated-seeds-$F-3x40-slr1.md ] || secure_arms 1 "sea-peft 40" "affine 40"
+  [ -s $MAIN/benchmarks/results/federated-seeds-$F-3x20-slr1.md ] || secure_arms 1 "affine 20" "sea-peft 20"
+  secure_arms 1 "affine 10"
   run benchmarks/federated_dp.py --out runs/fed-$F-dp >> runs/federated.log 2>&1
   for s in 0 1 2; do
     fp --plans lora-everywhere sea-peft --rounds 3 --local-steps 10 --seed $s --out runs/fed-$F-seeds-s$s
@@ -128,6 +131,7 @@ steps() {  # what the defaults' tests compare beyond the federated stream (~1.2 
   # demo's 3 x 20 and at 3 x 10, seeds 0-2 under SecAgg+; then SecAgg+ against the clear for
   # LoRA everywhere (fedavg, ffa) at seed 0, the plans table's arms in the clear
   secure_arms 1.5 "sea-peft 40" "affine 20" "affine 10"
+  secure_arms 1 "affine 10"  # the 3 x 10 row's partner at step 1 (also the federated stream's)
   fp --plans lora-everywhere --secure --aggregations fedavg ffa --rounds 3 --local-steps 10 \
       --seed 0 --out runs/fed-$F-secagg-lora
 }
