@@ -4,7 +4,7 @@
 # worktree /work/$F at a fixed commit, so that code edits on `main` do not reach a running
 # benchmark. Resumable: each benchmark keeps its finished cells, so running the same stream again
 # continues it; `save` copies the finished cells' records into the candidate folder's `cells/`
-# (commit them: a session's `runs/` does not outlive it) and `setup` puts them back.
+# and stages them (commit them: a session's `runs/` does not outlive it) and `setup` puts them back.
 #   Usage: [F=v7b] benchmarks/rerun-tables.sh setup [COMMIT]   the worktree at COMMIT (default
 #                                             HEAD), with the phantom collections and saved cells
 #          rerun-tables.sh peers|sea|rest     one stream, one thread, nice 5 (two streams: two cores;
@@ -57,7 +57,8 @@ save)
       -o -name server.json -o -name '*.csv' \) 2>/dev/null
   } | while read -r f; do
       mkdir -p "$MAIN/$HERE/cells/$(dirname "$f")" && cp "$f" "$MAIN/$HERE/cells/$f"; done
-  echo "saved: $(find $MAIN/$HERE/cells -name scores.json -o -name result.json | wc -l) cells"
+  git -C $MAIN add $HERE/cells  # new folders too: `git commit -a` alone would leave them out
+  echo "saved and staged: $(find $MAIN/$HERE/cells -name scores.json -o -name result.json | wc -l) cells"
   exit 0;;
 esac
 cd $WT
