@@ -84,9 +84,9 @@ def _result_rows(name: str, keep) -> list[list[str]]:
 
 
 def measured_federated_schedules() -> dict[tuple[int, int, float], tuple[float, float]]:
-    """The v7b steps table (benchmarks/results/federated-affine-steps-v7b.md): (rounds, local
+    """The v8 steps table (benchmarks/results/federated-affine-steps-v8.md): (rounds, local
     steps, server step) -> (mean federated Dice, mean gain over training alone)."""
-    rows = _result_rows("federated-affine-steps-v7b.md", lambda line: line.startswith("| 3 x "))
+    rows = _result_rows("federated-affine-steps-v8.md", lambda line: line.startswith("| 3 x "))
     # columns: rounds x local steps (and a remark), server_lr, federated (mean +- sd), local-only, gain
     return {(int(r[0].split()[0]), int(r[0].split()[2]), float(r[1])):
             (float(r[2].split()[0]), float(r[4])) for r in rows}

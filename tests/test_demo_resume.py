@@ -166,7 +166,7 @@ def test_a_finished_federation_is_reused_however_many_simulation_workers_ran_it(
 def test_the_demos_federation_is_the_best_measured_schedule_it_can_afford(collection, tmp_path):
     """The demo federates the steps table's plan (affine; federate's SEA-PEFT took the demo to
     9:44) with `medpeft federate`'s aggregation, on the schedule (local steps, server step) with
-    the best federated Dice in the v7b steps table among those shorter than federate's default
+    the best federated Dice in the v8 steps table among those shorter than federate's default
     (which takes the demo past 10 minutes), and that schedule gains over training alone; it
     evaluates only the two rounds its table shows. Left unset, each setting is federate's."""
     from medpeft.federated import demo as fed_demo

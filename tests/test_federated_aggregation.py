@@ -234,7 +234,7 @@ def test_a_round_without_its_quorum_fails_by_name_instead_of_waiting_for_ever():
 
 
 def test_the_defaults_are_the_best_measured_setting_and_every_plan_accepts_them():
-    """`medpeft federate`'s defaults are the best federated setting measured on v7b: 3 x 40, the
+    """`medpeft federate`'s defaults are the best federated setting measured on v8: 3 x 40, the
     steps table's longest and best schedule, with the plan that federates best there (SEA-PEFT)
     at its better server step (1, plain FedAvg); and with them every plan and SecAgg+ run without
     a second setting. DP, which SEA-PEFT refuses, names the best fixed plan, which takes it."""
@@ -244,8 +244,8 @@ def test_the_defaults_are_the_best_measured_setting_and_every_plan_accepts_them(
     three = [{"dataset": f"d{i}"} for i in range(3)]
     default = FedConfig(foundation="f", hospitals=three)
     assert (default.rounds, default.local_steps) == best[:2] == (3, 40)
-    at_step = {1.0: measured_federated_plans("federated-seeds-v7b-3x40-slr1.md"),
-               1.5: measured_federated_plans("federated-seeds-v7b-3x40.md")}  # both at 3 x 40
+    at_step = {1.0: measured_federated_plans("federated-seeds-v8-3x40-slr1.md"),
+               1.5: measured_federated_plans("federated-seeds-v8-3x40-slr1.5.md")}  # both 3 x 40
     assert default.server_lr == max(at_step, key=lambda step: at_step[step][default.plan]) == 1.0
     plans = at_step[default.server_lr]
     assert default.plan == max(plans, key=plans.get) and BEST_FIXED in plans

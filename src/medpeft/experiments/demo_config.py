@@ -85,15 +85,16 @@ class DemoConfig:
     scratch_steps: int | None = None
     scratch_patience: int = 40
     # the federation's local steps a round and server step (None: `medpeft federate`'s 40 and
-    # 1): the best measured schedule shorter than federate's, on v7b and the demo's phantom (3
-    # seeds, benchmarks/results/federated-affine-steps-v7b.md): 3 x 20 at server step 1, +0.014
-    # over training alone, where 3 x 10 lost (-0.006 at 1.5). 3 x 40 (+0.022) takes the demo past
-    # 10 minutes on 2 float32 cores (10:53)
+    # 1): the best measured schedule shorter than federate's, on v8 and the demo's phantom (3
+    # seeds, benchmarks/results/federated-affine-steps-v8.md): 3 x 20 at server step 1, 0.731 and
+    # +0.014 over training alone, against 0.727 at 1.5 and 0.696 at 3 x 10. 3 x 40 (+0.022) took
+    # the demo past 10 minutes on 2 float32 cores (10:53, v7b)
     federated_steps: int | None = 20
     federated_server_lr: float | None = 1.0
     # the federated plan (None: `medpeft federate`'s, SEA-PEFT). Affine: at this schedule SEA-PEFT
-    # federates higher (0.748 against 0.730, 3 seeds) but took the demo to 9:44 on 2 float32 cores
-    # against affine's 8:56 (benchmarks/results/demo-federation-sea-peft-v7b.md): too close to 10
+    # federates higher (v8: 0.750 against 0.731, 3 seeds) but took the demo to 9:44 on 2 float32
+    # cores against affine's 8:56 (v7b, benchmarks/results/demo-federation-sea-peft-v7b.md): too
+    # close to 10
     federated_plan: str | None = "affine"
     # jobs at once (the cells, the zero-shot scores, the federation); None: one per core on a
     # CPU, one on a GPU (medpeft.experiments.side_by_side)

@@ -27,17 +27,18 @@ class FedConfig:
     foundation: str
     hospitals: list[dict]
     out: str = "runs/federated"
-    # SEA-PEFT federates best at every schedule measured on v7b (3 seeds under SecAgg+; at 3 x 40,
-    # server step 1: 0.787 against affine's 0.756, every hospital gaining at every seed;
-    # benchmarks/results/federated-seeds-v7b-3x40-slr1.md). It refuses dp and local tensors, and
+    # SEA-PEFT federates best at every schedule measured on v7b and v8 (3 seeds under SecAgg+; on
+    # v8 at 3 x 40, server step 1: 0.789 against affine's 0.763, every hospital gaining at every
+    # seed; benchmarks/results/federated-seeds-v8-3x40-slr1.md). It refuses dp and local tensors, and
     # names the fixed plan to use there (plans.BEST_FIXED)
     plan: str = "sea-peft"
     local: list[str] = field(default_factory=list)  # tensor patterns each hospital keeps
     rounds: int = 3
     # 40 local steps a round: the longest schedule measured and the best, for affine and SEA-PEFT
     # (three phantom hospitals, 3 seeds; docs/federated.md "Federated plans compared"): affine on v6 gained at
-    # every hospital and seed (+0.018, 0.740 federated against 0.685 at 3 x 10), on v7b +0.017 to
-    # +0.022 where 3 x 10 no longer beats training alone (-0.006). 4x 3 x 10's training time.
+    # every hospital and seed (+0.018, 0.740 federated against 0.685 at 3 x 10), on v8 +0.022 (8 of
+    # 9) against +0.014 at 3 x 20 and +0.009 at 3 x 10 (federated-affine-steps-v8.md). 4x 3 x 10's
+    # training time.
     local_steps: int = 40
     # the global adapter is evaluated at every hospital before round 1, after every N-th round and
     # after the last (each evaluation costs each hospital about as much as a round's training)
@@ -47,11 +48,10 @@ class FedConfig:
     # 0) and, unlike svd, works with SecAgg+, differential privacy and the server step
     aggregation: str = "fedavg"
     # FedOpt's server learning rate: the global tensors move by this times the hospitals' mean
-    # update (1: plain FedAvg). For SEA-PEFT at 3 x 40 on v7b 1 beats 1.5 at every seed (0.787
-    # against 0.780; benchmarks/results/federated-seeds-v7b-3x40-slr1.md), as it does for affine
-    # at 3 x 10 and 3 x 20; affine at 3 x 40 is 0.004 better at 1.5 (0.760 against 0.756,
-    # federated-affine-steps-v7b.md). 3 left the adapter where it began. svd refuses any step but
-    # 1 for LoRA pairs
+    # update (1: plain FedAvg). For SEA-PEFT at 3 x 40 on v8 1 beats 1.5 (0.789 against 0.783,
+    # ahead at 2 of 3 seeds; benchmarks/results/federated-seeds-v8-3x40-slr1.5.md), as it does for
+    # affine at 3 x 10 and 3 x 20 (federated-affine-steps-v8.md). 3 left the adapter where it
+    # began. svd refuses any step but 1 for LoRA pairs
     server_lr: float = 1.0
     seed: int = 0
     bf16: bool = True  # local training under bf16 autocast where native (as `medpeft adapt`)

@@ -20,8 +20,8 @@ from medpeft.methods.sea.loop import SeaConfig
 # Few audits (one a round) call for a shorter memory than the central search's.
 FEDERATED_SEA = {"decay": 0.5, "window": 3, "votes": 2, "guard": 1, "audit_sites": 8}
 # where SEA-PEFT, the default, cannot go (differential privacy, per-hospital tensors): the fixed
-# plan under 1% of the weights that federates best on v7b (docs/federated.md "Federated plans compared":
-# level with lora+affine at half its bytes; 0.756 at federate's 3 x 40 and step 1, 3 seeds)
+# plan under 1% of the weights that federates best on v7b and v8 (docs/federated.md "Federated plans
+# compared": level with lora+affine at half its bytes; on v8 0.763 at federate's 3 x 40, 3 seeds)
 BEST_FIXED = "affine"
 USE_BEST_FIXED = f"use a fixed plan ({BEST_FIXED}, the best measured under 1% of the weights)"
 
