@@ -120,7 +120,7 @@ federated() {  # the federated tables (~3 h alone), each under SecAgg+ at server
   [ -s $MAIN/benchmarks/results/federated-seeds-$F-3x20-slr1.md ] || secure_arms 1 "affine 20" "sea-peft 20"
   secure_arms 1 "affine 10"
   run benchmarks/federated_dp.py --out runs/fed-$F-dp >> runs/federated.log 2>&1
-  for s in 0 1 2; do
+  for s in 1 2; do  # seed 0: the plans table's run (runs/bench-federated-plans, the same arms)
     fp --plans lora-everywhere sea-peft --rounds 3 --local-steps 10 --seed $s --out runs/fed-$F-seeds-s$s
   done
   [ -s runs/fed-deploy-secure-$F/report.md ] ||
