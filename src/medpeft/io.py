@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,26 @@ def _fsync(path: str | Path) -> None:
         pass  # a file system without fsync on folders
     finally:
         os.close(fd)
+
+
+def copy_folder(source: str | Path, dest: str | Path) -> None:
+    """Copy a folder to ``dest`` through a temporary sibling renamed into place, so that ``dest``
+    is whole or absent after a crash, and two processes copying at once both end with it (the
+    second's copy is dropped) instead of one failing on the half-made folder of the other."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        shutil.copytree(source, tmp, dirs_exist_ok=True)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; outputs are meant to be shared
+        try:
+            os.rename(tmp, dest)  # atomic; refuses a non-empty dest
+        except OSError:
+            if not dest.is_dir():
+                raise
+        _fsync(dest.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def write_text(path: str | Path, text: str) -> None:

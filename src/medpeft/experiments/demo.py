@@ -26,7 +26,7 @@ from medpeft.evaluate.report import overlay_png, results_table, write_csv, write
 from medpeft.experiments.cell import adapt_and_open, cached
 from medpeft.experiments.demo_config import DemoConfig, pretrain_recipe
 from medpeft.experiments.side_by_side import Job, cpu_cores, run_side_by_side, worker_count
-from medpeft.io import atomic_path, write_json, write_text
+from medpeft.io import atomic_path, copy_folder, write_json, write_text
 from medpeft.methods import SCRATCH
 from medpeft.methods.adapter_io import open_adapter
 from medpeft.methods.registry import TUNE, resolve
@@ -71,7 +71,7 @@ def _provide_foundation(fdir: Path, recipe: dict, sources: Callable[[int], list[
     if shipped is not None and not cfg.retrain and \
             json.loads((shipped / "foundation.json").read_text()).get("recipe") == recipe:
         console.print(f"using the shipped foundation model ({shipped}); --retrain to pre-train")
-        shutil.copytree(shipped, fdir)
+        copy_folder(shipped, fdir)
         return
     loop = LoopConfig(steps=cfg.pretrain_steps, lr=cfg.pretrain_lr, seed=cfg.seed,
                       bf16=cfg.pretrain_bf16, channels_last=cfg.pretrain_bf16)
