@@ -62,9 +62,10 @@ def gain_lines(arms: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
-def table_rows(runs: list[Path]) -> list[list[str]]:
+def table_rows(arms: dict[str, list[dict]]) -> list[list[str]]:
+    """One row per arm of ``arms_by_seed``'s figures: means +- sd over its seeds."""
     rows = []
-    for arm, seeds in sorted(arms_by_seed(runs).items()):
+    for arm, seeds in sorted(arms.items()):
         gains = [g for s in seeds for g in s["gains"].values()]
         pooled = [s["pooled"] for s in seeds if s["pooled"] is not None]
         gaps = [s["federated"] - s["pooled"] for s in seeds if s["pooled"] is not None]
@@ -87,9 +88,10 @@ def main() -> None:
     missing = [str(r) for r in args.runs if not r.is_dir()]
     if missing:
         parser.error(f"no such run folder: {', '.join(missing)}")
-    rows = table_rows(args.runs)
+    arms = arms_by_seed(args.runs)  # every report read once, for both the lines and the table
+    rows = table_rows(arms)
     lines = ["Gains per hospital (federated - local-only) by seed, and the federated mean by seed:"]
-    lines += gain_lines(arms_by_seed(args.runs)) + [""]
+    lines += gain_lines(arms) + [""]
     lines += ["| " + " | ".join(COLUMNS) + " |", "|---|" + "---:|" * (len(COLUMNS) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     text = "\n".join(lines) + "\n"

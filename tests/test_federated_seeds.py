@@ -22,7 +22,8 @@ def test_seeds_table_shares_each_runs_pooled_bound_and_counts_every_hospital(tmp
     _report(s0 / "affine-svd", {"a": 0.6, "b": 0.5}, {"a": 0.5, "b": 0.55}, {"a": 0.7, "b": 0.6})
     _report(s0 / "affine-fedavg", {"a": 0.62, "b": 0.52}, {"a": 0.5, "b": 0.55}, None)
     _report(s1 / "affine-svd", {"a": 0.7, "b": 0.6}, {"a": 0.6, "b": 0.5}, {"a": 0.8, "b": 0.7})
-    rows = {row[0]: row for row in benchmark_script("federated_seeds").table_rows([s0, s1])}
+    seeds = benchmark_script("federated_seeds")
+    rows = {row[0]: row for row in seeds.table_rows(seeds.arms_by_seed([s0, s1]))}
     svd, fedavg = rows["affine-svd"], rows["affine-fedavg"]
     assert svd[1] == "2" and fedavg[1] == "1"  # an arm counts only the seeds where it finished
     assert svd[2] == "0.600 +- 0.071"  # federated means 0.55 and 0.65
