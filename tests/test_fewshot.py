@@ -43,6 +43,11 @@ def test_a_bad_manifest_is_named_with_what_is_wrong(tmp_path, text, says):
         read_manifest(path)
 
 
+def test_a_missing_manifest_is_named_with_how_to_write_one(tmp_path):
+    with pytest.raises(ValueError, match=r"nope.json: no such manifest \(write one with medpeft split\)"):
+        read_manifest(tmp_path / "nope.json")
+
+
 def test_adapt_refuses_a_bad_manifest_by_name_before_writing(tmp_path):
     from typer.testing import CliRunner
 

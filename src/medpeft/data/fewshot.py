@@ -42,6 +42,8 @@ def read_manifest(path: str | Path) -> dict:
     """A manifest (``medpeft split``), checked: a ValueError naming the file and what is wrong."""
     try:
         split = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such manifest (write one with medpeft split)") from None
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not a manifest (not JSON: {err})") from None
     if not isinstance(split, dict):
