@@ -161,6 +161,12 @@ def test_a_federation_file_that_is_not_a_yaml_mapping_is_named(tmp_path, text, s
     assert result.exit_code != 0 and says in result.output and "Traceback" not in result.output
 
 
+def test_a_missing_federation_file_is_named():
+    """It read as a bare '[Errno 2] No such file or directory'."""
+    with pytest.raises(ValueError, match=r"nope.yaml: no such federation YAML \(foundation: "):
+        load_fed_config("nope.yaml")
+
+
 def test_config_checks_hospitals_and_resolves_paths(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     twin = [{"dataset": "data", "name": "a"}, {"dataset": "data", "name": "a"}]

@@ -140,6 +140,8 @@ def load_fed_config(path: str | Path) -> FedConfig:
     """Read a federation YAML; unknown keys fail by name, and so does a file that is not YAML."""
     try:
         raw = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such federation YAML (foundation: ..., hospitals: ...)") from None
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({err})") from err
     if not isinstance(raw, dict):
