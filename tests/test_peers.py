@@ -6,6 +6,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import subprocess
+import sys
 
 import nibabel as nib
 import numpy as np
@@ -73,12 +75,19 @@ def test_scratch_starts_from_no_foundation_weight(foundation_dir, target, tmp_pa
 
 def test_nnunet_dataset_passes_nnunets_integrity_check(target, tmp_path):
     pytest.importorskip("nnunetv2")
-    from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
     f = load_foundation_meta()
     mapping = class_mapping(target.labels, f.classes)
     support = make_split(target, 2, 0, 2)["support"]
     folder = nnunet.write_raw_dataset(target, mapping, support, tmp_path / "raw", name="tiny")
-    verify_dataset_integrity(str(folder), num_processes=1)  # raises on any problem
+    # nnU-Net lists a dataset's files through a fork Pool of 12 whatever num_processes says; forked
+    # from a pytest worker that has run a Flower simulation (Ray's gRPC threads outlive
+    # ray.shutdown()), its children hung for ever in a futex. A fresh interpreter, as the peer
+    # itself runs nnU-Net through its own commands. It raises (exit 1) on any problem.
+    verify = ("import sys\nfrom nnunetv2.experiment_planning.verify_dataset_integrity import "
+              "verify_dataset_integrity\nverify_dataset_integrity(sys.argv[1], num_processes=1)")
+    done = subprocess.run([sys.executable, "-c", verify, str(folder)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     meta = json.loads((folder / "dataset.json").read_text())
     assert meta["numTraining"] == 2 and meta["labels"]["background"] == 0
     assert sorted(meta["labels"], key=meta["labels"].get)[1:] == list(mapping.local_names[1:])

@@ -51,7 +51,7 @@ def test_check_refuses_settings_a_family_cannot_honour(tmp_path):
         check(_request("sea-peft", organs=("spleen",)))
     with pytest.raises(ValueError, match="SEA-PEFT settings"):
         check(_request("decoder", sea={"budget": 0.01}))
-    with pytest.raises(FileNotFoundError):  # then the manifest, which must exist
+    with pytest.raises(ValueError, match="no such manifest"):  # then the manifest, which must exist
         check(_request("sea-peft", organs=("all",), sea={"budget": 0.01}))
     manifest = tmp_path / "m.json"
     manifest.write_text('{"dataset": "d", "support": ["a"], "test": ["b"]}')
